@@ -1,0 +1,4 @@
+from hf_transfer_seg.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

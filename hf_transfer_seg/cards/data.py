@@ -1,0 +1,55 @@
+"""Card metadata: the YAML block of a card, edited as data.
+
+Two places hold our facts:
+- ``model-index`` results (through huggingface_hub's ``EvalResult``), which the Hub renders:
+  robustness scores, downstream Dice, ImageNet top-1.
+- the ``hf_transfer_seg`` mapping, machine-readable facts the tools read back (training facts of a
+  checkpoint, score details such as intervals and seeds, the summary table of main).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCardData
+
+NAMESPACE = "hf_transfer_seg"
+
+
+def get_namespace(data: ModelCardData, key: str | None = None, default: Any = None) -> Any:
+    """Our mapping in the card metadata (a deep copy), or one key of it."""
+    ours = copy.deepcopy(getattr(data, NAMESPACE, None) or {})
+    if key is None:
+        return ours
+    return ours.get(key, default)
+
+
+def set_namespace(data: ModelCardData, key: str, value: Any) -> None:
+    """Set one key of our mapping, keeping the other keys."""
+    ours = copy.deepcopy(getattr(data, NAMESPACE, None) or {})
+    ours[key] = value
+    setattr(data, NAMESPACE, ours)
+
+
+def upsert_eval_result(data: ModelCardData, result: EvalResult, *, model_name: str | None = None) -> None:
+    """Add ``result`` to the card's model-index, replacing an entry for the same task, dataset and metric.
+
+    Two results are "the same entry" when everything but the value matches (task, dataset name,
+    type, config and split, metric type and config): re-scoring replaces, other targets stay.
+    """
+    results = list(data.eval_results or [])
+    results = [r for r in results if not r.is_equal_except_value(result)]
+    results.append(result)
+    data.eval_results = results
+    if not data.model_name:
+        data.model_name = model_name or "model"
+
+
+def eval_results_by(data: ModelCardData, *, metric_type: str, dataset_name: str | None = None) -> list[EvalResult]:
+    """The card's model-index results of one metric type (and dataset name, when given)."""
+    return [
+        r
+        for r in (data.eval_results or [])
+        if r.metric_type == metric_type and (dataset_name is None or r.dataset_name == dataset_name)
+    ]

@@ -1,0 +1,75 @@
+"""The ``hf-transfer-seg`` command: one entry point, one module per subcommand.
+
+Each subcommand module defines ``add_parser(subparsers)`` which registers its parser and sets
+``func`` to a callable taking the parsed namespace and returning an exit code. Modules are
+imported lazily, so ``hf-transfer-seg hub serve`` does not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from hf_transfer_seg import __version__
+from hf_transfer_seg.errors import HfTransferSegError
+
+# subcommand name -> module under hf_transfer_seg.cli that registers it
+SUBCOMMANDS = {
+    "hub": "hub",
+    "pretrain": "pretrain",
+    "push-pending": "pretrain",
+    "score": "score",
+    "finetune": "finetune",
+    "sweep": "finetune",
+    "report": "report",
+    "space": "space",
+    "demo": "demo",
+}
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hf-transfer-seg",
+        description="Pretrain -> score -> fine-tune -> demo, with every checkpoint a Hub revision.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Only import the module the user asked for (plus all of them for --help).
+    wanted = next((a for a in (argv or []) if not a.startswith("-")), None)
+    modules = [SUBCOMMANDS[wanted]] if wanted in SUBCOMMANDS else sorted(set(SUBCOMMANDS.values()))
+    for name in dict.fromkeys(modules):
+        try:
+            module = importlib.import_module(f"hf_transfer_seg.cli.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"hf_transfer_seg.cli.{name}":
+                raise
+            continue  # subcommand not built yet
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    from hf_transfer_seg.hub.redact import install_log_redaction
+
+    install_log_redaction()
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except HfTransferSegError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""Data: image decoding, classification sets for pretraining, image targets for scoring, segmentation targets."""

@@ -1,0 +1,89 @@
+"""Decode any image a user may bring into float RGB in [0, 1].
+
+Handles 8- and 16-bit PNG/TIFF, float TIFF, grayscale (repeated to 3 channels), RGBA (alpha
+dropped), palette GIFs, and numpy arrays. Everything downstream sees ``float32 [3, H, W]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from hf_transfer_seg.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".webp", ".ppm", ".pgm")
+
+
+def is_image_file(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES and not Path(path).name.startswith(".")
+
+
+def read_array(path: str | Path) -> np.ndarray:
+    """The raw pixel array of an image file (H x W or H x W x C), keeping its bit depth."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            try:
+                return np.asarray(tifffile.imread(path))
+            except Exception:  # noqa: BLE001 - some TIFFs are only readable by PIL
+                pass
+        with Image.open(path) as img:
+            if img.mode == "P":
+                img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+            return np.asarray(img)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from exc
+
+
+def to_unit_float(array: np.ndarray) -> np.ndarray:
+    """Scale integer or float pixel values into [0, 1] as float32."""
+    array = np.asarray(array)
+    if array.dtype == np.bool_:
+        return array.astype(np.float32)
+    if np.issubdtype(array.dtype, np.integer):
+        info = np.iinfo(array.dtype)
+        if array.dtype == np.uint8:
+            return array.astype(np.float32) / 255.0
+        top = float(array.max()) if array.size else 1.0
+        # 16-bit files often use 12 bits or fewer: scale by the container unless values exceed 8 bits only slightly
+        scale = float(info.max) if top > 4095 else (4095.0 if top > 255 else 255.0)
+        return np.clip(array.astype(np.float32) / scale, 0.0, 1.0)
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        array = np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(array.min()), float(array.max())
+    if lo >= 0.0 and hi <= 1.0:
+        return array
+    if hi - lo < 1e-12:
+        return np.zeros_like(array)
+    return (array - lo) / (hi - lo)
+
+
+def to_rgb_tensor(array: np.ndarray) -> torch.Tensor:
+    """``float32 [3, H, W]`` in [0, 1] from a decoded pixel array of any common layout."""
+    array = to_unit_float(array)
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    elif array.ndim == 3:
+        if array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):  # channels first
+            array = np.moveaxis(array, 0, 2)
+        channels = array.shape[2]
+        if channels == 1:
+            array = np.repeat(array, 3, axis=2)
+        elif channels == 2:  # grey + alpha
+            array = np.repeat(array[:, :, :1], 3, axis=2)
+        elif channels >= 4:
+            array = array[:, :, :3]
+    else:
+        raise DataError(f"expected a 2-D image, got an array of shape {array.shape}")
+    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+
+def load_image(path: str | Path) -> torch.Tensor:
+    """Read an image file as ``float32 [3, H, W]`` in [0, 1]."""
+    return to_rgb_tensor(read_array(path))

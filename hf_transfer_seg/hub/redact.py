@@ -1,0 +1,52 @@
+"""Keep tokens out of logs, exception messages and cards."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+
+# Hugging Face user/org tokens, and anything sent as a bearer credential.
+_TOKEN_PATTERNS = [
+    re.compile(r"hf_[A-Za-z0-9]{8,}"),
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]+"),
+    re.compile(r"(?i)(token[=:]\s*)[A-Za-z0-9._\-]{6,}"),
+]
+
+
+def _known_tokens() -> list[str]:
+    tokens = [os.environ.get(name) for name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_TRANSFER_SEG_HUB_TOKEN")]
+    return [t for t in tokens if t and len(t) >= 4]
+
+
+def redact(text: object, extra: list[str] | None = None) -> str:
+    """Return ``str(text)`` with every token-looking substring replaced by ``***``."""
+    out = str(text)
+    for token in _known_tokens() + list(extra or []):
+        if token:
+            out = out.replace(token, "***")
+    for pattern in _TOKEN_PATTERNS:
+        out = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "***", out)
+    return out
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that redacts tokens from every record's final message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # malformed record: let logging report it
+            return True
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True
+
+
+def install_log_redaction() -> None:
+    """Attach the redacting filter to every handler of the root logger (idempotent)."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())

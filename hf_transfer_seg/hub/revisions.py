@@ -1,0 +1,214 @@
+"""Checkpoint revisions: one branch per scheduled checkpoint (``epoch-0005``), all through huggingface_hub."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+from hf_transfer_seg.errors import ConfigError, HubWriteAccessError, RevisionNotFound
+from hf_transfer_seg.hub.redact import redact
+from hf_transfer_seg.hub.retry import with_retries
+
+log = logging.getLogger(__name__)
+
+_REVISION_RE = re.compile(r"^epoch-(\d{4,})(?:\.(\d+))?$")
+
+
+def revision_name(epoch: float) -> str:
+    """Branch name of the checkpoint taken at ``epoch``: ``epoch-0005``, or ``epoch-0000.25`` for fractions.
+
+    Names sort lexicographically in epoch order.
+    """
+    if epoch < 0 or not math.isfinite(epoch):
+        raise ConfigError(f"checkpoint epoch must be a finite number >= 0, got {epoch!r}")
+    whole = int(math.floor(epoch))
+    frac = round(epoch - whole, 6)
+    if frac == 0:
+        return f"epoch-{whole:04d}"
+    digits = f"{frac:.6f}"[2:].rstrip("0")
+    return f"epoch-{whole:04d}.{digits}"
+
+
+def parse_revision_name(name: str) -> float | None:
+    """Epoch of a checkpoint branch name, or None when ``name`` is not one."""
+    match = _REVISION_RE.match(name)
+    if not match:
+        return None
+    return float(f"{int(match.group(1))}.{match.group(2) or 0}")
+
+
+@dataclass(frozen=True)
+class RevisionInfo:
+    name: str  # branch name, e.g. "epoch-0005"
+    epoch: float
+    sha: str  # commit sha the branch points at
+
+    @property
+    def epoch_label(self) -> str:
+        return f"{self.epoch:g}"
+
+
+def _api(api: HfApi | None) -> HfApi:
+    return api or HfApi()
+
+
+def ensure_repo(repo_id: str, *, repo_type: str = "model", private: bool = False, api: HfApi | None = None) -> str:
+    """Create the repository if needed; return its URL."""
+    api = _api(api)
+    url = with_retries(
+        lambda: api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True),
+        what=f"create {repo_type} repo {repo_id}",
+    )
+    return str(url)
+
+
+def check_write_access(repo_id: str, *, repo_type: str = "model", api: HfApi | None = None) -> None:
+    """Fail in seconds, not hours, when the token cannot write to ``repo_id``.
+
+    Creates the repo if it does not exist, then creates and deletes a scratch branch: the only
+    way to prove write access that works on the Hub and on the local hub alike.
+    """
+    api = _api(api)
+    try:
+        ensure_repo(repo_id, repo_type=repo_type, api=api)
+        scratch = "hf-transfer-seg-write-check"
+        api.create_branch(repo_id, branch=scratch, repo_type=repo_type, exist_ok=True)
+        api.delete_branch(repo_id, branch=scratch, repo_type=repo_type)
+    except HfHubHTTPError as exc:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403) or isinstance(exc, RepositoryNotFoundError):
+            raise HubWriteAccessError(
+                f"cannot write to {repo_type} repo {repo_id!r} (HTTP {status}): {redact(exc)}. "
+                "Set HF_TOKEN to a token with write access to that namespace, or choose a --repo-id you own."
+            ) from exc
+        raise
+
+
+def push_revision(
+    folder: str | Path,
+    repo_id: str,
+    epoch: float,
+    *,
+    commit_message: str | None = None,
+    repo_type: str = "model",
+    also_main: bool = False,
+    api: HfApi | None = None,
+) -> RevisionInfo:
+    """Push a local checkpoint folder as branch ``revision_name(epoch)``, created from ``main``.
+
+    Idempotent: pushing the same folder again makes no new commit (the client skips unchanged
+    files), so a retried or resumed push never duplicates a revision. With ``also_main`` the
+    same files are committed to ``main`` too (latest weights on the default branch).
+    """
+    api = _api(api)
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ConfigError(f"checkpoint folder {folder} does not exist")
+    name = revision_name(epoch)
+    ensure_repo(repo_id, repo_type=repo_type, api=api)
+    with_retries(
+        lambda: api.create_branch(repo_id, branch=name, repo_type=repo_type, exist_ok=True),
+        what=f"create branch {name} of {repo_id}",
+    )
+    message = commit_message or f"Checkpoint at epoch {epoch:g}"
+    with_retries(
+        lambda: api.upload_folder(
+            repo_id=repo_id, folder_path=folder, revision=name, repo_type=repo_type, commit_message=message
+        ),
+        what=f"upload {folder} to {repo_id}@{name}",
+    )
+    if also_main:
+        with_retries(
+            lambda: api.upload_folder(
+                repo_id=repo_id,
+                folder_path=folder,
+                repo_type=repo_type,
+                commit_message=f"Latest weights: {message}",
+                ignore_patterns=["README.md"],
+            ),
+            what=f"upload {folder} to {repo_id}@main",
+        )
+    sha = branch_sha(repo_id, name, repo_type=repo_type, api=api)
+    log.info("pushed %s@%s (%s)", repo_id, name, sha[:10])
+    return RevisionInfo(name=name, epoch=float(epoch), sha=sha)
+
+
+def branch_sha(repo_id: str, revision: str, *, repo_type: str = "model", api: HfApi | None = None) -> str:
+    """Commit sha that ``revision`` (branch, tag or sha) points at now."""
+    api = _api(api)
+    try:
+        info = with_retries(
+            lambda: api.repo_info(repo_id, revision=revision, repo_type=repo_type),
+            what=f"read {repo_id}@{revision}",
+        )
+    except RevisionNotFoundError as exc:
+        raise RevisionNotFound(
+            f"revision {revision!r} not found in {repo_id}; list the checkpoints with `hf-transfer-seg score "
+            f"--repo-id {repo_id} --revisions all` or check the name"
+        ) from exc
+    return info.sha
+
+
+def list_revisions(repo_id: str, *, repo_type: str = "model", api: HfApi | None = None) -> list[RevisionInfo]:
+    """Checkpoint branches of ``repo_id`` in epoch order, each with its commit sha."""
+    api = _api(api)
+    refs = with_retries(lambda: api.list_repo_refs(repo_id, repo_type=repo_type), what=f"list refs of {repo_id}")
+    found = []
+    for branch in refs.branches:
+        epoch = parse_revision_name(branch.name)
+        if epoch is not None:
+            found.append(RevisionInfo(name=branch.name, epoch=epoch, sha=branch.target_commit))
+    return sorted(found, key=lambda r: r.epoch)
+
+
+def select_revisions(
+    repo_id: str, spec: str = "all", *, repo_type: str = "model", api: HfApi | None = None
+) -> list[RevisionInfo]:
+    """Resolve ``all`` or a comma list of branch names / epochs (``epoch-0005,20``) to revisions."""
+    available = list_revisions(repo_id, repo_type=repo_type, api=api)
+    if spec.strip() in ("", "all"):
+        if not available:
+            raise RevisionNotFound(f"{repo_id} has no checkpoint revisions (branches named epoch-NNNN)")
+        return available
+    by_name = {r.name: r for r in available}
+    chosen = []
+    for item in (s.strip() for s in spec.split(",") if s.strip()):
+        name = item
+        if parse_revision_name(item) is None:
+            try:
+                name = revision_name(float(item))
+            except ValueError:
+                name = item
+        if name not in by_name:
+            names = ", ".join(by_name) or "none"
+            raise RevisionNotFound(f"revision {item!r} is not a checkpoint of {repo_id}; available: {names}")
+        chosen.append(by_name[name])
+    return sorted(set(chosen), key=lambda r: r.epoch)
+
+
+def download_revision(
+    repo_id: str,
+    sha: str,
+    *,
+    repo_type: str = "model",
+    allow_patterns: list[str] | None = None,
+    cache_dir: str | Path | None = None,
+) -> Path:
+    """Local folder with the files of ``repo_id`` at commit ``sha``.
+
+    Cached by sha: a second call costs no transfer, and with ``HF_HUB_OFFLINE=1`` it resolves
+    from the cache alone.
+    """
+    path = with_retries(
+        lambda: snapshot_download(
+            repo_id, revision=sha, repo_type=repo_type, allow_patterns=allow_patterns, cache_dir=cache_dir
+        ),
+        what=f"download {repo_id}@{sha[:10]}",
+    )
+    return Path(path)

@@ -1,0 +1,139 @@
+"""Checkpoints in timm Hub format: ``config.json`` (architecture, num_classes, pretrained_cfg) + ``model.safetensors``.
+
+Such a folder, pushed as a revision, loads with ``timm.create_model("hf-hub:REPO@REV", pretrained=True)``
+and with ``transformers.AutoModel.from_pretrained(REPO, revision=REV)`` (timm wrapper). Nothing is
+ever unpickled: a folder without ``model.safetensors`` is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+
+from hf_transfer_seg.errors import WeightsError
+
+WEIGHTS_NAME = "model.safetensors"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)  # DDP / DataParallel
+
+
+def save_checkpoint(
+    model: torch.nn.Module,
+    folder: str | Path,
+    *,
+    model_args: dict[str, Any] | None = None,
+    data_config: dict[str, Any] | None = None,
+    extra_config: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` (a timm classifier) to ``folder`` in timm Hub format; return the folder.
+
+    ``data_config`` (mean, std, input_size, interpolation, crop_pct...) goes into ``pretrained_cfg``
+    so that everything loading the checkpoint preprocesses the same way.
+    """
+    from timm.models import save_for_hf
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = _unwrap(model)
+    save_for_hf(model, str(folder), model_args=model_args, data_config=data_config, safe_serialization=True)
+    if extra_config:
+        path = folder / "config.json"
+        config = json.loads(path.read_text())
+        config.update(extra_config)
+        path.write_text(json.dumps(config, indent=2))
+    return folder
+
+
+def read_config(folder: str | Path) -> dict[str, Any]:
+    """``config.json`` of a checkpoint folder, checked for the fields timm needs."""
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise WeightsError(f"{folder} has no config.json; is it a timm checkpoint (architecture + model.safetensors)?")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"{path} is not valid JSON: {exc}") from exc
+    if "architecture" not in config:
+        raise WeightsError(f"{path} has no 'architecture' field; expected timm's Hub format")
+    return config
+
+
+def load_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
+    """The safetensors weights of a checkpoint folder; pickle files are never read."""
+    folder = Path(folder)
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
+        hint = (
+            f" It holds only pickle weights ({', '.join(pickles)}), which are never loaded because unpickling "
+            "runs arbitrary code; convert them to safetensors and push again."
+            if pickles
+            else ""
+        )
+        raise WeightsError(f"no {WEIGHTS_NAME} in {folder}.{hint}")
+    try:
+        return load_file(str(weights), device="cpu")
+    except Exception as exc:  # noqa: BLE001 - corrupt file: say which
+        raise WeightsError(f"cannot read {weights}: {exc}") from exc
+
+
+def load_encoder(
+    folder: str | Path,
+    *,
+    features_only: bool = True,
+    out_indices: tuple[int, ...] | None = None,
+    check_finite: bool = True,
+    **kwargs: Any,
+) -> torch.nn.Module:
+    """Build the timm model of a checkpoint folder and load its weights.
+
+    With ``features_only`` (default) the model returns the list of feature stages, as a U-Net
+    encoder or the robustness score needs. ``pretrained_cfg`` of the checkpoint is kept on the
+    model (``model.pretrained_cfg``), including the normalisation it was trained with.
+    """
+    import timm
+
+    config = read_config(folder)
+    state_dict = load_state_dict(folder)
+    if check_finite:
+        bad = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise WeightsError(f"weights of {folder} contain NaN/Inf in {len(bad)} tensors (first: {bad[0]})")
+    pretrained_cfg = dict(config.get("pretrained_cfg") or {})
+    # Load from the in-memory state dict only: no URL, no hub id, no file that timm might unpickle.
+    pretrained_cfg.update(state_dict=state_dict, source="", file=None, url=None, hf_hub_id=None)
+    model_args = dict(config.get("model_args") or {})
+    model_args.update(kwargs)
+    if features_only:
+        model_args["features_only"] = True
+        if out_indices is not None:
+            model_args["out_indices"] = out_indices
+    else:
+        model_args.setdefault("num_classes", config.get("num_classes"))
+    try:
+        model = timm.create_model(
+            config["architecture"], pretrained=True, pretrained_cfg_overlay=pretrained_cfg, **model_args
+        )
+    except RuntimeError as exc:
+        raise WeightsError(f"weights in {folder} do not fit {config['architecture']}: {exc}") from exc
+    model.pretrained_cfg = {k: v for k, v in pretrained_cfg.items() if k != "state_dict"}
+    return model
+
+
+def normalization(model_or_cfg: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) that a checkpoint was trained with (identity when it records none)."""
+    cfg = getattr(model_or_cfg, "pretrained_cfg", model_or_cfg) or {}
+    mean = tuple(float(m) for m in cfg.get("mean", (0.0, 0.0, 0.0)))
+    std = tuple(float(s) for s in cfg.get("std", (1.0, 1.0, 1.0)))
+    if any(not math.isfinite(s) or s <= 0 for s in std):
+        raise WeightsError(f"checkpoint records an invalid normalisation std {std}")
+    return mean, std
