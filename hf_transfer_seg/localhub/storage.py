@@ -737,10 +737,7 @@ class Storage:
 
     def get(self, repo_type: str, repo_id: str) -> Repo:
         repo_type = check_repo_type(repo_type)
-        try:
-            namespace, name = check_repo_id(repo_id)
-        except BadRequest as exc:
-            raise RepoNotFound(f"Repository Not Found: {exc.message}") from None
+        namespace, name = check_repo_id(repo_id)  # BadRequest (400) for names that could never exist
         path = self._dir(repo_type, namespace, name)
         if not (path / "HEAD").is_file():
             raise RepoNotFound(f"Repository Not Found: {repo_type} {repo_id} does not exist")

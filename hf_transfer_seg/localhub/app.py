@@ -1,0 +1,782 @@
+"""The HTTP side of the local Hub: a Starlette app answering what huggingface_hub's client asks.
+
+Routing works on the *raw* request path, split on '/' before percent-decoding, because the client
+sends revisions URL-encoded as one segment (``refs%2Fpr%2F1``, ``feature%2Fx``) and file paths as
+the segments after it. Every route reads the whole request body before answering, errors included
+(leftover bytes on a keep-alive connection would corrupt the next request). Blocking git work runs
+in Starlette's thread pool; commits stream their NDJSON body line by line, so a large upload is
+decoded and written as it arrives instead of being held in memory several times.
+
+Errors carry ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``) and
+``X-Error-Message`` headers plus a JSON ``{"error": ...}`` body, which the client turns into its
+typed exceptions.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import mimetypes
+import re
+from typing import Any, Callable
+from urllib.parse import parse_qs, quote, unquote_to_bytes
+
+import yaml
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from hf_transfer_seg.localhub import storage as st
+
+log = logging.getLogger(__name__)
+
+MAX_JSON_BODY = 16 << 20  # every request but a commit
+MAX_COMMIT_LINE = 2 << 30
+TYPE_BY_PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space"}
+URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+# same pattern as huggingface_hub.repocard.REGEX_YAML_BLOCK
+_YAML_BLOCK = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ \t]*(\r\n|\n|$))")
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, message: str, code: str | None = None, body: dict | None = None,
+                 headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+        self.body, self.headers = body, headers
+
+
+def error_response(status: int, message: str, code: str | None = None, body: dict | None = None,
+                   headers: dict | None = None) -> Response:
+    header_message = message.encode("ascii", "replace").decode().replace("\r", " ").replace("\n", " ")[:2000]
+    out = {"X-Error-Message": header_message, **(headers or {})}
+    if code:
+        out["X-Error-Code"] = code
+    return JSONResponse({"error": message, **(body or {})}, status_code=status, headers=out)
+
+
+def parse_card(text: str) -> dict | None:
+    """YAML front matter of a README.md as a dict, or None (no block, or not a mapping)."""
+    match = _YAML_BLOCK.search(text)
+    if not match:
+        return None
+    data = yaml.safe_load(match.group(2))
+    return data if isinstance(data, dict) else None
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _json_safe(value: Any) -> Any:
+    """YAML can hold dates and other non-JSON scalars: stringify them."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+class Ctx:
+    """One request, as seen by a handler (running in a worker thread)."""
+
+    def __init__(self, request: Request, segments: list[str], body: bytes, user: str):
+        self.request = request
+        self.segments = segments
+        self.body = body
+        self.user = user
+        self.query = request.query_params
+        self.base = str(request.base_url).rstrip("/")
+
+    def json(self) -> dict:
+        if not self.body.strip():
+            return {}
+        try:
+            data = json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HTTPError(400, f"request body is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise HTTPError(400, "request body must be a JSON object")
+        return data
+
+
+class HubApp:
+    """State shared by the routes: the storage, the optional token, page sizes."""
+
+    def __init__(self, root, *, token: str | None = None, user: str = st.DEFAULT_USER,
+                 commits_page_size: int = 50, tree_page_size: int = 1000):
+        self.storage = st.Storage(root)
+        self.token = token or None
+        self.user = user
+        self.commits_page_size = commits_page_size
+        self.tree_page_size = tree_page_size
+
+    # -- entry point -----------------------------------------------------------------------------
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            return await self._dispatch(request)
+        except ClientDisconnect:
+            return Response(status_code=400)
+        except HTTPError as exc:
+            await _drain(request)
+            return error_response(exc.status, exc.message, exc.code, exc.body, exc.headers)
+        except st.StorageError as exc:
+            await _drain(request)
+            return error_response(exc.status, exc.message, exc.code)
+        except Exception as exc:  # noqa: BLE001 - answer instead of dropping the connection
+            log.exception("local hub: internal error on %s %s", request.method, request.url.path)
+            await _drain(request)
+            return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
+
+    async def _dispatch(self, request: Request) -> Response:
+        segments = _segments(request.scope.get("raw_path") or request.scope["path"].encode())
+        method = request.method
+        if segments in ([], [""]):
+            await _drain(request)
+            return JSONResponse({"localhub": True, "message": "hf-transfer-seg local Hub"})
+        user = self._authenticate(request)
+        commit = self._match_commit(method, segments)
+        if commit is not None:
+            return await self.commit(request, user, *commit)
+        handler, args = self._route(method, segments)
+        body = await _read_body(request)
+        ctx = Ctx(request, segments, body, user)
+        return await run_in_threadpool(handler, ctx, *args)
+
+    def _authenticate(self, request: Request) -> str:
+        if self.token is None:
+            return self.user
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        value = value.strip()
+        if scheme.lower() != "bearer" or not value:
+            raise HTTPError(401, "Authorization required: this local hub was started with a token; "
+                                 "send it as a Bearer token (HF_TOKEN)")
+        if not hmac.compare_digest(value.encode("utf-8", "replace"), self.token.encode("utf-8")):
+            raise HTTPError(401, "Invalid credentials in Authorization header")
+        return self.user
+
+    # -- routing ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _match_commit(method: str, seg: list[str]):
+        if method == "POST" and len(seg) >= 5 and seg[0] == "api" and seg[1] in TYPE_BY_PLURAL and seg[4] == "commit":
+            return TYPE_BY_PLURAL[seg[1]], f"{seg[2]}/{seg[3]}", "/".join(seg[5:]) or "main"
+        return None
+
+    def _route(self, method: str, seg: list[str]) -> tuple[Callable[..., Response], tuple]:
+        def need(*methods: str) -> None:
+            if method not in methods:
+                raise HTTPError(405, f"method {method} not allowed here", headers={"Allow": ", ".join(methods)})
+
+        if seg[0] == "api":
+            rest = seg[1:]
+            if rest == ["whoami-v2"]:
+                need("GET", "HEAD")
+                return self.whoami, ()
+            if rest == ["repos", "create"]:
+                need("POST")
+                return self.create_repo, ()
+            if rest == ["repos", "delete"]:
+                need("DELETE", "POST")
+                return self.delete_repo, ()
+            if rest == ["validate-yaml"]:
+                need("POST")
+                return self.validate_yaml, ()
+            if len(rest) == 1 and rest[0] in TYPE_BY_PLURAL:
+                need("GET", "HEAD")
+                return self.list_repos, (TYPE_BY_PLURAL[rest[0]],)
+            if len(rest) >= 3 and rest[0] in TYPE_BY_PLURAL:
+                repo_type, repo_id = TYPE_BY_PLURAL[rest[0]], f"{rest[1]}/{rest[2]}"
+                tail = rest[3:]
+                if not tail:
+                    need("GET", "HEAD")
+                    return self.repo_info, (repo_type, repo_id, None)
+                action, args = tail[0], tail[1:]
+                joined = "/".join(args)
+                if action == "revision" and joined:
+                    need("GET", "HEAD")
+                    return self.repo_info, (repo_type, repo_id, joined)
+                if action == "preupload":
+                    need("POST")
+                    return self.preupload, (repo_type, repo_id, joined or "main")
+                if action == "branch" and joined:
+                    need("POST", "DELETE")
+                    return self.branch, (repo_type, repo_id, joined)
+                if action == "tag" and joined:
+                    need("POST", "DELETE")
+                    return self.tag, (repo_type, repo_id, joined)
+                if action == "refs" and not args:
+                    need("GET", "HEAD")
+                    return self.refs, (repo_type, repo_id)
+                if action == "commits":
+                    need("GET", "HEAD")
+                    return self.commits, (repo_type, repo_id, joined or "main")
+                if action == "tree":
+                    need("GET", "HEAD")
+                    revision, path = _split_revision(args)
+                    return self.tree, (repo_type, repo_id, revision, path)
+                if action == "paths-info":
+                    need("POST")
+                    return self.paths_info, (repo_type, repo_id, joined or "main")
+                if action == "auth-check":
+                    need("GET", "HEAD")
+                    return self.auth_check, (repo_type, repo_id)
+            raise HTTPError(404, f"unknown API route /{'/'.join(seg)} (not served by the local hub)")
+        # file downloads: /{repo}/resolve/..., /datasets/{repo}/resolve/..., /spaces/{repo}/resolve/...
+        repo_type, rest = "model", seg
+        if seg[0] in ("datasets", "spaces") and len(seg) >= 4 and seg[3] == "resolve":
+            repo_type, rest = TYPE_BY_PLURAL[seg[0]], seg[1:]
+        if len(rest) >= 4 and rest[2] == "resolve":
+            need("GET", "HEAD")
+            revision, path = _split_revision(rest[3:])
+            return self.resolve, (repo_type, f"{rest[0]}/{rest[1]}", revision, path)
+        raise HTTPError(404, f"unknown route /{'/'.join(seg)} (not served by the local hub)")
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def repo_url(self, ctx_base: str, repo_type: str, repo_id: str) -> str:
+        return f"{ctx_base}/{URL_PREFIX[repo_type]}{repo_id}"
+
+    def _repo(self, repo_type: str, repo_id: str) -> st.Repo:
+        return self.storage.get(repo_type, repo_id)
+
+    @staticmethod
+    def _card(repo: st.Repo, tree: dict[str, st.Entry]) -> dict | None:
+        entry = tree.get("README.md")
+        if entry is None or entry.kind != "file" or entry.size > (4 << 20):
+            return None
+        try:
+            return parse_card(repo.read_blob(entry.oid).decode("utf-8", "replace"))
+        except yaml.YAMLError:
+            return None
+
+    # -- account and repositories ----------------------------------------------------------------
+
+    def whoami(self, ctx: Ctx) -> Response:
+        return JSONResponse({
+            "type": "user", "id": ctx.user, "name": ctx.user, "fullname": ctx.user, "email": None,
+            "emailVerified": False, "canPay": False, "isPro": False, "periodEnd": None, "avatarUrl": "",
+            "orgs": [],
+            "auth": {"type": "access_token", "accessToken": {"displayName": "local hub", "role": "write"}},
+        })
+
+    def _repo_id_from_body(self, ctx: Ctx, data: dict) -> tuple[str, str]:
+        repo_type = st.check_repo_type(data.get("type") or data.get("repoType"))
+        name = data.get("name")
+        namespace = data.get("organization") or ctx.user
+        if not isinstance(name, str) or not isinstance(namespace, str):
+            raise HTTPError(400, "JSON fields 'name' (and 'organization') must be strings")
+        return repo_type, f"{namespace}/{name}"
+
+    def create_repo(self, ctx: Ctx) -> Response:
+        data = ctx.json()
+        repo_type, repo_id = self._repo_id_from_body(ctx, data)
+        url = self.repo_url(ctx.base, repo_type, repo_id)
+        private = bool(data.get("private")) or data.get("visibility") == "private"
+        sdk = data.get("sdk") if repo_type == "space" else None
+        if sdk is not None and (not isinstance(sdk, str) or not re.fullmatch(r"[a-z0-9_-]{1,32}", sdk)):
+            raise HTTPError(400, f"invalid space sdk {sdk!r}")
+        try:
+            self.storage.create(repo_type, repo_id, private=private, sdk=sdk, author=ctx.user)
+        except st.Conflict as exc:
+            # the client reads "url" from the 409 body when exist_ok=True
+            return error_response(409, exc.message, body={"url": url})
+        return JSONResponse({"url": url, "name": repo_id, "id": repo_id})
+
+    def delete_repo(self, ctx: Ctx) -> Response:
+        repo_type, repo_id = self._repo_id_from_body(ctx, ctx.json())
+        self.storage.delete(repo_type, repo_id)
+        return JSONResponse({})
+
+    def validate_yaml(self, ctx: Ctx) -> Response:
+        content = ctx.json().get("content", "")
+        if not isinstance(content, str):
+            raise HTTPError(400, "'content' must be a string")
+        try:
+            parse_card(content)
+        except yaml.YAMLError as exc:
+            message = f"Invalid YAML in README.md front matter: {exc}"
+            return JSONResponse({"errors": [{"message": message}], "warnings": []}, status_code=400,
+                                headers={"X-Error-Message": message.splitlines()[0][:500]})
+        return JSONResponse({"errors": [], "warnings": []})
+
+    def list_repos(self, ctx: Ctx, repo_type: str) -> Response:
+        author = ctx.query.get("author")
+        search = (ctx.query.get("search") or "").lower()
+        try:
+            limit = int(ctx.query.get("limit") or 0)
+        except ValueError:
+            raise HTTPError(400, "'limit' must be an integer") from None
+        items = []
+        for repo in self.storage.list(repo_type, author=author):
+            if search and search not in repo.repo_id.lower():
+                continue
+            item = {"_id": _object_id(repo), "id": repo.repo_id, "private": bool(repo.meta().get("private")),
+                    "createdAt": repo.meta().get("createdAt"), "likes": 0, "downloads": 0, "tags": []}
+            if repo_type == "model":
+                item["modelId"] = repo.repo_id
+            items.append(item)
+            if limit and len(items) >= limit:
+                break
+        return JSONResponse(items)
+
+    def auth_check(self, ctx: Ctx, repo_type: str, repo_id: str) -> Response:
+        self._repo(repo_type, repo_id)
+        return JSONResponse({})
+
+    def repo_info(self, ctx: Ctx, repo_type: str, repo_id: str, revision: str | None) -> Response:
+        repo = self._repo(repo_type, repo_id)
+        sha = repo.resolve(revision or "main")
+        tree = repo.tree(sha)
+        commit = repo.commit_meta(sha)
+        meta = repo.meta()
+        files = sorted((e for e in tree.values() if e.kind == "file"), key=lambda e: e.path)
+        card = self._card(repo, tree)
+        info: dict[str, Any] = {
+            "_id": _object_id(repo),
+            "id": repo.repo_id,
+            "author": repo.namespace,
+            "sha": sha,
+            "lastModified": commit.date,
+            "createdAt": meta.get("createdAt", commit.date),
+            "private": bool(meta.get("private")),
+            "gated": False,
+            "disabled": False,
+            "likes": 0,
+            "downloads": 0,
+            "tags": [],
+            "siblings": [{"rfilename": e.path, "size": e.size, "blobId": e.oid} for e in files],
+            "usedStorage": sum(e.size for e in files),
+        }
+        if card is not None:
+            card = _json_safe(card)
+            info["cardData"] = card
+            tags = card.get("tags")
+            info["tags"] = [str(t) for t in tags] if isinstance(tags, list) else ([str(tags)] if tags else [])
+        if repo_type == "model":
+            info["modelId"] = repo.repo_id
+            if card:
+                for key in ("library_name", "pipeline_tag"):
+                    if isinstance(card.get(key), str):
+                        info[key] = card[key]
+                        if key == "library_name" and card[key] not in info["tags"]:
+                            info["tags"].append(card[key])
+        elif repo_type == "space":
+            info["sdk"] = (card or {}).get("sdk") or meta.get("sdk")
+            info["subdomain"] = f"{repo.namespace}-{repo.name}".lower().replace(".", "-").replace("_", "-")
+        elif repo_type == "dataset":
+            info["description"] = (card or {}).get("pretty_name") or ""
+        return JSONResponse(info)
+
+    # -- uploads ---------------------------------------------------------------------------------
+
+    def preupload(self, ctx: Ctx, repo_type: str, repo_id: str, revision: str) -> Response:
+        repo = self._repo(repo_type, repo_id)
+        if _truthy(ctx.query.get("create_pr")):
+            raise HTTPError(400, "pull requests are not supported by the local hub; commit to a branch instead")
+        files = ctx.json().get("files")
+        if not isinstance(files, list):
+            raise HTTPError(400, "JSON field 'files' must be a list")
+        sha = repo.resolve(revision)
+        tree = repo.tree(sha)
+        answer = []
+        for item in files:
+            if not isinstance(item, dict):
+                raise HTTPError(400, "each entry of 'files' must be an object with a 'path'")
+            path = st.check_path(item.get("path"))
+            entry = tree.get(path)
+            answer.append({
+                "path": item.get("path"),
+                # "regular": the client sends the bytes inline (base64) in the commit: no LFS, no Xet
+                "uploadMode": "regular",
+                "shouldIgnore": False,
+                # the blob sha of the file already there, so the client skips unchanged files
+                "oid": entry.oid if entry is not None and entry.kind == "file" else None,
+            })
+        return JSONResponse({"files": answer, "commitOid": sha})
+
+    async def commit(self, request: Request, user: str, repo_type: str, repo_id: str, revision: str) -> Response:
+        """``POST /api/{type}s/{repo}/commit/{rev}``: an NDJSON body, processed line by line as it arrives."""
+        repo = self._repo(repo_type, repo_id)  # 404 before reading megabytes (the body is drained on error)
+        if _truthy(request.query_params.get("create_pr")):
+            raise HTTPError(400, "pull requests are not supported by the local hub; commit to a branch instead")
+        state: dict[str, Any] = {"header": None, "ops": [], "lines": 0}
+        buffer = bytearray()
+        error: Exception | None = None
+        async for chunk in request.stream():
+            if error is not None or not chunk:
+                continue  # drain
+            scan_from = len(buffer)
+            buffer += chunk
+            while error is None:
+                newline = buffer.find(b"\n", scan_from)
+                if newline < 0:
+                    if len(buffer) > MAX_COMMIT_LINE:
+                        error = HTTPError(413, "a commit line is larger than 2 GiB")
+                        buffer = bytearray()
+                    break
+                line = bytes(buffer[:newline])
+                del buffer[: newline + 1]
+                scan_from = 0
+                try:
+                    await self._commit_line(repo, line, state)
+                except (HTTPError, st.StorageError) as exc:
+                    error = exc
+                    buffer = bytearray()
+        if error is None and buffer.strip():
+            try:
+                await self._commit_line(repo, bytes(buffer), state)
+            except (HTTPError, st.StorageError) as exc:
+                error = exc
+        if error is not None:
+            raise error
+        header = state["header"]
+        if header is None:
+            raise HTTPError(400, "commit body has no 'header' line (NDJSON: one JSON object per line)")
+        sha = await run_in_threadpool(
+            repo.commit, revision, state["ops"], summary=header["summary"], description=header["description"],
+            parent_commit=header["parent"], author=user,
+        )
+        base = str(request.base_url).rstrip("/")
+        return JSONResponse({
+            "success": True,
+            "commitOid": sha,
+            "commitUrl": f"{self.repo_url(base, repo_type, repo_id)}/commit/{sha}",
+            "pullRequestUrl": None,
+            "hookOutput": "",
+        })
+
+    async def _commit_line(self, repo: st.Repo, line: bytes, state: dict) -> None:
+        state["lines"] += 1
+        if not line.strip():
+            return
+        if len(line) > (1 << 20):
+            item = await run_in_threadpool(_parse_line, line, state["lines"])
+        else:
+            item = _parse_line(line, state["lines"])
+        key, value = item["key"], item["value"]
+        if key == "header":
+            if state["header"] is not None:
+                raise HTTPError(400, "commit body has two 'header' lines")
+            summary, description = value.get("summary"), value.get("description") or ""
+            parent = value.get("parentCommit")
+            if not isinstance(summary, str) or not summary.strip():
+                raise HTTPError(400, "commit header needs a non-empty 'summary'")
+            if not isinstance(description, str) or (parent is not None and not isinstance(parent, str)):
+                raise HTTPError(400, "commit header: 'description' and 'parentCommit' must be strings")
+            state["header"] = {"summary": summary, "description": description, "parent": parent}
+            return
+        if state["header"] is None:
+            raise HTTPError(400, "the first line of a commit body must be the 'header'")
+        if key == "file":
+            path = st.check_path(value.get("path"))
+            content = value.get("content")
+            encoding = (value.get("encoding") or "utf-8").lower()
+            if not isinstance(content, str):
+                raise HTTPError(400, f"file {path}: 'content' must be a string")
+            if encoding not in ("base64", "utf-8", "utf8"):
+                raise HTTPError(400, f"file {path}: unknown encoding {encoding!r} (expected base64)")
+            if len(content) > (1 << 20):
+                blob = await run_in_threadpool(_store_content, repo, path, content, encoding)
+            else:
+                blob = _store_content(repo, path, content, encoding)
+            state["ops"].append(st.FileOp(path, blob))
+        elif key == "deletedFile":
+            state["ops"].append(st.FileOp(st.check_path(value.get("path"))))
+        elif key == "deletedFolder":
+            path = value.get("path")
+            path = st.check_path(path.rstrip("/") if isinstance(path, str) else path)
+            state["ops"].append(st.FileOp(path, folder=True))
+        elif key in ("lfsFile", "lfsFiles"):
+            raise HTTPError(
+                400,
+                "LFS files are not supported by the local hub: it answers uploadMode 'regular' to preupload, "
+                "so the huggingface_hub client sends file contents inline. Upload with HfApi (upload_file, "
+                "upload_folder, create_commit) instead of pushing LFS pointers.",
+            )
+        else:
+            raise HTTPError(400, f"unknown commit operation {key!r} on line {state['lines']}")
+
+    # -- branches, tags, history -----------------------------------------------------------------
+
+    def branch(self, ctx: Ctx, repo_type: str, repo_id: str, name: str) -> Response:
+        repo = self._repo(repo_type, repo_id)
+        if ctx.request.method == "DELETE":
+            repo.delete_branch(name)
+            return JSONResponse({})
+        data = ctx.json()
+        start = data.get("startingPoint")
+        if start is not None and not isinstance(start, str):
+            raise HTTPError(400, "'startingPoint' must be a string")
+        if data.get("emptyBranch"):
+            raise HTTPError(400, "empty branches are not supported by the local hub")
+        repo.create_branch(name, start)
+        return JSONResponse({})
+
+    def tag(self, ctx: Ctx, repo_type: str, repo_id: str, name: str) -> Response:
+        repo = self._repo(repo_type, repo_id)
+        if ctx.request.method == "DELETE":
+            repo.delete_tag(name)
+            return JSONResponse({})
+        data = ctx.json()
+        tag, message = data.get("tag"), data.get("message")
+        if not isinstance(tag, str) or (message is not None and not isinstance(message, str)):
+            raise HTTPError(400, "JSON field 'tag' (and 'message') must be strings")
+        repo.create_tag(tag, name, message, author=ctx.user)
+        return JSONResponse({})
+
+    def refs(self, ctx: Ctx, repo_type: str, repo_id: str) -> Response:
+        refs = self._repo(repo_type, repo_id).refs()
+
+        def items(table: str, prefix: str) -> list[dict]:
+            return [{"name": name, "ref": f"{prefix}{name}", "targetCommit": sha}
+                    for name, sha in sorted(refs[table].items())]
+
+        body = {"branches": items("branches", "refs/heads/"), "tags": items("tags", "refs/tags/"), "converts": []}
+        if _truthy(ctx.query.get("include_prs")):
+            body["pullRequests"] = items("prs", "refs/")
+        return JSONResponse(body)
+
+    def commits(self, ctx: Ctx, repo_type: str, repo_id: str, revision: str) -> Response:
+        repo = self._repo(repo_type, repo_id)
+        sha = repo.resolve(revision)
+        page = _int_param(ctx, "p", 0)
+        limit = min(max(_int_param(ctx, "limit", self.commits_page_size), 1), 1000)
+        found = repo.log(sha, skip=page * limit, limit=limit + 1)
+        formatted = "formatted" in ctx.query.getlist("expand[]") + ctx.query.getlist("expand")
+        items = []
+        for meta in found[:limit]:
+            item = {"id": meta.sha, "title": meta.title, "message": meta.message,
+                    "authors": [{"user": meta.author, "avatar": None}], "date": meta.date}
+            if formatted:
+                item["formatted"] = {"title": _html(meta.title), "message": _html(meta.message)}
+            items.append(item)
+        headers = {}
+        if len(found) > limit:
+            # the next page is pinned to the sha: a branch moving meanwhile does not shift pages
+            url = (f"{ctx.base}/api/{repo_type}s/{repo_id}/commits/{sha}?p={page + 1}&limit={limit}"
+                   + ("&expand[]=formatted" if formatted else ""))
+            headers["Link"] = f'<{url}>; rel="next"'
+        return JSONResponse(items, headers=headers)
+
+    # -- files -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _entry_json(entry: st.Entry) -> dict:
+        return {"type": entry.kind, "oid": entry.oid, "size": entry.size, "path": entry.path}
+
+    def tree(self, ctx: Ctx, repo_type: str, repo_id: str, revision: str, path: str) -> Response:
+        repo = self._repo(repo_type, repo_id)
+        path = st.check_path(path, allow_empty=True)
+        sha = repo.resolve(revision)
+        tree = repo.tree(sha)
+        if path:
+            entry = tree.get(path)
+            if entry is None:
+                raise HTTPError(404, f"Entry not found: {path} does not exist at {revision}", "EntryNotFound")
+            if entry.kind != "directory":
+                raise HTTPError(404, f"Entry not found: {path} is a file, not a folder", "EntryNotFound")
+        recursive = _truthy(ctx.query.get("recursive"))
+        prefix = f"{path}/" if path else ""
+        selected = [
+            e for p, e in tree.items()
+            if p.startswith(prefix) and (recursive or "/" not in p[len(prefix):])
+        ]
+        selected.sort(key=lambda e: e.path)
+        limit = min(max(_int_param(ctx, "limit", self.tree_page_size), 1), 10000)
+        start = _int_param(ctx, "cursor", 0)
+        page = selected[start: start + limit]
+        headers = {}
+        if start + limit < len(selected):
+            encoded = f"/{quote(path, safe='')}" if path else ""
+            url = (f"{ctx.base}/api/{repo_type}s/{repo_id}/tree/{sha}{encoded}?recursive={str(recursive).lower()}"
+                   f"&expand={str(_truthy(ctx.query.get('expand'))).lower()}&limit={limit}&cursor={start + limit}")
+            headers["Link"] = f'<{url}>; rel="next"'
+        return JSONResponse([self._entry_json(e) for e in page], headers=headers)
+
+    def paths_info(self, ctx: Ctx, repo_type: str, repo_id: str, revision: str) -> Response:
+        repo = self._repo(repo_type, repo_id)
+        content_type = ctx.request.headers.get("content-type", "")
+        if "json" in content_type:
+            paths = ctx.json().get("paths", [])
+        elif "multipart/" in content_type:
+            raise HTTPError(415, "send paths-info as a urlencoded form or JSON")
+        else:
+            try:
+                paths = parse_qs(ctx.body.decode("utf-8"), keep_blank_values=True).get("paths", [])
+            except UnicodeDecodeError:
+                raise HTTPError(400, "paths-info form is not UTF-8") from None
+        if isinstance(paths, str):
+            paths = [paths]
+        if not isinstance(paths, list):
+            raise HTTPError(400, "'paths' must be a list of file paths")
+        sha = repo.resolve(revision)
+        tree = repo.tree(sha)
+        found = []
+        for raw in paths:
+            path = st.check_path(raw.strip("/") if isinstance(raw, str) else raw, allow_empty=True)
+            entry = tree.get(path) if path else None
+            if entry is not None:
+                found.append(self._entry_json(entry))
+        return JSONResponse(found)
+
+    def resolve(self, ctx: Ctx, repo_type: str, repo_id: str, revision: str, path: str) -> Response:
+        repo = self._repo(repo_type, repo_id)
+        try:
+            path = st.check_path(path)
+        except st.BadRequest as exc:
+            raise HTTPError(400, exc.message) from None
+        sha = repo.resolve(revision)
+        entry = repo.tree(sha).get(path)
+        if entry is None or entry.kind != "file":
+            raise HTTPError(404, f"Entry not found: {path} does not exist at {revision}", "EntryNotFound",
+                            headers={"X-Repo-Commit": sha})
+        size = entry.size
+        headers = {
+            "X-Repo-Commit": sha,
+            "ETag": f'"{entry.oid}"',
+            "Accept-Ranges": "bytes",
+            "Content-Type": mimetypes.guess_type(path)[0] or "application/octet-stream",
+            "Content-Disposition": f"inline; filename*=UTF-8''{quote(path.rsplit('/', 1)[-1], safe='')}",
+            "Cache-Control": "private, max-age=0, must-revalidate",
+        }
+        start, end, status = 0, size, 200
+        range_header = ctx.request.headers.get("range")
+        if range_header and ctx.request.method == "GET":
+            parsed = _parse_range(range_header, size)
+            if parsed is None:
+                raise HTTPError(416, f"Range {range_header!r} not satisfiable for {size} bytes",
+                                headers={"Content-Range": f"bytes */{size}", **headers})
+            if parsed != (0, size) or range_header.strip() != "bytes=0-":
+                start, end = parsed
+                status = 206
+                headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        headers["Content-Length"] = str(end - start)
+        if ctx.request.method == "HEAD":
+            return Response(b"", status_code=200, headers=headers)
+        return StreamingResponse(repo.iter_blob(entry.oid, start, end), status_code=status, headers=headers)
+
+
+# --------------------------------------------------------------------------------------------------
+# request plumbing
+
+
+def _segments(raw_path: bytes) -> list[str]:
+    """Path segments, each percent-decoded on its own (so ``%2F`` stays inside its segment)."""
+    raw = raw_path.split(b"?", 1)[0]
+    parts = raw.split(b"/")[1:] if raw.startswith(b"/") else raw.split(b"/")
+    out = []
+    for part in parts:
+        try:
+            out.append(unquote_to_bytes(part).decode("utf-8"))
+        except UnicodeDecodeError:
+            raise HTTPError(400, "request path is not valid UTF-8") from None
+    return out
+
+
+def _split_revision(args: list[str]) -> tuple[str, str]:
+    """``[rev, *path]``; a revision given unencoded as ``refs/pr/1`` (or ``refs/convert/x``) takes three."""
+    if not args or not args[0]:
+        raise HTTPError(400, "missing revision in the URL")
+    if args[0] == "refs" and len(args) >= 3:
+        return "/".join(args[:3]), "/".join(args[3:])
+    return args[0], "/".join(args[1:])
+
+
+async def _read_body(request: Request, limit: int = MAX_JSON_BODY) -> bytes:
+    """The whole body; past ``limit`` the rest is still read (and dropped) before answering 413."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size <= limit:
+            chunks.append(chunk)
+    if size > limit:
+        raise HTTPError(413, f"request body larger than {limit} bytes")
+    return b"".join(chunks)
+
+
+async def _drain(request: Request) -> None:
+    try:
+        async for _ in request.stream():
+            pass
+    except (ClientDisconnect, RuntimeError):  # RuntimeError: stream already consumed
+        pass
+
+
+def _parse_line(line: bytes, number: int) -> dict:
+    try:
+        item = json.loads(line)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise HTTPError(400, f"commit body line {number} is not valid JSON: {str(exc)[:200]}") from None
+    if not isinstance(item, dict) or not isinstance(item.get("key"), str) or not isinstance(item.get("value"), dict):
+        raise HTTPError(400, f"commit body line {number} must be an object with 'key' (string) and 'value' (object)")
+    return item
+
+
+def _store_content(repo: st.Repo, path: str, content: str, encoding: str) -> str:
+    if encoding == "base64":
+        try:
+            data = binascii.a2b_base64(content, strict_mode=True)
+        except (binascii.Error, ValueError) as exc:
+            raise HTTPError(400, f"file {path}: content is not valid base64 ({exc})") from None
+    else:
+        data = content.encode("utf-8", "surrogatepass")
+    del content
+    return repo.write_blob(data)
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """A single ``bytes=a-b`` range as ``[start, end)``; None when it cannot be satisfied."""
+    match = _RANGE.match(header.strip().replace(" ", ""))
+    if not match or (not match.group(1) and not match.group(2)):
+        return None
+    first, last = match.group(1), match.group(2)
+    if first:
+        start = int(first)
+        end = min(int(last) + 1, size) if last else size
+    else:  # suffix range: the last N bytes
+        start, end = max(size - int(last), 0), size
+    if start >= size or end <= start:
+        return None if size else (0, 0)
+    return start, end
+
+
+def _int_param(ctx: Ctx, name: str, default: int) -> int:
+    value = ctx.query.get(name)
+    if value in (None, ""):
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise HTTPError(400, f"query parameter {name!r} must be an integer") from None
+    if number < 0:
+        raise HTTPError(400, f"query parameter {name!r} must be >= 0")
+    return number
+
+
+def _object_id(repo: st.Repo) -> str:
+    return hashlib.sha1(f"{repo.repo_type}/{repo.repo_id}".encode()).hexdigest()[:24]
+
+
+def _html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def create_app(root, *, token: str | None = None, user: str = st.DEFAULT_USER, commits_page_size: int = 50,
+               tree_page_size: int = 1000) -> Starlette:
+    """The Starlette application serving the repositories under ``root``."""
+    hub = HubApp(root, token=token, user=user, commits_page_size=commits_page_size, tree_page_size=tree_page_size)
+    app = Starlette(routes=[Route("/{rest:path}", hub.handle, methods=ALL_METHODS)])
+    app.state.hub = hub
+    return app

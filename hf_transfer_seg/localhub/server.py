@@ -1,0 +1,161 @@
+"""Run the local Hub: in the foreground (``hf-transfer-seg hub serve``) or in a background thread.
+
+``with local_hub(root) as endpoint:`` starts uvicorn on a free loopback port (or the given one) in a
+daemon thread, waits until it accepts connections, yields ``http://127.0.0.1:PORT`` and stops the
+server when the block exits. Point the genuine client at it with ``HF_ENDPOINT=<endpoint>`` (set
+before ``huggingface_hub`` is imported: it reads the variable at import time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+from hf_transfer_seg.errors import LocalHubError
+
+log = logging.getLogger(__name__)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.create_server((host, port), family=family, backlog=256)
+    except OSError as exc:
+        raise LocalHubError(f"cannot listen on {host}:{port}: {exc.strerror or exc}. Choose another --port.") from exc
+    return sock
+
+
+def endpoint_url(sock: socket.socket) -> str:
+    """The URL a client on this machine uses to reach ``sock`` (wildcard addresses become loopback)."""
+    host, port = sock.getsockname()[:2]
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None and address.is_unspecified:
+        host = "::1" if address.version == 6 else "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _make_server(root: str | Path, *, token: str | None, verbose: bool, **app_kwargs):
+    import uvicorn
+
+    from hf_transfer_seg.localhub.app import create_app
+
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise LocalHubError(f"local hub root {root} exists and is not a folder")
+    try:
+        app = create_app(root, token=token, **app_kwargs)
+    except (OSError, RuntimeError) as exc:
+        raise LocalHubError(f"cannot use {root} as the local hub root: {exc}") from exc
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        log_level="info" if verbose else "warning",
+        access_log=verbose,
+        lifespan="off",
+        server_header=False,
+        timeout_keep_alive=30,
+        timeout_graceful_shutdown=5,
+    )
+    return uvicorn.Server(config)
+
+
+@contextlib.contextmanager
+def local_hub(
+    root: str | Path,
+    port: int | None = None,
+    token: str | None = None,
+    *,
+    host: str = "127.0.0.1",
+    verbose: bool = False,
+    startup_timeout: float = 30.0,
+    **app_kwargs,
+) -> Iterator[str]:
+    """Serve the repositories under ``root`` in a background thread; yield the endpoint URL.
+
+    ``port=None`` picks a free port. With ``token``, every request must carry ``Authorization:
+    Bearer <token>`` (the client sends ``HF_TOKEN``). Extra keyword arguments go to
+    :func:`hf_transfer_seg.localhub.app.create_app` (e.g. ``commits_page_size``).
+    """
+    server = _make_server(root, token=token, verbose=verbose, **app_kwargs)
+    sock = _bind(host, port or 0)
+    url = endpoint_url(sock)
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            server.run(sockets=[sock])
+        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name=f"localhub-{url}", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while not server.started:
+            if failure or not thread.is_alive():
+                raise LocalHubError(f"the local hub on {url} failed to start: {failure[0] if failure else 'exited'}")
+            if time.monotonic() > deadline:
+                raise LocalHubError(f"the local hub on {url} did not start within {startup_timeout:.0f}s")
+            time.sleep(0.005)
+        log.debug("local hub serving %s on %s", root, url)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+        if thread.is_alive():  # connections that would not close: stop waiting for them
+            server.force_exit = True
+            thread.join(timeout=5)
+        sock.close()
+
+
+def serve(
+    root: str | Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    token: str | None = None,
+    verbose: bool = False,
+    announce: Callable[[str], None] | None = None,
+    **app_kwargs,
+) -> int:
+    """Serve in the foreground until SIGINT/SIGTERM; ``announce`` receives the URL once listening."""
+    server = _make_server(root, token=token, verbose=verbose, **app_kwargs)
+    sock = _bind(host, port)
+    url = endpoint_url(sock)
+    if announce is None:
+        print(url, flush=True)
+    else:
+        announce(url)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def warn_if_exposed(host: str, token: str | None) -> None:
+    if not token and not _is_loopback(host):
+        print(
+            f"warning: serving on {host} without --token: anyone who can reach this address can read and "
+            "write every repository",
+            file=sys.stderr,
+        )
