@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import signal
 import socket
 import sys
 import threading
@@ -49,6 +50,27 @@ def endpoint_url(sock: socket.socket) -> str:
 def _make_server(root: str | Path, *, token: str | None, verbose: bool, **app_kwargs):
     import uvicorn
 
+    class Server(uvicorn.Server):
+        """uvicorn, but SIGINT/SIGTERM end :func:`serve` with a normal return instead of re-raising."""
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+
+            def handle(sig, frame):
+                if self.should_exit and sig == signal.SIGINT:
+                    self.force_exit = True  # second Ctrl-C: stop waiting for open connections
+                self.should_exit = True
+
+            previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
     from hf_transfer_seg.localhub.app import create_app
 
     root = Path(root)
@@ -68,7 +90,7 @@ def _make_server(root: str | Path, *, token: str | None, verbose: bool, **app_kw
         timeout_keep_alive=30,
         timeout_graceful_shutdown=5,
     )
-    return uvicorn.Server(config)
+    return Server(config)
 
 
 @contextlib.contextmanager
