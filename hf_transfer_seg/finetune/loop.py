@@ -1,0 +1,219 @@
+"""The fine-tuning run: check the data and the weights, train with Accelerate, evaluate on validation.
+
+Works the same in a plain process and under ``accelerate launch`` (the Accelerator reads the launch
+environment). Schedule: torch's ``PolynomialLR`` stepped after every optimizer step,
+``lr_t = lr * (1 - t / T) ** 0.9`` with ``T`` the total number of steps; it is the paper's per-step
+poly decay exactly, needs no warm-up handling (timm's ``PolyLRScheduler`` would do the same with more
+knobs), and is stepped by us rather than through ``accelerator.prepare`` so that ``T`` is counted in
+this process's own steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hf_transfer_seg.data.segmentation import SegSample, SegTarget, load_target, split_target
+from hf_transfer_seg.errors import WeightsError
+from hf_transfer_seg.finetune.config import FinetuneConfig
+from hf_transfer_seg.finetune.losses import build_loss
+from hf_transfer_seg.finetune.metrics import SegmentationMetrics
+from hf_transfer_seg.finetune.model import SegmentationModel, build_model
+from hf_transfer_seg.finetune.tiles import RandomCropDataset, crops_per_image, sliding_window_probs
+
+log = logging.getLogger(__name__)
+
+ENCODER_FILES = ["*.json", "*.safetensors", "README.md"]
+
+
+@dataclass
+class FinetuneResult:
+    config: FinetuneConfig
+    metrics: dict[str, Any]  # validation metrics after the last epoch
+    history: list[dict[str, Any]]
+    split: dict[str, Any]
+    target: dict[str, Any]
+    encoder: dict[str, Any]  # repo, revision, sha, architecture
+    model: SegmentationModel
+    train_images_per_second: float
+    wall_clock_seconds: float
+    first_metrics: dict[str, Any] = field(default_factory=dict)  # after the first epoch
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready facts of the run (no model)."""
+        return {
+            "encoder": self.encoder,
+            "target": self.target,
+            "seed": self.config.seed,
+            "recipe": self.config.recipe(),
+            "metrics": self.metrics,
+            "first_epoch_metrics": self.first_metrics,
+            "history": self.history,
+            "split": self.split,
+            "train_images_per_second": self.train_images_per_second,
+            "wall_clock_seconds": self.wall_clock_seconds,
+        }
+
+
+def resolve_encoder(config: FinetuneConfig) -> dict[str, Any]:
+    """Local folder with the encoder checkpoint, downloaded from the revision's commit sha when on the Hub."""
+    from hf_transfer_seg.models.checkpoint import WEIGHTS_NAME
+    from hf_transfer_seg.finetune.model import encoder_architecture
+
+    if config.encoder_folder:
+        folder = Path(config.encoder_folder)
+        info = {"repo": None, "revision": None, "sha": None, "folder": str(folder)}
+    else:
+        from hf_transfer_seg import hub
+
+        sha = hub.branch_sha(config.encoder_repo, config.revision)
+        folder = hub.download_revision(config.encoder_repo, sha, allow_patterns=ENCODER_FILES)
+        if not (folder / WEIGHTS_NAME).is_file():
+            from huggingface_hub import HfApi
+
+            files = hub.with_retries(
+                lambda: HfApi().list_repo_files(config.encoder_repo, revision=sha), what="list files"
+            )
+            pickles = [f for f in files if f.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl"))]
+            raise WeightsError(
+                f"revision {config.revision} of {config.encoder_repo} ({sha[:10]}) has no {WEIGHTS_NAME}"
+                + (f"; it holds only pickle weights ({', '.join(pickles)}), which are never loaded" if pickles else "")
+                + ". Push the checkpoint in safetensors (hf-transfer-seg pretrain does) or pick another revision."
+            )
+        info = {"repo": config.encoder_repo, "revision": config.revision, "sha": sha, "folder": str(folder)}
+    architecture, _ = encoder_architecture(folder)
+    info["architecture"] = architecture
+    return info
+
+
+def prepare_target(config: FinetuneConfig, target: SegTarget | None = None) -> tuple[SegTarget, SegTarget, SegTarget, dict]:
+    """Load (unless given) and split the target: every data error surfaces here, before training."""
+    if target is None:
+        target = load_target(
+            config.target, num_classes=config.num_classes, resize_longest=config.resize_longest,
+            mask_dir=config.mask_dir, fov_dir=config.fov_dir, split=config.split,
+            image_column=config.image_column, mask_column=config.mask_column, limit=config.limit,
+            key=config.target_key,
+        )
+    train, val, split = split_target(target, val_fraction=config.val_fraction, seed=config.split_seed)
+    return target, train, val, split
+
+
+def build_training(model: SegmentationModel, train: list[SegSample], config: FinetuneConfig, *, generator: torch.Generator | None = None):
+    """(loader, loss, optimizer, scheduler) for ``model`` on the training samples."""
+    crops = config.crops_per_image or crops_per_image(train, config.image_size)
+    dataset = RandomCropDataset(train, config.image_size, crops=crops, augment=config.augment)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=config.batch_size, shuffle=True, drop_last=len(dataset) > config.batch_size,
+        num_workers=config.num_workers, generator=generator, persistent_workers=config.num_workers > 0,
+    )
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    return loader, build_loss(config.loss), optimizer
+
+
+def poly_schedule(optimizer: torch.optim.Optimizer, total_steps: int, power: float) -> torch.optim.lr_scheduler.LRScheduler:
+    return torch.optim.lr_scheduler.PolynomialLR(optimizer, total_iters=max(1, total_steps), power=power)
+
+
+def train_epoch(model, loader, loss_fn, optimizer, scheduler=None, *, accelerator=None, progress=None) -> dict[str, float]:
+    """One pass over ``loader``; returns mean loss, images seen and seconds taken."""
+    model.train()
+    total, images, start = 0.0, 0, time.perf_counter()
+    for x, y in loader:
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        if accelerator is not None:
+            accelerator.backward(loss)
+        else:
+            loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total += loss.detach() * x.shape[0]
+        images += x.shape[0]
+        if progress is not None:
+            progress.update(x.shape[0])
+    seconds = time.perf_counter() - start
+    return {"loss": float(total) / max(images, 1), "images": images, "seconds": seconds}
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, samples: list[SegSample], target: SegTarget, *, window: int, overlap: float = 0.5) -> dict[str, Any]:
+    """Validation metrics of ``model`` over whole images (sliding window), see :mod:`.metrics`."""
+    was_training = model.training
+    model.eval()
+    metrics = SegmentationMetrics(target.num_classes, target.class_names)
+    try:
+        for sample in samples:
+            pred = sliding_window_probs(model, sample.image, window, overlap=overlap).argmax(0)
+            metrics.update(pred, sample.mask, sample.valid)
+    finally:
+        model.train(was_training)
+    return metrics.compute()
+
+
+def finetune(config: FinetuneConfig, *, target: SegTarget | None = None, progress: bool = True) -> FinetuneResult:
+    """Fine-tune a U-Net on ``config.target`` from the encoder of ``config.encoder_repo@config.revision``."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    config.validate()
+    started = time.perf_counter()
+    target, train, val, split = prepare_target(config, target)
+    encoder = resolve_encoder(config)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    set_seed(config.seed)
+    model = build_model(
+        encoder["folder"], target.num_classes, decoder_channels=config.decoder_channels,
+        freeze_encoder=config.freeze_encoder,
+    )
+    model.config.update(
+        image_size=config.image_size, eval_overlap=config.eval_overlap, class_names=target.class_names,
+        resize_longest=config.resize_longest,
+    )
+    generator = torch.Generator().manual_seed(config.seed)
+    loader, loss_fn, optimizer = build_training(model, train.samples, config, generator=generator)
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    scheduler = poly_schedule(optimizer, len(loader) * config.epochs, config.poly_power)
+    history: list[dict[str, Any]] = []
+    first_metrics: dict[str, Any] = {}
+    metrics: dict[str, Any] = {}
+    seen, train_seconds = 0, 0.0
+    show = progress and accelerator.is_local_main_process
+    bar = tqdm(total=config.epochs, desc=f"fine-tune {encoder.get('revision') or encoder['architecture']}", unit="epoch", disable=not show)
+    for epoch in range(1, config.epochs + 1):
+        stats = train_epoch(model, loader, loss_fn, optimizer, scheduler, accelerator=accelerator)
+        seen += stats["images"]
+        train_seconds += stats["seconds"]
+        row: dict[str, Any] = {"epoch": epoch, "loss": stats["loss"], "lr": scheduler.get_last_lr()[0]}
+        if epoch == 1 or epoch == config.epochs or (config.eval_every and epoch % config.eval_every == 0):
+            metrics = evaluate(accelerator.unwrap_model(model), val.samples, target, window=config.image_size, overlap=config.eval_overlap)
+            row.update(dice_mean=metrics["dice_mean"], iou_mean=metrics["iou_mean"])
+            if epoch == 1:
+                first_metrics = metrics
+        history.append(row)
+        bar.set_postfix(loss=f"{stats['loss']:.3f}", dice=f"{row.get('dice_mean') or float('nan'):.3f}")
+        bar.update(1)
+    bar.close()
+    if not math.isfinite(history[-1]["loss"]):
+        log.warning("training loss is %s at the end; the learning rate may be too high", history[-1]["loss"])
+    return FinetuneResult(
+        config=config,
+        metrics=metrics,
+        history=history,
+        split=split,
+        target=target.info(),
+        encoder={k: v for k, v in encoder.items() if k != "folder"},
+        model=accelerator.unwrap_model(model),
+        train_images_per_second=seen / max(train_seconds, 1e-9),
+        wall_clock_seconds=time.perf_counter() - started,
+        first_metrics=first_metrics,
+    )

@@ -1,0 +1,330 @@
+"""Save, push and load segmentation models; record downstream Dice in the encoder revision's card.
+
+A pushed segmentation model is ``config.json`` + ``model.safetensors`` + a card, and loads back with
+one call that needs no other repository::
+
+    from hf_transfer_seg.finetune import load_segmentation_model
+    model = load_segmentation_model("org/seg-model")            # or a local folder
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from hf_transfer_seg import __version__
+from hf_transfer_seg.cards import get_namespace, render_card, replace_section, set_namespace, upsert_eval_result
+from hf_transfer_seg.errors import WeightsError
+from hf_transfer_seg.finetune.model import SegmentationModel
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+MODEL_TYPE = "hf-transfer-seg/unet"
+TEMPLATE = "segmentation_model.md"
+
+
+def downstream_key(target_key: str, frozen: bool) -> str:
+    """Key of a fine-tuning result in ``hf_transfer_seg.downstream``: the target key, ``@frozen`` for frozen runs."""
+    return f"{target_key}@frozen" if frozen else target_key
+
+
+def metric_config(frozen: bool) -> str:
+    return "frozen-encoder" if frozen else "fine-tuned-encoder"
+
+
+# ------------------------------------------------------------------------------------- save and load
+
+
+def save_segmentation_model(model: SegmentationModel, folder: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` of ``model`` to ``folder``."""
+    from safetensors.torch import save_model
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "model_type": MODEL_TYPE,
+        "architecture": model.architecture,
+        "encoder_args": model.encoder_args,
+        "num_classes": model.num_classes,
+        "mean": [float(v) for v in model.mean.flatten()],
+        "std": [float(v) for v in model.std.flatten()],
+        "decoder_channels": list(model.decoder_channels),
+        **{k: v for k, v in model.config.items() if k not in ("mean", "std")},
+        **(extra or {}),
+    }
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
+    save_model(model, str(folder / WEIGHTS_NAME))
+    return folder
+
+
+def load_segmentation_model(repo_id_or_path: str | Path, revision: str | None = None) -> SegmentationModel:
+    """Load a pushed (or saved) segmentation model, in eval mode. Needs no other repository."""
+    from safetensors.torch import load_model
+
+    path = Path(repo_id_or_path)
+    if path.is_dir():
+        folder = path
+    else:
+        from hf_transfer_seg import hub
+
+        sha = hub.branch_sha(str(repo_id_or_path), revision or "main")
+        folder = hub.download_revision(str(repo_id_or_path), sha, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME])
+    if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
+        raise WeightsError(
+            f"{repo_id_or_path} has no {CONFIG_NAME} + {WEIGHTS_NAME}; push it with "
+            "`hf-transfer-seg finetune ... --push-to REPO`"
+        )
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    if config.get("model_type") != MODEL_TYPE:
+        raise WeightsError(f"{repo_id_or_path} is not an hf-transfer-seg segmentation model (model_type {config.get('model_type')!r})")
+    model = SegmentationModel(
+        config["architecture"],
+        int(config["num_classes"]),
+        mean=tuple(config["mean"]),
+        std=tuple(config["std"]),
+        decoder_channels=tuple(config.get("decoder_channels") or (256, 128, 64, 32, 16)),
+        encoder_args=config.get("encoder_args") or {},
+        config=config,
+    )
+    try:
+        load_model(model, str(folder / WEIGHTS_NAME), strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"weights of {repo_id_or_path} do not fit its config: {exc}") from exc
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------------- card rendering
+
+
+def _fmt(value: Any, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def data_statement(target: dict[str, Any]) -> str:
+    kind = "SYNTHETIC" if target.get("synthetic") else "real"
+    return f"{kind} images: {target.get('description') or target.get('source')}"
+
+
+def results_markdown(metrics: dict[str, Any]) -> str:
+    lines = [
+        "## Validation results",
+        "",
+        f"Mean over foreground classes: Dice **{_fmt(metrics.get('dice_mean'))}**, IoU {_fmt(metrics.get('iou_mean'))}, "
+        f"HD95 {_fmt(metrics.get('hd95_mean'), 2)} px ({metrics.get('num_images', 0)} images).",
+        "",
+        "| class | Dice | IoU | HD95 (px) | images with HD95 |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in (metrics.get("per_class") or {}).items():
+        lines.append(f"| {name} | {_fmt(row.get('dice'))} | {_fmt(row.get('iou'))} | {_fmt(row.get('hd95'), 2)} | {row.get('hd95_images', 0)} |")
+    return "\n".join(lines)
+
+
+def recipe_markdown(recipe: dict[str, Any]) -> str:
+    return "\n".join(f"- {k}: `{v}`" for k, v in recipe.items())
+
+
+def segmentation_card(result, repo_id: str, *, revision: str | None = None) -> ModelCard:
+    """The card of a pushed segmentation model (``model_cards/segmentation_model.md``)."""
+    from hf_transfer_seg.finetune.loop import FinetuneResult
+
+    assert isinstance(result, FinetuneResult)
+    enc, target, metrics = result.encoder, result.target, result.metrics
+    frozen = result.config.freeze_encoder
+    key = target["key"]
+    data = ModelCardData(
+        base_model=enc.get("repo") or None,
+        tags=["image-segmentation", "medical-imaging", "unet", "segmentation-models-pytorch", "timm", "hf-transfer-seg"]
+        + (["synthetic-data"] if target.get("synthetic") else []),
+        pipeline_tag="image-segmentation",
+        datasets=[target["source"].split(":", 1)[1].split("@")[0]] if target["source"].startswith("hub-dataset:") else None,
+        model_name=repo_id.split("/")[-1],
+    )
+    for metric_type, value in (("dice", metrics.get("dice_mean")), ("iou", metrics.get("iou_mean")), ("hd95", metrics.get("hd95_mean"))):
+        if value is not None:
+            upsert_eval_result(data, EvalResult(
+                task_type="image-segmentation", dataset_type=key, dataset_name=key, dataset_split="validation",
+                metric_type=metric_type, metric_value=float(value), metric_config=metric_config(frozen),
+            ))
+    set_namespace(data, "base", {"repo": enc.get("repo"), "revision": enc.get("revision"), "sha": enc.get("sha"), "architecture": enc.get("architecture")})
+    set_namespace(data, "target", target)
+    set_namespace(data, "recipe", result.config.recipe())
+    set_namespace(data, "seed", result.config.seed)
+    set_namespace(data, "metrics", metrics)
+    set_namespace(data, "split", result.split)
+    set_namespace(data, "synthetic", bool(target.get("synthetic")))
+    set_namespace(data, "code_version", __version__)
+    from hf_transfer_seg.hub import redact
+
+    endpoint = redact(_endpoint())
+    return render_card(
+        TEMPLATE, data,
+        title=f"U-Net for {key} on {enc.get('repo') or enc.get('architecture')}@{enc.get('revision') or 'local'}",
+        target_key=key, num_classes=target["num_classes"], class_names=target["class_names"],
+        base_model=enc.get("repo") or "(local checkpoint)", base_url=f"{endpoint}/{enc.get('repo')}" if enc.get("repo") else "#",
+        base_revision=enc.get("revision"), base_sha=enc.get("sha"), architecture=enc.get("architecture"),
+        data_statement=data_statement(target), repo_id=repo_id, revision=revision,
+        mean=[round(v, 4) for v in result.model.mean.flatten().tolist()], std=[round(v, 4) for v in result.model.std.flatten().tolist()],
+        image_size=result.config.image_size, results_markdown=results_markdown(metrics),
+        recipe_markdown=recipe_markdown(result.config.recipe()), num_val=len(result.split["val"]),
+        num_images=len(result.split["val"]) + len(result.split["train"]), split_seed=result.split["seed"],
+        seed=result.config.seed, code_version=__version__,
+    )
+
+
+def _endpoint() -> str:
+    from huggingface_hub import constants
+
+    return constants.ENDPOINT.rstrip("/")
+
+
+def push_segmentation_model(result, repo_id: str, *, revision: str | None = None) -> dict[str, str]:
+    """Push the model of ``result`` with its card to ``repo_id`` (branch ``revision``, default main)."""
+    from huggingface_hub import HfApi
+
+    from hf_transfer_seg import hub
+
+    api = HfApi()
+    hub.ensure_repo(repo_id, api=api)
+    if revision and revision != "main":
+        hub.with_retries(lambda: api.create_branch(repo_id, branch=revision, exist_ok=True), what=f"create branch {revision}")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = save_segmentation_model(
+            result.model, tmp,
+            extra={"base_model": result.encoder.get("repo"), "base_revision": result.encoder.get("revision"),
+                   "base_sha": result.encoder.get("sha"), "target": result.target["key"], "seed": result.config.seed},
+        )
+        segmentation_card(result, repo_id, revision=revision).save(folder / "README.md")
+        hub.with_retries(
+            lambda: api.upload_folder(
+                repo_id=repo_id, folder_path=folder, revision=revision,
+                commit_message=f"U-Net for {result.target['key']} from {result.encoder.get('repo')}@{result.encoder.get('revision')} (seed {result.config.seed})",
+            ),
+            what=f"upload segmentation model to {repo_id}",
+        )
+    sha = hub.branch_sha(repo_id, revision or "main")
+    log.info("pushed segmentation model %s@%s (%s)", repo_id, revision or "main", sha[:10])
+    return {"repo": repo_id, "revision": revision or "main", "sha": sha}
+
+
+# ------------------------------------------------------------------------ the encoder revision's card
+
+
+def run_record(result, seg_push: dict[str, str] | None = None) -> dict[str, Any]:
+    """One fine-tuning run, as stored in the encoder card's downstream entry."""
+    per_class = {name: row.get("dice") for name, row in (result.metrics.get("per_class") or {}).items()}
+    record = {
+        "seed": int(result.config.seed),
+        "dice": result.metrics.get("dice_mean"),
+        "iou": result.metrics.get("iou_mean"),
+        "hd95": result.metrics.get("hd95_mean"),
+        "dice_per_class": per_class,
+    }
+    if seg_push:
+        record["seg_repo"] = f"{seg_push['repo']}@{seg_push['revision']}"
+    return record
+
+
+def _mean(values: list[float | None]) -> float | None:
+    values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return float(np.mean(values)) if values else None
+
+
+def merge_run(entry: dict[str, Any] | None, run: dict[str, Any], *, recipe: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+    """Downstream entry with ``run`` added (replacing the same seed); a different recipe starts afresh."""
+    runs = []
+    if entry and entry.get("recipe") == recipe:
+        runs = [r for r in entry.get("runs") or [] if int(r.get("seed", -1)) != run["seed"]]
+    elif entry:
+        log.warning("downstream entry for %s had another recipe; replacing it", target.get("key"))
+    runs = sorted(runs + [run], key=lambda r: r["seed"])
+    dice = [r["dice"] for r in runs if r.get("dice") is not None]
+    classes = list(dict.fromkeys(c for r in runs for c in (r.get("dice_per_class") or {})))
+    entry = {
+        "dice_mean": _mean(dice),
+        "dice_std": float(np.std(dice, ddof=1)) if len(dice) > 1 else 0.0 if dice else None,
+        "iou_mean": _mean([r.get("iou") for r in runs]),
+        "hd95_mean": _mean([r.get("hd95") for r in runs]),
+        "dice_per_class": {c: _mean([(r.get("dice_per_class") or {}).get(c) for r in runs]) for c in classes},
+        "seeds": [r["seed"] for r in runs],
+        "frozen": bool(recipe.get("frozen")),
+        "epochs": recipe.get("epochs"),
+        "recipe": recipe,
+        "target": {k: target.get(k) for k in ("key", "source", "num_classes", "class_names", "synthetic")},
+        "synthetic": bool(target.get("synthetic")),
+        "runs": runs,
+        "code_version": __version__,
+    }
+    seg = [r["seg_repo"] for r in runs if r.get("seg_repo")]
+    if seg:
+        entry["seg_repo"] = seg[-1]
+    return entry
+
+
+def downstream_markdown(downstream: dict[str, Any]) -> str:
+    lines = [
+        "## Downstream segmentation",
+        "",
+        "U-Nets fine-tuned from this checkpoint (hf-transfer-seg finetune/sweep); Dice over foreground classes on the "
+        "validation split, mean ± std over seeds.",
+        "",
+        "| target | encoder | data | seeds | Dice | IoU | HD95 (px) | epochs | model |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, e in sorted(downstream.items()):
+        std = e.get("dice_std")
+        lines.append(
+            f"| {key.split('@')[0]} | {'frozen' if e.get('frozen') else 'fine-tuned'} | "
+            f"{'SYNTHETIC' if e.get('synthetic') else 'real'} | {len(e.get('seeds') or [])} | "
+            f"{_fmt(e.get('dice_mean'))}{' ± ' + _fmt(std) if std else ''} | {_fmt(e.get('iou_mean'))} | "
+            f"{_fmt(e.get('hd95_mean'), 2)} | {e.get('epochs')} | {e.get('seg_repo') or ''} |"
+        )
+    return "\n".join(lines)
+
+
+def apply_downstream(card: ModelCard, key: str, entry: dict[str, Any], *, model_name: str) -> ModelCard:
+    """``card`` with downstream entry ``key`` set, its model-index Dice and the managed ``downstream`` section."""
+    downstream = get_namespace(card.data, "downstream", {}) or {}
+    downstream[key] = entry
+    set_namespace(card.data, "downstream", downstream)
+    target_key = entry["target"]["key"]
+    if entry.get("dice_mean") is not None:
+        upsert_eval_result(card.data, EvalResult(
+            task_type="image-segmentation", dataset_type=target_key, dataset_name=target_key, dataset_split="validation",
+            metric_type="dice", metric_value=float(entry["dice_mean"]), metric_config=metric_config(entry["frozen"]),
+        ), model_name=model_name)
+    card.text = replace_section(card.text or "", "downstream", downstream_markdown(downstream))
+    return card
+
+
+def record_downstream(result, *, seg_push: dict[str, str] | None = None) -> str | None:
+    """Add this run's Dice to ``hf_transfer_seg.downstream`` of the encoder revision's card; return the commit sha."""
+    from hf_transfer_seg import hub
+
+    repo, revision = result.encoder.get("repo"), result.encoder.get("revision")
+    if not repo:
+        return None
+    run = run_record(result, seg_push)
+    key = downstream_key(result.target["key"], result.config.freeze_encoder)
+    recipe = result.config.recipe()
+
+    def edit(card: ModelCard) -> ModelCard:
+        entry = merge_run((get_namespace(card.data, "downstream", {}) or {}).get(key), run, recipe=recipe, target=result.target)
+        return apply_downstream(card, key, entry, model_name=repo.split("/")[-1])
+
+    return hub.update_card(
+        repo, revision, edit,
+        commit_message=f"Downstream Dice on {result.target['key']} ({metric_config(result.config.freeze_encoder)}, seed {result.config.seed})",
+    )
