@@ -1,0 +1,228 @@
+"""Unlabelled image targets for the robustness score: a Hub dataset, a local folder, or a built-in default.
+
+``resolve_target(spec)`` accepts
+
+- ``skimage-retina``: the CC0 fundus photograph ``retina.jpg`` shipped inside scikit-image (no
+  fetching), tiled into overlapping 224-pixel patches at two scales, keeping patches that lie
+  mostly inside the field of view;
+- a local folder: every image file below it (recursive; folders named like masks or manual
+  annotations are skipped, e.g. DRIVE's ``1st_manual`` and ``mask``);
+- a Hub dataset id (``org/name``): its image column (masks ignored), loaded with ``datasets``.
+
+Images are decoded by :mod:`hf_transfer_seg.data.images` (8/16-bit, float, grayscale to 3 channels)
+and brought to ``size x size`` by :func:`fit_to_size` (shorter side resized, centre crop).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from hf_transfer_seg.data.images import is_image_file, load_image, to_rgb_tensor
+from hf_transfer_seg.errors import DataError
+
+log = logging.getLogger(__name__)
+
+BUILTIN_RETINA = "skimage-retina"
+TILE = 224
+# Sub-folders whose images are annotations, not target images.
+MASK_DIR_NAMES = {
+    "mask", "masks", "label", "labels", "annotation", "annotations", "gt", "groundtruth", "ground_truth",
+    "1st_manual", "2nd_manual", "manual", "segmentation", "segmentations", "targets",
+}  # fmt: skip
+_MASK_COLUMN_RE = re.compile(r"mask|label|annotation|segment|gt|target", re.IGNORECASE)
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class ImageTarget:
+    """A set of target images addressable by index."""
+
+    key: str  # names the target in cards: model-index dataset_name, YAML key, plot file name
+    description: str  # one line for cards: what the images are and where they come from
+    count: int
+    loader: Callable[[int], torch.Tensor] = field(repr=False)
+    synthetic: bool = False  # True only when the images were generated rather than acquired
+
+    def __len__(self) -> int:
+        return self.count
+
+    def load(self, index: int) -> torch.Tensor:
+        """Image ``index`` as ``float32 [3, H, W]`` in [0, 1]."""
+        return self.loader(index)
+
+    @property
+    def file_key(self) -> str:
+        return safe_file_key(self.key)
+
+
+def safe_file_key(key: str) -> str:
+    """A target key made safe for a file name (``plots/robustness_<file_key>.png``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("_") or "target"
+
+
+def fit_to_size(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize the shorter side to ``size`` (antialiased bilinear) and centre-crop to ``size x size``."""
+    from torchvision.transforms.v2 import functional as TF
+
+    if image.shape[-2:] != (size, size):
+        image = TF.resize(image, [size], antialias=True)
+        image = TF.center_crop(image, [size, size])
+    return image.clamp_(0.0, 1.0)
+
+
+def retina_path() -> Path:
+    """Path of scikit-image's shipped ``retina.jpg`` (CC0 1.0, Häggström 2014)."""
+    import skimage.data
+
+    path = Path(skimage.data.__file__).resolve().parent / "retina.jpg"
+    if not path.is_file():
+        raise DataError(
+            f"the built-in target {BUILTIN_RETINA!r} needs scikit-image's bundled retina.jpg, which this "
+            f"installation lacks ({path}); install scikit-image>=0.24 from PyPI or pass --target FOLDER"
+        )
+    return path
+
+
+def retina_tiles(tile: int = TILE, min_inside: float = 0.6) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+    """The retina photograph and its tiles ``(scale, top, left)``: stride tile/2 at full and half size."""
+    from PIL import Image
+
+    with Image.open(retina_path()) as img:
+        full = np.asarray(img.convert("RGB"))
+        half = np.asarray(img.convert("RGB").resize((img.width // 2, img.height // 2), Image.BICUBIC))
+    tiles = []
+    for scale, array in ((1, full), (2, half)):
+        inside = array.max(axis=2) > 20  # the dark surround of a fundus photograph is ~0
+        h, w = inside.shape
+        tops = sorted(set(list(range(0, h - tile + 1, tile // 2)) + [h - tile]))
+        lefts = sorted(set(list(range(0, w - tile + 1, tile // 2)) + [w - tile]))
+        for top in tops:
+            for left in lefts:
+                if inside[top : top + tile, left : left + tile].mean() >= min_inside:
+                    tiles.append((scale, top, left))
+    return (full, half), tiles  # type: ignore[return-value]
+
+
+def _builtin_retina() -> ImageTarget:
+    (full, half), tiles = retina_tiles()
+    arrays = {1: full, 2: half}
+
+    def load(index: int) -> torch.Tensor:
+        scale, top, left = tiles[index]
+        return to_rgb_tensor(arrays[scale][top : top + TILE, left : left + TILE])
+
+    return ImageTarget(
+        key=BUILTIN_RETINA,
+        description=(
+            f"real fundus photograph (scikit-image retina.jpg, CC0 1.0, Häggström 2014), "
+            f"{len(tiles)} overlapping {TILE}-pixel tiles at full and half scale"
+        ),
+        count=len(tiles),
+        loader=load,
+    )
+
+
+def list_image_files(folder: Path) -> list[Path]:
+    """Image files below ``folder`` in a stable order, skipping hidden and mask/annotation folders."""
+    files = []
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder).parts
+        if any(part.startswith(".") or part.lower() in MASK_DIR_NAMES for part in rel[:-1]):
+            continue
+        if path.is_file() and is_image_file(path):
+            files.append(path)
+    return files
+
+
+def _folder(folder: Path, synthetic: bool) -> ImageTarget:
+    files = list_image_files(folder)
+    if not files:
+        raise DataError(
+            f"no image files found below {folder} (looked recursively for {', '.join(('png', 'jpg', 'tif', 'gif', '...'))}, "
+            f"skipping folders named {', '.join(sorted(MASK_DIR_NAMES)[:4])}...); point --target at the folder of images"
+        )
+    parts = folder.resolve().parts
+    key = "local:" + "/".join(parts[-2:])
+    kind = "synthetic" if synthetic else "real"
+    return ImageTarget(
+        key=key,
+        description=f"{len(files)} {kind} images from the local folder {'/'.join(parts[-2:])}",
+        count=len(files),
+        loader=lambda i: load_image(files[i]),
+        synthetic=synthetic,
+    )
+
+
+def _pick_image_column(features, requested: str | None, dataset_id: str) -> str:
+    from datasets import Image as ImageFeature
+
+    image_columns = [name for name, feature in features.items() if isinstance(feature, ImageFeature)]
+    if requested:
+        if requested not in features:
+            raise DataError(f"dataset {dataset_id} has no column {requested!r}; its columns: {', '.join(features)}")
+        return requested
+    candidates = [c for c in image_columns if not _MASK_COLUMN_RE.search(c)] or image_columns
+    if not candidates:
+        raise DataError(
+            f"dataset {dataset_id} has no image column (columns: {', '.join(features)}); "
+            "pass --image-column NAME or use a folder of images"
+        )
+    return candidates[0]
+
+
+def _hub_dataset(dataset_id: str, split: str, image_column: str | None, synthetic: bool) -> ImageTarget:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(dataset_id, split=split)
+    except Exception as exc:  # noqa: BLE001 - the datasets library raises many types
+        from hf_transfer_seg.hub import redact
+
+        raise DataError(
+            f"--target {dataset_id!r} is not a local folder and could not be loaded as a Hub dataset "
+            f"(split {split!r}): {redact(exc)}. Pass an existing folder of images, a dataset id you can read, "
+            f"or {BUILTIN_RETINA!r} for the built-in offline target"
+        ) from exc
+    column = _pick_image_column(ds.features, image_column, dataset_id)
+    ds = ds.select_columns([column])
+
+    def load(index: int) -> torch.Tensor:
+        value = ds[int(index)][column]
+        if hasattr(value, "convert") and getattr(value, "mode", "") in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
+            value = value.convert("RGB")
+        return to_rgb_tensor(np.asarray(value))
+
+    return ImageTarget(
+        key=dataset_id if split == "train" else f"{dataset_id}:{split}",
+        description=f"{len(ds)} {'synthetic' if synthetic else 'real'} images from Hub dataset {dataset_id} (split {split}, column {column})",
+        count=len(ds),
+        loader=load,
+        synthetic=synthetic,
+    )
+
+
+def resolve_target(
+    spec: str, *, split: str = "train", image_column: str | None = None, synthetic: bool = False
+) -> ImageTarget:
+    """The target named by ``--target``: ``skimage-retina``, a folder of images, or a Hub dataset id."""
+    spec = str(spec).strip()
+    if spec == BUILTIN_RETINA:
+        return _builtin_retina()
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return _folder(path, synthetic)
+    if path.exists():
+        raise DataError(f"--target {spec} is a file; pass the folder that holds the images")
+    if not _HUB_ID_RE.match(spec) or spec.startswith((".", "/", "~")):
+        raise DataError(
+            f"--target {spec!r} is neither an existing folder nor a Hub dataset id (org/name); "
+            f"check the path, or use {BUILTIN_RETINA!r} for the built-in offline target"
+        )
+    return _hub_dataset(spec, split, image_column, synthetic)
