@@ -1,0 +1,91 @@
+"""Report plots (matplotlib, Agg): predictor vs epoch, Dice vs epoch, predictor vs Dice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _epoch_axis(ax, df: pd.DataFrame) -> None:
+    if df["epoch"].max() > 20 * max(df["epoch"][df["epoch"] > 0].min() if (df["epoch"] > 0).any() else 1, 1):
+        ax.set_xscale("symlog", linthresh=1.0)  # checkpoint schedules are roughly geometric, and start at 0
+    ax.set_xlabel("pretraining epoch")
+    ax.grid(alpha=0.3)
+
+
+def plot_predictor_vs_epoch(df: pd.DataFrame, predictor: str, path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, group in df.groupby("series"):
+        g = group[["epoch", predictor]].dropna().sort_values("epoch")
+        ax.plot(g["epoch"], g[predictor], marker="o", label=str(name))
+    _epoch_axis(ax, df)
+    ax.set_ylabel(predictor)
+    ax.set_title(f"{predictor} along pretraining")
+    if df["series"].nunique() <= 12:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_dice_vs_epoch(df: pd.DataFrame, path: Path) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, group in df.groupby("series"):
+        g = group.dropna(subset=["dice"]).sort_values("epoch")
+        err = g["dice_std"] if "dice_std" in g and g["dice_std"].notna().any() else None
+        ax.errorbar(g["epoch"], g["dice"], yerr=err, marker="o", capsize=3, label=str(name))
+    _epoch_axis(ax, df)
+    ax.set_ylabel("Dice (validation)")
+    ax.set_title("Downstream Dice along pretraining")
+    if df["series"].nunique() <= 12:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_predictor_vs_dice(df: pd.DataFrame, predictor: str, path: Path, *, spearman: float | None = None) -> Path:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for name, group in df.groupby("series"):
+        g = group[["dice", predictor, "epoch"]].dropna()
+        ax.scatter(g[predictor], g["dice"], label=str(name))
+        for _, row in g.iterrows():
+            ax.annotate(f"{row['epoch']:g}", (row[predictor], row["dice"]), fontsize=6, alpha=0.7)
+    ax.set_xlabel(predictor)
+    ax.set_ylabel("Dice (validation)")
+    title = f"{predictor} vs Dice"
+    if spearman is not None:
+        title += f" (mean Spearman {spearman:+.2f})"
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    if df["series"].nunique() <= 12:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def make_plots(df: pd.DataFrame, predictor: str | None, output: Path, *, spearman: float | None = None) -> dict[str, str]:
+    """The three report plots in ``output``; returns name -> file name."""
+    output.mkdir(parents=True, exist_ok=True)
+    plots = {"dice_vs_epoch": plot_dice_vs_epoch(df, output / "dice_vs_epoch.png").name}
+    if predictor:
+        plots["score_vs_epoch"] = plot_predictor_vs_epoch(df, predictor, output / "score_vs_epoch.png").name
+        plots["score_vs_dice"] = plot_predictor_vs_dice(df, predictor, output / "score_vs_dice.png", spearman=spearman).name
+    return plots

@@ -1,0 +1,135 @@
+"""The analysis table: one row per (series, checkpoint) with ``series``, ``epoch``, ``dice`` and predictors.
+
+From a CSV (results from anywhere) or from the cards of a repository's checkpoint revisions. Every
+numeric column other than ``series``/``epoch``/``dice`` is a candidate predictor. Predictors are read
+as *lower is better* when their name starts with ``robustness`` or ``score`` or contains ``loss``,
+``error`` or ``hd95`` (the robustness score is a loss); every other predictor (``imagenet_top1``,
+``logme``, ``linear_probe_dice``...) is *higher is better*. Flags override the rule per column.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+from hf_transfer_seg.errors import ConfigError, DataError
+
+log = logging.getLogger(__name__)
+
+REQUIRED = ("series", "epoch", "dice")
+LOWER_IS_BETTER_PREFIXES = ("robustness", "score")
+LOWER_IS_BETTER_WORDS = ("loss", "error", "hd95")
+# columns a card-built table carries that are not predictors
+NOT_PREDICTORS = {"dice_std", "num_seeds", "synthetic", "revision", "sha"}
+
+
+def lower_is_better(name: str, *, lower: Iterable[str] = (), higher: Iterable[str] = ()) -> bool:
+    """The documented direction rule (see the module docstring), with explicit overrides."""
+    if name in set(higher):
+        return False
+    if name in set(lower):
+        return True
+    low = name.lower()
+    return low.startswith(LOWER_IS_BETTER_PREFIXES) or any(w in low for w in LOWER_IS_BETTER_WORDS)
+
+
+def check_table(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
+    """Validate and normalise the column types of an analysis table."""
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise DataError(
+            f"{source} lacks column(s) {', '.join(missing)}; a report table needs one row per (series, checkpoint) "
+            "with columns series, epoch, dice and one numeric column per predictor"
+        )
+    df = df.copy()
+    df["series"] = df["series"].astype(str)
+    for col in ("epoch", "dice"):
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    bad_epochs = df["epoch"].isna().sum()
+    if bad_epochs:
+        raise DataError(f"{source}: {bad_epochs} row(s) have no numeric epoch")
+    dupes = df.duplicated(["series", "epoch"]).sum()
+    if dupes:
+        raise DataError(f"{source}: {dupes} duplicated (series, epoch) row(s); one row per checkpoint of a series")
+    return df.sort_values(["series", "epoch"]).reset_index(drop=True)
+
+
+def predictor_columns(df: pd.DataFrame) -> list[str]:
+    """Numeric columns that are candidate predictors."""
+    out = []
+    for col in df.columns:
+        if col in REQUIRED or col in NOT_PREDICTORS:
+            continue
+        values = pd.to_numeric(df[col], errors="coerce")
+        if values.notna().any() and (df[col].isna() | values.notna()).all():
+            out.append(col)
+    return out
+
+
+def load_csv(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"table {path} does not exist")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
+        raise DataError(f"cannot read {path} as CSV: {exc}") from exc
+    df = check_table(df, str(path))
+    for col in predictor_columns(df):
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    return df
+
+
+def _finite(value) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def rows_from_card(data, *, series: str, revision: str, epoch: float, sha: str, target_key: str, frozen: bool = False) -> dict:
+    """One table row from a revision card's metadata (``hf_transfer_seg`` mapping)."""
+    from hf_transfer_seg.cards import get_namespace
+    from hf_transfer_seg.finetune.push import downstream_key
+
+    ours = get_namespace(data)
+    row: dict = {"series": series, "revision": revision, "sha": sha, "epoch": epoch}
+    down = (ours.get("downstream") or {}).get(downstream_key(target_key, frozen)) or {}
+    row["dice"] = _finite(down.get("dice_mean"))
+    row["dice_std"] = _finite(down.get("dice_std"))
+    training = ours.get("training") or {}
+    row["imagenet_top1"] = _finite(training.get("imagenet_top1"))
+    row["synthetic"] = bool(training.get("synthetic")) or bool(down.get("synthetic"))
+    for config, entry in ((ours.get("robustness") or {}).get(target_key) or {}).items():
+        if isinstance(entry, dict) and str(entry.get("status", "ok")).lower() in ("ok", "done", "complete", "completed"):
+            row[f"robustness:{config}"] = _finite(entry.get("score"))
+    extra = (ours.get("transferability") or {}).get(target_key) or {}
+    for name in ("logme", "linear_probe_dice"):
+        if name in extra:
+            row[name] = _finite(extra.get(name))
+    return row
+
+
+def table_from_cards(repo_ids: list[str], target_key: str, *, frozen: bool = False, revisions: str = "all") -> pd.DataFrame:
+    """Analysis table from the cards of every checkpoint revision of each repository (one series per repo)."""
+    from tqdm.auto import tqdm
+
+    from hf_transfer_seg import hub
+
+    rows = []
+    for repo_id in repo_ids:
+        infos = hub.select_revisions(repo_id, revisions)
+        for info in tqdm(infos, desc=f"read cards of {repo_id}", unit="rev"):
+            card, sha = hub.read_card(repo_id, info.sha)
+            rows.append(rows_from_card(card.data, series=repo_id + ("@frozen" if frozen else ""), revision=info.name,
+                                       epoch=info.epoch, sha=info.sha, target_key=target_key, frozen=frozen))
+    if not rows:
+        raise DataError(f"no checkpoint revisions in {', '.join(repo_ids)}")
+    df = pd.DataFrame(rows)
+    df["synthetic"] = df["synthetic"].astype(bool)
+    return check_table(df, "cards")
