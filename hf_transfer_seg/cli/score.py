@@ -1,0 +1,77 @@
+"""``hf-transfer-seg score``: rank checkpoint revisions with the label-free robustness score."""
+
+from __future__ import annotations
+
+import argparse
+
+HEADLINE = "cosine_m0.5_L-1_flat"  # kept in sync with hf_transfer_seg.scoring.configs (no torch import here)
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "score",
+        help="score every checkpoint revision on target images and record it in the revision cards",
+        description=(
+            "Download each checkpoint revision (branches epoch-NNNN) by sha, compute the robustness score "
+            "(two colour-jittered views, triplet hinge; lower is better) for the whole configuration grid, "
+            "write it into that revision's model card, and update main's summary table and plot. "
+            "Run under `accelerate launch -m hf_transfer_seg score ...` to spread revisions over processes."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--repo-id", required=True, help="model repo whose epoch-NNNN branches are scored")
+    p.add_argument(
+        "--target",
+        default="skimage-retina",
+        help="target images: a folder (recursive; mask folders skipped), a Hub dataset id with an image column, "
+        "or 'skimage-retina' (the fundus photograph shipped with scikit-image, tiled; works offline)",
+    )
+    p.add_argument("--revisions", default="all", help="'all' or a comma list of branch names / epochs, e.g. epoch-0005,20")
+    p.add_argument("--num-images", type=int, default=256, help="images drawn (with the seed) from the target")
+    p.add_argument("--seed", type=int, default=0, help="one seed for image subset, jitter of both views, negatives, bootstrap")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (both views go together)")
+    p.add_argument("--config", default=HEADLINE, help="headline configuration {distance}_m{margin}_L{level}_{flat|pooled}")
+    p.add_argument("--image-size", type=int, default=224, help="images are resized (shorter side) and centre-cropped to this")
+    p.add_argument("--jitter", choices=("image", "batch"), default="image", help="'batch' reproduces the reference code's one draw per batch")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None, help="forward precision (default: bf16 on GPU, fp32 on CPU)")
+    p.add_argument("--device", default=None, help="torch device (default: the accelerate process device, else cuda if available)")
+    p.add_argument("--split", default="train", help="split of a Hub dataset target")
+    p.add_argument("--image-column", default=None, help="image column of a Hub dataset target (default: the first non-mask image column)")
+    p.add_argument("--target-synthetic", action="store_true", help="declare that the target images are synthetic (cards say so)")
+    p.add_argument("--dry-run", action="store_true", help="score and print the table but write nothing to the Hub")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hf_transfer_seg.scoring.pipeline import run_score
+
+    outcome = run_score(
+        args.repo_id,
+        args.target,
+        revisions=args.revisions,
+        num_images=args.num_images,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        config=args.config,
+        image_size=args.image_size,
+        jitter=args.jitter,
+        precision=args.precision,
+        device=args.device,
+        split=args.split,
+        image_column=args.image_column,
+        target_synthetic=args.target_synthetic,
+        write=not args.dry_run,
+        progress=not args.no_progress,
+    )
+    if outcome.is_main:
+        plan = outcome.plan
+        print(
+            f"\nRobustness score on {plan.target_key} ({plan.num_images} images, {plan.image_size} px, seed {plan.seed}, "
+            f"{args.config}; lower is better)\n"
+        )
+        print(outcome.table())
+        failed = [r for r in outcome.results if not r.ok]
+        if failed:
+            print(f"\n{len(failed)} revision(s) failed and were recorded as failed in their cards.")
+    return 0

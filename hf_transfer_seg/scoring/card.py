@@ -1,0 +1,345 @@
+"""Scores into cards: each revision's own card, and main's summary (table, plot, best revision).
+
+Revision card (branch ``epoch-NNNN``): ``hf_transfer_seg.robustness[target][config]`` for the whole
+grid, model-index ``robustness-score`` results for the headline and a few favoured configurations,
+and the managed section ``robustness``. Main's card: ``hf_transfer_seg.robustness_summary[target]``,
+the managed section ``robustness`` with one table per target, and ``plots/robustness_<target>.png``
+committed in the same commit. All edits go through :func:`hf_transfer_seg.hub.update_card`
+(parent_commit + retry), so concurrent scorers lose nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from typing import Any
+
+from huggingface_hub import EvalResult, HfApi, ModelCard
+
+from hf_transfer_seg.cards.data import eval_results_by, get_namespace, set_namespace, upsert_eval_result
+from hf_transfer_seg.cards.render import replace_section
+from hf_transfer_seg.data.unlabelled import safe_file_key
+from hf_transfer_seg.errors import CardConflictError
+from hf_transfer_seg.hub import read_card, update_card
+from hf_transfer_seg.scoring.configs import HIGHLIGHTS
+from hf_transfer_seg.scoring.plan import ScoringPlan
+from hf_transfer_seg.scoring.scorer import RevisionScore
+
+log = logging.getLogger(__name__)
+
+SECTION = "robustness"
+METRIC_TYPE = "robustness-score"
+TASK_TYPE = "image-feature-extraction"
+EXPLAIN = (
+    "Label-free robustness score (Hidy, Bakos and Lukács, arXiv 2410.18677): two colour-jittered views of "
+    "each target image go through the encoder; the score is the mean triplet hinge "
+    "max(0, d(view1, view2) - d(view1, other image) + margin). **Lower is better.**"
+)
+
+
+def plot_path(file_key: str) -> str:
+    return f"plots/robustness_{file_key}.png"
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    return f"{x:.{digits}f}"
+
+
+def _synthetic_words(flag: Any) -> str:
+    return {True: "synthetic", False: "real"}.get(flag, "unknown (not recorded)")
+
+
+def _eval_result(target_key: str, config: str, score: float) -> EvalResult:
+    return EvalResult(
+        task_type=TASK_TYPE,
+        task_name="Label-free robustness score (lower is better)",
+        dataset_type=target_key,
+        dataset_name=target_key,
+        metric_type=METRIC_TYPE,
+        metric_name=f"robustness score {config}",
+        metric_value=score,
+        metric_config=config,
+    )
+
+
+# --------------------------------------------------------------------------- revision card
+
+
+def revision_section(namespace: dict) -> str:
+    """Markdown of a revision card's ``robustness`` section, from its ``hf_transfer_seg`` mapping."""
+    robustness = namespace.get("robustness") or {}
+    targets = namespace.get("robustness_targets") or {}
+    training = namespace.get("training") or {}
+    lines = ["## Robustness score", "", EXPLAIN, ""]
+    lines.append(f"This checkpoint was pretrained on {_synthetic_words(training.get('synthetic'))} data.")
+    lines += ["", "| target | configuration | score | 95% interval | images | seed | size | status |", "|---|---|---|---|---|---|---|---|"]
+    for target_key, configs in robustness.items():
+        shown = [c for c in HIGHLIGHTS if c in configs] + [
+            c for c, e in configs.items() if c not in HIGHLIGHTS and (e or {}).get("status") == "failed"
+        ]
+        for config in shown:
+            e = configs[config] or {}
+            status = e.get("status", "ok") if e.get("status") != "failed" else f"failed: {e.get('reason', '')}"
+            interval = f"[{_fmt(e.get('ci_low'))}, {_fmt(e.get('ci_high'))}]" if e.get("ci_low") is not None else "–"
+            lines.append(
+                f"| {target_key} | `{config}` | {_fmt(e.get('score'))} | {interval} | {e.get('num_images', '–')} | "
+                f"{e.get('seed', '–')} | {e.get('image_size', '–')} | {status} |"
+            )
+    lines.append("")
+    for target_key, info in targets.items():
+        lines.append(f"- Target `{target_key}`: {info.get('description', '')} ({_synthetic_words(info.get('synthetic'))} images).")
+    lines.append(
+        "\nThe whole grid (every level x cosine / l2 / inv_pearson x margins 0-1 x flat / pooled, with intervals) "
+        "is in the card metadata under `hf_transfer_seg.robustness`."
+    )
+    return "\n".join(lines)
+
+
+def revision_card_edit(plan: ScoringPlan, result: RevisionScore, model_name: str, seen: dict):
+    """A pure edit of a revision card recording ``result``; ``seen['training']`` gets the card's training facts."""
+
+    def edit(card: ModelCard) -> ModelCard:
+        data = card.data
+        robustness = get_namespace(data, "robustness", {}) or {}
+        entries = dict(robustness.get(plan.target_key) or {})
+        entries.update(result.entries(plan))
+        robustness[plan.target_key] = entries
+        set_namespace(data, "robustness", robustness)
+        targets = get_namespace(data, "robustness_targets", {}) or {}
+        targets[plan.target_key] = {"description": plan.target_description, "synthetic": plan.target_synthetic}
+        set_namespace(data, "robustness_targets", targets)
+        if not getattr(data, "library_name", None):
+            data.library_name = "timm"
+        configs = [result.headline] + [c for c in HIGHLIGHTS if c != result.headline]
+        if result.ok:
+            for config in configs:
+                if config in result.scores:
+                    upsert_eval_result(data, _eval_result(plan.target_key, config, entries[config]["score"]), model_name=model_name)
+        else:  # a stale score must not contradict the failed entry
+            stale = eval_results_by(data, metric_type=METRIC_TYPE, dataset_name=plan.target_key)
+            if stale:
+                data.eval_results = [r for r in data.eval_results if r not in stale] or None
+        namespace = get_namespace(data)
+        card.text = replace_section(card.text or "", SECTION, revision_section(namespace))
+        seen["training"] = namespace.get("training") or {}
+        return card
+
+    return edit
+
+
+def write_revision_card(repo_id: str, plan: ScoringPlan, result: RevisionScore, *, api: HfApi | None = None) -> dict:
+    """Commit ``result`` into the card of its revision's branch; return that card's ``training`` facts."""
+    seen: dict = {}
+    status = "failed" if not result.ok else f"{result.headline}={_fmt(result.headline_score.score)}"
+    update_card(
+        repo_id,
+        result.revision,
+        revision_card_edit(plan, result, repo_id.split("/")[-1], seen),
+        commit_message=f"Robustness score on {plan.target_key} ({status})",
+        api=api,
+    )
+    return seen.get("training") or {}
+
+
+# --------------------------------------------------------------------------- main's summary
+
+
+def summary_rows(results: list[RevisionScore], training: dict[str, dict]) -> list[dict]:
+    """Table rows of main's summary for freshly scored revisions."""
+    rows = []
+    for r in results:
+        facts = training.get(r.revision) or {}
+        s = r.headline_score if r.ok else None
+        row = {
+            "revision": r.revision,
+            "epoch": r.epoch,
+            "sha": r.sha,
+            "score": s.score if s else None,
+            "ci_low": s.ci_low if s else None,
+            "ci_high": s.ci_high if s else None,
+            "status": r.status,
+        }
+        if r.reason:
+            row["reason"] = r.reason
+        if facts.get("imagenet_top1") is not None:
+            row["imagenet_top1"] = facts["imagenet_top1"]
+        if facts.get("synthetic") is not None:
+            row["synthetic"] = bool(facts["synthetic"])
+        rows.append({k: (round(v, 6) if isinstance(v, float) and k not in ("epoch",) else v) for k, v in row.items()})
+    return rows
+
+
+def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
+    """Old rows with the freshly scored revisions replaced or added, in epoch order."""
+    by_revision = {row["revision"]: row for row in old or []}
+    by_revision.update({row["revision"]: row for row in new})
+    return sorted(by_revision.values(), key=lambda r: (float(r.get("epoch") or 0), r["revision"]))
+
+
+def best_row(rows: list[dict]) -> dict | None:
+    """The revision with the lowest headline score (ties: the earliest epoch)."""
+    ok = [r for r in rows if r.get("status", "ok") == "ok" and r.get("score") is not None]
+    return min(ok, key=lambda r: (r["score"], float(r.get("epoch") or 0))) if ok else None
+
+
+def summary_entry(plan: ScoringPlan, config: str, rows: list[dict]) -> dict:
+    best = best_row(rows)
+    return {
+        "config": config,
+        "best_revision": best["revision"] if best else None,
+        "best_sha": best["sha"] if best else None,
+        "best_score": best["score"] if best else None,
+        "rows": rows,
+        "num_images": plan.num_images,
+        "seed": plan.seed,
+        "image_size": plan.image_size,
+        "target_description": plan.target_description,
+        "target_synthetic": plan.target_synthetic,
+    }
+
+
+def summary_table(entry: dict) -> str:
+    """The Markdown table of one target (also printed in the terminal)."""
+    best = entry.get("best_revision")
+    lines = ["| revision | epoch | ImageNet top-1 | score | 95% interval | |", "|---|---|---|---|---|---|"]
+    for r in entry.get("rows") or []:
+        top1 = r.get("imagenet_top1")
+        if r.get("status", "ok") != "ok":
+            score, interval = "failed", (r.get("reason") or "").replace("|", "/")[:160]
+        else:
+            score, interval = _fmt(r.get("score")), f"[{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}]"
+        mark = "**best**" if r["revision"] == best else ""
+        epoch = f"{float(r['epoch']):g}" if r.get("epoch") is not None else "–"
+        lines.append(f"| {r['revision']} | {epoch} | {_fmt(top1, 2) if top1 is not None else '–'} | {score} | {interval} | {mark} |")
+    return "\n".join(lines)
+
+
+def best_line(target_key: str, entry: dict) -> str:
+    if not entry.get("best_revision"):
+        return f"No revision could be scored on `{target_key}`."
+    return (
+        f"Best revision on `{target_key}`: **{entry['best_revision']}** (commit `{(entry.get('best_sha') or '')[:10]}`), "
+        f"lowest score {_fmt(entry.get('best_score'))} with `{entry['config']}`."
+    )
+
+
+def main_section(summary: dict) -> str:
+    """Markdown of main's ``robustness`` section: one table, plot and best revision per target."""
+    lines = ["## Robustness score of the checkpoints", "", EXPLAIN]
+    for target_key, entry in summary.items():
+        checkpoints = {r.get("synthetic") for r in entry.get("rows") or []}
+        pretrain = _synthetic_words(checkpoints.pop()) if len(checkpoints) == 1 else "mixed or unknown"
+        lines += [
+            "",
+            f"### Target `{target_key}` — `{entry.get('config')}`",
+            "",
+            f"Target images: {entry.get('target_description', '')} ({_synthetic_words(entry.get('target_synthetic'))} images; "
+            f"{entry.get('num_images')} images at {entry.get('image_size')} px, seed {entry.get('seed')}). "
+            f"Checkpoints pretrained on {pretrain} data.",
+            "",
+            summary_table(entry),
+            "",
+            best_line(target_key, entry),
+            "",
+            f"![Robustness score vs epoch on {target_key}]({plot_path(safe_file_key(target_key))})",
+        ]
+    return "\n".join(lines)
+
+
+def plot_png(target_key: str, entry: dict) -> bytes:
+    """Score vs epoch with 95% intervals, the best revision marked (PNG bytes, matplotlib Agg)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = [r for r in entry.get("rows") or [] if r.get("status", "ok") == "ok" and r.get("score") is not None]
+    fig = Figure(figsize=(6.4, 4.0), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    if rows:
+        x = [float(r["epoch"]) for r in rows]
+        y = [r["score"] for r in rows]
+        low = [max(0.0, r["score"] - (r.get("ci_low") if r.get("ci_low") is not None else r["score"])) for r in rows]
+        high = [max(0.0, (r.get("ci_high") if r.get("ci_high") is not None else r["score"]) - r["score"]) for r in rows]
+        ax.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, label="score (95% interval)")
+        best = next((r for r in rows if r["revision"] == entry.get("best_revision")), None)
+        if best:
+            ax.plot([float(best["epoch"])], [best["score"]], marker="*", markersize=16, color="tab:red", linestyle="none",
+                    label=f"best: {best['revision']} ({(best.get('sha') or '')[:10]})")  # fmt: skip
+        ax.legend(loc="best", fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no revision could be scored", ha="center", va="center", transform=ax.transAxes)
+    ax.set_xlabel("pretraining epoch")
+    ax.set_ylabel(f"score ({entry.get('config')}), lower is better")
+    ax.set_title(f"Robustness score on {target_key}", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+class _StaleSummary(Exception):
+    """Another scorer changed this target's rows after we drew the plot: rebuild and retry."""
+
+
+def write_summary(
+    repo_id: str,
+    plan: ScoringPlan,
+    config: str,
+    new_rows: list[dict],
+    *,
+    attempts: int = 8,
+    api: HfApi | None = None,
+) -> dict:
+    """Merge ``new_rows`` into main's ``robustness_summary[target]`` and commit it with its plot; return the entry."""
+    key = plan.target_key
+    for _ in range(attempts):
+        card, _sha = read_card(repo_id, "main", api=api)
+        old = (get_namespace(card.data, "robustness_summary", {}) or {}).get(key) or {}
+        old_rows = old.get("rows") or [] if old.get("config") == config else []
+        entry = summary_entry(plan, config, merge_rows(old_rows, new_rows))
+        png = plot_png(key, entry)
+
+        def edit(card: ModelCard) -> ModelCard:
+            summary = get_namespace(card.data, "robustness_summary", {}) or {}
+            current = summary.get(key) or {}
+            current_rows = current.get("rows") or [] if current.get("config") == config else []
+            if current_rows != old_rows:
+                raise _StaleSummary()
+            summary[key] = entry
+            set_namespace(card.data, "robustness_summary", summary)
+            card.text = replace_section(card.text or f"# {repo_id}\n", SECTION, main_section(summary))
+            return card
+
+        best = entry.get("best_revision") or "none"
+        try:
+            update_card(
+                repo_id,
+                "main",
+                edit,
+                commit_message=f"Robustness summary on {key}: best {best}",
+                extra_files={plot_path(safe_file_key(key)): png},
+                api=api,
+            )
+            return entry
+        except _StaleSummary:
+            log.debug("summary rows of %s changed while plotting; rebuilding", key)
+    raise CardConflictError(
+        f"gave up writing main's robustness summary for {key} after {attempts} attempts: other scorers kept "
+        "changing it. The revision cards hold every score; run the command again to rebuild the summary."
+    )
+
+
+__all__ = [
+    "main_section",
+    "plot_png",
+    "revision_card_edit",
+    "revision_section",
+    "summary_rows",
+    "summary_table",
+    "write_revision_card",
+    "write_summary",
+]

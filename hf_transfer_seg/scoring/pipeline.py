@@ -1,0 +1,127 @@
+"""``hf-transfer-seg score`` as a function: select revisions, plan, score, write cards and main's summary."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+from huggingface_hub.errors import RepositoryNotFoundError
+
+from hf_transfer_seg.data.unlabelled import resolve_target
+from hf_transfer_seg.errors import HubError
+from hf_transfer_seg.hub import check_write_access, redact, select_revisions
+from hf_transfer_seg.scoring.card import best_line, summary_entry, summary_rows, summary_table, write_revision_card, write_summary
+from hf_transfer_seg.scoring.configs import HEADLINE, parse_config
+from hf_transfer_seg.scoring.plan import ScoringPlan, build_plan
+from hf_transfer_seg.scoring.runner import default_device, distributed_state, score_revisions
+from hf_transfer_seg.scoring.scorer import RevisionScore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoreOutcome:
+    plan: ScoringPlan
+    results: list[RevisionScore]  # every revision (gathered from all processes on the main process)
+    summary: dict | None = None  # main's robustness_summary entry for the target (main process only)
+    is_main: bool = True
+    errors: list[str] = field(default_factory=list)
+
+    def table(self) -> str:
+        if self.summary is None:
+            return ""
+        return f"{summary_table(self.summary)}\n\n{best_line(self.plan.target_key, self.summary)}"
+
+
+def run_score(
+    repo_id: str,
+    target: str,
+    *,
+    revisions: str = "all",
+    num_images: int = 256,
+    seed: int = 0,
+    batch_size: int = 32,
+    config: str = HEADLINE,
+    image_size: int = 224,
+    jitter: str = "image",
+    precision: str | None = None,
+    device: str | None = None,
+    split: str = "train",
+    image_column: str | None = None,
+    target_synthetic: bool = False,
+    write: bool = True,
+    progress: bool = True,
+) -> ScoreOutcome:
+    """Score the chosen revisions of ``repo_id`` on ``target`` and record the results (see the ``score`` command)."""
+    parse_config(config)  # an unknown name fails before any download
+    state = distributed_state()
+    is_main = state is None or state.is_main_process
+    try:
+        chosen = select_revisions(repo_id, revisions)
+    except RepositoryNotFoundError as exc:
+        raise HubError(f"repository {repo_id} not found ({redact(exc)}); check --repo-id and HF_ENDPOINT / HF_TOKEN") from exc
+    if write and is_main:
+        check_write_access(repo_id)
+    plan = build_plan(
+        resolve_target(target, split=split, image_column=image_column, synthetic=target_synthetic),
+        num_images=num_images,
+        seed=seed,
+        image_size=image_size,
+        jitter=jitter,
+        jitter_batch_size=batch_size,
+        progress=progress and is_main,
+    )
+    run_device = torch.device(device) if device else (state.device if state is not None else default_device())
+    precision = precision or ("bf16" if run_device.type == "cuda" else "fp32")
+    if state is not None:
+        mine = chosen[state.process_index :: state.num_processes]  # interleaved: epochs spread evenly
+    else:
+        mine = chosen
+
+    writes: list[tuple[RevisionScore, Future]] = []
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="card-writer") as writer:
+
+        def on_result(result: RevisionScore) -> None:
+            if write:
+                writes.append((result, writer.submit(write_revision_card, repo_id, plan, result)))
+
+        results = score_revisions(
+            repo_id,
+            mine,
+            plan,
+            headline=config,
+            batch_size=batch_size,
+            device=run_device,
+            precision=precision,
+            progress=progress,
+            on_result=on_result,
+        )
+        training: dict[str, dict] = {}
+        errors: list[str] = []
+        for result, future in writes:
+            try:
+                training[result.revision] = future.result()
+            except Exception as exc:  # noqa: BLE001 - reported together below
+                errors.append(f"card of {result.revision}: {redact(exc)}")
+
+    if state is not None:
+        from accelerate.utils import gather_object
+
+        gathered = gather_object([(results, training, errors)])
+        results = sorted((r for part in gathered for r in part[0]), key=lambda r: r.epoch or 0.0)
+        training = {k: v for part in gathered for k, v in part[1].items()}
+        errors = [e for part in gathered for e in part[2]]
+    outcome = ScoreOutcome(plan=plan, results=results, is_main=is_main, errors=errors)
+    if is_main:
+        rows = summary_rows(results, training)
+        if write:
+            outcome.summary = write_summary(repo_id, plan, config, rows)
+        else:
+            outcome.summary = summary_entry(plan, config, rows)
+    if state is not None:
+        state.wait_for_everyone()
+    if errors:
+        raise HubError("could not record every score: " + "; ".join(errors) + ". Run the command again for those revisions.")
+    return outcome

@@ -1,0 +1,125 @@
+"""Score checkpoint revisions of a Hub repo: download by sha, prefetch the next one, write the cards.
+
+Pipeline per revision ``i``: a background thread downloads revision ``i + 1`` (only ``config.json``,
+``model.safetensors`` and ``README.md``: pickle files are never downloaded) and builds its encoder
+while revision ``i`` runs its forward passes; a second background thread commits revision ``i - 1``'s
+card. Under ``accelerate launch`` the revisions are split over the processes, each process writes the
+cards of its own revisions, and the main process writes main's summary after gathering the results.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from huggingface_hub import HfApi
+from tqdm.auto import tqdm
+
+from hf_transfer_seg.errors import HubError, WeightsError
+from hf_transfer_seg.hub import RevisionInfo, download_revision, redact
+from hf_transfer_seg.models.checkpoint import PICKLE_SUFFIXES, WEIGHTS_NAME
+from hf_transfer_seg.scoring.configs import HEADLINE
+from hf_transfer_seg.scoring.features import load_scoring_encoder
+from hf_transfer_seg.scoring.plan import ScoringPlan
+from hf_transfer_seg.scoring.scorer import RevisionScore, score_loaded
+
+log = logging.getLogger(__name__)
+
+ALLOW_PATTERNS = ["config.json", WEIGHTS_NAME, "README.md"]
+
+
+@dataclass
+class Fetched:
+    revision: RevisionInfo
+    loaded: torch.nn.Module | BaseException
+
+
+def _missing_weights_reason(repo_id: str, revision: RevisionInfo, api: HfApi) -> str:
+    try:
+        files = api.list_repo_files(repo_id, revision=revision.sha)
+    except Exception:  # noqa: BLE001 - only used to word the reason
+        files = []
+    pickles = sorted(f for f in files if f.endswith(PICKLE_SUFFIXES))
+    if pickles:
+        return (
+            f"{revision.name} has no {WEIGHTS_NAME}, only pickle weights ({', '.join(pickles)}), which are never "
+            "downloaded or unpickled; convert them to safetensors and push the revision again"
+        )
+    return f"{revision.name} has no {WEIGHTS_NAME}; push the checkpoint in timm Hub format (config.json + {WEIGHTS_NAME})"
+
+
+def fetch_revision(repo_id: str, revision: RevisionInfo, *, cache_dir: str | Path | None = None, api: HfApi | None = None) -> Fetched:
+    """Download ``revision`` by sha and build its encoder; any failure is returned, not raised."""
+    api = api or HfApi()
+    try:
+        folder = download_revision(repo_id, revision.sha, allow_patterns=ALLOW_PATTERNS, cache_dir=cache_dir)
+        if not (folder / WEIGHTS_NAME).is_file():
+            return Fetched(revision, WeightsError(_missing_weights_reason(repo_id, revision, api)))
+        return Fetched(revision, load_scoring_encoder(folder))
+    except (WeightsError, HubError, OSError, RuntimeError, ValueError, KeyError) as exc:
+        return Fetched(revision, WeightsError(f"{revision.name}: {redact(exc)}"))
+
+
+def score_revisions(
+    repo_id: str,
+    revisions: list[RevisionInfo],
+    plan: ScoringPlan,
+    *,
+    headline: str = HEADLINE,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
+    progress: bool = True,
+    prefetch: bool = True,
+    cache_dir: str | Path | None = None,
+    on_result: Callable[[RevisionScore], None] | None = None,
+) -> list[RevisionScore]:
+    """Score every revision on ``plan`` (one download + two batched forward passes each), in order."""
+    api = HfApi()
+    results: list[RevisionScore] = []
+    if not revisions:
+        return results
+    bar = tqdm(revisions, desc=f"score {plan.target_key}", unit="rev", disable=not progress)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+        fetch = lambda rev: fetch_revision(repo_id, rev, cache_dir=cache_dir, api=api)  # noqa: E731
+        upcoming: Future | None = pool.submit(fetch, revisions[0]) if prefetch else None
+        for i, revision in enumerate(bar):
+            fetched = upcoming.result() if upcoming is not None else fetch(revision)
+            upcoming = pool.submit(fetch, revisions[i + 1]) if prefetch and i + 1 < len(revisions) else None
+            bar.set_postfix_str(revision.name)
+            result = score_loaded(
+                fetched.loaded,
+                plan,
+                revision=revision.name,
+                epoch=revision.epoch,
+                sha=revision.sha,
+                headline=headline,
+                batch_size=batch_size,
+                device=device,
+                precision=precision,
+                progress=progress,
+                desc=revision.name,
+            )
+            del fetched
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    return results
+
+
+def distributed_state():
+    """Accelerate's process state under ``accelerate launch`` with several processes, else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
