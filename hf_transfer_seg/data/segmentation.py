@@ -390,9 +390,14 @@ def load_folder_target(
 
 
 def folder_key(root: str | Path) -> str:
-    """Target key of a local folder: its name, lower-case, safe in YAML and file names."""
-    name = Path(root).resolve().name.lower()
-    return re.sub(r"[^a-z0-9._-]+", "-", name).strip("-") or "target"
+    """Target key of a local folder: ``local:<parent>/<name>``, the key the robustness scorer records for it."""
+    parts = Path(root).resolve().parts
+    return "local:" + "/".join(parts[-2:])
+
+
+def hub_key(dataset_id: str, split: str = "train") -> str:
+    """Target key of a Hub dataset (as the robustness scorer records it): the id, ``:split`` unless train."""
+    return dataset_id if split == "train" else f"{dataset_id}:{split}"
 
 
 # --------------------------------------------------------------------------------------- Hub dataset
@@ -451,7 +456,7 @@ def load_hub_target(
         if names is not None and len(names) != k:
             names = None
     return SegTarget(
-        key=key or dataset_id,
+        key=key or hub_key(dataset_id, split),
         samples=samples,
         num_classes=k,
         class_names=class_names_for(k, names),

@@ -273,7 +273,9 @@ def merge_run(entry: dict[str, Any] | None, run: dict[str, Any], *, recipe: dict
     return entry
 
 
-def downstream_markdown(downstream: dict[str, Any]) -> str:
+def downstream_markdown(namespace: dict[str, Any]) -> str:
+    """The managed ``downstream`` section of a revision card, from its ``hf_transfer_seg`` mapping."""
+    downstream = namespace.get("downstream") or {}
     lines = [
         "## Downstream segmentation",
         "",
@@ -291,6 +293,17 @@ def downstream_markdown(downstream: dict[str, Any]) -> str:
             f"{_fmt(e.get('dice_mean'))}{' ± ' + _fmt(std) if std else ''} | {_fmt(e.get('iou_mean'))} | "
             f"{_fmt(e.get('hd95_mean'), 2)} | {e.get('epochs')} | {e.get('seg_repo') or ''} |"
         )
+    transfer = namespace.get("transferability") or {}
+    if transfer:
+        lines += [
+            "",
+            "Label-aware transferability of the frozen features (class-balanced sampled pixels; higher is better):",
+            "",
+            "| target | LogME | linear-probe Dice | level | pixels |",
+            "|---|---|---|---|---|",
+        ]
+        for key, t in sorted(transfer.items()):
+            lines.append(f"| {key} | {_fmt(t.get('logme'))} | {_fmt(t.get('linear_probe_dice'))} | {t.get('level')} | {t.get('pixels')} |")
     return "\n".join(lines)
 
 
@@ -305,8 +318,25 @@ def apply_downstream(card: ModelCard, key: str, entry: dict[str, Any], *, model_
             task_type="image-segmentation", dataset_type=target_key, dataset_name=target_key, dataset_split="validation",
             metric_type="dice", metric_value=float(entry["dice_mean"]), metric_config=metric_config(entry["frozen"]),
         ), model_name=model_name)
-    card.text = replace_section(card.text or "", "downstream", downstream_markdown(downstream))
+    card.text = replace_section(card.text or "", "downstream", downstream_markdown(get_namespace(card.data)))
     return card
+
+
+def apply_transferability(card: ModelCard, target_key: str, values: dict[str, Any]) -> ModelCard:
+    """``card`` with ``hf_transfer_seg.transferability[target_key]`` set and the ``downstream`` section redrawn."""
+    transfer = get_namespace(card.data, "transferability", {}) or {}
+    transfer[target_key] = {**values, "code_version": __version__}
+    set_namespace(card.data, "transferability", transfer)
+    card.text = replace_section(card.text or "", "downstream", downstream_markdown(get_namespace(card.data)))
+    return card
+
+
+def seeds_done(card: ModelCard, key: str, recipe: dict[str, Any]) -> set[int]:
+    """Seeds already recorded in the card's downstream entry ``key`` with this exact recipe."""
+    entry = (get_namespace(card.data, "downstream", {}) or {}).get(key) or {}
+    if entry.get("recipe") != recipe:
+        return set()
+    return {int(r["seed"]) for r in entry.get("runs") or [] if r.get("dice") is not None}
 
 
 def record_downstream(result, *, seg_push: dict[str, str] | None = None) -> str | None:

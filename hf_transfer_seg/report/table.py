@@ -92,7 +92,7 @@ def _finite(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def rows_from_card(data, *, series: str, revision: str, epoch: float, sha: str, target_key: str, frozen: bool = False) -> dict:
+def rows_from_card(data, *, series: str, revision: str, epoch: float, sha: str, target_key: str, frozen: bool = False, score_key: str | None = None) -> dict:
     """One table row from a revision card's metadata (``hf_transfer_seg`` mapping)."""
     from hf_transfer_seg.cards import get_namespace
     from hf_transfer_seg.finetune.push import downstream_key
@@ -105,7 +105,7 @@ def rows_from_card(data, *, series: str, revision: str, epoch: float, sha: str, 
     training = ours.get("training") or {}
     row["imagenet_top1"] = _finite(training.get("imagenet_top1"))
     row["synthetic"] = bool(training.get("synthetic")) or bool(down.get("synthetic"))
-    for config, entry in ((ours.get("robustness") or {}).get(target_key) or {}).items():
+    for config, entry in ((ours.get("robustness") or {}).get(score_key or target_key) or {}).items():
         if isinstance(entry, dict) and str(entry.get("status", "ok")).lower() in ("ok", "done", "complete", "completed"):
             row[f"robustness:{config}"] = _finite(entry.get("score"))
     extra = (ours.get("transferability") or {}).get(target_key) or {}
@@ -115,7 +115,7 @@ def rows_from_card(data, *, series: str, revision: str, epoch: float, sha: str, 
     return row
 
 
-def table_from_cards(repo_ids: list[str], target_key: str, *, frozen: bool = False, revisions: str = "all") -> pd.DataFrame:
+def table_from_cards(repo_ids: list[str], target_key: str, *, frozen: bool = False, revisions: str = "all", score_key: str | None = None) -> pd.DataFrame:
     """Analysis table from the cards of every checkpoint revision of each repository (one series per repo)."""
     from tqdm.auto import tqdm
 
@@ -127,7 +127,8 @@ def table_from_cards(repo_ids: list[str], target_key: str, *, frozen: bool = Fal
         for info in tqdm(infos, desc=f"read cards of {repo_id}", unit="rev"):
             card, sha = hub.read_card(repo_id, info.sha)
             rows.append(rows_from_card(card.data, series=repo_id + ("@frozen" if frozen else ""), revision=info.name,
-                                       epoch=info.epoch, sha=info.sha, target_key=target_key, frozen=frozen))
+                                       epoch=info.epoch, sha=info.sha, target_key=target_key, frozen=frozen,
+                                       score_key=score_key))
     if not rows:
         raise DataError(f"no checkpoint revisions in {', '.join(repo_ids)}")
     df = pd.DataFrame(rows)

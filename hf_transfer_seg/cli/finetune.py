@@ -1,0 +1,160 @@
+"""``hf-transfer-seg finetune`` and ``hf-transfer-seg sweep``: U-Nets on checkpoint revisions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def _recipe_args(p: argparse.ArgumentParser) -> None:
+    t = p.add_argument_group("target")
+    t.add_argument(
+        "--target", default="mni152-tissue",
+        help="segmentation target: 'mni152-tissue' (3 classes) or 'mni152-wm' (binary), real MNI152 slices shipped with "
+        "nilearn (offline); a folder with images/ and masks/ (or DRIVE's images/ + 1st_manual/ [+ mask/ field of view]); "
+        "or a Hub dataset id with image and mask columns",
+    )
+    t.add_argument("--target-key", default=None, help="key under which results are recorded (default: derived from --target, as the scorer does)")
+    t.add_argument("--num-classes", type=int, default=None, help="number of classes incl. background (default: inferred; 0/255 masks are binary)")
+    t.add_argument("--mask-dir", default=None, help="mask folder inside a folder target (default: masks/, labels/, 1st_manual/ ...)")
+    t.add_argument("--fov-dir", default=None, help="field-of-view folder (pixels outside are not scored; default: mask/ when labels are elsewhere)")
+    t.add_argument("--split", default="train", help="split of a Hub dataset target")
+    t.add_argument("--image-column", default=None, help="image column of a Hub dataset target")
+    t.add_argument("--mask-column", default=None, help="mask column of a Hub dataset target")
+    t.add_argument("--resize-longest", type=int, default=None, help="downscale images so the longer side is at most this (default: keep size)")
+    t.add_argument("--limit", type=int, default=None, help="use at most this many images")
+    t.add_argument("--val-fraction", type=float, default=0.2, help="fraction of images held out for validation")
+    t.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split (kept fixed across seeds and revisions)")
+    r = p.add_argument_group("recipe (paper defaults)")
+    r.add_argument("--freeze-encoder", action="store_true", help="train the decoder only (encoder weights and BatchNorm statistics fixed)")
+    r.add_argument("--epochs", type=int, default=150)
+    r.add_argument("--batch-size", type=int, default=24)
+    r.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (poly(0.9) decay per step)")
+    r.add_argument("--momentum", type=float, default=0.9)
+    r.add_argument("--weight-decay", type=float, default=1e-4)
+    r.add_argument("--loss", choices=("soft-dice", "soft-dice+ce"), default="soft-dice", help="soft Dice over the batch, background included")
+    r.add_argument("--image-size", type=int, default=224, help="training crop and evaluation window (multiple of 32)")
+    r.add_argument("--crops-per-image", type=int, default=None, help="random crops per image per epoch (default: image area / crop area)")
+    r.add_argument("--no-augment", action="store_true", help="no random flips / 90-degree rotations")
+    r.add_argument("--eval-every", type=int, default=10, help="validate every N epochs (always after the first and the last)")
+    r.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
+    r.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _config(args: argparse.Namespace, **overrides):
+    from hf_transfer_seg.finetune.config import FinetuneConfig
+
+    return FinetuneConfig(
+        target=args.target, target_key=args.target_key, num_classes=args.num_classes, mask_dir=args.mask_dir,
+        fov_dir=args.fov_dir, split=args.split, image_column=args.image_column, mask_column=args.mask_column,
+        resize_longest=args.resize_longest, limit=args.limit, val_fraction=args.val_fraction, split_seed=args.split_seed,
+        freeze_encoder=args.freeze_encoder, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, loss=args.loss, image_size=args.image_size,
+        crops_per_image=args.crops_per_image, augment=not args.no_augment, eval_every=args.eval_every,
+        num_workers=args.num_workers, mixed_precision=args.mixed_precision, **overrides,
+    )
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "finetune",
+        help="fine-tune a U-Net on one checkpoint revision and record its Dice",
+        description=(
+            "Build a U-Net (segmentation_models_pytorch) on the encoder of one checkpoint revision (downloaded by "
+            "commit sha, safetensors only), train it with the paper's recipe, evaluate Dice/IoU/HD95 on a seeded "
+            "validation split, write the Dice into that revision's card, and optionally push the segmentation "
+            "model. Works under `accelerate launch -m hf_transfer_seg finetune ...`."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--encoder-repo", default=None, help="model repo holding the checkpoint revisions")
+    p.add_argument("--revision", default="main", help="checkpoint revision (branch epoch-NNNN, tag or sha)")
+    p.add_argument("--encoder-folder", default=None, help="a local timm checkpoint folder instead of a Hub revision")
+    p.add_argument("--seed", type=int, default=0, help="training seed (decoder init, crops, order)")
+    p.add_argument("--push-to", default=None, help="push the segmentation model (weights + card) to this model repo")
+    p.add_argument("--push-revision", default=None, help="branch of --push-to (default: main)")
+    p.add_argument("--no-card", action="store_true", help="do not write the Dice into the encoder revision's card")
+    p.add_argument("--output-dir", default=None, help="also save the model and a metrics.json here")
+    _recipe_args(p)
+    p.set_defaults(func=run_finetune)
+
+    s = subparsers.add_parser(
+        "sweep",
+        help="fine-tune every checkpoint revision with several seeds; record mean and spread of Dice in each card",
+        description=(
+            "For every selected checkpoint revision and seed: fine-tune, record the Dice in the revision's card "
+            "(mean and std over seeds). Seeds already recorded with the same recipe are skipped, so a stopped sweep "
+            "resumes. Also records LogME and linear-probe Dice per revision and main's downstream summary."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    s.add_argument("--repo-id", required=True, help="model repo whose epoch-NNNN branches are fine-tuned")
+    s.add_argument("--revisions", default="all", help="'all' or a comma list of branch names / epochs")
+    s.add_argument("--seeds", default="3", help="number of seeds (3 -> 0,1,2) or a comma list")
+    s.add_argument("--push-to", default=None, help="push every segmentation model to this repo, branch <revision>-seed<seed>")
+    s.add_argument("--redo", action="store_true", help="fine-tune again even where the card already has that seed")
+    s.add_argument("--no-transferability", action="store_true", help="skip LogME / linear-probe Dice")
+    s.add_argument("--transfer-pixels", type=int, default=2000, help="sampled pixels per class for LogME / linear probe")
+    s.add_argument("--no-summary", action="store_true", help="do not update main's downstream summary")
+    _recipe_args(s)
+    s.set_defaults(func=run_sweep)
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from accelerate import PartialState
+
+    from hf_transfer_seg.finetune.loop import finetune
+    from hf_transfer_seg.finetune.push import push_segmentation_model, record_downstream, save_segmentation_model
+
+    config = _config(args, encoder_repo=args.encoder_repo, revision=args.revision, encoder_folder=args.encoder_folder, seed=args.seed)
+    if args.push_to:
+        from hf_transfer_seg.hub import check_write_access
+
+        check_write_access(args.push_to)  # fail now, not after training
+    result = finetune(config, progress=not args.no_progress)
+    if not PartialState().is_main_process:
+        return 0
+    seg = push_segmentation_model(result, args.push_to, revision=args.push_revision) if args.push_to else None
+    card_sha = None if args.no_card else record_downstream(result, seg_push=seg)
+    summary = result.summary()
+    summary.update(pushed=seg, encoder_card_commit=card_sha)
+    if args.output_dir:
+        out = Path(args.output_dir)
+        save_segmentation_model(result.model, out / "model")
+        (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
+    m = result.metrics
+    print(
+        f"\n{result.target['key']}: Dice {m['dice_mean']:.4f}  IoU {m['iou_mean']:.4f}  HD95 "
+        f"{m['hd95_mean'] if m['hd95_mean'] is not None else float('nan'):.2f} px  "
+        f"({m['num_images']} validation images; {result.train_images_per_second:.1f} train images/s)"
+    )
+    for name, row in m["per_class"].items():
+        print(f"  {name:>20}: Dice {row['dice'] if row['dice'] is not None else float('nan'):.4f}")
+    if seg:
+        print(f"pushed {seg['repo']}@{seg['revision']} ({seg['sha'][:10]}); load it with "
+              f"hf_transfer_seg.finetune.load_segmentation_model({seg['repo']!r}" + (f", revision={seg['revision']!r})" if seg["revision"] != "main" else ")"))
+    return 0
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    from hf_transfer_seg.finetune.sweep import parse_seeds, run_sweep as sweep
+
+    config = _config(args, encoder_repo=args.repo_id)
+    out = sweep(
+        args.repo_id, config, revisions=args.revisions, seeds=parse_seeds(args.seeds), push_to=args.push_to,
+        skip_done=not args.redo, transfer=not args.no_transferability, transfer_pixels=args.transfer_pixels,
+        summary=not args.no_summary, progress=not args.no_progress,
+    )
+    if not out.get("is_main", True):
+        return 0
+    print(f"\nDice on {out['key']} per revision (this run's seeds; skipped {len(out['skipped'])} already recorded):")
+    for revision, dice in out["revisions"].items():
+        values = ", ".join(f"seed {s}: {d:.4f}" for s, d in dice.items() if d is not None) or "all seeds already recorded"
+        print(f"  {revision}: {values}")
+    summary = out.get("summary")
+    if summary and summary.get("best_revision"):
+        print(f"best Dice: {summary['best_revision']} ({summary['best_dice']:.4f})")
+    return 0

@@ -1,0 +1,64 @@
+"""``hf-transfer-seg report``: did the score predict downstream Dice? (from revision cards or a CSV table)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "report",
+        help="correlate robustness scores (and other predictors) with downstream Dice; selection rules; plots",
+        description=(
+            "Read every checkpoint revision's card (robustness scores, downstream Dice, ImageNet top-1, LogME, "
+            "linear-probe Dice) or a CSV table (columns series, epoch, dice + one numeric column per predictor) and "
+            "write DIR/report.json, DIR/report.md and plots: per-series Spearman/Kendall, the fraction of series with "
+            "the expected sign, checkpoint selection rules (Dice lost vs the best and the last checkpoint, epochs "
+            "saved), bootstrap intervals over series. Predictors named robustness*/score* or containing "
+            "loss/error/hd95 are lower-is-better; others higher-is-better."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--repo-id", action="append", help="model repo(s) with checkpoint revisions; repeat for several series")
+    src.add_argument("--table", help="CSV with columns series, epoch, dice and predictor columns")
+    p.add_argument("--target", default=None, help="target key whose scores and Dice are read from the cards (e.g. mni152-tissue, local:data/drive-train)")
+    p.add_argument("--score-target", default=None, help="target key of the robustness scores, when they were computed on other images (default: --target)")
+    p.add_argument("--frozen", action="store_true", help="use the frozen-encoder Dice from the cards")
+    p.add_argument("--revisions", default="all", help="'all' or a comma list of revisions (cards mode)")
+    p.add_argument("--output", required=True, help="folder for report.json, report.md, table.csv and the plots")
+    p.add_argument("--predictor", default=None, help="predictor shown in the plots (default: the best-correlated robustness column)")
+    p.add_argument("--lower-is-better", default="", help="comma list of predictor columns to treat as lower-is-better")
+    p.add_argument("--higher-is-better", default="", help="comma list of predictor columns to treat as higher-is-better")
+    p.add_argument("--tolerance", type=float, default=0.05, help="'within tolerance' rule: fraction of the series' score range")
+    p.add_argument("--patience", type=int, default=2, help="'patience' rule: checkpoints without improvement before stopping")
+    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (over series) for intervals")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.set_defaults(func=run)
+
+
+def _names(text: str) -> list[str]:
+    return [s.strip() for s in (text or "").split(",") if s.strip()]
+
+
+def run(args: argparse.Namespace) -> int:
+    from hf_transfer_seg.errors import ConfigError
+    from hf_transfer_seg.report.table import load_csv, table_from_cards
+    from hf_transfer_seg.report.write import write_report
+
+    if args.table:
+        df = load_csv(args.table)
+        source = f"table {args.table}"
+    else:
+        if not args.target:
+            raise ConfigError("--target is required with --repo-id: the key of the target whose Dice and scores to read")
+        df = table_from_cards(args.repo_id, args.target, frozen=args.frozen, revisions=args.revisions, score_key=args.score_target)
+        source = f"cards of {', '.join(args.repo_id)} (target {args.target}{', frozen encoder' if args.frozen else ''})"
+    report = write_report(
+        df, args.output, source=source, predictor=args.predictor, lower=_names(args.lower_is_better),
+        higher=_names(args.higher_is_better), tolerance=args.tolerance, patience=args.patience, n_boot=args.bootstrap, seed=args.seed,
+    )
+    print(f"wrote {args.output}/report.md and report.json ({report['n_series']} series, {report['n_rows']} checkpoints with Dice)")
+    for name, p in report["predictors"].items():
+        print(f"  {name}: {p['verdict']}")
+    return 0

@@ -1,0 +1,115 @@
+"""Main's card: ``hf_transfer_seg.downstream_summary`` and the managed section ``downstream``.
+
+Rows are rebuilt from the revision cards (the source of truth), so any number of sweeps may run; the
+last writer's summary holds every revision recorded so far. The Dice-vs-epoch plot is committed as
+``plots/downstream_<target>.png`` in the same commit and embedded in the section.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import Any
+
+from huggingface_hub import ModelCard
+
+from hf_transfer_seg.cards import get_namespace, replace_section, set_namespace
+from hf_transfer_seg.data.unlabelled import safe_file_key
+
+log = logging.getLogger(__name__)
+
+SECTION = "downstream"
+
+
+def plot_path(key: str) -> str:
+    return f"plots/downstream_{safe_file_key(key)}.png"
+
+
+def summary_entry(df, key: str) -> dict[str, Any]:
+    """downstream_summary entry from an analysis table built from the cards."""
+    rows = []
+    for _, r in df.sort_values("epoch").iterrows():
+        row = {"revision": r["revision"], "epoch": float(r["epoch"]), "sha": r["sha"],
+               "dice_mean": _num(r.get("dice")), "dice_std": _num(r.get("dice_std"))}
+        for extra in ("logme", "linear_probe_dice"):
+            if extra in r and _num(r[extra]) is not None:
+                row[extra] = _num(r[extra])
+        rows.append(row)
+    scored = [r for r in rows if r["dice_mean"] is not None]
+    best = max(scored, key=lambda r: r["dice_mean"]) if scored else None
+    return {
+        "frozen": key.endswith("@frozen"),
+        "rows": rows,
+        "best_revision": best["revision"] if best else None,
+        "best_sha": best["sha"] if best else None,
+        "best_dice": best["dice_mean"] if best else None,
+        "synthetic": bool(df["synthetic"].any()) if "synthetic" in df else None,
+    }
+
+
+def _num(value: Any) -> float | None:
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if value == value else None
+
+
+def main_section(summary: dict[str, Any]) -> str:
+    lines = ["## Downstream segmentation", "",
+             "Dice of U-Nets fine-tuned from each checkpoint revision (mean ± std over seeds, validation split)."]
+    for key, entry in sorted(summary.items()):
+        lines += ["", f"### Target `{key}` ({'frozen' if entry.get('frozen') else 'fine-tuned'} encoder, "
+                  f"{'SYNTHETIC' if entry.get('synthetic') else 'real'} data)", "",
+                  "| revision | epoch | Dice | ± | commit |", "|---|---|---|---|---|"]
+        for r in entry.get("rows") or []:
+            dice = "n/a" if r.get("dice_mean") is None else f"{r['dice_mean']:.4f}"
+            std = "" if not r.get("dice_std") else f"{r['dice_std']:.4f}"
+            lines.append(f"| {r['revision']} | {r['epoch']:g} | {dice} | {std} | `{(r.get('sha') or '')[:10]}` |")
+        if entry.get("best_revision"):
+            lines += ["", f"Best Dice: **{entry['best_revision']}** ({entry['best_dice']:.4f})."]
+        lines += ["", f"![Dice vs epoch on {key}]({plot_path(key)})"]
+    return "\n".join(lines)
+
+
+def plot_png(df, key: str) -> bytes:
+    from hf_transfer_seg.report.plots import _pyplot
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    g = df.dropna(subset=["dice"]).sort_values("epoch")
+    ax.errorbar(g["epoch"], g["dice"], yerr=g["dice_std"] if "dice_std" in g else None, marker="o", capsize=3)
+    if len(g) and g["epoch"].max() > 20:
+        ax.set_xscale("symlog", linthresh=1.0)
+    ax.set_xlabel("pretraining epoch")
+    ax.set_ylabel("Dice (validation)")
+    ax.set_title(f"Downstream Dice on {key}", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def update_main_summary(repo_id: str, target_key: str, *, frozen: bool = False) -> dict[str, Any]:
+    """Rebuild ``downstream_summary[key]`` of main's card from the revision cards; commit it with its plot."""
+    from hf_transfer_seg import hub
+    from hf_transfer_seg.finetune.push import downstream_key
+    from hf_transfer_seg.report.table import table_from_cards
+
+    key = downstream_key(target_key, frozen)
+    df = table_from_cards([repo_id], target_key, frozen=frozen)
+    entry = summary_entry(df, key)
+    png = plot_png(df, key)
+
+    def edit(card: ModelCard) -> ModelCard:
+        summary = get_namespace(card.data, "downstream_summary", {}) or {}
+        summary[key] = entry
+        set_namespace(card.data, "downstream_summary", summary)
+        card.text = replace_section(card.text or f"# {repo_id}\n", SECTION, main_section(summary))
+        return card
+
+    hub.update_card(repo_id, "main", edit, commit_message=f"Downstream summary on {key}: best {entry['best_revision']}",
+                    extra_files={plot_path(key): png})
+    return entry
