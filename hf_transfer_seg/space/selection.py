@@ -1,0 +1,326 @@
+"""Which checkpoint the Space serves, read from the encoder repo's cards and pinned to commit shas.
+
+- ``main``'s card (read once; its sha is kept): ``hf_transfer_seg.robustness_summary[target]``
+  (written by scoring) names the best revision and its sha and holds one row per scored revision
+  with its interval; ``hf_transfer_seg.checkpoints`` (pretraining) adds ImageNet top-1.
+- Each checkpoint revision's card, read at the commit its branch points to: its
+  ``hf_transfer_seg.downstream`` entries (written by fine-tuning) give the Dice and the segmentation
+  repo fine-tuned from it (``seg_repo: "owner/name@branch"``); ``training`` adds top-1 if main lacks it.
+- Each segmentation repo is pinned to the commit its branch points to now, and its own card at that
+  commit (``hf_transfer_seg.base``: encoder repo, revision, sha) says which revision it came from.
+
+Models are loaded only by those shas, never by a branch that could move while the Space runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import HfApi, ModelCard, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+
+from hf_transfer_seg.cards.data import get_namespace
+from hf_transfer_seg.errors import ConfigError, HubError, RevisionNotFound
+from hf_transfer_seg.hub import branch_sha, list_revisions, parse_revision_name, with_retries
+from hf_transfer_seg.space.config import SpaceConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SegModelRef:
+    """A segmentation model repo pinned to a commit, and the encoder revision it was fine-tuned from."""
+
+    repo_id: str
+    sha: str
+    encoder_revision: str | None = None
+    encoder_sha: str | None = None
+    target: str | None = None
+    dice: float | None = None
+    frozen: bool | None = None
+    synthetic: bool | None = None
+
+    @property
+    def label(self) -> str:
+        """One line for dropdowns: ``epoch-0020 · org/seg@1a2b3c4d · fine-tuned encoder · Dice 0.812``."""
+        parts = [self.encoder_revision or "unknown revision", f"{self.repo_id}@{self.sha[:8]}"]
+        if self.frozen is not None:
+            parts.append("frozen encoder" if self.frozen else "fine-tuned encoder")
+        if self.dice is not None:
+            parts.append(f"Dice {self.dice:.3f}")
+        return " · ".join(parts)
+
+
+@dataclass(frozen=True)
+class LeaderboardRow:
+    revision: str
+    epoch: float | None
+    sha: str | None
+    imagenet_top1: float | None = None
+    score: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    dice: float | None = None
+    is_best: bool = False
+
+
+@dataclass
+class Selection:
+    """What the cards of ``encoder_repo`` say the Space should serve."""
+
+    encoder_repo: str
+    main_sha: str
+    target: str | None
+    score_config: str | None
+    best_revision: str | None
+    best_sha: str | None
+    best_score: float | None
+    rows: list[LeaderboardRow]
+    seg_models: list[SegModelRef]
+    serving: SegModelRef | None
+    plot_path: Path | None = None
+    synthetic: bool | None = None
+    notices: list[str] = field(default_factory=list)
+
+    def others(self) -> list[SegModelRef]:
+        """Segmentation models other than the one served (for the compare tab)."""
+        return [m for m in self.seg_models if m != self.serving]
+
+
+def _number(value: Any) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def plot_file(target: str) -> str:
+    """Path in the repo of the score-vs-epoch plot of ``target``, as scoring names it."""
+    from hf_transfer_seg.data.unlabelled import safe_file_key
+    from hf_transfer_seg.scoring.card import plot_path
+
+    return plot_path(safe_file_key(target))
+
+
+def card_namespace(repo_id: str, sha: str) -> dict[str, Any]:
+    """Our ``hf_transfer_seg`` mapping of the card of ``repo_id`` at commit ``sha`` ({} without a card)."""
+    try:
+        path = with_retries(
+            lambda: hf_hub_download(repo_id, "README.md", revision=sha), what=f"download card of {repo_id}@{sha[:10]}"
+        )
+    except EntryNotFoundError:
+        return {}
+    return get_namespace(ModelCard.load(path).data)
+
+
+def _choose_target(summary: dict[str, Any], wanted: str | None, repo_id: str) -> str | None:
+    if wanted:
+        if summary and wanted not in summary:
+            raise ConfigError(
+                f"{repo_id} has no robustness scores for target {wanted!r}; scored targets: {', '.join(sorted(summary))}. "
+                "Set HTS_TARGET (or --target) to one of them, or score that target with `hf-transfer-seg score`"
+            )
+        return wanted
+    if len(summary) > 1:
+        raise ConfigError(
+            f"{repo_id} has robustness scores for several targets ({', '.join(sorted(summary))}); "
+            "choose one with HTS_TARGET (or --target)"
+        )
+    return next(iter(summary), None)
+
+
+def _split_repo_ref(value: str) -> tuple[str, str]:
+    """``owner/name@branch`` -> (``owner/name``, ``branch``); no ``@`` means ``main``."""
+    repo, _, revision = str(value).partition("@")
+    return repo, revision or "main"
+
+
+def _downstream_refs(revision: str, revision_sha: str, downstream: dict[str, Any]) -> list[tuple[SegModelRef, str]]:
+    """(unpinned model, its branch) for each downstream entry of one revision card that names a seg repo."""
+    out = []
+    for key, entry in sorted(downstream.items()):
+        if not isinstance(entry, dict) or not entry.get("seg_repo"):
+            continue
+        repo, branch = _split_repo_ref(entry["seg_repo"])
+        target = (entry.get("target") or {}).get("key") if isinstance(entry.get("target"), dict) else None
+        ref = SegModelRef(
+            repo_id=repo,
+            sha="",
+            encoder_revision=revision,
+            encoder_sha=revision_sha,
+            target=target or key.split("@")[0],
+            dice=_number(entry.get("dice_mean")),
+            frozen=entry.get("frozen"),
+            synthetic=entry.get("synthetic"),
+        )
+        out.append((ref, branch))
+    return out
+
+
+def _pin(ref: SegModelRef, branch: str, api: HfApi, notices: list[str]) -> SegModelRef | None:
+    """``ref`` pinned to the current commit of ``branch``, with the facts of its own card at that commit."""
+    try:
+        sha = branch_sha(ref.repo_id, branch, api=api)
+    except (RevisionNotFound, RepositoryNotFoundError, HubError) as exc:
+        notices.append(f"segmentation repo {ref.repo_id}@{branch} is unavailable ({type(exc).__name__}); skipped")
+        return None
+    ours = card_namespace(ref.repo_id, sha)
+    base = ours.get("base") or {}
+    metrics = ours.get("metrics") or {}
+    target = ours.get("target") or {}
+    card_revision = base.get("revision")
+    if ref.encoder_revision and card_revision and card_revision != ref.encoder_revision:
+        notices.append(
+            f"{ref.repo_id}@{sha[:10]} was fine-tuned from {card_revision}, not {ref.encoder_revision} as the encoder "
+            "card says (the repo was pushed to again); it is listed under its own card's revision"
+        )
+    return replace(
+        ref,
+        sha=sha,
+        encoder_revision=card_revision or ref.encoder_revision,
+        encoder_sha=base.get("sha") or ref.encoder_sha,
+        target=target.get("key") if isinstance(target, dict) and target.get("key") else ref.target,
+        dice=_number(metrics.get("dice_mean")) if ref.dice is None else ref.dice,
+        frozen=(ours.get("recipe") or {}).get("frozen", ref.frozen),
+        synthetic=ours.get("synthetic", ref.synthetic),
+    )
+
+
+def select(config: SpaceConfig, *, api: HfApi | None = None) -> Selection:
+    """Read the cards of ``config.model_repo`` and decide what to serve."""
+    api = api or HfApi()
+    repo = config.model_repo
+    try:
+        main_sha = branch_sha(repo, "main", api=api)
+        revisions = list_revisions(repo, api=api)
+    except RepositoryNotFoundError as exc:
+        raise ConfigError(
+            f"encoder repo {repo!r} was not found on {api.endpoint}: check HTS_MODEL_REPO / --model-repo, "
+            "HF_ENDPOINT, and that HF_TOKEN can read it if it is private"
+        ) from exc
+    ours = card_namespace(repo, main_sha)
+    summary = ours.get("robustness_summary") or {}
+    notices: list[str] = []
+    target = _choose_target(summary, config.target, repo)
+    entry = summary.get(target, {}) if target else {}
+    if not entry:
+        notices.append(
+            f"{repo} has no robustness scores{f' for {target}' if target else ''} yet, so its revisions are listed "
+            f"unranked. Run `hf-transfer-seg score --repo-id {repo} --target TARGET` to rank them."
+        )
+    best_revision, best_sha = entry.get("best_revision"), entry.get("best_sha")
+
+    # Every checkpoint revision's card, read at the commit its branch points to (in parallel: one request each).
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        cards = dict(zip((r.name for r in revisions), pool.map(lambda r: card_namespace(repo, r.sha), revisions)))
+    heads = {r.name: r for r in revisions}
+    checkpoints = {c["revision"]: c for c in ours.get("checkpoints") or [] if isinstance(c, dict) and c.get("revision")}
+    scored = {r["revision"]: r for r in entry.get("rows") or [] if isinstance(r, dict) and r.get("revision")}
+
+    unpinned = [] if config.seg_repo else [
+        pair for name, card in cards.items() for pair in _downstream_refs(name, heads[name].sha, card.get("downstream") or {})
+    ]  # fmt: skip
+    if config.seg_repo:
+        unpinned = [(SegModelRef(repo_id=config.seg_repo, sha=""), config.seg_revision or "main")]
+    seg_models = [m for m in (_pin(ref, branch, api, notices) for ref, branch in unpinned) if m is not None]
+
+    dice_by_revision: dict[str, float] = {}
+    for m in seg_models:
+        if m.encoder_revision and m.dice is not None:
+            dice_by_revision[m.encoder_revision] = max(m.dice, dice_by_revision.get(m.encoder_revision, -1.0))
+    rows = []
+    names = set(heads) | set(checkpoints) | set(scored)
+    for name in sorted(names, key=lambda n: (parse_revision_name(n) is None, parse_revision_name(n) or 0.0, n)):
+        c, s = checkpoints.get(name, {}), scored.get(name, {})
+        training = (cards.get(name) or {}).get("training") or {}
+        top1 = next((v for v in (c.get("imagenet_top1"), s.get("imagenet_top1"), training.get("imagenet_top1")) if v is not None), None)
+        epoch = _number(s.get("epoch", c.get("epoch")))
+        rows.append(
+            LeaderboardRow(
+                revision=name,
+                epoch=parse_revision_name(name) if epoch is None else epoch,
+                sha=s.get("sha") or c.get("sha") or (heads[name].sha if name in heads else None),
+                imagenet_top1=_number(top1),
+                score=_number(s.get("score")),
+                ci_low=_number(s.get("ci_low")),
+                ci_high=_number(s.get("ci_high")),
+                dice=dice_by_revision.get(name),
+                is_best=name == best_revision,
+            )
+        )
+
+    serving = _choose_serving(seg_models, best_revision, rows, explicit=bool(config.seg_repo), notices=notices, repo=repo)
+
+    plot_path = None
+    if target and entry:
+        try:
+            plot_path = Path(
+                with_retries(
+                    lambda: hf_hub_download(repo, plot_file(target), revision=main_sha), what=f"download {plot_file(target)}"
+                )
+            )
+        except EntryNotFoundError:
+            notices.append(f"{repo} has no {plot_file(target)} yet (scoring writes it)")
+
+    synthetic_flags = [((cards.get(n) or {}).get("training") or {}).get("synthetic") for n in heads]
+    synthetic_flags += [r.get("synthetic") for r in scored.values()]
+    flags = [bool(f) for f in synthetic_flags if f is not None]
+    return Selection(
+        encoder_repo=repo,
+        main_sha=main_sha,
+        target=target,
+        score_config=entry.get("config"),
+        best_revision=best_revision,
+        best_sha=best_sha,
+        best_score=_number(entry.get("best_score")),
+        rows=rows,
+        seg_models=seg_models,
+        serving=serving,
+        plot_path=plot_path,
+        synthetic=any(flags) if flags else None,
+        notices=notices,
+    )
+
+
+def _choose_serving(
+    seg_models: list[SegModelRef],
+    best_revision: str | None,
+    rows: list[LeaderboardRow],
+    *,
+    explicit: bool,
+    notices: list[str],
+    repo: str,
+) -> SegModelRef | None:
+    if not seg_models:
+        notices.append(
+            f"No segmentation model fine-tuned from {repo} is known, so there is nothing to serve yet: fine-tune one with "
+            f"`hf-transfer-seg finetune --encoder-repo {repo} --revision {best_revision or 'REVISION'} --push-to OWNER/NAME` "
+            "or point HTS_SEG_REPO at one."
+        )
+        return None
+    if explicit:
+        chosen = seg_models[0]
+        if best_revision and chosen.encoder_revision and chosen.encoder_revision != best_revision:
+            notices.append(
+                f"HTS_SEG_REPO {chosen.repo_id} was fine-tuned from {chosen.encoder_revision}, not from the best-scored "
+                f"revision {best_revision}."
+            )
+        return chosen
+    from_best = [m for m in seg_models if best_revision and m.encoder_revision == best_revision]
+    if from_best:
+        return max(from_best, key=lambda m: (m.dice is not None, m.dice or 0.0))
+    # No model from the best revision: the best-ranked revision that has one.
+    rank = {r.revision: (r.score is None, r.score or 0.0) for r in rows}
+    chosen = min(seg_models, key=lambda m: rank.get(m.encoder_revision or "", (True, math.inf)))
+    if best_revision:
+        notices.append(
+            f"No segmentation model was fine-tuned from the best-scored revision {best_revision}; serving the one from "
+            f"{chosen.encoder_revision} instead."
+        )
+    return chosen
