@@ -1,0 +1,255 @@
+"""Pretraining options: defaults from the paper, a YAML recipe file, command-line flags, validation.
+
+Precedence: built-in defaults < ``--config recipe.yaml`` < flags given on the command line.
+Every option has the same name in the YAML file as the flag (``checkpoint_epochs`` or ``checkpoint-epochs``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hf_transfer_seg.errors import ConfigError
+
+# Checkpoint epochs of the paper (capped by --epochs).
+PAPER_SCHEDULE = (1, 2, 5, 10, 20, 30, 40, 50, 75, 100, 125, 150, 175, 200, 250, 300)
+PAPER_PEAK_LR, PAPER_BATCH, PAPER_WARMUP_EPOCHS, PAPER_EPOCHS = 4e-3, 4096, 20, 300
+RECIPES = ("simple", "advanced")
+NORMALIZATIONS = {"none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)), "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))}
+
+
+@dataclass
+class PretrainConfig:
+    # model and recipe
+    encoder: str = "resnet50"
+    recipe: str = "simple"
+    drop_path: float | None = None  # None: 0.1 for advanced, 0 for simple
+    normalize: str = "none"  # paper: inputs only divided by 255
+    # data
+    dataset: str = "synthetic"
+    dataset_config: str | None = None
+    train_split: str | None = None
+    val_split: str | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+    streaming: bool = False
+    num_classes: int | None = None
+    train_size: int | None = None  # cap on training images (None: all; synthetic default 2560)
+    val_size: int | None = None
+    image_size: int = 224
+    num_workers: int | None = None  # None: min(8, cpus per process)
+    # schedule
+    epochs: float = 300.0
+    checkpoint_epochs: list[float] | None = None  # None: the paper's schedule capped by epochs
+    batch_size: int = 256  # global: per-process micro batch x processes x grad_accum
+    grad_accum: int = 1
+    lr: float | None = None  # None: 4e-3 * batch_size / 4096
+    min_lr: float = 1e-6
+    warmup_lr: float = 1e-6
+    warmup_epochs: float | None = None  # None: 20 epochs of 300 kept in proportion (epochs / 15), at most 20
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    clip_grad: float | None = None
+    # hub and output
+    repo_id: str | None = None
+    private: bool = False
+    output_dir: str = "pretrain-output"
+    push_attempts: int = 3  # rounds of (push with its own retries), with push_retry_delay between rounds
+    push_retry_delay: float = 30.0
+    # execution
+    resume: bool = False
+    seed: int = 0
+    compile: bool = False
+    channels_last: bool = False
+    log_every: int = 50
+
+    # ------------------------------------------------------------------ derived values
+
+    @property
+    def peak_lr(self) -> float:
+        return self.lr if self.lr is not None else PAPER_PEAK_LR * self.batch_size / PAPER_BATCH
+
+    @property
+    def warmup(self) -> float:
+        if self.warmup_epochs is not None:
+            return self.warmup_epochs
+        return min(float(PAPER_WARMUP_EPOCHS), self.epochs * PAPER_WARMUP_EPOCHS / PAPER_EPOCHS)
+
+    @property
+    def drop_path_rate(self) -> float:
+        if self.drop_path is not None:
+            return self.drop_path
+        return 0.1 if self.recipe == "advanced" else 0.0
+
+    @property
+    def schedule(self) -> list[float]:
+        if self.checkpoint_epochs is not None:
+            return sorted(set(self.checkpoint_epochs))
+        # the paper's epochs up to --epochs, and the last epoch itself so the final weights are always kept
+        return sorted({float(e) for e in PAPER_SCHEDULE if e <= self.epochs} | {float(self.epochs)})
+
+    @property
+    def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return NORMALIZATIONS[self.normalize]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(PretrainConfig)}
+# Options that must not change when a run is resumed (the saved state would not fit).
+RESUME_FIXED = ("encoder", "recipe", "dataset", "num_classes", "image_size", "batch_size", "grad_accum", "seed")
+
+
+def parse_epochs(value: Any) -> list[float]:
+    """``"0.5,1,1.5"`` or a YAML list into sorted positive epochs."""
+    items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    epochs = []
+    for item in items:
+        text = str(item).strip()
+        if not text:
+            continue
+        try:
+            epoch = float(text)
+        except ValueError as exc:
+            raise ConfigError(f"checkpoint epoch {text!r} is not a number; use e.g. --checkpoint-epochs 0.5,1,2") from exc
+        if not math.isfinite(epoch) or epoch <= 0:
+            raise ConfigError(f"checkpoint epoch {text!r} must be > 0")
+        epochs.append(epoch)
+    if not epochs:
+        raise ConfigError("--checkpoint-epochs is empty; give a comma list such as 1,2,5")
+    return sorted(set(epochs))
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"recipe file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe file {path} must hold a mapping of option: value")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def _field_type(name: str) -> type | None:
+    hint = typing.get_type_hints(PretrainConfig)[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name == "checkpoint_epochs":
+        return parse_epochs(value)
+    kind = _field_type(name)
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return kind(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"option {name} = {value!r} is not a valid {kind.__name__}") from exc
+
+
+def build_config(overrides: dict[str, Any] | None = None, yaml_path: str | Path | None = None) -> PretrainConfig:
+    """Defaults, then the YAML file, then ``overrides`` (flags given on the command line), validated."""
+    values: dict[str, Any] = {}
+    if yaml_path:
+        values.update(load_yaml(yaml_path))
+    values.update({k.replace("-", "_"): v for k, v in (overrides or {}).items()})
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        close = {u: difflib.get_close_matches(u, FIELDS, n=1) for u in unknown}
+        hints = ", ".join(f"{u}" + (f" (did you mean {c[0]}?)" if c else "") for u, c in close.items())
+        raise ConfigError(f"unknown pretraining option(s): {hints}. Valid options: {', '.join(FIELDS)}")
+    config = PretrainConfig(**{k: _coerce(k, v) for k, v in values.items()})
+    validate(config)
+    return config
+
+
+def check_encoder(name: str) -> None:
+    """Raise ConfigError naming close timm model names when ``name`` is not a timm architecture."""
+    import timm
+
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=6, cutoff=0.5)
+    hint = f" Close names: {', '.join(close)}." if close else ""
+    raise ConfigError(
+        f"unknown encoder {name!r}: it is not a timm architecture.{hint} List them with "
+        "`python -c \"import timm; print(timm.list_models('resnet*'))\"`."
+    )
+
+
+def validate(config: PretrainConfig) -> None:
+    if config.recipe not in RECIPES:
+        raise ConfigError(f"--recipe must be one of {', '.join(RECIPES)}, got {config.recipe!r}")
+    if config.normalize not in NORMALIZATIONS:
+        raise ConfigError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, got {config.normalize!r}")
+    if not (config.epochs > 0 and math.isfinite(config.epochs)):
+        raise ConfigError(f"--epochs must be > 0, got {config.epochs}")
+    if config.batch_size < 1 or config.grad_accum < 1:
+        raise ConfigError("--batch-size and --grad-accum must be >= 1")
+    if config.image_size < 8:
+        raise ConfigError(f"--image-size {config.image_size} is too small (>= 8)")
+    if config.peak_lr <= 0 or config.min_lr < 0 or config.weight_decay < 0:
+        raise ConfigError("learning rates must be > 0 and weight decay >= 0")
+    if config.warmup < 0 or config.warmup >= config.epochs:
+        raise ConfigError(f"--warmup-epochs ({config.warmup:g}) must be >= 0 and below --epochs ({config.epochs:g})")
+    late = [e for e in config.schedule if e > config.epochs + 1e-9]
+    if late:
+        raise ConfigError(f"checkpoint epochs {late} are after the last epoch ({config.epochs:g}); raise --epochs")
+    if config.num_classes is not None and config.num_classes < 2:
+        raise ConfigError("--num-classes must be >= 2")
+    if config.push_attempts < 1:
+        raise ConfigError("--push-attempts must be >= 1")
+    check_encoder(config.encoder)
+
+
+def micro_batch(config: PretrainConfig, num_processes: int) -> int:
+    """Per-process batch of one forward pass; the global batch must split evenly."""
+    per_step = num_processes * config.grad_accum
+    if config.batch_size % per_step:
+        raise ConfigError(
+            f"--batch-size {config.batch_size} (global) must be divisible by processes x --grad-accum = "
+            f"{num_processes} x {config.grad_accum}"
+        )
+    micro = config.batch_size // per_step
+    if config.recipe == "advanced" and micro % 2:
+        raise ConfigError(
+            f"the advanced recipe's Mixup/CutMix needs an even per-process batch, got {micro}; change --batch-size"
+        )
+    return micro
+
+
+def save_run_config(config: PretrainConfig, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config.to_dict(), indent=2))
+
+
+def check_resume_compatible(config: PretrainConfig, path: Path) -> None:
+    """Refuse to resume with options that do not fit the saved state."""
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    changed = [f"{k}: saved {saved.get(k)!r}, now {getattr(config, k)!r}" for k in RESUME_FIXED if saved.get(k) != getattr(config, k)]
+    if changed:
+        raise ConfigError(
+            "--resume with options that differ from the saved run (" + "; ".join(changed) + "). Use the same "
+            "options, or a new --output-dir to start a new run"
+        )
