@@ -1,0 +1,222 @@
+"""Model cards of pretraining: one per checkpoint revision, and main's summary of all checkpoints.
+
+Revision card (branch ``epoch-NNNN``): YAML ``library_name: timm``, tags, datasets (Hub datasets only),
+``hf_transfer_seg.training`` (facts of that checkpoint) and validation top-1/top-5 as model-index results;
+text from ``model_cards/encoder_revision.md`` with the managed section ``training``.
+Summary card (``main``): ``hf_transfer_seg.checkpoints`` (one row per pushed revision, in epoch order) and the
+managed section ``checkpoints``; keys and sections other tools maintain are left alone.
+Accuracies are percentages (0-100).
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from hf_transfer_seg import __version__
+from hf_transfer_seg.cards import get_namespace, render_card, replace_section, set_namespace, upsert_eval_result
+
+REPO_NAME_PLACEHOLDER = "<your-repo>"
+REPO_PLACEHOLDER = f"<your-namespace>/{REPO_NAME_PLACEHOLDER}"
+SUMMARY_ROW_KEYS = ("imagenet_top1", "imagenet_top5", "train_loss", "global_step", "images_seen", "wall_clock_hours")
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """Package version, plus the git commit when running from a checkout."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short=10", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+g{sha}" if sha else __version__
+
+
+def _tags(facts: dict[str, Any]) -> list[str]:
+    tags = ["timm", "image-classification", "hf-transfer-seg", "pretraining-checkpoint", f"recipe-{facts['recipe']}"]
+    tags.append("synthetic-data" if facts.get("synthetic") else "real-data")
+    return tags
+
+
+def _card_data(repo_id: str | None, facts: dict[str, Any]) -> ModelCardData:
+    data = ModelCardData(
+        library_name="timm",
+        pipeline_tag="image-classification",
+        license="apache-2.0",
+        tags=_tags(facts),
+        datasets=[facts["dataset"]] if facts.get("dataset_kind") == "hub" else None,
+        model_name=(repo_id or REPO_PLACEHOLDER).split("/")[-1],
+    )
+    return data
+
+
+def _pct(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.2f}%"
+
+
+def training_table(facts: dict[str, Any]) -> str:
+    rows = [
+        ("Epoch", f"{facts['epoch']:g}"),
+        ("Optimizer steps", facts["global_step"]),
+        ("Images seen", facts["images_seen"]),
+        ("Validation top-1", _pct(facts.get("imagenet_top1"))),
+        ("Validation top-5", _pct(facts.get("imagenet_top5"))),
+        ("Train loss (since previous checkpoint)", "n/a" if facts.get("train_loss") is None else f"{facts['train_loss']:.4f}"),
+        ("Recipe", facts["recipe"]),
+        ("Dataset", f"{facts['dataset']} ({'synthetic' if facts.get('synthetic') else 'real'})"),
+        ("Unreadable images skipped", facts.get("skipped_images", 0)),
+        ("Global batch / peak LR", f"{facts.get('batch_size')} / {facts.get('peak_lr', 0):.3g}"),
+        ("Processes", facts.get("num_processes")),
+        ("Wall-clock hours", f"{facts.get('wall_clock_hours', 0):.3f}"),
+        ("Code version", facts.get("code_version")),
+    ]
+    lines = ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows]
+    return "\n".join(lines)
+
+
+def accuracy_results(facts: dict[str, Any]) -> list[EvalResult]:
+    results = []
+    for key, name in (("imagenet_top1", "top-1"), ("imagenet_top5", "top-5")):
+        if facts.get(key) is None:
+            continue
+        results.append(
+            EvalResult(
+                task_type="image-classification",
+                dataset_type=facts["dataset"],
+                dataset_name=facts["dataset"],
+                dataset_split="validation",
+                metric_type="accuracy",
+                metric_name=name,
+                metric_value=float(facts[key]),
+            )
+        )
+    return results
+
+
+def revision_card(repo_id: str | None, revision: str, facts: dict[str, Any]) -> ModelCard:
+    """The card of one checkpoint revision (``facts`` become ``hf_transfer_seg.training``)."""
+    data = _card_data(repo_id, facts)
+    set_namespace(data, "training", copy.deepcopy(facts))
+    for result in accuracy_results(facts):
+        upsert_eval_result(data, result, model_name=data.model_name)
+    mean, std = facts.get("mean"), facts.get("std")
+    return render_card(
+        "encoder_revision.md",
+        data,
+        repo_id=repo_id or REPO_PLACEHOLDER,
+        repo_name=(repo_id or REPO_PLACEHOLDER).split("/")[-1],
+        revision=revision,
+        epoch_label=f"{facts['epoch']:g}",
+        synthetic=bool(facts.get("synthetic")),
+        dataset=facts["dataset"],
+        encoder=facts["encoder"],
+        recipe=facts["recipe"],
+        global_step=facts["global_step"],
+        images_seen=facts["images_seen"],
+        mean=list(mean or ()),
+        std=list(std or ()),
+        normalization_note="the paper's choice: divide by 255 only" if facts.get("normalize") == "none" else "ImageNet statistics",
+        image_size=facts.get("image_size"),
+        training_table=training_table(facts),
+    )
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def apply_extra(card: ModelCard, extra: dict[str, Any]) -> ModelCard:
+    """Merge what ``on_checkpoint`` callbacks returned into a revision card; return the card.
+
+    ``eval_results`` (EvalResult list) are upserted into model-index, ``sections`` (name -> Markdown) replace
+    managed sections, ``card_edit`` callables edit the card last, every other key is deep-merged into the
+    ``hf_transfer_seg`` mapping.
+    """
+    extra = dict(extra)
+    edits = extra.pop("card_edit", None) or []
+    for result in extra.pop("eval_results", None) or []:
+        upsert_eval_result(card.data, result)
+    for name, markdown in (extra.pop("sections", None) or {}).items():
+        card.text = replace_section(card.text, name, markdown)
+    for key, value in extra.items():
+        current = get_namespace(card.data, key)
+        merged = _deep_merge(current, value) if isinstance(current, dict) and isinstance(value, dict) else value
+        set_namespace(card.data, key, merged)
+    for edit in edits if isinstance(edits, (list, tuple)) else [edits]:
+        card = edit(card) or card
+    return card
+
+
+def set_repo_id(card_text: str, repo_id: str) -> str:
+    """Fill the repository id into a card written before it was known (a run without --repo-id)."""
+    return card_text.replace(REPO_PLACEHOLDER, repo_id).replace(REPO_NAME_PLACEHOLDER, repo_id.split("/")[-1])
+
+
+def summary_row(revision: str, sha: str, facts: dict[str, Any]) -> dict[str, Any]:
+    row = {"revision": revision, "epoch": facts["epoch"], "sha": sha}
+    row.update({k: facts.get(k) for k in SUMMARY_ROW_KEYS})
+    return row
+
+
+def checkpoints_table(rows: list[dict[str, Any]], repo_id: str, latest: str | None = None) -> str:
+    if not rows:
+        return "No checkpoint pushed yet."
+    lines = [f"`main` holds the weights of `{latest}`.", ""] if latest else []
+    lines += [
+        "| Revision | Epoch | Steps | Images seen | Val top-1 | Val top-5 | Train loss | Commit |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        loss = "n/a" if r.get("train_loss") is None else f"{r['train_loss']:.4f}"
+        lines.append(
+            f"| [`{r['revision']}`](https://huggingface.co/{repo_id}/tree/{r['revision']}) | {r['epoch']:g} | "
+            f"{r.get('global_step')} | {r.get('images_seen')} | {_pct(r.get('imagenet_top1'))} | "
+            f"{_pct(r.get('imagenet_top5'))} | {loss} | `{str(r['sha'])[:10]}` |"
+        )
+    return "\n".join(lines)
+
+
+def edit_summary(card: ModelCard, row: dict[str, Any], facts: dict[str, Any], repo_id: str, *, latest: bool) -> ModelCard:
+    """Main's card with ``row`` upserted into ``hf_transfer_seg.checkpoints`` (a pure function of ``card``)."""
+    ours = get_namespace(card.data)
+    if not card.text.strip() or card.data.library_name is None:
+        # first checkpoint of the repo: start from the template, keeping any metadata already there
+        data = _card_data(repo_id, facts)
+        for key, value in ours.items():
+            set_namespace(data, key, value)
+        card = render_card(
+            "encoder_summary.md",
+            data,
+            repo_id=repo_id,
+            repo_name=repo_id.split("/")[-1],
+            synthetic=bool(facts.get("synthetic")),
+            dataset=facts["dataset"],
+            encoder=facts["encoder"],
+            recipe=facts["recipe"],
+        )
+    rows = [r for r in get_namespace(card.data, "checkpoints", []) or [] if r.get("revision") != row["revision"]]
+    rows = sorted(rows + [row], key=lambda r: float(r["epoch"]))
+    set_namespace(card.data, "checkpoints", rows)
+    if latest:
+        set_namespace(card.data, "latest_revision", row["revision"])
+    if facts.get("synthetic") and "synthetic-data" not in (card.data.tags or []):
+        card.data.tags = list(card.data.tags or []) + ["synthetic-data"]
+    latest_name = get_namespace(card.data, "latest_revision")
+    card.text = replace_section(card.text, "checkpoints", checkpoints_table(rows, repo_id, latest_name))
+    return card

@@ -1,0 +1,249 @@
+"""Deliver checkpoint revisions to the Hub without making training wait, and without losing or repeating any.
+
+Layout of ``--output-dir``::
+
+    pending/<revision>/     complete checkpoint folders not yet confirmed on the Hub (written atomically)
+    checkpoints/<revision>/ checkpoints confirmed on the Hub (or kept local when a run has no --repo-id)
+    pushed/<revision>.json  the ledger: written only after a push is confirmed (repo, branch, commit sha)
+    locks/<revision>.lock   held while one process pushes that revision
+
+A push = the folder to branch ``epoch-NNNN`` (``hub.push_revision``), then main's summary card (and, when this
+is the newest checkpoint, its weights) in one commit, then the ledger entry, then the folder moves to
+``checkpoints/``. A crash anywhere leaves the folder in ``pending/``: ``push-pending`` (run automatically at the
+start of every run) finishes the job; a repeated upload of an unchanged folder makes no new commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import queue
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+from huggingface_hub import ModelCard
+
+from hf_transfer_seg.cards import get_namespace
+from hf_transfer_seg.errors import HfTransferSegError, HubError
+from hf_transfer_seg.hub import parse_revision_name, push_revision, redact, update_card
+from hf_transfer_seg.pretrain import card as cards
+
+log = logging.getLogger(__name__)
+_STOP = object()
+
+
+def pending_dir(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "pending"
+
+
+def checkpoints_dir(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def ledger_path(output_dir: str | Path, revision: str) -> Path:
+    return Path(output_dir) / "pushed" / f"{revision}.json"
+
+
+def read_ledger(output_dir: str | Path, repo_id: str | None = None) -> dict[str, dict]:
+    """Confirmed pushes (revision -> entry), optionally only those to ``repo_id``."""
+    folder = Path(output_dir) / "pushed"
+    entries = {}
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            entry = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue
+        if repo_id is None or entry.get("repo_id") == repo_id:
+            entries[entry["revision"]] = entry
+    return entries
+
+
+def list_pending(output_dir: str | Path) -> list[str]:
+    """Revisions waiting in ``pending/``, in epoch order."""
+    folder = pending_dir(output_dir)
+    names = [p.name for p in folder.iterdir() if p.is_dir() and parse_revision_name(p.name) is not None] if folder.is_dir() else []
+    return sorted(names, key=lambda n: parse_revision_name(n) or 0.0)
+
+
+def stage_checkpoint(output_dir: str | Path, revision: str, build) -> Path:
+    """Write a checkpoint folder with ``build(tmp_folder)`` and publish it atomically as ``pending/<revision>``."""
+    pending = pending_dir(output_dir)
+    pending.mkdir(parents=True, exist_ok=True)
+    tmp = pending / f".tmp-{revision}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    build(tmp)
+    final = pending / revision
+    if final.exists():  # a resumed run recomputed a checkpoint that was never confirmed: the new one wins
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return final
+
+
+@contextlib.contextmanager
+def _revision_lock(output_dir: str | Path, revision: str) -> Iterator[bool]:
+    """Yield True when this process holds the push lock of ``revision`` (released even on SIGKILL)."""
+    folder = Path(output_dir) / "locks"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / f"{revision}.lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _finish(output_dir: Path, revision: str) -> None:
+    """Move a confirmed checkpoint from pending/ to checkpoints/."""
+    source = pending_dir(output_dir) / revision
+    if not source.is_dir():
+        return
+    target = checkpoints_dir(output_dir) / revision
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(source, target)
+
+
+def push_one(output_dir: str | Path, revision: str, repo_id: str) -> dict | None:
+    """Deliver ``pending/<revision>`` to ``repo_id``; return its ledger entry (None if another process is on it)."""
+    output_dir = Path(output_dir)
+    done = read_ledger(output_dir, repo_id).get(revision)
+    if done is not None:  # confirmed earlier; only the move to checkpoints/ was interrupted
+        _finish(output_dir, revision)
+        return done
+    with _revision_lock(output_dir, revision) as held:
+        if not held:
+            log.info("%s is being pushed by another process; leaving it to that one", revision)
+            return None
+        folder = pending_dir(output_dir) / revision
+        readme = folder / "README.md"
+        card = ModelCard.load(readme)
+        facts = dict(get_namespace(card.data, "training", {}) or {})
+        if cards.REPO_NAME_PLACEHOLDER in readme.read_text():  # written by a run without --repo-id
+            readme.write_text(cards.set_repo_id(readme.read_text(), repo_id))
+        epoch = parse_revision_name(revision)
+        info = push_revision(
+            folder, repo_id, epoch, commit_message=f"Checkpoint {revision} (epoch {epoch:g}, step {facts.get('global_step')})"
+        )
+        pushed = read_ledger(output_dir, repo_id)
+        latest = all(epoch >= float(e["epoch"]) for e in pushed.values())
+        extra = {name: (folder / name).read_bytes() for name in ("config.json", "model.safetensors")} if latest else None
+        row = cards.summary_row(revision, info.sha, facts)
+        main_sha = update_card(
+            repo_id,
+            "main",
+            lambda c: cards.edit_summary(c, row, facts, repo_id, latest=latest),
+            commit_message=f"Summary: add {revision}" + (" (latest weights)" if latest else ""),
+            extra_files=extra,
+        )
+        entry = {
+            "repo_id": repo_id,
+            "revision": revision,
+            "epoch": epoch,
+            "sha": info.sha,
+            "main_sha": main_sha,
+            "pushed_by": {"pid": os.getpid(), "rank": int(os.environ.get("RANK", "0"))},
+            "pushed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        path = ledger_path(output_dir, revision)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(entry, indent=2))
+        os.replace(tmp, path)
+        _finish(output_dir, revision)
+        log.info("pushed %s to %s@%s (%s)", folder.name, repo_id, revision, info.sha[:10])
+        return entry
+
+
+def push_with_retries(output_dir: str | Path, revision: str, repo_id: str, *, attempts: int, delay: float) -> dict | None:
+    """``push_one`` with rounds of back-off; raises the last error when every round failed."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return push_one(output_dir, revision, repo_id)
+        except (HfTransferSegError, OSError, Exception) as exc:  # noqa: BLE001 - the checkpoint stays pending
+            if attempt == attempts:
+                raise
+            wait = delay * 2 ** (attempt - 1)
+            log.warning("push of %s failed (%s); round %d/%d, next in %.0fs", revision, redact(exc), attempt, attempts, wait)
+            time.sleep(wait)
+    return None
+
+
+def push_pending(output_dir: str | Path, repo_id: str, *, attempts: int = 3, delay: float = 30.0) -> tuple[list[str], list[str]]:
+    """Push every pending checkpoint of ``output_dir`` in epoch order; return (pushed, still pending)."""
+    pushed, failed = [], []
+    for revision in list_pending(output_dir):
+        try:
+            if push_with_retries(output_dir, revision, repo_id, attempts=attempts, delay=delay) is not None:
+                pushed.append(revision)
+        except Exception as exc:  # noqa: BLE001 - report and go on with the next one
+            log.error("could not push %s: %s; it stays in %s", revision, redact(exc), pending_dir(output_dir))
+            failed.append(revision)
+    return pushed, failed
+
+
+class Publisher:
+    """A background thread that pushes staged revisions in order; training never waits for the network."""
+
+    def __init__(self, output_dir: str | Path, repo_id: str, *, attempts: int = 3, delay: float = 30.0):
+        self.output_dir, self.repo_id, self.attempts, self.delay = Path(output_dir), repo_id, attempts, delay
+        self.pushed: list[str] = []
+        self.failed: list[str] = []
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="hf-transfer-seg-publisher", daemon=True)
+        self._thread.start()
+
+    def submit(self, revision: str) -> None:
+        self._queue.put(revision)
+
+    def submit_pending(self) -> list[str]:
+        """Queue every checkpoint left in ``pending/`` by earlier runs."""
+        names = list_pending(self.output_dir)
+        for name in names:
+            self.submit(name)
+        return names
+
+    def _run(self) -> None:
+        while True:
+            revision = self._queue.get()
+            try:
+                if revision is _STOP:
+                    return
+                if not (pending_dir(self.output_dir) / revision).is_dir():
+                    continue  # already delivered (queued twice)
+                try:
+                    if push_with_retries(self.output_dir, revision, self.repo_id, attempts=self.attempts, delay=self.delay):
+                        self.pushed.append(revision)
+                except Exception as exc:  # noqa: BLE001 - never kill training over a push
+                    self.failed.append(revision)
+                    log.error(
+                        "giving up pushing %s for now (%s); it stays in %s and `hf-transfer-seg push-pending "
+                        "--output-dir %s --repo-id %s` (also run at the next start) delivers it",
+                        revision, redact(exc), pending_dir(self.output_dir), self.output_dir, self.repo_id,
+                    )
+            finally:
+                self._queue.task_done()
+
+    def close(self, timeout: float | None = None) -> list[str]:
+        """Finish queued pushes (up to ``timeout`` seconds); return the revisions still pending."""
+        self._queue.put(_STOP)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.warning("pushes still running after %.0fs; what is not confirmed stays in pending/", timeout or 0)
+        return list_pending(self.output_dir)
+
+
+def require_pushable(output_dir: str | Path) -> None:
+    if not pending_dir(output_dir).is_dir() and not checkpoints_dir(output_dir).is_dir():
+        raise HubError(f"{output_dir} holds no checkpoints (no pending/ or checkpoints/ folder); check --output-dir")
