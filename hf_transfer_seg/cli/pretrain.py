@@ -1,0 +1,132 @@
+"""``hf-transfer-seg pretrain`` and ``hf-transfer-seg push-pending``.
+
+Several processes: ``accelerate launch --config_file accelerate_configs/<cfg>.yaml -m hf_transfer_seg pretrain ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def _add_pretrain_options(p: argparse.ArgumentParser) -> None:
+    S = argparse.SUPPRESS  # only flags given on the command line override the recipe file
+    flag = argparse.BooleanOptionalAction
+    p.add_argument("--config", dest="config_file", default=None, help="YAML recipe file holding any of these options")
+    g = p.add_argument_group("model and recipe")
+    g.add_argument("--encoder", default=S, help="timm architecture supporting features_only, randomly initialised (default resnet50)")
+    g.add_argument("--recipe", choices=("simple", "advanced"), default=S, help="paper recipe (default simple)")
+    g.add_argument("--drop-path", type=float, default=S, help="stochastic depth (default 0.1 advanced, 0 simple)")
+    g.add_argument("--normalize", choices=("none", "imagenet"), default=S,
+                   help="input normalisation recorded in pretrained_cfg; 'none' = divide by 255 only, as the paper (default)")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=S,
+                   help="'synthetic' (default, generated offline), a folder train/<class>/* + val/<class>/*, a saved dataset, or a Hub dataset id")
+    g.add_argument("--dataset-config", default=S, help="configuration name of a Hub dataset")
+    g.add_argument("--train-split", default=S, help="train split of a Hub dataset (default train)")
+    g.add_argument("--val-split", default=S, help="validation split (default: validation, val, valid or test)")
+    g.add_argument("--image-column", default=S, help="image column (default: detected)")
+    g.add_argument("--label-column", default=S, help="label column (default: detected)")
+    g.add_argument("--streaming", action=flag, default=S, help="stream a Hub dataset (ImageNet scale)")
+    g.add_argument("--num-classes", type=int, default=S, help="classes (default: from the dataset; synthetic 10)")
+    g.add_argument("--train-size", type=int, default=S, help="use at most this many training images (synthetic default 2560)")
+    g.add_argument("--val-size", type=int, default=S, help="use at most this many validation images")
+    g.add_argument("--image-size", type=int, default=S, help="training crop size (default 224)")
+    g.add_argument("--num-workers", type=int, default=S, help="loader workers per process (default min(8, cpus per process - 1))")
+    g = p.add_argument_group("schedule")
+    g.add_argument("--epochs", type=float, default=S, help="training length in epochs (default 300)")
+    g.add_argument("--checkpoint-epochs", default=S,
+                   help="comma list of epochs to push as revisions, fractions allowed (default the paper's "
+                        "1,2,5,10,20,30,40,50,75,100,125,150,175,200,250,300 up to --epochs, plus --epochs)")
+    g.add_argument("--batch-size", type=int, default=S, help="GLOBAL batch: processes x per-process batch x --grad-accum (default 256)")
+    g.add_argument("--grad-accum", type=int, default=S, help="gradient accumulation steps (default 1)")
+    g.add_argument("--lr", type=float, default=S, help="peak LR (default 4e-3 x batch/4096)")
+    g.add_argument("--min-lr", type=float, default=S, help="final cosine LR (default 1e-6)")
+    g.add_argument("--warmup-epochs", type=float, default=S,
+                   help="linear warm-up (default: the paper's 20 of 300 epochs kept in proportion, epochs/15, at most 20)")
+    g.add_argument("--weight-decay", type=float, default=S, help="AdamW weight decay (default 0.05)")
+    g.add_argument("--clip-grad", type=float, default=S, help="clip the gradient norm (default off)")
+    g = p.add_argument_group("hub and output")
+    g.add_argument("--repo-id", default=S, help="model repo receiving one branch per checkpoint (none: keep them local)")
+    g.add_argument("--private", action=flag, default=S, help="create the repo private")
+    g.add_argument("--output-dir", default=S, help="checkpoints, pending pushes and training state (default pretrain-output)")
+    g.add_argument("--push-attempts", type=int, default=S, help="push rounds before a checkpoint is left pending (default 3)")
+    g.add_argument("--push-retry-delay", type=float, default=S, help="seconds before the second round, doubling (default 30)")
+    g = p.add_argument_group("execution")
+    g.add_argument("--resume", action=flag, default=S, help="continue the run saved in --output-dir")
+    g.add_argument("--seed", type=int, default=S, help="seed of data order, augmentation and init (default 0)")
+    g.add_argument("--compile", action=flag, default=S, help="torch.compile the model")
+    g.add_argument("--channels-last", action=flag, default=S, help="channels_last memory format (faster on GPUs)")
+    g.add_argument("--log-every", type=int, default=S, help="steps between progress-bar loss updates (default 50)")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "pretrain",
+        help="pretrain a timm encoder; push every scheduled checkpoint as a Hub revision epoch-NNNN",
+        description="Pretrain a timm encoder by classification (the paper's simple or advanced recipe) with "
+        "Accelerate; every scheduled checkpoint becomes branch epoch-NNNN of --repo-id with its own model card. "
+        "For several processes: accelerate launch --config_file accelerate_configs/<cfg>.yaml -m hf_transfer_seg pretrain ...",
+    )
+    _add_pretrain_options(p)
+    from hf_transfer_seg.pretrain.hooks import add_extension_arguments
+
+    add_extension_arguments(p)
+    p.set_defaults(func=run_pretrain)
+
+    q = subparsers.add_parser(
+        "push-pending",
+        help="push checkpoints a run could not deliver (left in <output-dir>/pending/)",
+        description="Push every checkpoint waiting in <output-dir>/pending/ to --repo-id, oldest first. A revision "
+        "already confirmed is never pushed twice.",
+    )
+    q.add_argument("--output-dir", required=True, help="the pretraining --output-dir")
+    q.add_argument("--repo-id", required=True, help="model repo to push to")
+    q.add_argument("--attempts", type=int, default=3, help="push rounds per checkpoint (default 3)")
+    q.add_argument("--retry-delay", type=float, default=10.0, help="seconds before the second round, doubling")
+    q.set_defaults(func=run_push_pending)
+
+
+def _overrides(args: argparse.Namespace) -> dict:
+    from hf_transfer_seg.pretrain.config import FIELDS
+
+    return {k: v for k, v in vars(args).items() if k in FIELDS}
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    from hf_transfer_seg.pretrain.config import build_config
+    from hf_transfer_seg.pretrain.hooks import extension_callbacks
+    from hf_transfer_seg.pretrain.loop import run_pretraining
+
+    config = build_config(_overrides(args), args.config_file)
+    callbacks = extension_callbacks(args, config)
+    result = run_pretraining(config, callbacks)
+    if result.exit_code:
+        return result.exit_code
+    where = f"{config.repo_id} (branches {', '.join(result.revisions)})" if config.repo_id else f"{config.output_dir}/pending"
+    if result.revisions:
+        log.info("done: step %d, %d checkpoint(s) in %s", result.global_step, len(result.revisions), where)
+    return 0
+
+
+def run_push_pending(args: argparse.Namespace) -> int:
+    from hf_transfer_seg.hub import check_write_access
+    from hf_transfer_seg.pretrain.publisher import list_pending, push_pending, require_pushable
+
+    if not logging.getLogger("hf_transfer_seg").isEnabledFor(logging.DEBUG):
+        for noisy in ("httpx", "httpx2"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    require_pushable(args.output_dir)
+    waiting = list_pending(args.output_dir)
+    if not waiting:
+        print(f"nothing pending in {args.output_dir}")
+        return 0
+    check_write_access(args.repo_id)
+    pushed, failed = push_pending(args.output_dir, args.repo_id, attempts=args.attempts, delay=args.retry_delay)
+    for name in pushed:
+        print(f"pushed {args.repo_id}@{name}")
+    for name in failed:
+        print(f"still pending: {name}")
+    return 1 if failed else 0

@@ -1,0 +1,85 @@
+"""Hook points of the pretraining loop: ``on_checkpoint`` callbacks and command-line extensions.
+
+A callback is any callable ``on_checkpoint(folder, epoch, revision) -> dict | None``. It runs on the main
+process only, at every scheduled checkpoint, after ``folder`` holds the complete timm checkpoint
+(``config.json`` + ``model.safetensors``; the folder is temporary, do not keep its path) and before the card is
+written and the revision is pushed. The dict it returns may hold:
+
+- ``stop`` (bool) and ``stop_reason`` (str): end training after this checkpoint (all processes stop; the state
+  is saved, so ``--resume`` could still continue);
+- ``eval_results``: a list of ``huggingface_hub.EvalResult`` upserted into the card's model-index;
+- ``sections``: ``{name: markdown}`` managed sections of the revision card to set (e.g. ``robustness``);
+- ``card_edit``: a callable ``edit(card: ModelCard) -> ModelCard | None`` (or a list of them) applied to the
+  rendered revision card last, e.g. ``LiveScorer.card_edit()``;
+- any other key: deep-merged into the card's ``hf_transfer_seg`` mapping (e.g. ``{"robustness": {...}}``).
+
+Other subsystems extend ``hf-transfer-seg pretrain`` without editing it: a module listed in ``EXTENSIONS`` (if it
+can be imported) may define ``add_arguments(parser)`` to add flags and ``make_callbacks(args, config)`` returning
+a list of callbacks built from them (for example live scoring with ``--score-target`` and early stopping). It is
+imported when the command line is parsed, so it should not import torch at module level.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("hf_transfer_seg.scoring.live_cli",)
+
+
+class CheckpointCallback(Protocol):
+    def __call__(self, folder: Path, epoch: float, revision: str) -> dict[str, Any] | None: ...
+
+
+def _extensions() -> list[Any]:
+    found = []
+    for name in EXTENSIONS:
+        try:
+            found.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not name.startswith(exc.name):
+                raise
+    return found
+
+
+def add_extension_arguments(parser) -> None:
+    for module in _extensions():
+        if hasattr(module, "add_arguments"):
+            module.add_arguments(parser)
+
+
+def extension_callbacks(args, config) -> list[CheckpointCallback]:
+    callbacks: list[CheckpointCallback] = []
+    for module in _extensions():
+        if hasattr(module, "make_callbacks"):
+            callbacks.extend(module.make_callbacks(args, config) or [])
+    return callbacks
+
+
+def run_callbacks(
+    callbacks: list[Callable], folder: Path, epoch: float, revision: str
+) -> tuple[dict[str, Any], bool, str | None]:
+    """Merged metadata of every callback, whether one asked to stop, and why."""
+    merged: dict[str, Any] = {}
+    stop, reason = False, None
+    for callback in callbacks:
+        result = callback(folder, epoch, revision) or {}
+        result = dict(result)
+        if result.pop("stop", False):
+            stop = True
+            reason = result.pop("stop_reason", None) or reason or f"requested by {getattr(callback, '__name__', callback)!s}"
+        else:
+            result.pop("stop_reason", None)
+        for key, value in result.items():
+            if key in ("eval_results", "card_edit"):
+                values = value if isinstance(value, (list, tuple)) else [value]
+                merged.setdefault(key, []).extend(v for v in values if v is not None)
+            elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+                merged[key] = {**merged[key], **value}
+            else:
+                merged[key] = value
+    return merged, stop, reason

@@ -1,0 +1,438 @@
+"""The Accelerate training loop: one code path for one CPU, one GPU, eight GPUs or several nodes.
+
+At every scheduled optimizer step all processes evaluate on their shard of the validation set, the main
+process writes the checkpoint (timm Hub format + card) into ``pending/`` and hands it to the background
+publisher, and every process saves the full training state. SIGTERM/SIGINT save the state and stop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from hf_transfer_seg.data.classification import EpochSampler, build_classification_data, collate
+from hf_transfer_seg.errors import ConfigError
+from hf_transfer_seg.hub import check_write_access, redact, revision_name
+from hf_transfer_seg.models.checkpoint import save_checkpoint
+from hf_transfer_seg.pretrain import card as cards
+from hf_transfer_seg.pretrain import recipes
+from hf_transfer_seg.pretrain import state as states
+from hf_transfer_seg.pretrain.config import PretrainConfig, check_resume_compatible, micro_batch, save_run_config
+from hf_transfer_seg.pretrain.hooks import run_callbacks
+from hf_transfer_seg.pretrain.publisher import Publisher, pending_dir, read_ledger, stage_checkpoint
+
+log = logging.getLogger(__name__)
+DEBUG_DIR_ENV = "HF_TRANSFER_SEG_DEBUG_DIR"  # each process writes a hash of its weights at every checkpoint
+STOP_SYNC_EVERY = 10  # optimizer steps between agreeing on a stop signal across processes
+
+
+@dataclass
+class PretrainResult:
+    revisions: list[str] = field(default_factory=list)  # checkpoints written by this run
+    pending: list[str] = field(default_factory=list)  # not (yet) on the Hub when the run ended
+    global_step: int = 0
+    finished: bool = False
+    stopped_early: str | None = None
+    exit_code: int = 0
+
+
+def _make_accelerator(config: PretrainConfig):
+    from accelerate import Accelerator
+    from accelerate.utils import DataLoaderConfiguration
+
+    # Without CUDA, Accelerate only sets up a process group when told to run on CPU: do that whenever the
+    # launcher started several processes, so `--num_processes 2` really gives two gloo ranks.
+    multi = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(
+        cpu=multi and not torch.cuda.is_available(),
+        gradient_accumulation_steps=config.grad_accum,
+        step_scheduler_with_optimizer=False,
+        dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()),
+        dynamo_backend="inductor" if config.compile else None,
+    )
+
+
+def _weights_hash(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _export_model(accelerator, model, config: PretrainConfig, num_classes: int):
+    """A plain module with the full weights on the main process (None elsewhere). Collective under FSDP."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.FSDP:
+        return accelerator.unwrap_model(model) if accelerator.is_main_process else None
+    state_dict = accelerator.get_state_dict(model)  # every process takes part in gathering the shards
+    if not accelerator.is_main_process:
+        return None
+    plain = recipes.create_model(config, num_classes)
+    plain.load_state_dict(state_dict)
+    return plain
+
+
+def _strip_num_classes(folder: Path) -> None:
+    """timm records num_classes in model_args; transformers' TimmWrapper passes its own and then fails."""
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    if isinstance(config.get("model_args"), dict):
+        config["model_args"].pop("num_classes", None)
+    path.write_text(json.dumps(config, indent=2))
+
+
+def _loaders(config: PretrainConfig, data, micro: int, accelerator):
+    workers = config.num_workers
+    if workers is None:
+        workers = min(8, max(0, (os.cpu_count() or 1) // accelerator.num_processes - 1))
+    common = dict(
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        persistent_workers=workers > 0,
+        collate_fn=collate,
+    )
+    if workers > 0:
+        common["prefetch_factor"] = 4
+    if data.streaming:
+        if not data.train_size:
+            raise ConfigError("--streaming needs the size of the train split: the dataset does not say; pass --train-size")
+        train = torch.utils.data.DataLoader(data.train, batch_size=micro, drop_last=True, **common)
+        per_process = data.train_size // (micro * accelerator.num_processes)
+        batches = per_process - per_process % config.grad_accum
+        val = torch.utils.data.DataLoader(data.val, batch_size=micro, **common) if data.val is not None else None
+        return train, val, batches
+    sampler = EpochSampler(len(data.train), seed=config.seed)
+    train = torch.utils.data.DataLoader(data.train, batch_size=micro, sampler=sampler, drop_last=True, **common)
+    val = None
+    if data.val is not None:
+        val = torch.utils.data.DataLoader(data.val, batch_size=micro, shuffle=False, **{**common, "persistent_workers": False})
+    return train, val, None
+
+
+@torch.no_grad()
+def evaluate(model, loader, accelerator, *, streaming: bool, channels_last: bool) -> tuple[float | None, float | None]:
+    """Top-1 and top-5 accuracy (percent) over the whole validation set, all processes together."""
+    if loader is None:
+        return None, None
+    net = accelerator.unwrap_model(model) if streaming else model
+    was_training = net.training
+    net.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=accelerator.device)
+    for images, labels, _ in loader:
+        images, labels = images.to(accelerator.device), labels.to(accelerator.device)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with accelerator.autocast():
+            logits = net(images)
+        k = min(5, logits.shape[-1])
+        hits = logits.topk(k, dim=-1).indices.eq(labels[:, None])
+        correct = torch.stack([hits[:, :1].any(1), hits.any(1)], dim=1).float()
+        if not streaming:
+            correct = accelerator.gather_for_metrics(correct)
+        sums += torch.cat([correct.sum(0).double(), torch.tensor([len(correct)], device=sums.device, dtype=torch.float64)])
+    if streaming:
+        sums = accelerator.reduce(sums, reduction="sum")
+    net.train(was_training)
+    top1, top5, count = sums.tolist()
+    if count == 0:
+        return None, None
+    return round(100.0 * top1 / count, 4), round(100.0 * top5 / count, 4)
+
+
+def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> PretrainResult:
+    """Train ``config.encoder`` as the config says; see the module docstring and ``hooks`` for callbacks."""
+    from accelerate.utils import broadcast_object_list, gather_object, set_seed
+
+    accelerator = _make_accelerator(config)
+    main = accelerator.is_main_process
+    if not logging.getLogger("hf_transfer_seg").isEnabledFor(logging.DEBUG):
+        for noisy in ("accelerate", "httpx", "httpx2", "huggingface_hub"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not main:
+        logging.getLogger("hf_transfer_seg").setLevel(logging.WARNING)
+    output_dir = Path(config.output_dir)
+    world = accelerator.num_processes
+    micro = micro_batch(config, world)
+    set_seed(config.seed, device_specific=True)
+
+    # ---- refuse to clobber or misuse an existing run, check the Hub before any work
+    saved = states.latest_state(output_dir)
+    if saved is not None and not config.resume:
+        raise ConfigError(
+            f"{output_dir} already holds a training state ({saved.name}); pass --resume to continue it, or choose "
+            "another --output-dir"
+        )
+    if config.resume:
+        check_resume_compatible(config, output_dir / "run_config.json")
+    problem = None
+    if main and config.repo_id:
+        try:
+            check_write_access(config.repo_id)
+        except Exception as exc:  # noqa: BLE001 - every process must learn about it
+            problem = f"{type(exc).__name__}: {redact(exc)}"
+    problem = broadcast_object_list([problem])[0]
+    if problem:
+        raise ConfigError(f"cannot push checkpoints to {config.repo_id}: {problem}")
+
+    # ---- data, model, optimisation
+    data = build_classification_data(
+        config.dataset,
+        image_size=config.image_size,
+        train_transform=recipes.train_transform(config),
+        val_transform=recipes.val_transform(config),
+        seed=config.seed,
+        num_classes=config.num_classes,
+        train_size=config.train_size,
+        val_size=config.val_size,
+        config_name=config.dataset_config,
+        train_split=config.train_split,
+        val_split=config.val_split,
+        image_column=config.image_column,
+        label_column=config.label_column,
+        streaming=config.streaming,
+        process_index=accelerator.process_index,
+        num_processes=world,
+    )
+    for note in data.notes:
+        log.warning(note)
+    model = recipes.create_model(config, data.num_classes)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = recipes.optimizer(config, model)
+    train_dl, val_dl, streaming_batches = _loaders(config, data, micro, accelerator)
+    if data.streaming:
+        model, optimizer = accelerator.prepare(model, optimizer)
+        batches_per_epoch = streaming_batches
+    else:
+        model, optimizer, train_dl = accelerator.prepare(model, optimizer, train_dl)
+        val_dl = accelerator.prepare(val_dl) if val_dl is not None else None
+        batches_per_epoch = len(train_dl)
+    schedule = recipes.plan_schedule(config, math.ceil(batches_per_epoch / config.grad_accum))
+    scheduler = recipes.scheduler(config, optimizer, schedule)
+    accelerator.register_for_checkpointing(scheduler)
+    mixup = recipes.mixup(config, data.num_classes)
+    criterion = recipes.criterion(config)
+    dcfg = recipes.data_config(config)
+
+    state = states.TrainerState()
+    if config.resume and saved is not None:
+        state = states.load(accelerator, saved)
+    elif config.resume:
+        log.warning("--resume: no saved state in %s, starting from scratch", output_dir)
+    if main:
+        save_run_config(config, output_dir / "run_config.json")
+    result = PretrainResult(global_step=state.global_step)
+    if state.finished:
+        log.info("the run in %s already finished at step %d; nothing to do", output_dir, state.global_step)
+        result.finished = True
+        return result
+
+    publisher = None
+    if main:
+        if config.repo_id:
+            publisher = Publisher(output_dir, config.repo_id, attempts=config.push_attempts, delay=config.push_retry_delay)
+            earlier = publisher.submit_pending()
+            if earlier:
+                log.info("pushing %d checkpoint(s) left pending by an earlier run: %s", len(earlier), ", ".join(earlier))
+        else:
+            log.warning(
+                "no --repo-id: checkpoints stay local in %s; push them later with `hf-transfer-seg push-pending "
+                "--output-dir %s --repo-id <namespace/name>`", pending_dir(output_dir), output_dir,
+            )
+        log.info(
+            "%s, %s recipe, %s data (%s), %d classes; %d process(es) x %d images x %d accumulation = batch %d; "
+            "%d steps/epoch, %d steps, checkpoints at epochs %s",
+            config.encoder, config.recipe, "synthetic" if data.synthetic else "real", data.dataset_id, data.num_classes,
+            world, micro, config.grad_accum, config.batch_size, schedule.updates_per_epoch, schedule.total_steps,
+            ", ".join(f"{e:g}" for e in schedule.checkpoint_steps.values()),
+        )
+
+    debug_dir = os.environ.get(DEBUG_DIR_ENV)
+    loss_sum = torch.zeros((), device=accelerator.device)
+    loss_count = 0
+    skipped_local: set = set()
+    started = time.monotonic()
+    wall_base = state.wall_clock_seconds
+
+    def wall() -> float:
+        return wall_base + time.monotonic() - started
+
+    def checkpoint(step: int) -> tuple[bool, str | None]:
+        nonlocal loss_sum, loss_count, skipped_local
+        epoch_value = schedule.checkpoint_steps[step]
+        revision = revision_name(epoch_value)
+        top1, top5 = evaluate(model, val_dl, accelerator, streaming=data.streaming, channels_last=config.channels_last)
+        counts = accelerator.reduce(torch.stack([loss_sum.double(), torch.tensor(float(loss_count), device=loss_sum.device, dtype=torch.float64)]), reduction="sum")
+        loss_total, n = counts.tolist()
+        skipped = gather_object(sorted(skipped_local, key=str))
+        state.skipped_images += len(set(map(str, skipped)))
+        skipped_local = set()
+        loss_sum, loss_count = torch.zeros((), device=accelerator.device), 0
+        facts = {
+            "epoch": epoch_value,
+            "global_step": state.global_step,
+            "images_seen": state.images_seen,
+            "recipe": config.recipe,
+            "imagenet_top1": top1,
+            "imagenet_top5": top5,
+            "train_loss": round(loss_total / n, 6) if n else None,
+            "wall_clock_hours": round(wall() / 3600.0, 6),
+            "code_version": cards.code_version(),
+            "dataset": data.dataset_id,
+            "dataset_kind": data.kind,
+            "synthetic": data.synthetic,
+            "skipped_images": state.skipped_images,
+            "encoder": config.encoder,
+            "num_classes": data.num_classes,
+            "image_size": config.image_size,
+            "batch_size": config.batch_size,
+            "peak_lr": config.peak_lr,
+            "num_processes": world,
+            "seed": config.seed,
+            "normalize": config.normalize,
+            "mean": list(dcfg["mean"]),
+            "std": list(dcfg["std"]),
+        }
+        stop, reason = False, None
+        exported = _export_model(accelerator, model, config, data.num_classes)
+        if main:
+            already = config.repo_id and revision in read_ledger(output_dir, config.repo_id)
+            if already:
+                log.info("%s is already on %s (ledger); not writing it again", revision, config.repo_id)
+            else:
+                def build(folder: Path) -> None:
+                    nonlocal stop, reason
+                    label_names = data.class_names if data.class_names and len(data.class_names) <= 100_000 else None
+                    save_checkpoint(
+                        exported,
+                        folder,
+                        data_config=dcfg,
+                        extra_config={"label_names": label_names} if label_names else None,
+                    )
+                    _strip_num_classes(folder)
+                    extra, stop, reason = run_callbacks(list(callbacks), folder, epoch_value, revision)
+                    card = cards.revision_card(config.repo_id, revision, facts)
+                    card = cards.apply_extra(card, extra)
+                    card.save(folder / "README.md")
+
+                stage_checkpoint(output_dir, revision, build)
+                log.info(
+                    "checkpoint %s: step %d, top-1 %s, top-5 %s, loss %s", revision, state.global_step,
+                    top1, top5, facts["train_loss"],
+                )
+        if debug_dir:
+            Path(debug_dir).mkdir(parents=True, exist_ok=True)
+            digest = _weights_hash(accelerator.unwrap_model(model))
+            Path(debug_dir, f"rank{accelerator.process_index}-{revision}.sha256").write_text(digest)
+        stop, reason = broadcast_object_list([stop, reason])
+        state.checkpoints.append(revision)
+        result.revisions.append(revision)
+        if stop:
+            state.stopped_early = reason
+        state.finished = stop or state.global_step >= schedule.total_steps
+        state.wall_clock_seconds = wall()
+        states.save(accelerator, output_dir, state, batches_per_epoch)
+        if publisher is not None and (pending_dir(output_dir) / revision).is_dir():
+            publisher.submit(revision)
+        return stop, reason
+
+    scheduler.step_update(state.global_step)
+    model.train()
+    progress = tqdm(total=schedule.total_steps, initial=state.global_step, disable=not main, desc="pretrain", unit="step")
+    stop = False
+    with states.StopSignals() as signals:
+        while state.global_step < schedule.total_steps and not stop:
+            if data.streaming:
+                data.train.set_epoch(state.epoch)
+            else:
+                train_dl.set_epoch(state.epoch)
+            loader = accelerator.skip_first_batches(train_dl, state.batch_in_epoch) if state.batch_in_epoch and not data.streaming else train_dl
+            to_skip = state.batch_in_epoch if data.streaming else 0
+            for images, labels, skipped in loader:
+                if to_skip:
+                    to_skip -= 1
+                    continue
+                if data.streaming:
+                    if state.batch_in_epoch >= batches_per_epoch:
+                        break
+                    images, labels = images.to(accelerator.device, non_blocking=True), labels.to(accelerator.device, non_blocking=True)
+                state.batch_in_epoch += 1
+                state.images_seen += len(images) * world
+                if skipped:
+                    skipped_local.update((state.epoch, s) if data.streaming else s for s in skipped)
+                if config.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                targets = labels
+                if mixup is not None:
+                    images, targets = mixup(images, labels)
+                with accelerator.accumulate(model):
+                    with accelerator.autocast():
+                        loss = criterion(model(images), targets)
+                    accelerator.backward(loss)
+                    if config.clip_grad and accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(model.parameters(), config.clip_grad)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                loss_sum += loss.detach()
+                loss_count += 1
+                if not accelerator.sync_gradients:
+                    continue
+                state.global_step += 1
+                scheduler.step_update(state.global_step)
+                progress.update(1)
+                if main and config.log_every and state.global_step % config.log_every == 0:
+                    progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+                if state.global_step in schedule.checkpoint_steps:
+                    stop, reason = checkpoint(state.global_step)
+                    if stop:
+                        result.stopped_early = reason
+                        log.warning("stopping after %s: %s", revision_name(schedule.checkpoint_steps[state.global_step]), reason)
+                if not stop and (world == 1 or state.global_step % STOP_SYNC_EVERY == 0):
+                    flag = torch.tensor([1.0 if signals.requested else 0.0], device=accelerator.device)
+                    if world > 1:
+                        flag = accelerator.reduce(flag, reduction="sum")
+                    if flag.item() > 0:
+                        state.wall_clock_seconds = wall()
+                        states.save(accelerator, output_dir, state, batches_per_epoch)
+                        result.exit_code = signals.exit_code or 143
+                        stop = True
+                        log.warning("state saved at step %d; continue with --resume", state.global_step)
+                if stop or state.global_step >= schedule.total_steps:
+                    break
+            if not stop and state.global_step < schedule.total_steps:  # the epoch's data is used up
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+    progress.close()
+
+    if not state.finished and not result.exit_code:
+        state.finished = True
+        state.wall_clock_seconds = wall()
+        states.save(accelerator, output_dir, state, batches_per_epoch)
+    result.global_step, result.finished = state.global_step, state.finished
+    if publisher is not None:
+        log.info("waiting for checkpoint pushes to finish")
+        result.pending = publisher.close()
+        if result.pending:
+            log.error(
+                "%d checkpoint(s) are not on the Hub yet: %s. They are safe in %s; deliver them with "
+                "`hf-transfer-seg push-pending --output-dir %s --repo-id %s`",
+                len(result.pending), ", ".join(result.pending), pending_dir(output_dir), output_dir, config.repo_id,
+            )
+    elif main:
+        from hf_transfer_seg.pretrain.publisher import list_pending
+
+        result.pending = list_pending(output_dir)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return result
