@@ -71,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
             f"{args.config}; lower is better)\n"
         )
         print(outcome.table())
+        if outcome.num_processes > 1:
+            print(f"\n{len(outcome.results)} revisions scored by {outcome.num_processes} processes.")
         failed = [r for r in outcome.results if not r.ok]
         if failed:
             print(f"\n{len(failed)} revision(s) failed and were recorded as failed in their cards.")

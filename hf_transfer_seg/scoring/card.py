@@ -208,7 +208,8 @@ def summary_table(entry: dict) -> str:
     for r in entry.get("rows") or []:
         top1 = r.get("imagenet_top1")
         if r.get("status", "ok") != "ok":
-            score, interval = "failed", (r.get("reason") or "").replace("|", "/")[:160]
+            reason = (r.get("reason") or "").replace("|", "/")
+            score, interval = "failed", reason if len(reason) <= 140 else reason[:139] + "…"
         else:
             score, interval = _fmt(r.get("score")), f"[{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}]"
         mark = "**best**" if r["revision"] == best else ""
@@ -230,8 +231,8 @@ def main_section(summary: dict) -> str:
     """Markdown of main's ``robustness`` section: one table, plot and best revision per target."""
     lines = ["## Robustness score of the checkpoints", "", EXPLAIN]
     for target_key, entry in summary.items():
-        checkpoints = {r.get("synthetic") for r in entry.get("rows") or []}
-        pretrain = _synthetic_words(checkpoints.pop()) if len(checkpoints) == 1 else "mixed or unknown"
+        recorded = {r.get("synthetic") for r in entry.get("rows") or [] if r.get("synthetic") is not None}
+        pretrain = _synthetic_words(recorded.pop()) if len(recorded) == 1 else ("mixed" if recorded else "unknown (not recorded)")
         lines += [
             "",
             f"### Target `{target_key}` — `{entry.get('config')}`",

@@ -27,6 +27,7 @@ class ScoreOutcome:
     results: list[RevisionScore]  # every revision (gathered from all processes on the main process)
     summary: dict | None = None  # main's robustness_summary entry for the target (main process only)
     is_main: bool = True
+    num_processes: int = 1
     errors: list[str] = field(default_factory=list)
 
     def table(self) -> str:
@@ -113,7 +114,9 @@ def run_score(
         results = sorted((r for part in gathered for r in part[0]), key=lambda r: r.epoch or 0.0)
         training = {k: v for part in gathered for k, v in part[1].items()}
         errors = [e for part in gathered for e in part[2]]
-    outcome = ScoreOutcome(plan=plan, results=results, is_main=is_main, errors=errors)
+    outcome = ScoreOutcome(
+        plan=plan, results=results, is_main=is_main, errors=errors, num_processes=state.num_processes if state else 1
+    )
     if is_main:
         rows = summary_rows(results, training)
         if write:

@@ -118,7 +118,8 @@ def distributed_state():
         return None
     from accelerate import PartialState
 
-    return PartialState()
+    # Without GPUs, accelerate only forms a (gloo) process group when told to run on CPU.
+    return PartialState(cpu=not torch.cuda.is_available())
 
 
 def default_device() -> torch.device:
