@@ -7,7 +7,6 @@ import random
 import time
 from typing import Callable, TypeVar
 
-import httpx
 from huggingface_hub.errors import HfHubHTTPError
 
 from hf_transfer_seg.errors import HubError
@@ -23,14 +22,18 @@ def is_transient(exc: BaseException) -> bool:
         response = getattr(exc, "response", None)
         status = getattr(response, "status_code", None)
         return status is None or status >= 500 or status == 429
-    if isinstance(exc, (httpx.TransportError, ConnectionError, TimeoutError)):
+    if isinstance(exc, (ConnectionError, TimeoutError)):
         return True
-    try:  # older huggingface_hub versions raise requests' exceptions
-        import requests
+    # huggingface_hub's HTTP backend changed over versions (requests, httpx, httpx2): match by class name
+    # rather than importing each one.
+    for cls in type(exc).__mro__:
+        if cls.__module__.split(".")[0] in _HTTP_BACKENDS and cls.__name__ in _TRANSIENT_NAMES:
+            return True
+    return False
 
-        return isinstance(exc, (requests.ConnectionError, requests.Timeout))
-    except ImportError:  # pragma: no cover
-        return False
+
+_HTTP_BACKENDS = {"httpx", "httpx2", "requests", "urllib3"}
+_TRANSIENT_NAMES = {"TransportError", "ConnectionError", "Timeout", "TimeoutException", "ProtocolError"}
 
 
 def with_retries(
