@@ -1,34 +1,61 @@
-"""The Hub revision layer: every Hub call of hf-transfer-seg goes through here and huggingface_hub."""
+"""The Hub revision layer: every Hub call of hf-transfer-seg goes through here and huggingface_hub.
 
-from hf_transfer_seg.hub.cards import read_card, update_card
-from hf_transfer_seg.hub.redact import redact
-from hf_transfer_seg.hub.retry import with_retries
-from hf_transfer_seg.hub.revisions import (
-    RevisionInfo,
-    branch_sha,
-    check_write_access,
-    download_revision,
-    ensure_repo,
-    list_revisions,
-    parse_revision_name,
-    push_revision,
-    revision_name,
-    select_revisions,
-)
+Attributes load lazily, so importing ``hf_transfer_seg.hub.redact`` (as the CLI does for every
+command) does not import huggingface_hub: its endpoint (``HF_ENDPOINT``) is read at import time,
+and the demo sets it only once the local hub is up.
+"""
 
-__all__ = [
-    "RevisionInfo",
-    "branch_sha",
-    "check_write_access",
-    "download_revision",
-    "ensure_repo",
-    "list_revisions",
-    "parse_revision_name",
-    "push_revision",
-    "read_card",
-    "redact",
-    "revision_name",
-    "select_revisions",
-    "update_card",
-    "with_retries",
-]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "read_card": "cards",
+    "update_card": "cards",
+    "redact": "redact",
+    "with_retries": "retry",
+    "RevisionInfo": "revisions",
+    "branch_sha": "revisions",
+    "check_write_access": "revisions",
+    "download_revision": "revisions",
+    "ensure_repo": "revisions",
+    "list_revisions": "revisions",
+    "parse_revision_name": "revisions",
+    "push_revision": "revisions",
+    "revision_name": "revisions",
+    "select_revisions": "revisions",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hf_transfer_seg.hub.cards import read_card, update_card
+    from hf_transfer_seg.hub.redact import redact
+    from hf_transfer_seg.hub.retry import with_retries
+    from hf_transfer_seg.hub.revisions import (
+        RevisionInfo,
+        branch_sha,
+        check_write_access,
+        download_revision,
+        ensure_repo,
+        list_revisions,
+        parse_revision_name,
+        push_revision,
+        revision_name,
+        select_revisions,
+    )
