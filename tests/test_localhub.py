@@ -484,3 +484,83 @@ def test_local_hub_rejects_a_file_as_root(tmp_path):
                 pass
     finally:
         busy.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# large commit lines are decoded while they arrive
+
+
+def _feed_in_pieces(repo, body: bytes, sizes: list[int]):
+    import asyncio
+
+    from hf_transfer_seg.localhub.app import CommitReader
+
+    async def run():
+        reader = CommitReader(repo)
+        pos, i = 0, 0
+        while pos < len(body):
+            step = sizes[i % len(sizes)]
+            await reader.feed(body[pos: pos + step])
+            pos, i = pos + step, i + 1
+        try:
+            await reader.finish()
+        finally:
+            reader.discard()
+        return reader
+
+    return asyncio.run(run())
+
+
+def test_streamed_commit_lines_decode_across_any_chunking(tmp_path):
+    import base64
+    import random
+
+    from hf_transfer_seg.localhub.app import HTTPError
+    from hf_transfer_seg.localhub.storage import Storage
+
+    repo = Storage(tmp_path / "root").create("model", "test-org/stream")
+    rng = random.Random(0)
+    big = rng.randbytes(3 * (1 << 20) + 7)  # past the streaming threshold, not a multiple of 3
+    encoded = base64.b64encode(big).decode()
+    escaped = json.dumps({"key": "file", "value": {"content": encoded, "path": "w.bin", "encoding": "base64"}})
+    escaped = escaped.replace("/", "\\/")  # a JSON writer may escape '/': still the same content
+    body = (json.dumps({"key": "header", "value": {"summary": "s"}}) + "\n" + escaped + "\n"
+            + json.dumps({"key": "file", "value": {"content": "aGk=", "path": "small.txt", "encoding": "base64"}})
+            + "\n").encode()
+    for sizes in ([1 << 16], [1, 2, 3, 5, 7, 4099], [1000003], [len(body)]):
+        reader = _feed_in_pieces(repo, body, sizes)
+        assert reader.error is None and [op.path for op in reader.ops] == ["w.bin", "small.txt"]
+        assert repo.read_blob(reader.ops[0].blob) == big
+        assert repo.read_blob(reader.ops[1].blob) == b"hi"
+    assert not list((tmp_path / "root" / ".tmp").glob("upload-*"))  # temporary files are removed
+
+    header = json.dumps({"key": "header", "value": {"summary": "s"}}) + "\n"
+    bad_middle = encoded[:2_000_000] + "!" + encoded[2_000_001:]
+    for content, encoding, message in [
+        (bad_middle, "base64", "not valid base64"),
+        (encoded[:-1], "base64", "not valid base64"),
+        ("=" * 8 + encoded, "base64", "not valid base64"),
+        (encoded, "utf-8", "base64-encoded"),
+    ]:
+        line = json.dumps({"key": "file", "value": {"content": content, "path": "w.bin", "encoding": encoding}})
+        with pytest.raises(HTTPError, match=message):
+            _feed_in_pieces(repo, (header + line + "\n").encode(), [65536])
+    truncated = (header + json.dumps({"key": "file", "value": {"content": encoded}}))[:-300].encode()
+    with pytest.raises(HTTPError, match="ends inside"):
+        _feed_in_pieces(repo, truncated, [65536])
+    assert not list((tmp_path / "root" / ".tmp").glob("upload-*"))
+
+
+def test_large_file_through_the_client(hub_endpoint, repo_id, hub_root):
+    api = HfApi()
+    api.create_repo(repo_id)
+    data = np.random.default_rng(1).standard_normal(1_500_000).astype(np.float32).tobytes()  # 6 MB
+    sha = api.upload_file(path_or_fileobj=data, path_in_repo="weights.bin", repo_id=repo_id).oid
+    assert Path(hf_hub_download(repo_id, "weights.bin", revision=sha)).read_bytes() == data
+    # stored as a real git blob: git agrees on its content and sha
+    git_dir = str(hub_root / "models" / repo_id) + ".git"
+    blob = subprocess.run(["git", "--git-dir", git_dir, "rev-parse", f"{sha}:weights.bin"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert blob == api.get_paths_info(repo_id, "weights.bin")[0].blob_id
+    assert subprocess.run(["git", "--git-dir", git_dir, "cat-file", "blob", blob], capture_output=True,
+                          check=True).stdout == data

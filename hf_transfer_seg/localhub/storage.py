@@ -534,29 +534,48 @@ class Repo:
 
     def write_blob(self, data: bytes | memoryview) -> str:
         """Store ``data`` as a loose git blob and return its sha (a no-op if it exists already)."""
-        header = b"blob %d\0" % len(data)
-        digest = hashlib.sha1(header)
-        digest.update(data)
+        view = memoryview(data)
+        digest = hashlib.sha1(b"blob %d\0" % len(view))
+        digest.update(view)
         oid = digest.hexdigest()
-        final = self.blob_path(oid)
-        if final.exists():
+        if self.blob_path(oid).exists():
             return oid
-        final.parent.mkdir(exist_ok=True)
-        level = 0 if len(data) >= LARGE_BLOB else zlib.Z_DEFAULT_COMPRESSION
+        pieces = (view[i: i + 8 * _READ_CHUNK] for i in range(0, len(view), 8 * _READ_CHUNK))
+        return self._write_object(len(view), pieces)
+
+    def write_blob_from_file(self, path: str | os.PathLike, size: int) -> str:
+        """Store the file at ``path`` (``size`` bytes) as a loose git blob in one read pass; return its sha."""
+        with open(path, "rb") as handle:
+            pieces = iter(lambda: handle.read(8 * _READ_CHUNK), b"")
+            oid = self._write_object(size, pieces)
+        return oid
+
+    def _write_object(self, size: int, pieces) -> str:
+        """Hash and deflate ``pieces`` (``size`` bytes in all) into a temporary file, then link it into place."""
+        header = b"blob %d\0" % size
+        digest = hashlib.sha1(header)
+        level = 0 if size >= LARGE_BLOB else zlib.Z_DEFAULT_COMPRESSION
+        packer = zlib.compressobj(level)
         fd, tmp = tempfile.mkstemp(prefix="tmp_obj_", dir=self.path / "objects")
         try:
+            written = 0
             with os.fdopen(fd, "wb") as out:
-                packer = zlib.compressobj(level)
                 out.write(packer.compress(header))
-                view = memoryview(data)
-                for i in range(0, len(view), 8 * _READ_CHUNK):
-                    out.write(packer.compress(view[i: i + 8 * _READ_CHUNK]))
+                for piece in pieces:
+                    digest.update(piece)
+                    out.write(packer.compress(piece))
+                    written += len(piece)
                 out.write(packer.flush())
+            if written != size:
+                raise GitError(f"blob changed size while being stored ({written} != {size} bytes)")
+            oid = digest.hexdigest()
+            final = self.blob_path(oid)
+            final.parent.mkdir(exist_ok=True)
             os.chmod(tmp, 0o444)
             try:
                 os.link(tmp, final)
             except FileExistsError:
-                pass
+                pass  # identical content is already stored
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
