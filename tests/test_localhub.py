@@ -137,6 +137,23 @@ def test_model_round_trip(hub_endpoint, repo_id, tmp_path):
     assert api.file_exists(repo_id, "config.json", revision="v2.0")
     assert not api.file_exists(repo_id, "nope.json", revision="v2.0")
 
+    # non-ASCII names and spaces survive the URL encoding both ways
+    api.upload_file(path_or_fileobj=b"accents", path_in_repo="données/é t.txt", repo_id=repo_id, revision="exp/fast")
+    assert Path(hf_hub_download(repo_id, "données/é t.txt", revision="exp/fast")).read_bytes() == b"accents"
+    assert [e.path for e in api.get_paths_info(repo_id, ["données/é t.txt"], revision="exp/fast")] == [
+        "données/é t.txt"
+    ]
+    branch_commit = api.repo_info(repo_id, revision="exp/fast").sha
+
+    # tree pages follow the Link header (the Hub pages at 1000 entries; ask for 2 here)
+    page = httpx.get(f"{hub_endpoint}/api/models/{repo_id}/tree/exp%2Ffast", params={"recursive": "true", "limit": 2})
+    paths = [e["path"] for e in page.json()]
+    while "link" in page.headers:
+        page = httpx.get(page.links["next"]["url"])
+        paths += [e["path"] for e in page.json()]
+    assert paths == sorted(e.path for e in api.list_repo_tree(repo_id, revision="exp/fast", recursive=True))
+    assert len(paths) == 8
+
     # typed errors
     with pytest.raises(RepositoryNotFoundError):
         api.model_info("test-org/does-not-exist")
@@ -237,12 +254,18 @@ def test_dataset_and_space_repos(hub_endpoint, repo_id, tmp_path):
     api.upload_folder(repo_id=dataset, folder_path=tmp_path, repo_type="dataset")
     api.create_branch(dataset, branch="v1", repo_type="dataset")
     info = api.dataset_info(dataset, revision="v1")
-    assert info.card_data["license"] == "cc-by-4.0"
+    assert info.card_data["license"] == "cc-by-4.0" and info.private is False
     assert {s.rfilename for s in info.siblings} >= {"README.md", "data/train.csv"}
     path = hf_hub_download(dataset, "data/train.csv", repo_type="dataset", revision="v1")
     assert Path(path).read_text() == "a,b\n1,2\n"
     with pytest.raises(RepositoryNotFoundError):  # same name, wrong type
         api.model_info(dataset)
+
+    private = repo_id + "-private"
+    api.create_repo(private, private=True)
+    assert api.model_info(private).private is True
+    assert {m.id for m in api.list_models(author="test-org")} >= {private}
+    assert {d.id for d in api.list_datasets(author="test-org")} >= {dataset}
 
     space = repo_id + "-space"
     assert api.create_repo(space, repo_type="space", space_sdk="gradio") == f"{hub_endpoint}/spaces/{space}"

@@ -195,6 +195,9 @@ class HubApp:
             if rest == ["repos", "delete"]:
                 need("DELETE", "POST")
                 return self.delete_repo, ()
+            if rest == ["agent-harnesses"]:  # the client's user-agent registry: nothing to detect offline
+                need("GET", "HEAD")
+                return (lambda ctx: JSONResponse({"standardEnvVars": [], "harnesses": {}})), ()
             if rest == ["validate-yaml"]:
                 need("POST")
                 return self.validate_yaml, ()

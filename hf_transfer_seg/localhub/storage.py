@@ -349,7 +349,10 @@ class Repo:
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Exclusive per-repository lock, across threads and processes (flock on a fresh descriptor)."""
-        fd = os.open(self.path / "hub.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path / "hub.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            raise RepoNotFound(f"repository {self.repo_id} was deleted") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             if not self.path.is_dir():  # deleted while we waited
