@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 
 from hf_transfer_seg.data.classification import EpochSampler, build_classification_data, collate
 from hf_transfer_seg.errors import ConfigError
-from hf_transfer_seg.hub import check_write_access, redact, revision_name
+from hf_transfer_seg.hub import check_write_access, revision_name
+from hf_transfer_seg.hub.redact import redact  # not via the package: its lazy attribute is shadowed by the submodule
 from hf_transfer_seg.models.checkpoint import save_checkpoint
 from hf_transfer_seg.pretrain import card as cards
 from hf_transfer_seg.pretrain import recipes

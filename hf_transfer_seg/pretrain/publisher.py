@@ -31,7 +31,8 @@ from huggingface_hub import ModelCard
 
 from hf_transfer_seg.cards import get_namespace
 from hf_transfer_seg.errors import HfTransferSegError, HubError
-from hf_transfer_seg.hub import parse_revision_name, push_revision, redact, update_card
+from hf_transfer_seg.hub import parse_revision_name, push_revision, update_card
+from hf_transfer_seg.hub.redact import redact
 from hf_transfer_seg.pretrain import card as cards
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,270 @@
+"""``hf-transfer-seg pretrain`` end to end: real processes (accelerate launch, 2 gloo ranks), the real local hub.
+
+Tiny on purpose: test_resnet at 32 px on 64 synthetic images, batch 8, fractional checkpoint epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import HfApi, ModelCard, hf_hub_download
+from PIL import Image
+from safetensors.torch import load_file
+
+from hf_transfer_seg import hub
+from hf_transfer_seg.cards import get_namespace
+from hf_transfer_seg.localhub import local_hub
+from hf_transfer_seg.pretrain.loop import DEBUG_DIR_ENV
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = [
+    "--encoder", "test_resnet", "--image-size", "32", "--train-size", "64", "--val-size", "32",
+    "--batch-size", "8", "--lr", "2e-3", "--num-workers", "0", "--log-every", "0",
+]
+pytestmark = pytest.mark.slow
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({"PYTHONPATH": str(ROOT), "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"})
+    env.update(extra)
+    return env
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "hf_transfer_seg", *args], env=env or _env(), capture_output=True, text=True,
+        timeout=timeout, cwd=ROOT,
+    )
+
+
+def start_cli(*args: str, env: dict, log: Path) -> subprocess.Popen:
+    handle = open(log, "w")
+    return subprocess.Popen([sys.executable, "-m", "hf_transfer_seg", *args], env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def accelerate_launch(num_processes: int, *args: str, env: dict, timeout: float = 400) -> subprocess.CompletedProcess:
+    accelerate = Path(sys.executable).parent / "accelerate"
+    launcher = [str(accelerate)] if accelerate.exists() else [sys.executable, "-m", "accelerate.commands.launch"]
+    if accelerate.exists():
+        launcher.append("launch")
+    command = launcher + [
+        "--config_file", str(ROOT / "accelerate_configs" / "multi_gpu.yaml"), "--num_processes", str(num_processes),
+        "--mixed_precision", "no", "--main_process_port", str(_free_port()), "-m", "hf_transfer_seg", *args,
+    ]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+def _wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the run ended (rc {proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def _latest_step(out: Path) -> str | None:
+    pointer = out / "state" / "LATEST"
+    return pointer.read_text().strip() if pointer.is_file() else None
+
+
+def checkpoint_commits(api: HfApi, repo_id: str, branch: str) -> list[str]:
+    return [c.title for c in api.list_repo_commits(repo_id, revision=branch) if c.title.startswith("Checkpoint ")]
+
+
+def test_two_process_run_pushes_one_loadable_revision_per_checkpoint(hub_endpoint, repo_id, tmp_path):
+    import timm
+    from transformers import AutoModel
+
+    out, debug = tmp_path / "out", tmp_path / "debug"
+    done = accelerate_launch(
+        2, "pretrain", *TINY, "--epochs", "1.5", "--checkpoint-epochs", "0.5,1,1.5", "--repo-id", repo_id,
+        "--output-dir", str(out), env=_env(**{DEBUG_DIR_ENV: str(debug)}),
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    names = ["epoch-0000.5", "epoch-0001", "epoch-0001.5"]
+    revisions = hub.list_revisions(repo_id)
+    assert [r.name for r in revisions] == names
+
+    api = HfApi()
+    x = torch.rand(2, 3, 32, 32)
+    for step, info in zip((4, 8, 12), revisions):
+        # the weights on the Hub are the ones of that checkpoint, and both processes held the same weights
+        local = load_file(str(out / "checkpoints" / info.name / "model.safetensors"))
+        ranks = {(debug / f"rank{r}-{info.name}.sha256").read_text() for r in (0, 1)}
+        assert len(ranks) == 1, f"weights differ between ranks at {info.name}"
+        model = timm.create_model(f"hf-hub:{repo_id}@{info.name}", pretrained=True).eval()
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in local.items())
+        assert list(model.pretrained_cfg["mean"]) == [0.0] * 3 and list(model.pretrained_cfg["std"]) == [1.0] * 3
+        wrapped = AutoModel.from_pretrained(repo_id, revision=info.name).eval()
+        with torch.no_grad():
+            assert torch.allclose(wrapped(x).pooler_output, model.forward_head(model.forward_features(x), pre_logits=True), atol=1e-5)
+        card, _ = hub.read_card(repo_id, info.name)
+        training = get_namespace(card.data, "training")
+        assert (training["epoch"], training["global_step"], training["images_seen"]) == (info.epoch, step, step * 8)
+        assert training["num_processes"] == 2 and training["synthetic"] is True and training["recipe"] == "simple"
+        assert 0 <= training["imagenet_top1"] <= training["imagenet_top5"] <= 100 and training["train_loss"] > 0
+        assert {"wall_clock_hours", "code_version", "dataset", "skipped_images"} <= set(training)
+        assert card.data.library_name == "timm" and "synthetic-data" in card.data.tags
+        assert {r.metric_name for r in card.data.eval_results if r.metric_type == "accuracy"} == {"top-1", "top-5"}
+        assert "Synthetic data" in card.text
+        # exactly one checkpoint commit per branch: nobody else pushed, nothing was pushed twice
+        assert checkpoint_commits(api, repo_id, info.name) == [f"Checkpoint {info.name} (epoch {info.epoch:g}, step {step})"]
+        ledger = json.loads((out / "pushed" / f"{info.name}.json").read_text())
+        assert ledger["sha"] == info.sha and ledger["pushed_by"]["rank"] == 0
+
+    summary, _ = hub.read_card(repo_id, "main")
+    rows = get_namespace(summary.data, "checkpoints")
+    assert [(r["revision"], r["sha"]) for r in rows] == [(r.name, r.sha) for r in revisions]
+    main_titles = [c.title for c in api.list_repo_commits(repo_id) if c.title.startswith("Summary: add")]
+    assert len(main_titles) == 3
+    latest = load_file(hf_hub_download(repo_id, "model.safetensors"))
+    final = load_file(str(out / "checkpoints" / "epoch-0001.5" / "model.safetensors"))
+    assert all(torch.equal(latest[k], final[k]) for k in final)
+    assert not list((out / "pending").iterdir())
+
+
+def test_sigkill_and_sigterm_then_resume_continue_exactly(hub_endpoint, repo_id, tmp_path):
+    args = [*TINY, "--epochs", "5", "--checkpoint-epochs", "0.5,3,5"]  # optimizer steps 4, 24, 40
+    reference = cli("pretrain", *args, "--output-dir", str(tmp_path / "ref"))
+    assert reference.returncode == 0, reference.stderr[-3000:]
+
+    # SIGKILL between the first and the second checkpoint: the run continues from the first one
+    out = tmp_path / "out"
+    proc = start_cli("pretrain", *args, "--repo-id", repo_id, "--output-dir", str(out), env=_env(), log=tmp_path / "killed.log")
+    _wait_for(lambda: _latest_step(out) == "step-00000004", 120, "the first checkpoint", proc)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert _latest_step(out) == "step-00000004", "the run passed the second checkpoint before it was killed"
+
+    # SIGTERM after the second checkpoint: the state is saved where the run stands (mid-epoch), exit 143
+    proc = start_cli("pretrain", *args, "--repo-id", repo_id, "--output-dir", str(out), "--resume", env=_env(), log=tmp_path / "resumed.log")
+    _wait_for(lambda: _latest_step(out) == "step-00000024", 120, "the second checkpoint", proc)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143, (tmp_path / "resumed.log").read_text()[-3000:]
+    log = (tmp_path / "resumed.log").read_text()
+    assert "resumed from" in log and "step 4, epoch 0, batch 4" in log and "received SIGTERM" in log
+    stopped = json.loads((out / "state" / _latest_step(out) / "trainer_state.json").read_text())
+    assert 24 < stopped["global_step"] < 40 and not stopped["finished"]
+
+    resumed = cli("pretrain", *args, "--repo-id", repo_id, "--output-dir", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"step {stopped['global_step']}, epoch {stopped['epoch']}, batch {stopped['batch_in_epoch']}" in resumed.stderr
+    api = HfApi()
+    names = [r.name for r in hub.list_revisions(repo_id)]
+    assert names == ["epoch-0000.5", "epoch-0003", "epoch-0005"]
+    for name in names:
+        assert len(checkpoint_commits(api, repo_id, name)) == 1, f"{name} pushed {checkpoint_commits(api, repo_id, name)}"
+    rows = get_namespace(hub.read_card(repo_id, "main")[0].data, "checkpoints")
+    assert [r["revision"] for r in rows] == names
+    # bit for bit the weights of the uninterrupted run: model, optimizer, schedule, data order and RNG all resumed
+    for name in ("epoch-0003", "epoch-0005"):
+        pushed = load_file(hf_hub_download(repo_id, "model.safetensors", revision=name))
+        expected = load_file(str(tmp_path / "ref" / "pending" / name / "model.safetensors"))
+        assert all(torch.equal(pushed[k], expected[k]) for k in expected), name
+    state = json.loads((out / "state" / _latest_step(out) / "trainer_state.json").read_text())
+    assert state["finished"] and state["global_step"] == 40
+    again = cli("pretrain", *args, "--repo-id", repo_id, "--output-dir", str(out), "--resume")
+    assert again.returncode == 0 and "already finished" in again.stderr
+
+
+def test_hub_down_during_the_run_then_push_pending_delivers(tmp_path):
+    root, out = tmp_path / "hub2", tmp_path / "out"
+    repo = "test-org/hub-down"
+    args = [*TINY, "--epochs", "5", "--checkpoint-epochs", "0.5,4,5", "--push-attempts", "1", "--push-retry-delay", "0"]
+    with local_hub(root) as endpoint:
+        proc = start_cli("pretrain", *args, "--repo-id", repo, "--output-dir", str(out), env=_env(HF_ENDPOINT=endpoint), log=tmp_path / "run.log")
+        _wait_for(lambda: (out / "pushed" / "epoch-0000.5.json").is_file(), 120, "the first push", proc)
+    # the hub is down now: training goes on, the later checkpoints wait in pending/
+    assert proc.wait(timeout=240) == 0, (tmp_path / "run.log").read_text()[-3000:]
+    log = (tmp_path / "run.log").read_text()
+    assert "are not on the Hub yet" in log
+    assert sorted(p.name for p in (out / "pending").iterdir()) == ["epoch-0004", "epoch-0005"]
+    state = json.loads((out / "state" / _latest_step(out) / "trainer_state.json").read_text())
+    assert state["finished"] and state["global_step"] == 40
+
+    with local_hub(root) as endpoint:
+        delivered = cli("push-pending", "--output-dir", str(out), "--repo-id", repo, env=_env(HF_ENDPOINT=endpoint))
+        assert delivered.returncode == 0, delivered.stderr[-3000:]
+        api = HfApi(endpoint=endpoint)
+        names = [r.name for r in hub.list_revisions(repo, api=api)]
+        assert names == ["epoch-0000.5", "epoch-0004", "epoch-0005"]
+        assert all(len(checkpoint_commits(api, repo, n)) == 1 for n in names)
+        readme = hf_hub_download(repo, "README.md", endpoint=endpoint, cache_dir=tmp_path / "cache")
+        assert [r["revision"] for r in get_namespace(ModelCard.load(readme).data, "checkpoints")] == names
+        again = cli("push-pending", "--output-dir", str(out), "--repo-id", repo, env=_env(HF_ENDPOINT=endpoint))
+        assert again.returncode == 0 and "nothing pending" in again.stdout
+        assert all(len(checkpoint_commits(api, repo, n)) == 1 for n in names)
+    assert not list((out / "pending").iterdir())
+
+
+def test_unknown_encoder_and_dataset_without_labels_fail_with_the_fix(tmp_path):
+    import datasets
+
+    bad = cli("pretrain", "--encoder", "resnet5O", "--output-dir", str(tmp_path / "a"))
+    assert bad.returncode == 2 and "unknown encoder 'resnet5O'" in bad.stderr and "resnet50" in bad.stderr
+    assert "Traceback" not in bad.stderr
+
+    images = [Image.fromarray(np.full((16, 16, 3), i * 20, np.uint8)) for i in range(4)]
+    datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()})).save_to_disk(
+        str(tmp_path / "unlabelled")
+    )
+    nolabel = cli("pretrain", *TINY, "--dataset", str(tmp_path / "unlabelled"), "--output-dir", str(tmp_path / "b"))
+    assert nolabel.returncode == 2 and "no label column" in nolabel.stderr and "--label-column" in nolabel.stderr
+
+
+def test_repo_the_token_cannot_write_fails_before_training(tmp_path):
+    token, wrong = "hf_pretrainTestToken12345678", "hf_wrongPretrainToken87654321"
+    with local_hub(tmp_path / "root", token=token) as endpoint:
+        started = time.monotonic()
+        denied = cli(
+            "pretrain", *TINY, "--epochs", "1", "--repo-id", "test-org/locked", "--output-dir", str(tmp_path / "out"),
+            env=_env(HF_ENDPOINT=endpoint, HF_TOKEN=wrong),
+        )
+    assert denied.returncode == 2, denied.stderr[-3000:]
+    assert "cannot push checkpoints to test-org/locked" in denied.stderr and "HF_TOKEN" in denied.stderr
+    assert wrong not in denied.stderr + denied.stdout and token not in denied.stderr + denied.stdout
+    assert not (tmp_path / "out" / "state").exists() and time.monotonic() - started < 60
+
+
+def test_folder_with_a_corrupt_jpeg_trains_and_the_card_counts_it(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "imagenet-like"
+    for split, n in (("train", 8), ("val", 2)):
+        for cls in ("a", "b"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(n - (split == "train" and cls == "b")):  # 15 good + 1 broken = 4 batches of 4
+                Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(root / split / cls / f"{i}.jpg")
+    (root / "train" / "b" / "broken.jpg").write_bytes((root / "train" / "b" / "0.jpg").read_bytes()[:200])
+    done = cli(
+        "pretrain", "--encoder", "test_resnet", "--image-size", "32", "--batch-size", "4", "--lr", "1e-3",
+        "--num-workers", "0", "--epochs", "2", "--checkpoint-epochs", "2", "--dataset", str(root),
+        "--output-dir", str(tmp_path / "out"),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "skipping unreadable image" in done.stderr and "broken.jpg" in done.stderr
+    assert "checkpoints stay local" in done.stderr
+    card = ModelCard.load(tmp_path / "out" / "pending" / "epoch-0002" / "README.md")
+    training = get_namespace(card.data, "training")
+    assert training["skipped_images"] == 1 and training["synthetic"] is False and training["dataset"] == str(root)
+    assert "Real data" in card.text and training["num_classes"] == 2
