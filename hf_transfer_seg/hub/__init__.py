@@ -10,10 +10,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+# Eager, and light: a submodule import would otherwise leave the *module* ``redact`` as this package's
+# attribute, shadowing the function of the same name.
+from hf_transfer_seg.hub.redact import redact  # noqa: E402
+
 _EXPORTS = {
     "read_card": "cards",
     "update_card": "cards",
-    "redact": "redact",
     "with_retries": "retry",
     "RevisionInfo": "revisions",
     "branch_sha": "revisions",
@@ -27,7 +30,7 @@ _EXPORTS = {
     "select_revisions": "revisions",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted([*_EXPORTS, "redact"])
 
 
 def __getattr__(name: str) -> Any:
@@ -45,7 +48,6 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from hf_transfer_seg.hub.cards import read_card, update_card
-    from hf_transfer_seg.hub.redact import redact
     from hf_transfer_seg.hub.retry import with_retries
     from hf_transfer_seg.hub.revisions import (
         RevisionInfo,
