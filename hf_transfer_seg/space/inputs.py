@@ -107,8 +107,8 @@ def read_input_image(path: str | Path | None, *, max_side: int = 1024, max_pixel
     width, height, kind = _probe(path)
     if width * height > max_pixels:
         raise DataError(
-            f"{path.name} is {width}×{height} ({width * height / 1e6:.0f} megapixels), above this demo's limit of "
-            f"{max_pixels / 1e6:.0f} megapixels; downscale it before uploading"
+            f"{path.name} is {width}×{height} ({width * height / 1e6:.1f} megapixels), above this demo's limit of "
+            f"{max_pixels / 1e6:g} megapixels; downscale it before uploading"
         )
     if min(width, height) < MIN_SIDE:
         raise DataError(f"{path.name} is {width}×{height}; images need at least {MIN_SIDE} pixels on each side")

@@ -44,6 +44,11 @@ def example_files(app_dir: str | Path | None) -> list[Path]:
 
 
 def build_service(config: SpaceConfig, *, loader=load_segmenter) -> SegmentationService:
+    import hf_transfer_seg
+
+    # (the folder holding the package: log redaction would mask the package name itself)
+    where = Path(hf_transfer_seg.__file__).resolve().parent.parent
+    log.info("project code version %s loaded from folder %s", hf_transfer_seg.__version__, where)
     selection = select(config)
     for notice in selection.notices:
         log.warning("%s", notice)

@@ -171,7 +171,7 @@ def build_blocks(service: SegmentationService, *, examples: list[Path], title: s
         if len(service.models) < 2:
             raise gr.Error("Only one segmentation model is known, so there is nothing to compare it with.")
         image = service.read(image_path)
-        other = service.model_by_label(other_label)
+        other = service.model_by_label(other_label) if other_label else sel.others()[0]
         best = service.segment(image)
         alt = service.segment(image, other)
         for notice in image.notices:
@@ -182,11 +182,7 @@ def build_blocks(service: SegmentationService, *, examples: list[Path], title: s
             f"Left: **{best.model.label}**. Right: **{other.label}**. "
             f"The two masks agree on {agree:.1%} of the pixels. {legend_html(best.class_names)}"
         )
-        return (
-            gr.Image(value=blend(rgb, best.mask), label=f"served: {best.model.encoder_revision}"),
-            gr.Image(value=blend(rgb, alt.mask), label=f"other: {other.encoder_revision}"),
-            text,
-        )
+        return blend(rgb, best.mask), blend(rgb, alt.mask), text
 
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         gr.Markdown(header_markdown(sel), elem_classes=["hts-header"])
@@ -250,7 +246,14 @@ def build_blocks(service: SegmentationService, *, examples: list[Path], title: s
                     elem_id="leaderboard",
                 )
                 if sel.plot_path is not None:
-                    gr.Image(value=str(sel.plot_path), label="Robustness score vs epoch", interactive=False, height=420)
+                    gr.Image(
+                        value=str(sel.plot_path),
+                        label="Robustness score vs epoch",
+                        alt_text=f"Robustness score on {sel.target} against pretraining epoch, best revision starred",
+                        interactive=False,
+                        height=420,
+                        elem_id="score-plot",
+                    )
                 else:
                     gr.Markdown("_No score-vs-epoch plot in the repo yet._")
 
@@ -273,8 +276,8 @@ def build_blocks(service: SegmentationService, *, examples: list[Path], title: s
                                 gr.Examples(examples=[[str(p)] for p in examples], inputs=[cmp_in], label="Examples")
                     cmp_text = gr.Markdown(label="Comparison")
                     with gr.Row():
-                        left = gr.Image(label="served", interactive=False, height=360)
-                        right = gr.Image(label="other", interactive=False, height=360)
+                        left = gr.Image(label=f"served: {serving.encoder_revision}", interactive=False, height=360, format="png")
+                        right = gr.Image(label="other revision (chosen above)", interactive=False, height=360, format="png")
                     cmp_run.click(compare, inputs=[cmp_in, choice], outputs=[left, right, cmp_text], api_name="compare", concurrency_limit=1)
 
             with gr.Tab("About", id="about"):
