@@ -38,7 +38,9 @@ from hf_transfer_seg.localhub import storage as st
 
 log = logging.getLogger(__name__)
 
-MAX_JSON_BODY = 16 << 20  # every request but a commit
+MAX_JSON_BODY = 16 << 20  # every request but a commit and an LFS upload
+LFS_THRESHOLD = 1 << 20  # with lfs_uploads, files at least this big are uploaded through the LFS batch API
+LFS_WRITE_BATCH = 4 << 20  # LFS upload bytes handed to a worker thread at a time
 # a commit line longer than this that starts like STREAM_PREFIX has its content decoded as it arrives
 STREAM_LINE = 1 << 20
 MAX_LINE = 2 << 30
@@ -119,9 +121,15 @@ class HubApp:
     """State shared by the routes: the storage, the optional token, page sizes."""
 
     def __init__(self, root, *, token: str | None = None, user: str = st.DEFAULT_USER,
-                 commits_page_size: int = 50, tree_page_size: int = 1000):
+                 commits_page_size: int = 50, tree_page_size: int = 1000, lfs_uploads: bool = False,
+                 lfs_threshold: int = LFS_THRESHOLD):
         self.storage = st.Storage(root)
         self.token = token or None
+        # answer uploadMode "lfs" to preupload for files of at least lfs_threshold bytes (see module doc)
+        self.lfs_uploads = bool(lfs_uploads)
+        self.lfs_threshold = max(int(lfs_threshold), 1)
+        # signs upload URLs: the client PUTs LFS content without its Authorization header
+        self._lfs_key = (token or os.urandom(32).hex()).encode("utf-8")
         self.user = user
         self.commits_page_size = commits_page_size
         self.tree_page_size = tree_page_size
@@ -150,6 +158,9 @@ class HubApp:
         if segments in ([], [""]):
             await _drain(request)
             return JSONResponse({"localhub": True, "message": "hf-transfer-seg local Hub"})
+        upload = self._match_lfs_upload(method, segments)
+        if upload is not None:  # authorized by the signature in its URL (the client sends no token)
+            return await self.lfs_upload(request, *upload)
         user = self._authenticate(request)
         commit = self._match_commit(method, segments)
         if commit is not None:
@@ -179,10 +190,25 @@ class HubApp:
             return TYPE_BY_PLURAL[seg[1]], f"{seg[2]}/{seg[3]}", "/".join(seg[5:]) or "main"
         return None
 
+    @staticmethod
+    def _match_lfs_upload(method: str, seg: list[str]):
+        if (method == "PUT" and len(seg) == 6 and seg[0] == "api" and seg[1] in TYPE_BY_PLURAL
+                and seg[4] == "lfs-upload"):
+            return TYPE_BY_PLURAL[seg[1]], f"{seg[2]}/{seg[3]}", seg[5]
+        return None
+
     def _route(self, method: str, seg: list[str]) -> tuple[Callable[..., Response], tuple]:
         def need(*methods: str) -> None:
             if method not in methods:
                 raise HTTPError(405, f"method {method} not allowed here", headers={"Allow": ", ".join(methods)})
+
+        # git-lfs batch API: /{prefix}{repo}.git/info/lfs/objects/batch
+        lfs_type, lfs_rest = "model", seg
+        if seg[0] in ("datasets", "spaces") and len(seg) == 7:
+            lfs_type, lfs_rest = TYPE_BY_PLURAL[seg[0]], seg[1:]
+        if len(lfs_rest) == 6 and lfs_rest[1].endswith(".git") and lfs_rest[2:] == ["info", "lfs", "objects", "batch"]:
+            need("POST")
+            return self.lfs_batch, (lfs_type, f"{lfs_rest[0]}/{lfs_rest[1][:-4]}")
 
         if seg[0] == "api":
             rest = seg[1:]
@@ -404,15 +430,105 @@ class HubApp:
                 raise HTTPError(400, "each entry of 'files' must be an object with a 'path'")
             path = st.check_path(item.get("path"))
             entry = tree.get(path)
-            answer.append({
-                "path": item.get("path"),
-                # "regular": the client sends the bytes inline (base64) in the commit: no LFS, no Xet
-                "uploadMode": "regular",
-                "shouldIgnore": False,
-                # the blob sha of the file already there, so the client skips unchanged files
-                "oid": entry.oid if entry is not None and entry.kind == "file" else None,
-            })
+            if entry is not None and entry.kind != "file":
+                entry = None
+            size = item.get("size")
+            lfs = self.lfs_uploads and isinstance(size, int) and size >= self.lfs_threshold
+            if not lfs:
+                # "regular": the client sends the bytes inline (base64) in the commit; it compares the
+                # blob sha of the file already there with its own, and skips unchanged files
+                oid = entry.oid if entry is not None else None
+            elif entry is not None and entry.size == size:
+                # "lfs": the client compares sha256 instead (hashed once here, then remembered)
+                oid = repo.blob_sha256(entry.oid, compute=True)
+            else:
+                oid = None
+            answer.append({"path": item.get("path"), "uploadMode": "lfs" if lfs else "regular",
+                           "shouldIgnore": False, "oid": oid})
         return JSONResponse({"files": answer, "commitOid": sha})
+
+    # -- LFS (basic transfer) ----------------------------------------------------------------------
+
+    def _lfs_signature(self, repo_type: str, repo_id: str, oid: str, size: int) -> str:
+        message = f"{repo_type}\0{repo_id}\0{oid}\0{size}".encode("utf-8")
+        return hmac.new(self._lfs_key, message, hashlib.sha256).hexdigest()
+
+    def lfs_batch(self, ctx: Ctx, repo_type: str, repo_id: str) -> Response:
+        """``POST /{repo}.git/info/lfs/objects/batch``: where to PUT each object, or nothing when stored."""
+        repo = self._repo(repo_type, repo_id)
+        data = ctx.json()
+        operation = data.get("operation")
+        objects = data.get("objects")
+        if operation not in ("upload", "download") or not isinstance(objects, list):
+            raise HTTPError(400, "LFS batch: 'operation' must be 'upload' or 'download' and 'objects' a list")
+        transfers = data.get("transfers") or ["basic"]
+        if not isinstance(transfers, list) or "basic" not in transfers:
+            raise HTTPError(400, "LFS batch: only the 'basic' transfer is served by the local hub")
+        if (data.get("hash_algo") or "sha256") != "sha256":
+            raise HTTPError(400, "LFS batch: only hash_algo 'sha256' is supported")
+        answer = []
+        for obj in objects:
+            oid = obj.get("oid") if isinstance(obj, dict) else None
+            size = obj.get("size") if isinstance(obj, dict) else None
+            if not isinstance(oid, str) or not st._HEX64.match(oid) or not isinstance(size, int) or size < 0:
+                raise HTTPError(400, "LFS batch: each object needs 'oid' (sha256, lowercase hex) and 'size' >= 0")
+            item: dict[str, Any] = {"oid": oid, "size": size, "authenticated": True}
+            if operation == "download":
+                # downloads go through /resolve/ (the client never asks the batch API for them)
+                item["error"] = {"code": 501, "message": "LFS downloads are served by /resolve/, not the batch API"}
+            elif repo.lfs_blob(oid) is None:
+                sig = self._lfs_signature(repo_type, repo_id, oid, size)
+                href = f"{ctx.base}/api/{repo_type}s/{repo_id}/lfs-upload/{oid}?size={size}&sig={sig}"
+                item["actions"] = {"upload": {"href": href, "expires_in": 86400}}
+            # else: stored already, no "actions": the client skips the upload
+            answer.append(item)
+        return JSONResponse({"transfer": "basic", "objects": answer, "hash_algo": "sha256"},
+                            media_type="application/vnd.git-lfs+json")
+
+    async def lfs_upload(self, request: Request, repo_type: str, repo_id: str, oid: str) -> Response:
+        """``PUT .../lfs-upload/{sha256}?size=&sig=``: the raw bytes, stored as a git blob as they arrive.
+
+        The git sha1, the sha256 and the deflate are computed in one pass; the object is kept only if
+        both the size and the sha256 match what the URL promised.
+        """
+        try:
+            size = int(request.query_params.get("size", ""))
+        except ValueError:
+            raise HTTPError(400, "LFS upload: missing or invalid 'size'") from None
+        if not st._HEX64.match(oid) or size < 0:
+            raise HTTPError(400, "LFS upload: invalid object id")
+        expected = self._lfs_signature(repo_type, repo_id, oid, size)
+        if not hmac.compare_digest(expected, request.query_params.get("sig", "")):
+            raise HTTPError(403, "LFS upload: invalid or missing signature; ask the batch API for an upload URL")
+        repo = self._repo(repo_type, repo_id)
+        if repo.lfs_blob(oid) is not None:
+            await _drain(request)
+            return Response(status_code=200)
+        writer = await run_in_threadpool(st.BlobWriter, repo, size, sha256=True)
+        try:
+            pending: list[bytes] = []
+            pending_size = 0
+            async for chunk in request.stream():
+                if not chunk:
+                    continue
+                pending.append(chunk)
+                pending_size += len(chunk)
+                if pending_size >= LFS_WRITE_BATCH:
+                    # hashing and writing release the GIL: do it off the event loop, in big pieces
+                    await run_in_threadpool(writer.write, b"".join(pending))
+                    pending, pending_size = [], 0
+            if pending:
+                await run_in_threadpool(writer.write, b"".join(pending))
+            blob = await run_in_threadpool(writer.finish)
+        except st.BadRequest as exc:
+            raise HTTPError(400, f"LFS upload of {oid}: {exc.message}") from None
+        finally:
+            writer.discard()
+        assert writer.sha256 is not None
+        if writer.sha256.hexdigest() != oid:
+            raise HTTPError(400, f"LFS upload: content sha256 {writer.sha256.hexdigest()} is not {oid}")
+        await run_in_threadpool(repo.record_lfs, oid, blob)
+        return Response(status_code=200)
 
     async def commit(self, request: Request, user: str, repo_type: str, repo_id: str, revision: str) -> Response:
         """``POST /api/{type}s/{repo}/commit/{rev}``: an NDJSON body, processed as it arrives."""
@@ -576,9 +692,11 @@ class HubApp:
             raise HTTPError(404, f"Entry not found: {path} does not exist at {revision}", "EntryNotFound",
                             headers={"X-Repo-Commit": sha})
         size = entry.size
+        # the Hub's ETag of an LFS file is its sha256 (X-Linked-Etag/-Size name the content behind it)
+        sha256 = repo.blob_sha256(entry.oid) if size >= self.lfs_threshold else None
         headers = {
             "X-Repo-Commit": sha,
-            "ETag": f'"{entry.oid}"',
+            "ETag": f'"{sha256 or entry.oid}"',
             "Accept-Ranges": "bytes",
             "Content-Type": mimetypes.guess_type(path)[0] or "application/octet-stream",
             "Content-Disposition": f"inline; filename*=UTF-8''{quote(path.rsplit('/', 1)[-1], safe='')}",
@@ -595,6 +713,9 @@ class HubApp:
                 start, end = parsed
                 status = 206
                 headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        if sha256 is not None:
+            headers["X-Linked-Etag"] = f'"{sha256}"'
+            headers["X-Linked-Size"] = str(size)
         headers["Content-Length"] = str(end - start)
         if ctx.request.method == "HEAD":
             return Response(b"", status_code=200, headers=headers)
@@ -800,13 +921,21 @@ class CommitReader:
             path = value.get("path")
             path = st.check_path(path.rstrip("/") if isinstance(path, str) else path)
             self.ops.append(st.FileOp(path, folder=True))
-        elif key in ("lfsFile", "lfsFiles"):
-            raise HTTPError(
-                400,
-                "LFS files are not supported by the local hub: it answers uploadMode 'regular' to preupload, "
-                "so the huggingface_hub client sends file contents inline. Upload with HfApi (upload_file, "
-                "upload_folder, create_commit) instead of pushing LFS pointers.",
-            )
+        elif key == "lfsFile":
+            path = st.check_path(value.get("path"))
+            oid, size = value.get("oid"), value.get("size")
+            if (value.get("algo") or "sha256") != "sha256" or not isinstance(oid, str):
+                raise HTTPError(400, f"lfsFile {path}: needs 'algo' sha256 and an 'oid'")
+            blob = await run_in_threadpool(self.repo.lfs_blob, oid)
+            if blob is None:
+                raise HTTPError(
+                    400,
+                    f"lfsFile {path}: LFS object {oid[:80]} has not been uploaded to this repository (upload it "
+                    "through the LFS batch API first; HfApi does this when preupload answers uploadMode 'lfs')",
+                )
+            if size is not None and size != await run_in_threadpool(self.repo.blob_size, blob):
+                raise HTTPError(400, f"lfsFile {path}: size {size} does not match the uploaded object")
+            self.ops.append(st.FileOp(path, blob))
         else:
             raise HTTPError(400, f"unknown commit operation {key!r} on line {self.lines}")
 
@@ -918,9 +1047,16 @@ def _html(text: str) -> str:
 
 
 def create_app(root, *, token: str | None = None, user: str = st.DEFAULT_USER, commits_page_size: int = 50,
-               tree_page_size: int = 1000) -> Starlette:
-    """The Starlette application serving the repositories under ``root``."""
-    hub = HubApp(root, token=token, user=user, commits_page_size=commits_page_size, tree_page_size=tree_page_size)
+               tree_page_size: int = 1000, lfs_uploads: bool = False, lfs_threshold: int = LFS_THRESHOLD) -> Starlette:
+    """The Starlette application serving the repositories under ``root``.
+
+    ``lfs_uploads=True`` answers uploadMode "lfs" for files of at least ``lfs_threshold`` bytes, so the
+    client PUTs their raw bytes instead of base64 inside the commit. Only for clients that will not use
+    Xet: huggingface_hub uploads every "lfs" file through Xet whenever ``hf_xet`` is importable and
+    ``HF_HUB_DISABLE_XET`` is unset, and this server does not speak Xet (such an upload fails).
+    """
+    hub = HubApp(root, token=token, user=user, commits_page_size=commits_page_size, tree_page_size=tree_page_size,
+                 lfs_uploads=lfs_uploads, lfs_threshold=lfs_threshold)
     app = Starlette(routes=[Route("/{rest:path}", hub.handle, methods=ALL_METHODS)])
     app.state.hub = hub
     return app

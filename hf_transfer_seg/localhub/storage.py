@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 import threading
@@ -43,6 +44,7 @@ from typing import Iterator
 REPO_TYPES = ("model", "dataset", "space")
 ZERO_OID = "0" * 40
 _HEX40 = re.compile(r"^[0-9a-f]{40}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SHORT_HEX = re.compile(r"^[0-9a-fA-F]{5,40}$")
 # Hub rules for a namespace or a repo name: letters, digits, '-', '_', '.'; no '--' or '..';
 # '-' and '.' neither start nor end it; at most 96 characters.
@@ -462,6 +464,18 @@ class Repo:
     def blob_path(self, oid: str) -> Path:
         return self.path / "objects" / oid[:2] / oid[2:]
 
+    def blob_size(self, oid: str) -> int:
+        """Content size of a blob, from its object header."""
+        try:
+            with open(self.blob_path(oid), "rb") as handle:
+                head = zlib.decompressobj().decompress(handle.read(64), 64)
+            kind, _, rest = head.partition(b" ")
+            if kind == b"blob" and b"\0" in rest:
+                return int(rest.split(b"\0", 1)[0])
+        except (OSError, ValueError, zlib.error):
+            pass
+        return int(self.git("cat-file", "-s", oid).decode().strip())
+
     def read_blob(self, oid: str) -> bytes:
         return b"".join(self.iter_blob(oid))
 
@@ -555,34 +569,70 @@ class Repo:
 
     def _write_object(self, size: int, pieces) -> str:
         """Hash and deflate ``pieces`` (``size`` bytes in all) into a temporary file, then link it into place."""
-        header = b"blob %d\0" % size
-        digest = hashlib.sha1(header)
-        level = 0 if size >= LARGE_BLOB else zlib.Z_DEFAULT_COMPRESSION
-        packer = zlib.compressobj(level)
-        fd, tmp = tempfile.mkstemp(prefix="tmp_obj_", dir=self.path / "objects")
+        writer = BlobWriter(self, size)
         try:
-            written = 0
-            with os.fdopen(fd, "wb") as out:
-                out.write(packer.compress(header))
-                for piece in pieces:
-                    digest.update(piece)
-                    out.write(packer.compress(piece))
-                    written += len(piece)
-                out.write(packer.flush())
-            if written != size:
-                raise GitError(f"blob changed size while being stored ({written} != {size} bytes)")
-            oid = digest.hexdigest()
-            final = self.blob_path(oid)
-            final.parent.mkdir(exist_ok=True)
-            os.chmod(tmp, 0o444)
-            try:
-                os.link(tmp, final)
-            except FileExistsError:
-                pass  # identical content is already stored
+            for piece in pieces:
+                writer.write(piece)
+            return writer.finish()
         finally:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-        return oid
+            writer.discard()
+
+    # -- LFS objects (sha256 -> git blob) ---------------------------------------------------------
+    #
+    # Files uploaded through the LFS batch API are stored as ordinary git blobs like every other file;
+    # ``lfs/sha256/<sha256>`` holds the blob's sha1 (so a commit's ``lfsFile`` line finds its blob) and
+    # ``lfs/blob/<sha1>`` the sha256 (so preupload and resolve can report it). Both are written
+    # atomically and only ever describe content-addressed data, so concurrent writers agree.
+
+    def _lfs_path(self, kind: str, key: str) -> Path:
+        return self.path / "lfs" / kind / key
+
+    def _lfs_read(self, kind: str, key: str, pattern: re.Pattern) -> str | None:
+        try:
+            value = self._lfs_path(kind, key).read_text().strip()
+        except OSError:
+            return None
+        return value if pattern.match(value) else None
+
+    def lfs_blob(self, sha256: str) -> str | None:
+        """The git blob holding the LFS object ``sha256``, if it was uploaded (and is still stored)."""
+        if not _HEX64.match(sha256 or ""):
+            return None
+        blob = self._lfs_read("sha256", sha256, _HEX40)
+        return blob if blob is not None and self.has_blob(blob) else None
+
+    def blob_sha256(self, blob: str, *, compute: bool = False) -> str | None:
+        """sha256 of a blob's content when known (or, with ``compute``, hashed now and remembered)."""
+        if not _HEX40.match(blob or ""):
+            return None
+        known = self._lfs_read("blob", blob, _HEX64)
+        if known is not None or not compute:
+            return known
+        digest = hashlib.sha256()
+        for chunk in self.iter_blob(blob):
+            digest.update(chunk)
+        sha256 = digest.hexdigest()
+        self.record_lfs(sha256, blob)
+        return sha256
+
+    def record_lfs(self, sha256: str, blob: str) -> None:
+        for kind, key, value in (("sha256", sha256, blob), ("blob", blob, sha256)):
+            path = self._lfs_path(kind, key)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+            try:
+                with os.fdopen(fd, "w") as out:
+                    out.write(value + "\n")
+                os.replace(tmp, path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+
+    def has_blob(self, oid: str) -> bool:
+        if self.blob_path(oid).exists():
+            return True
+        return self.git_ok("cat-file", "-e", f"{oid}^{{blob}}")
 
     def commit(
         self,
@@ -731,6 +781,83 @@ class Repo:
             if tag not in self.refs()["tags"]:
                 raise RevisionNotFound(f"Invalid rev id: {tag} (no such tag)")
             self.git("update-ref", "-d", f"refs/tags/{tag}")
+
+
+class BlobWriter:
+    """Write one loose git blob of a size known in advance, piece by piece (e.g. as an upload arrives).
+
+    The git sha1 (and, with ``sha256=True``, the content's sha256) are computed in the same pass as the
+    deflate, so a large upload is read once. Blobs of at least :data:`LARGE_BLOB` bytes are written as
+    zlib *stored* blocks directly (what ``zlib.compressobj(0)`` produces, at a fraction of its cost:
+    only an Adler-32 and a copy; weights do not compress anyway). :meth:`finish` checks the size and
+    links the object into place (a no-op when identical content exists); :meth:`discard` removes the
+    temporary file.
+    """
+
+    def __init__(self, repo: Repo, size: int, *, sha256: bool = False):
+        if size < 0:
+            raise BadRequest("negative size")
+        self.repo, self.size, self.written = repo, size, 0
+        header = b"blob %d\0" % size
+        self.sha1 = hashlib.sha1(header)
+        self.sha256 = hashlib.sha256() if sha256 else None
+        fd, self.tmp = tempfile.mkstemp(prefix="tmp_obj_", dir=repo.path / "objects")
+        self.out = os.fdopen(fd, "wb")
+        if size >= LARGE_BLOB:
+            self.packer = None
+            self.adler = 1
+            self.out.write(b"\x78\x01")  # zlib header: deflate, 32K window, no dictionary, level "fastest"
+            self._store(header)
+        else:
+            self.packer = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION)
+            self.out.write(self.packer.compress(header))
+
+    def _store(self, data: bytes | memoryview) -> None:
+        """Append ``data`` as non-final stored deflate blocks (at most 65535 bytes each)."""
+        view = memoryview(data)
+        self.adler = zlib.adler32(view, self.adler)
+        parts: list = []
+        for i in range(0, len(view), 0xFFFF):
+            block = view[i: i + 0xFFFF]
+            parts.append(struct.pack("<BHH", 0, len(block), 0xFFFF ^ len(block)))
+            parts.append(block)
+        self.out.write(b"".join(parts))
+
+    def write(self, piece: bytes | memoryview) -> None:
+        self.written += len(piece)
+        if self.written > self.size:
+            raise BadRequest(f"more than the announced {self.size} bytes")
+        self.sha1.update(piece)
+        if self.sha256 is not None:
+            self.sha256.update(piece)
+        if self.packer is None:
+            self._store(piece)
+        else:
+            self.out.write(self.packer.compress(piece))
+
+    def finish(self) -> str:
+        if self.packer is None:
+            self.out.write(b"\x01\x00\x00\xff\xff" + struct.pack(">I", self.adler))  # empty final block
+        else:
+            self.out.write(self.packer.flush())
+        self.out.close()
+        if self.written != self.size:
+            raise BadRequest(f"received {self.written} bytes, expected {self.size}")
+        oid = self.sha1.hexdigest()
+        final = self.repo.blob_path(oid)
+        final.parent.mkdir(exist_ok=True)
+        os.chmod(self.tmp, 0o444)
+        try:
+            os.link(self.tmp, final)
+        except FileExistsError:
+            pass  # identical content is already stored
+        return oid
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self.out.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmp)
 
 
 def _clean_message(summary: str, description: str) -> str:
