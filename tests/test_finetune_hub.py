@@ -211,3 +211,37 @@ def test_finetune_runs_under_accelerate_launch(encoder_repo, tmp_path):
     assert "mni152-wm: Dice" in proc.stdout
     card, _ = hub.read_card(encoder_repo, "epoch-0003")
     assert 9 in get_namespace(card.data, "downstream")["mni152-wm"]["seeds"]
+
+
+def test_hub_dataset_target_with_image_and_mask_columns(hub_endpoint, repo_id, tmp_path):
+    import datasets
+    import numpy as np
+    from huggingface_hub import HfApi
+    from PIL import Image
+
+    from hf_transfer_seg.data.segmentation import load_target
+    from hf_transfer_seg.errors import DataError
+
+    rng = np.random.default_rng(0)
+    images, labels = [], []
+    for _ in range(5):
+        images.append(Image.fromarray(rng.integers(0, 255, (40, 36, 3), dtype=np.uint8)))
+        mask = np.zeros((40, 36), np.uint8)
+        mask[5:20, 3:9] = 255
+        labels.append(Image.fromarray(mask))
+    features = datasets.Features({"image": datasets.Image(), "label": datasets.Image(), "note": datasets.Value("string")})
+    ds = datasets.Dataset.from_dict({"image": images, "label": labels, "note": ["x"] * 5}, features=features)
+    (tmp_path / "data").mkdir()
+    ds.to_parquet(str(tmp_path / "data" / "train-00000-of-00001.parquet"))
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="dataset")
+    api.upload_folder(repo_id=repo_id, folder_path=tmp_path, repo_type="dataset")
+
+    target = load_target(repo_id)
+    assert target.key == repo_id and target.num_classes == 2 and len(target.samples) == 5
+    assert int(target.samples[0].mask.sum()) == 15 * 6  # 0/255 read as background/foreground
+    assert target.samples[0].image.shape == (3, 40, 36)
+    with pytest.raises(DataError, match="mask column"):
+        load_target(repo_id, mask_column="nope")
+    with pytest.raises(DataError, match="cannot load dataset"):
+        load_target("test-org/no-such-dataset-anywhere")
