@@ -14,6 +14,7 @@ typed exceptions.
 
 from __future__ import annotations
 
+import asyncio
 import binascii
 import contextlib
 import hashlib
@@ -504,7 +505,15 @@ class HubApp:
         if repo.lfs_blob(oid) is not None:
             await _drain(request)
             return Response(status_code=200)
-        writer = await run_in_threadpool(st.BlobWriter, repo, size, sha256=True)
+        writer = await run_in_threadpool(st.BlobWriter, repo, size)
+        sha256 = hashlib.sha256()
+
+        async def digest(piece: bytes) -> None:
+            # hashlib and the blob writer release the GIL: the sha256 and the git object (sha1,
+            # Adler-32, write) are computed in two worker threads, i.e. on two cores
+            await asyncio.gather(run_in_threadpool(sha256.update, piece), run_in_threadpool(writer.write, piece))
+
+        working: asyncio.Future | None = None  # the previous piece, digested while the next one arrives
         try:
             pending: list[bytes] = []
             pending_size = 0
@@ -514,19 +523,26 @@ class HubApp:
                 pending.append(chunk)
                 pending_size += len(chunk)
                 if pending_size >= LFS_WRITE_BATCH:
-                    # hashing and writing release the GIL: do it off the event loop, in big pieces
-                    await run_in_threadpool(writer.write, b"".join(pending))
-                    pending, pending_size = [], 0
+                    piece, pending, pending_size = b"".join(pending), [], 0
+                    if working is not None:
+                        await working
+                    working = asyncio.ensure_future(digest(piece))
+            if working is not None:
+                await working
+            working = None
             if pending:
-                await run_in_threadpool(writer.write, b"".join(pending))
+                await digest(b"".join(pending))
             blob = await run_in_threadpool(writer.finish)
         except st.BadRequest as exc:
             raise HTTPError(400, f"LFS upload of {oid}: {exc.message}") from None
         finally:
+            if working is not None:  # never discard the file under a worker still writing it
+                await asyncio.wait([working])
+                if not working.cancelled():
+                    working.exception()  # retrieved: the error being raised already says what went wrong
             writer.discard()
-        assert writer.sha256 is not None
-        if writer.sha256.hexdigest() != oid:
-            raise HTTPError(400, f"LFS upload: content sha256 {writer.sha256.hexdigest()} is not {oid}")
+        if sha256.hexdigest() != oid:
+            raise HTTPError(400, f"LFS upload: content sha256 {sha256.hexdigest()} is not {oid}")
         await run_in_threadpool(repo.record_lfs, oid, blob)
         return Response(status_code=200)
 

@@ -53,7 +53,7 @@ def endpoint_url(sock: socket.socket) -> str:
     return f"http://{host}:{port}"
 
 
-def _make_server(root: str | Path, *, token: str | None, verbose: bool, **app_kwargs):
+def _make_server(root: str | Path, *, token: str | None, verbose: bool, http: str = "auto", **app_kwargs):
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -92,6 +92,9 @@ def _make_server(root: str | Path, *, token: str | None, verbose: bool, **app_kw
         log_level="info" if verbose else "warning",
         access_log=verbose,
         lifespan="off",
+        # "auto": the httptools parser when it is installed (much less CPU per request and per body
+        # chunk than the pure-Python h11), else h11
+        http=http,
         server_header=False,
         timeout_keep_alive=30,
         timeout_graceful_shutdown=5,
@@ -108,15 +111,17 @@ def local_hub(
     host: str = "127.0.0.1",
     verbose: bool = False,
     startup_timeout: float = 30.0,
+    http: str = "auto",
     **app_kwargs,
 ) -> Iterator[str]:
     """Serve the repositories under ``root`` in a background thread; yield the endpoint URL.
 
     ``port=None`` picks a free port. With ``token``, every request must carry ``Authorization:
     Bearer <token>`` (the client sends ``HF_TOKEN``). Extra keyword arguments go to
-    :func:`hf_transfer_seg.localhub.app.create_app` (e.g. ``commits_page_size``).
+    :func:`hf_transfer_seg.localhub.app.create_app` (e.g. ``commits_page_size``, ``lfs_uploads``).
+    ``http`` picks uvicorn's HTTP parser ("auto", "httptools" or "h11").
     """
-    server = _make_server(root, token=token, verbose=verbose, **app_kwargs)
+    server = _make_server(root, token=token, verbose=verbose, http=http, **app_kwargs)
     sock = _bind(host, port or 0)
     url = endpoint_url(sock)
     failure: list[BaseException] = []
@@ -156,10 +161,11 @@ def serve(
     token: str | None = None,
     verbose: bool = False,
     announce: Callable[[str], None] | None = None,
+    http: str = "auto",
     **app_kwargs,
 ) -> int:
     """Serve in the foreground until SIGINT/SIGTERM; ``announce`` receives the URL once listening."""
-    server = _make_server(root, token=token, verbose=verbose, **app_kwargs)
+    server = _make_server(root, token=token, verbose=verbose, http=http, **app_kwargs)
     sock = _bind(host, port)
     url = endpoint_url(sock)
     if announce is None:
