@@ -7,6 +7,14 @@ the segments after it. Every route reads the whole request body before answering
 in Starlette's thread pool; commits stream their NDJSON body line by line, so a large upload is
 decoded and written as it arrives instead of being held in memory several times.
 
+Uploads: preupload answers uploadMode "regular" (bytes base64 inside the commit) by default. With
+``lfs_uploads=True`` files of at least ``lfs_threshold`` bytes get "lfs": the client hashes them
+(sha256), asks ``/{repo}.git/info/lfs/objects/batch`` (basic transfer), PUTs the raw bytes to a
+signed URL on this server (stored as a git blob while they arrive: sha1, sha256 and the object are
+computed in one pass) and commits an ``lfsFile`` line. Off by default because huggingface_hub sends
+every "lfs" file through Xet whenever ``hf_xet`` is importable and ``HF_HUB_DISABLE_XET`` is unset,
+whatever the server says, and this server does not speak Xet.
+
 Errors carry ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``) and
 ``X-Error-Message`` headers plus a JSON ``{"error": ...}`` body, which the client turns into its
 typed exceptions.
