@@ -223,6 +223,20 @@ def test_default_server_keeps_every_file_regular(hub_endpoint, repo_id):
     assert files[0]["uploadMode"] == "regular"
 
 
+def test_a_xet_client_gets_a_clear_error(lfs_hub, repo_id, monkeypatch):
+    """With lfs_uploads, a client with Xet on asks for a Xet token: it is told what to change."""
+    endpoint, _ = lfs_hub
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", False)
+    api = HfApi(endpoint=endpoint)
+    api.create_repo(repo_id)
+    with pytest.raises(Exception) as caught:
+        api.upload_file(path_or_fileobj=os.urandom(MB), path_in_repo="w.bin", repo_id=repo_id)
+    # hf_xet reports only the status of the token request; its body (and the server log) say what to do
+    assert "501" in str(caught.value) and "xet-write-token" in str(caught.value)
+    answer = httpx.get(f"{endpoint}/api/models/{repo_id}/xet-write-token/main")
+    assert answer.status_code == 501 and "HF_HUB_DISABLE_XET=1" in answer.json()["error"]
+
+
 def test_lfs_uploads_with_a_token(tmp_path, repo_id, no_xet):
     data = os.urandom(MB + 1)
     with local_hub(tmp_path / "root", token="s3cret", lfs_uploads=True) as endpoint:

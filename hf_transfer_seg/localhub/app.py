@@ -272,6 +272,16 @@ class HubApp:
                 if action == "paths-info":
                     need("POST")
                     return self.paths_info, (repo_type, repo_id, joined or "main")
+                if action in ("xet-write-token", "xet-read-token"):
+                    # hf_xet makes this request itself and shows only the status: say it in the log too
+                    log.warning("local hub: a client asked for a Xet token (%s); it needs HF_HUB_DISABLE_XET=1 "
+                                "when the server runs with lfs_uploads=True", repo_id)
+                    raise HTTPError(
+                        501,
+                        "the local hub does not speak Xet. It answered uploadMode 'lfs' because it runs with "
+                        "lfs_uploads=True, which needs clients with Xet off: set HF_HUB_DISABLE_XET=1 in the "
+                        "client, or serve without lfs_uploads (uploads then go inline, base64 in the commit)",
+                    )
                 if action == "auth-check":
                     need("GET", "HEAD")
                     return self.auth_check, (repo_type, repo_id)
