@@ -33,6 +33,13 @@ def add_parser(subparsers) -> None:
         help=f"require 'Authorization: Bearer TOKEN' on every request (default: ${TOKEN_ENV} if set, else open). "
         "Clients send it from HF_TOKEN.",
     )
+    serve.add_argument(
+        "--lfs-uploads",
+        action="store_true",
+        help="answer files of 1 MiB or more with LFS uploads (raw bytes instead of base64: about 4x faster for "
+        "large checkpoints). Clients must then set HF_HUB_DISABLE_XET=1: huggingface_hub sends every LFS file "
+        "through Xet whenever hf_xet is installed, which this server does not speak.",
+    )
     serve.add_argument("--access-log", action="store_true", help="log every request (also with -v)")
     serve.set_defaults(func=_serve)
     parser.set_defaults(func=lambda args: _usage(parser))
@@ -57,4 +64,5 @@ def _serve(args: argparse.Namespace) -> int:
         port=args.port,
         token=token,
         verbose=bool(getattr(args, "verbose", False) or args.access_log),
+        lfs_uploads=args.lfs_uploads,
     )
