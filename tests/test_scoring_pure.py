@@ -10,7 +10,7 @@ import torch
 from hf_transfer_seg.errors import ConfigError
 from hf_transfer_seg.scoring import HEADLINE, derangement, grid_configs, parse_config, robustness_values
 from hf_transfer_seg.scoring.grid import PairDistanceAccumulator, bootstrap_weights, grid_scores
-from hf_transfer_seg.scoring.robustness import cycle_order
+from hf_transfer_seg.scoring.robustness import cycle_order, row_distance
 
 
 def _orthogonal_rows(m: int, d: int) -> torch.Tensor:
@@ -199,3 +199,34 @@ def test_bootstrap_interval_shrinks_with_more_images():
         return float(high - low)
 
     assert width(400) < width(25) / 2
+
+
+def test_grid_stays_accurate_for_near_identical_views_of_large_maps():
+    # Positive pairs of real scoring are nearly identical: distances ~1e-4 of the feature scale.
+    g = torch.Generator().manual_seed(4)
+    q = torch.relu(torch.randn(6, 64, 60, 60, generator=g)) + 0.5  # large D, a mean well above zero
+    k = q + 1e-2 * torch.randn(q.shape, generator=g)
+    neg = torch.roll(torch.arange(6), -1)
+    acc = PairDistanceAccumulator(neg)
+    acc.add_stacked([torch.cat([q, k])])
+    for distance in ("cosine", "l2", "inv_pearson"):
+        di = ("cosine", "l2", "inv_pearson").index(distance)
+        ref_pos = row_distance(q.flatten(1).double(), k.flatten(1).double(), distance)
+        ref_neg = row_distance(q.flatten(1).double(), k[neg].flatten(1).double(), distance)
+        got_pos, got_neg = acc.positive[0, 0, di], acc.negative_d[0, 0, di]
+        assert torch.allclose(got_pos, ref_pos, rtol=2e-3, atol=0), (distance, got_pos, ref_pos)
+        assert torch.allclose(got_neg, ref_neg, rtol=1e-4, atol=1e-6), distance
+
+
+def test_grid_matches_reference_on_dead_and_constant_feature_maps():
+    zeros = torch.zeros(4, 3, 2, 2)
+    const = torch.full((4, 3, 2, 2), 2.0)
+    neg = torch.roll(torch.arange(4), 1)
+    acc = PairDistanceAccumulator(neg)
+    acc.add([zeros, const], [zeros.clone(), const.clone()])
+    distances = acc.result()
+    for config in grid_configs(2):
+        li = 2 + config.level
+        maps = [zeros, const][li]
+        expected = robustness_values(maps, maps.clone(), neg, distance=config.distance, margin=config.margin, pooled=config.pooled)
+        assert torch.allclose(distances.values(config).float(), expected, atol=1e-6), config.name

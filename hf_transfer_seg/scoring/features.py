@@ -97,7 +97,7 @@ def pair_distances(
                         f"the encoder's features are NaN/Inf at level {i - len(levels)} (images {start}..{start + b - 1}); "
                         "the checkpoint is unusable for scoring (diverged training or broken weights)"
                     )
-            acc.add([f[:b] for f in levels], [f[b:] for f in levels])
+            acc.add_stacked(levels)  # [view1; view2] rows, as the forward pass produced them
             bar.update(b)
     bar.close()
     return acc.result()

@@ -16,6 +16,12 @@ not grow with the number of images, every pair is exact (full float32 features, 
 no second pass), and the distances do not depend on the batch size beyond floating-point rounding.
 For any other order the accumulator stays exact, it only keeps more.
 
+Per level, one Gram matrix of the batch's [view 1; view 2] rows (a single GEMM over features the
+forward pass already laid out contiguously) gives every dot product and squared norm: cosine,
+Pearson (from moments about the mean) and the negative l2 follow from it; the positive l2 is taken
+from the differences, which stay exact for near-identical views. The grid adds a few memory passes
+over the features, not a second set of forward passes.
+
 Margins cost nothing: ``r = max(0, d_pos - d_neg + m)`` is applied to the stored per-image
 distances for all margins at the end.
 """
@@ -27,7 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from hf_transfer_seg.scoring.configs import ScoreConfig, grid_configs
-from hf_transfer_seg.scoring.robustness import DISTANCES, MARGINS, row_distance
+from hf_transfer_seg.scoring.robustness import DISTANCES, MARGINS
 
 POOLING = (False, True)
 
@@ -37,13 +43,66 @@ def _rows(maps: torch.Tensor, pooled: bool) -> torch.Tensor:
     return rows.float()
 
 
-def _all_distances(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """``[2, 3, N]``: (flat, pooled) x (cosine, l2, inv_pearson) distances of matching rows of two map batches."""
-    out = []
-    for pooled in POOLING:
-        qr, kr = _rows(q, pooled), _rows(k, pooled)
-        out.append(torch.stack([row_distance(qr, kr, d) for d in DISTANCES]))
-    return torch.stack(out)
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Row-wise dot products in float64 (used for the few pairs that span two batches)."""
+    return (a.double() * b.double()).sum(dim=1)
+
+
+def _distances(sxy, s1a, s1b, s2a, s2b, n: int, diff: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """``[3, N]`` (cosine, l2, inv_pearson) distances, as :func:`row_distance` defines them, from row moments.
+
+    ``sxy`` = x.y, ``s1`` = row sums, ``s2`` = squared norms (float64). Without ``diff``: cosine
+    = 1 - x.y / (|x||y|), Pearson from the moments about the mean, l2 = (|x|^2 + |y|^2 - 2 x.y) / D.
+    Those cancel when x and y are nearly identical (the positive pairs: two colour jitters of one
+    image), so there ``diff`` = (|x - y|^2, sum(x - y)), taken from the difference itself, gives
+    l2 = |x - y|^2 / D, 1 - cos = (|x - y|^2 - (|x| - |y|)^2) / (2 |x| |y|), and the same for the
+    centred vectors: every term stays accurate relative to the (small) distance.
+    """
+    eps = 1e-8
+    norm_a, norm_b = s2a.clamp_min(0.0).sqrt(), s2b.clamp_min(0.0).sqrt()
+    var_a = (s2a - s1a * s1a / n).clamp_min(0.0)
+    var_b = (s2b - s1b * s1b / n).clamp_min(0.0)
+    sd_a, sd_b = var_a.sqrt(), var_b.sqrt()
+    if diff is None:
+        cosine = 1.0 - sxy / (norm_a.clamp_min(eps) * norm_b.clamp_min(eps))
+        pearson = (sxy - s1a * s1b / n) / (sd_a.clamp_min(eps) * sd_b.clamp_min(eps))
+        inv_pearson = 1.0 - pearson
+        l2 = (s2a + s2b - 2.0 * sxy).clamp_min(0.0) / n
+    else:
+        d2, d1 = diff
+        l2 = d2 / n
+        cosine = (d2 - (norm_a - norm_b) ** 2) / (2.0 * norm_a.clamp_min(eps) * norm_b.clamp_min(eps))
+        cosine = torch.where((norm_a < eps) | (norm_b < eps), torch.ones_like(cosine), cosine)
+        centred_d2 = (d2 - d1 * d1 / n).clamp_min(0.0)
+        inv_pearson = (centred_d2 - (sd_a - sd_b) ** 2) / (2.0 * sd_a.clamp_min(eps) * sd_b.clamp_min(eps))
+        inv_pearson = torch.where((sd_a < eps) | (sd_b < eps), torch.ones_like(inv_pearson), inv_pearson)
+    return torch.stack([cosine, l2, inv_pearson])
+
+
+def _pair_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Distances ``[3, N]`` of a few negative pairs that span two batches (rows ``[N, D]``)."""
+    return _distances(_dot(x, y), x.sum(1).double(), y.sum(1).double(), _dot(x, x), _dot(y, y), x.shape[1])
+
+
+def _level_distances(z: torch.Tensor, b: int, neg_in_batch: torch.Tensor, neg_key: torch.Tensor):
+    """Positive and in-batch negative distances of one level from ``z`` = rows of [queries; keys] ``[2B, D]``.
+
+    One Gram matrix ``z z^T`` gives every dot product and squared norm of the batch in one pass over
+    the features; the positive l2 comes from the differences. Returns ``([3, B], [3, len(neg_in_batch)])``.
+    """
+    n = z.shape[1]
+    gram = (z @ z.T).double()
+    s1 = z.sum(dim=1).double()
+    s2 = gram.diagonal()
+    q = torch.arange(b, device=z.device)
+    diff = z[:b] - z[b:]
+    d2 = torch.linalg.vector_norm(diff, dim=1).double().square()
+    d1 = diff.sum(dim=1).double()
+    del diff
+    positive = _distances(gram[q, q + b], s1[:b], s1[b:], s2[:b], s2[b:], n, diff=(d2, d1))
+    qi, kj = neg_in_batch.to(z.device), (neg_key + b).to(z.device)
+    negative = _distances(gram[qi, kj], s1[qi], s1[kj], s2[qi], s2[kj], n)
+    return positive, negative
 
 
 @dataclass
@@ -95,9 +154,18 @@ class PairDistanceAccumulator:
 
     def add(self, queries: list[torch.Tensor], keys: list[torch.Tensor]) -> None:
         """Features ``[B, C, H, W]`` per level (shallow to deep) of the next ``B`` images, both views."""
+        self.add_stacked([torch.cat([q, k]) for q, k in zip(queries, keys)])
+
+    def add_stacked(self, levels: list[torch.Tensor]) -> None:
+        """Features ``[2B, C, H, W]`` per level of the next ``B`` images: view 1 rows, then view 2 rows.
+
+        This is the layout of one forward pass over ``cat([view1, view2])``: no copy is needed.
+        """
         if self.positive is None:
-            self._init(len(queries))
-        b = queries[0].shape[0]
+            self._init(len(levels))
+        b = levels[0].shape[0] // 2
+        queries = [f[:b] for f in levels]
+        keys = [f[b:] for f in levels]
         start, end = self.next, self.next + b
         if end > self.m:
             raise ValueError(f"got features for {end} images but the plan has {self.m}")
@@ -107,25 +175,22 @@ class PairDistanceAccumulator:
         waiting = [t for t in range(b) if not in_batch[t] and not kept[t]]
         arrived = [n for n in self.pending if start <= n < end]
 
-        for li, (q, k) in enumerate(zip(queries, keys)):
-            self.positive[li, :, :, start:end] = _all_distances(q, k).double().cpu()
-            q_sel, k_sel, where = [], [], []
-            idx = torch.nonzero(in_batch).flatten()
-            if idx.numel():
-                q_sel.append(q[idx])
-                k_sel.append(k[negs[idx] - start])
-                where.extend((start + idx).tolist())
-            idx = torch.nonzero(kept).flatten()
-            if idx.numel():
-                q_sel.append(q[idx])
-                k_sel.append(torch.stack([self.kept_keys[int(negs[t])][li] for t in idx.tolist()]).to(k.device))
-                where.extend((start + idx).tolist())
-            if arrived:
-                q_sel.append(torch.stack([self.pending[n][1][li] for n in arrived]).to(q.device))
-                k_sel.append(k[torch.tensor(arrived, device=k.device) - start])
-                where.extend(self.pending[n][0] for n in arrived)
-            if where:
-                self.negative_d[li, :, :, torch.tensor(where)] = _all_distances(torch.cat(q_sel), torch.cat(k_sel)).double().cpu()
+        idx_batch = torch.nonzero(in_batch).flatten()
+        idx_kept = torch.nonzero(kept).flatten()
+        for li, f in enumerate(levels):
+            for pi, pooled in enumerate(POOLING):
+                z = _rows(f, pooled)
+                positive, negative = _level_distances(z, b, idx_batch, negs[idx_batch] - start)
+                self.positive[li, pi, :, start:end] = positive.cpu()
+                self.negative_d[li, pi, :, start + idx_batch] = negative.cpu()
+                if idx_kept.numel():
+                    held = torch.stack([self.kept_keys[int(negs[t])][li] for t in idx_kept.tolist()]).to(f.device)
+                    d = _pair_distances(z[idx_kept.to(f.device)], _rows(held, pooled))
+                    self.negative_d[li, pi, :, start + idx_kept] = d.cpu()
+                if arrived:
+                    held = torch.stack([self.pending[n][1][li] for n in arrived]).to(f.device)
+                    d = _pair_distances(_rows(held, pooled), z[b + torch.tensor(arrived, device=f.device) - start])
+                    self.negative_d[li, pi, :, torch.tensor([self.pending[n][0] for n in arrived])] = d.cpu()
 
         for n in arrived:
             del self.pending[n]

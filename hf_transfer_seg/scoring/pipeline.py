@@ -7,7 +7,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
-from huggingface_hub.errors import RepositoryNotFoundError
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
 from hf_transfer_seg.data.unlabelled import resolve_target
 from hf_transfer_seg.errors import HubError
@@ -19,6 +19,20 @@ from hf_transfer_seg.scoring.runner import default_device, distributed_state, sc
 from hf_transfer_seg.scoring.scorer import RevisionScore
 
 log = logging.getLogger(__name__)
+
+
+def _check_write_access(repo_id: str) -> None:
+    """Fail before hours of scoring when the token cannot write the cards.
+
+    ``check_write_access`` creates and deletes one shared scratch branch; when another scorer deletes it
+    between our create and delete, our delete answers 404 although we could write: that is a pass.
+    """
+    try:
+        check_write_access(repo_id)
+    except HfHubHTTPError as exc:
+        if getattr(getattr(exc, "response", None), "status_code", None) != 404:
+            raise
+        log.debug("scratch branch of the write check was removed by a concurrent writer; write access confirmed")
 
 
 @dataclass
@@ -64,7 +78,7 @@ def run_score(
     except RepositoryNotFoundError as exc:
         raise HubError(f"repository {repo_id} not found ({redact(exc)}); check --repo-id and HF_ENDPOINT / HF_TOKEN") from exc
     if write and is_main:
-        check_write_access(repo_id)
+        _check_write_access(repo_id)
     plan = build_plan(
         resolve_target(target, split=split, image_column=image_column, synthetic=target_synthetic),
         num_images=num_images,

@@ -5,6 +5,9 @@ From ``torch.Generator().manual_seed(seed)``, in this order: the subset of targe
 and view 2, and the bootstrap resampling weights. The images are then fed in the order that walks
 the derangement's cycles (see ``grid.py``). Scoring several revisions with one plan is the common
 random numbers design: differences between revisions are not differences between random views.
+
+Both views are kept in memory as float32 (``2 x M x 3 x S x S``: 300 MB for 256 images at 224 px), so
+jitter runs once per score, not once per revision; only the per-checkpoint normalisation is redone.
 """
 
 from __future__ import annotations
