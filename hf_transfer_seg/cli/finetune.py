@@ -126,13 +126,16 @@ def run_finetune(args: argparse.Namespace) -> int:
         save_segmentation_model(result.model, out / "model")
         (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
     m = result.metrics
+
+    def f(value, digits=4):
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
     print(
-        f"\n{result.target['key']}: Dice {m['dice_mean']:.4f}  IoU {m['iou_mean']:.4f}  HD95 "
-        f"{m['hd95_mean'] if m['hd95_mean'] is not None else float('nan'):.2f} px  "
+        f"\n{result.target['key']}: Dice {f(m['dice_mean'])}  IoU {f(m['iou_mean'])}  HD95 {f(m['hd95_mean'], 2)} px  "
         f"({m['num_images']} validation images; {result.train_images_per_second:.1f} train images/s)"
     )
     for name, row in m["per_class"].items():
-        print(f"  {name:>20}: Dice {row['dice'] if row['dice'] is not None else float('nan'):.4f}")
+        print(f"  {name:>20}: Dice {f(row['dice'])}  IoU {f(row['iou'])}")
     if seg:
         print(f"pushed {seg['repo']}@{seg['revision']} ({seg['sha'][:10]}); load it with "
               f"hf_transfer_seg.finetune.load_segmentation_model({seg['repo']!r}" + (f", revision={seg['revision']!r})" if seg["revision"] != "main" else ")"))

@@ -3,6 +3,8 @@
 segmentation_models_pytorch's ``DiceLoss(mode="multiclass")`` is exactly that: softmax
 probabilities, Dice per class with sums over batch *and* pixels, averaged over classes. Binary
 targets are two-class problems here (background + foreground softmax), so background counts too.
+One detail of smp's implementation: a class with no pixel in the whole batch contributes 0 (its Dice
+is undefined there) instead of penalising any probability given to it.
 """
 
 from __future__ import annotations
