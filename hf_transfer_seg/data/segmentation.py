@@ -153,7 +153,7 @@ def label_mapping(values: set[int], num_classes: int | None) -> tuple[int, dict[
             raise DataError(f"mask values {sorted(values)[:10]} include negative numbers; masks must hold class indices >= 0")
         else:
             num_classes = max(values) + 1
-            if num_classes > 256:
+            if num_classes > 256 or (num_classes > 32 and len(values) < num_classes / 4):
                 raise DataError(
                     f"mask values go up to {max(values)}; that is not a class index set. Masks must hold class "
                     "indices 0..K-1 (or 0/255 for binary masks); pass --num-classes to check them."
@@ -422,7 +422,7 @@ def load_hub_target(
     try:
         ds = datasets.load_dataset(dataset_id, split=split, revision=revision)
     except Exception as exc:  # noqa: BLE001 - say which dataset and how to fix
-        from hf_transfer_seg.hub import redact
+        from hf_transfer_seg.hub.redact import redact
 
         raise DataError(
             f"cannot load dataset {dataset_id!r} (split {split!r}): {redact(exc)}. Check the id, the split "

@@ -166,7 +166,7 @@ def segmentation_card(result, repo_id: str, *, revision: str | None = None) -> M
     set_namespace(data, "split", result.split)
     set_namespace(data, "synthetic", bool(target.get("synthetic")))
     set_namespace(data, "code_version", __version__)
-    from hf_transfer_seg.hub import redact
+    from hf_transfer_seg.hub.redact import redact
 
     endpoint = redact(_endpoint())
     return render_card(

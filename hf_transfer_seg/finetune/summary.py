@@ -43,7 +43,8 @@ def summary_entry(df, key: str) -> dict[str, Any]:
         "best_revision": best["revision"] if best else None,
         "best_sha": best["sha"] if best else None,
         "best_dice": best["dice_mean"] if best else None,
-        "synthetic": bool(df["synthetic"].any()) if "synthetic" in df else None,
+        "synthetic": bool(df["target_synthetic"].fillna(False).any()) if "target_synthetic" in df else None,
+        "pretraining_synthetic": bool(df["pretrain_synthetic"].fillna(False).any()) if "pretrain_synthetic" in df else None,
     }
 
 
@@ -59,8 +60,9 @@ def main_section(summary: dict[str, Any]) -> str:
     lines = ["## Downstream segmentation", "",
              "Dice of U-Nets fine-tuned from each checkpoint revision (mean ± std over seeds, validation split)."]
     for key, entry in sorted(summary.items()):
-        lines += ["", f"### Target `{key}` ({'frozen' if entry.get('frozen') else 'fine-tuned'} encoder, "
-                  f"{'SYNTHETIC' if entry.get('synthetic') else 'real'} data)", "",
+        pre = {True: "SYNTHETIC", False: "real"}.get(entry.get("pretraining_synthetic"), "not recorded")
+        lines += ["", f"### Target `{key}` ({'frozen' if entry.get('frozen') else 'fine-tuned'} encoder)", "",
+                  f"Target data: {'SYNTHETIC' if entry.get('synthetic') else 'real'}; pretraining data: {pre}.", "",
                   "| revision | epoch | Dice | ± | commit |", "|---|---|---|---|---|"]
         for r in entry.get("rows") or []:
             dice = "n/a" if r.get("dice_mean") is None else f"{r['dice_mean']:.4f}"

@@ -24,7 +24,7 @@ REQUIRED = ("series", "epoch", "dice")
 LOWER_IS_BETTER_PREFIXES = ("robustness", "score")
 LOWER_IS_BETTER_WORDS = ("loss", "error", "hd95")
 # columns a card-built table carries that are not predictors
-NOT_PREDICTORS = {"dice_std", "num_seeds", "synthetic", "revision", "sha"}
+NOT_PREDICTORS = {"dice_std", "num_seeds", "pretrain_synthetic", "target_synthetic", "synthetic", "revision", "sha"}
 
 
 def lower_is_better(name: str, *, lower: Iterable[str] = (), higher: Iterable[str] = ()) -> bool:
@@ -104,7 +104,8 @@ def rows_from_card(data, *, series: str, revision: str, epoch: float, sha: str, 
     row["dice_std"] = _finite(down.get("dice_std"))
     training = ours.get("training") or {}
     row["imagenet_top1"] = _finite(training.get("imagenet_top1"))
-    row["synthetic"] = bool(training.get("synthetic")) or bool(down.get("synthetic"))
+    row["pretrain_synthetic"] = training.get("synthetic") if "synthetic" in training else None
+    row["target_synthetic"] = down.get("synthetic") if "synthetic" in down else None
     for config, entry in ((ours.get("robustness") or {}).get(score_key or target_key) or {}).items():
         if isinstance(entry, dict) and str(entry.get("status", "ok")).lower() in ("ok", "done", "complete", "completed"):
             row[f"robustness:{config}"] = _finite(entry.get("score"))
@@ -132,5 +133,4 @@ def table_from_cards(repo_ids: list[str], target_key: str, *, frozen: bool = Fal
     if not rows:
         raise DataError(f"no checkpoint revisions in {', '.join(repo_ids)}")
     df = pd.DataFrame(rows)
-    df["synthetic"] = df["synthetic"].astype(bool)
     return check_table(df, "cards")

@@ -47,11 +47,16 @@ def _ci(ci: list[float] | None, fmt: str = "+.2f") -> str:
     return f" [{format(ci[0], fmt)}, {format(ci[1], fmt)}]" if ci else ""
 
 
-def markdown(analysis: dict[str, Any], *, title: str, source: str, primary: str | None, why: str, plots: dict[str, str], synthetic: bool | None) -> str:
+def _data_words(flag: bool | None) -> str:
+    return {True: "SYNTHETIC", False: "real"}.get(flag, "not recorded")
+
+
+def markdown(analysis: dict[str, Any], *, title: str, source: str, primary: str | None, why: str, plots: dict[str, str], synthetic: dict[str, bool | None]) -> str:
     preds = analysis["predictors"]
     lines = [f"# {title}", "", f"Source: {source}. {analysis['n_series']} series, {analysis['n_rows']} checkpoints with a Dice value."]
-    if synthetic is not None:
-        lines.append(f"Data: **{'SYNTHETIC' if synthetic else 'real'}** (as recorded in the cards).")
+    if any(v is not None for v in synthetic.values()):
+        lines.append(f"Pretraining data: **{_data_words(synthetic.get('pretraining'))}**; target data: "
+                     f"**{_data_words(synthetic.get('target'))}** (as recorded in the cards).")
     lines += ["", "## Verdict", ""]
     if not preds:
         lines.append("No predictor columns: nothing to test.")
@@ -113,7 +118,7 @@ def write_report(
     primary, why = primary_predictor(analysis, predictor)
     rho = analysis["predictors"].get(primary, {}).get("mean_spearman") if primary else None
     plots = make_plots(df, primary, output, spearman=rho)
-    synthetic = bool(df["synthetic"].any()) if "synthetic" in df else None
+    synthetic = {"pretraining": _any_flag(df, "pretrain_synthetic"), "target": _any_flag(df, "target_synthetic")}
     report = {
         "source": source,
         "code_version": __version__,
@@ -128,6 +133,14 @@ def write_report(
     (output / "report.md").write_text(markdown(analysis, title=title, source=source, primary=primary, why=why, plots=plots, synthetic=synthetic))
     df.to_csv(output / "table.csv", index=False)
     return report
+
+
+def _any_flag(df: pd.DataFrame, column: str) -> bool | None:
+    """True if any row is flagged, False if all known rows are not, None if nothing is recorded."""
+    if column not in df:
+        return None
+    known = [bool(v) for v in df[column] if v is not None and v == v]
+    return any(known) if known else None
 
 
 def _json_default(value: Any) -> Any:
