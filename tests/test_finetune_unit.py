@@ -301,6 +301,11 @@ def test_frozen_encoder_is_really_frozen(checkpoint):
     unfrozen = build_model(checkpoint, 2)
     unfrozen.train()
     assert unfrozen.unet.encoder.training
+    quirk = build_model(checkpoint, 2, freeze_encoder=True, frozen_batchnorm_train=True)  # the paper's frozen runs
+    quirk.train()
+    assert quirk.unet.encoder.training and not any(p.requires_grad for p in quirk.unet.encoder.parameters())
+    quirk.eval()
+    assert not quirk.unet.encoder.training
 
 
 def test_unet_refuses_single_scale_encoders():

@@ -27,6 +27,8 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split (kept fixed across seeds and revisions)")
     r = p.add_argument_group("recipe (paper defaults)")
     r.add_argument("--freeze-encoder", action="store_true", help="train the decoder only (encoder weights and BatchNorm statistics fixed)")
+    r.add_argument("--frozen-batchnorm-train", action="store_true",
+                   help="with --freeze-encoder, leave the encoder's BatchNorm in train mode (reproduces the paper's runs)")
     r.add_argument("--epochs", type=int, default=150)
     r.add_argument("--batch-size", type=int, default=24)
     r.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (poly(0.9) decay per step)")
@@ -49,7 +51,7 @@ def _config(args: argparse.Namespace, **overrides):
         target=args.target, target_key=args.target_key, num_classes=args.num_classes, mask_dir=args.mask_dir,
         fov_dir=args.fov_dir, split=args.split, image_column=args.image_column, mask_column=args.mask_column,
         resize_longest=args.resize_longest, limit=args.limit, val_fraction=args.val_fraction, split_seed=args.split_seed,
-        freeze_encoder=args.freeze_encoder, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        freeze_encoder=args.freeze_encoder, frozen_batchnorm_train=args.frozen_batchnorm_train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, loss=args.loss, image_size=args.image_size,
         crops_per_image=args.crops_per_image, augment=not args.no_augment, eval_every=args.eval_every,
         num_workers=args.num_workers, mixed_precision=args.mixed_precision, **overrides,

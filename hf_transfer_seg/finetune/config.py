@@ -29,6 +29,7 @@ class FinetuneConfig:
     split_seed: int = 0  # fixed across training seeds and revisions so that runs compare on the same images
     # recipe (paper defaults)
     freeze_encoder: bool = False
+    frozen_batchnorm_train: bool = False  # the paper's quirk: BatchNorm of a frozen encoder left in train mode
     epochs: int = 150
     batch_size: int = 24
     lr: float = 0.05
@@ -79,6 +80,7 @@ class FinetuneConfig:
             "batch_size": self.batch_size,
             "image_size": self.image_size,
             "frozen": self.freeze_encoder,
+            **({"frozen_batchnorm_train": True} if self.freeze_encoder and self.frozen_batchnorm_train else {}),
             "augment": self.augment,
             "resize_longest": self.resize_longest,
             "val_fraction": self.val_fraction,

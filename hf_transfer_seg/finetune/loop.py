@@ -173,7 +173,7 @@ def finetune(config: FinetuneConfig, *, target: SegTarget | None = None, progres
     set_seed(config.seed)
     model = build_model(
         encoder["folder"], target.num_classes, decoder_channels=config.decoder_channels,
-        freeze_encoder=config.freeze_encoder,
+        freeze_encoder=config.freeze_encoder, frozen_batchnorm_train=config.frozen_batchnorm_train,
     )
     model.config.update(
         image_size=config.image_size, eval_overlap=config.eval_overlap, class_names=target.class_names,

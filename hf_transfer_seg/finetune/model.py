@@ -76,6 +76,7 @@ class SegmentationModel(torch.nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.config: dict[str, Any] = dict(config or {})
         self.frozen_encoder = False
+        self.frozen_batchnorm_train = False
         if frozen_encoder:
             self.freeze_encoder()
 
@@ -87,16 +88,21 @@ class SegmentationModel(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.unet((x - self.mean) / self.std)
 
-    def freeze_encoder(self) -> None:
-        """No gradients for the encoder and its BatchNorm statistics fixed (eval mode, kept by :meth:`train`)."""
+    def freeze_encoder(self, *, batchnorm_train: bool = False) -> None:
+        """No gradients for the encoder and its BatchNorm statistics fixed (eval mode, kept by :meth:`train`).
+
+        ``batchnorm_train=True`` reproduces the paper's frozen runs, whose BatchNorm layers stayed in
+        train mode (running statistics drift with the target data although no weight is trained).
+        """
         self.frozen_encoder = True
+        self.frozen_batchnorm_train = batchnorm_train
         for p in self.unet.encoder.parameters():
             p.requires_grad_(False)
-        self.unet.encoder.eval()
+        self.unet.encoder.train(self.training and batchnorm_train)
 
     def train(self, mode: bool = True) -> "SegmentationModel":
         super().train(mode)
-        if self.frozen_encoder:
+        if self.frozen_encoder and not self.frozen_batchnorm_train:
             self.unet.encoder.eval()
         return self
 
@@ -135,6 +141,7 @@ def build_model(
     architecture: str | None = None,
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
     freeze_encoder: bool = False,
+    frozen_batchnorm_train: bool = False,
 ) -> SegmentationModel:
     """U-Net with the encoder weights of a checkpoint folder (or random weights for ``architecture``)."""
     from hf_transfer_seg.models.checkpoint import load_encoder, normalization
@@ -156,5 +163,5 @@ def build_model(
     model.std.copy_(torch.tensor(std).view(1, -1, 1, 1))
     model.config.update(mean=list(mean), std=list(std))
     if freeze_encoder:
-        model.freeze_encoder()
+        model.freeze_encoder(batchnorm_train=frozen_batchnorm_train)
     return model
