@@ -268,3 +268,31 @@ def test_folder_with_a_corrupt_jpeg_trains_and_the_card_counts_it(tmp_path):
     training = get_namespace(card.data, "training")
     assert training["skipped_images"] == 1 and training["synthetic"] is False and training["dataset"] == str(root)
     assert "Real data" in card.text and training["num_classes"] == 2
+
+
+def test_streaming_hub_dataset_detects_columns_splits_and_size(hub_endpoint, repo_id, tmp_path):
+    import datasets
+
+    rng = np.random.default_rng(1)
+    features = datasets.Features({"jpg": datasets.Image(), "cls": datasets.ClassLabel(names=["x", "y", "z"])})
+    (tmp_path / "ds" / "data").mkdir(parents=True)
+    for split, n in (("train", 24), ("validation", 6)):
+        images = [Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)) for _ in range(n)]
+        datasets.Dataset.from_dict({"jpg": images, "cls": [i % 3 for i in range(n)]}, features=features).to_parquet(
+            str(tmp_path / "ds" / "data" / f"{split}-00000-of-00001.parquet")
+        )
+    # split sizes in the dataset card, as ImageNet's has them: streaming needs them to know the epoch length
+    (tmp_path / "ds" / "README.md").write_text(
+        "---\ndataset_info:\n  splits:\n  - name: train\n    num_examples: 24\n  - name: validation\n    num_examples: 6\n---\n"
+    )
+    api = HfApi()
+    api.create_repo(repo_id, repo_type="dataset")
+    api.upload_folder(folder_path=tmp_path / "ds", repo_id=repo_id, repo_type="dataset")
+    done = cli(
+        "pretrain", "--encoder", "test_resnet", "--image-size", "32", "--batch-size", "4", "--lr", "1e-3",
+        "--num-workers", "0", "--epochs", "1", "--dataset", repo_id, "--streaming", "--output-dir", str(tmp_path / "out"),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "3 classes" in done.stderr and "6 steps/epoch" in done.stderr  # ClassLabel column, 24 // 4 from the split info
+    training = get_namespace(ModelCard.load(tmp_path / "out" / "pending" / "epoch-0001" / "README.md").data, "training")
+    assert training["dataset"] == repo_id and training["synthetic"] is False and training["imagenet_top1"] is not None

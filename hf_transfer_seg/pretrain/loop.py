@@ -45,6 +45,14 @@ class PretrainResult:
     finished: bool = False
     stopped_early: str | None = None
     exit_code: int = 0
+    images_trained: int = 0  # by this run (all processes)
+    loop_seconds: float = 0.0  # the training loop, checkpoints included (not start-up, not the final push wait)
+    checkpoint_seconds: float = 0.0  # of which evaluating, writing and saving checkpoints
+
+    @property
+    def images_per_second(self) -> float:
+        train = self.loop_seconds - self.checkpoint_seconds
+        return self.images_trained / train if train > 0 else 0.0
 
 
 def _make_accelerator(config: PretrainConfig):
@@ -122,6 +130,27 @@ def _loaders(config: PretrainConfig, data, micro: int, accelerator):
     return train, val, None
 
 
+def _build_data(config: PretrainConfig, accelerator):
+    return build_classification_data(
+        config.dataset,
+        image_size=config.image_size,
+        train_transform=recipes.train_transform(config),
+        val_transform=recipes.val_transform(config),
+        seed=config.seed,
+        num_classes=config.num_classes,
+        train_size=config.train_size,
+        val_size=config.val_size,
+        config_name=config.dataset_config,
+        train_split=config.train_split,
+        val_split=config.val_split,
+        image_column=config.image_column,
+        label_column=config.label_column,
+        streaming=config.streaming,
+        process_index=accelerator.process_index,
+        num_processes=accelerator.num_processes,
+    )
+
+
 @torch.no_grad()
 def evaluate(model, loader, accelerator, *, streaming: bool, channels_last: bool) -> tuple[float | None, float | None]:
     """Top-1 and top-5 accuracy (percent) over the whole validation set, all processes together."""
@@ -188,24 +217,8 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
         raise ConfigError(f"cannot push checkpoints to {config.repo_id}: {problem}")
 
     # ---- data, model, optimisation
-    data = build_classification_data(
-        config.dataset,
-        image_size=config.image_size,
-        train_transform=recipes.train_transform(config),
-        val_transform=recipes.val_transform(config),
-        seed=config.seed,
-        num_classes=config.num_classes,
-        train_size=config.train_size,
-        val_size=config.val_size,
-        config_name=config.dataset_config,
-        train_split=config.train_split,
-        val_split=config.val_split,
-        image_column=config.image_column,
-        label_column=config.label_column,
-        streaming=config.streaming,
-        process_index=accelerator.process_index,
-        num_processes=world,
-    )
+    with accelerator.main_process_first():  # one process downloads/prepares a Hub dataset, the others reuse the cache
+        data = _build_data(config, accelerator)
     for note in data.notes:
         log.warning(note)
     model = recipes.create_model(config, data.num_classes)
@@ -351,6 +364,8 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
 
     scheduler.step_update(state.global_step)
     model.train()
+    images_at_start = state.images_seen
+    loop_started = time.perf_counter()
     progress = tqdm(total=schedule.total_steps, initial=state.global_step, disable=not main, desc="pretrain", unit="step")
     stop = False
     with states.StopSignals() as signals:
@@ -396,7 +411,9 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
                 if main and config.log_every and state.global_step % config.log_every == 0:
                     progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
                 if state.global_step in schedule.checkpoint_steps:
+                    tick = time.perf_counter()
                     stop, reason = checkpoint(state.global_step)
+                    result.checkpoint_seconds += time.perf_counter() - tick
                     if stop:
                         result.stopped_early = reason
                         log.warning("stopping after %s: %s", revision_name(schedule.checkpoint_steps[state.global_step]), reason)
@@ -415,6 +432,13 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
             if not stop and state.global_step < schedule.total_steps:  # the epoch's data is used up
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
     progress.close()
+    result.loop_seconds = time.perf_counter() - loop_started
+    result.images_trained = state.images_seen - images_at_start
+    if main and result.images_trained:
+        log.info(
+            "trained on %d images in %.1fs (%.1f images/s; %.1fs of it in checkpoints)",
+            result.images_trained, result.loop_seconds, result.images_per_second, result.checkpoint_seconds,
+        )
 
     if not state.finished and not result.exit_code:
         state.finished = True
