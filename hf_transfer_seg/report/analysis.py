@@ -185,8 +185,8 @@ def analyse(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Correlations and selection rules for every predictor of ``df``; see the module docstring."""
-    df = df[df["dice"].notna()]
     predictors = predictors or predictor_columns(df)
+    df = df[df["dice"].notna()]
     lower, higher = list(lower), list(higher)
     result: dict[str, Any] = {
         "settings": {"tolerance": tolerance, "patience": patience, "bootstrap": n_boot, "seed": seed, "min_points": MIN_POINTS},
