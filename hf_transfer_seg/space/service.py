@@ -6,6 +6,7 @@ Kept free of Gradio so that tests, the benchmark and the UI call the very same c
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 import threading
 import time
@@ -72,6 +73,16 @@ class SegmentationService:
         if self.selection.serving is not None:
             self.segmenter(self.selection.serving)
 
+    def _prune_outputs(self, max_age_s: float = 600.0) -> None:
+        """Forget mask files older than ``max_age_s``: Gradio has copied them into its own cache by then."""
+        cutoff = time.time() - max_age_s
+        for folder in self._outputs.iterdir():
+            try:
+                if folder.stat().st_mtime < cutoff:
+                    shutil.rmtree(folder, ignore_errors=True)
+            except FileNotFoundError:  # pruned by a concurrent request
+                pass
+
     def read(self, path: str | Path | None) -> InputImage:
         return read_input_image(path, max_side=self.config.max_side, max_pixels=self.config.max_pixels)
 
@@ -83,6 +94,7 @@ class SegmentationService:
         start = time.perf_counter()
         mask = segmenter.predict(image.tensor)
         elapsed = time.perf_counter() - start
+        self._prune_outputs()
         out = Path(tempfile.mkdtemp(dir=self._outputs)) / "mask.png"
         write_mask_png(mask, out, segmenter.class_names)
         sel = self.selection

@@ -184,7 +184,8 @@ def build_blocks(service: SegmentationService, *, examples: list[Path], title: s
         )
         return blend(rgb, best.mask), blend(rgb, alt.mask), text
 
-    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+    # uploads and outputs older than an hour are deleted from Gradio's cache every 30 minutes
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
         gr.Markdown(header_markdown(sel), elem_classes=["hts-header"])
         if sel.notices:
             gr.Markdown("\n\n".join(f"⚠️ {redact(n)}" for n in sel.notices), elem_classes=["hts-notice"])
@@ -227,6 +228,7 @@ def build_blocks(service: SegmentationService, *, examples: list[Path], title: s
                     outputs=[overlay_out, mask_out, info_out],
                     api_name="segment",
                     concurrency_limit=1,
+                    concurrency_id="model",  # one forward at a time on a CPU Space
                 )
                 info_out.change(served_markdown, inputs=[info_out], outputs=[served_out], api_visibility="private", queue=False)
 
@@ -278,7 +280,7 @@ def build_blocks(service: SegmentationService, *, examples: list[Path], title: s
                     with gr.Row():
                         left = gr.Image(label=f"served: {serving.encoder_revision}", interactive=False, height=360, format="png")
                         right = gr.Image(label="other revision (chosen above)", interactive=False, height=360, format="png")
-                    cmp_run.click(compare, inputs=[cmp_in, choice], outputs=[left, right, cmp_text], api_name="compare", concurrency_limit=1)
+                    cmp_run.click(compare, inputs=[cmp_in, choice], outputs=[left, right, cmp_text], api_name="compare", concurrency_limit=1, concurrency_id="model")
 
             with gr.Tab("About", id="about"):
                 gr.Markdown(about_markdown(sel))
