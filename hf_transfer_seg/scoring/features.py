@@ -81,14 +81,16 @@ def pair_distances(
     std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
     acc = PairDistanceAccumulator(plan.negative)
     m = plan.num_images
+    # On an accelerator, move both views once per revision rather than once per batch.
+    view1, view2 = (plan.view1, plan.view2) if device.type == "cpu" else (plan.view1.to(device), plan.view2.to(device))
     bar = tqdm(total=m, desc=desc, unit="img", disable=not progress, leave=False)
     _autocast(device, precision)  # validates the name before any work
     with torch.inference_mode():
         for start in range(0, m, batch_size):
-            v1 = plan.view1[start : start + batch_size]
-            v2 = plan.view2[start : start + batch_size]
+            v1 = view1[start : start + batch_size]
+            v2 = view2[start : start + batch_size]
             b = v1.shape[0]
-            x = torch.cat([v1, v2]).to(device, non_blocking=True)
+            x = torch.cat([v1, v2]).to(device)
             with _autocast(device, precision):
                 levels = feature_levels(model, (x - mean_t) / std_t)
             for i, f in enumerate(levels):
