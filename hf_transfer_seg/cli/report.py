@@ -59,6 +59,19 @@ def run(args: argparse.Namespace) -> int:
         higher=_names(args.higher_is_better), tolerance=args.tolerance, patience=args.patience, n_boot=args.bootstrap, seed=args.seed,
     )
     print(f"wrote {args.output}/report.md and report.json ({report['n_series']} series, {report['n_rows']} checkpoints with Dice)")
-    for name, p in report["predictors"].items():
-        print(f"  {name}: {p['verdict']}")
+    _print_verdicts(report["predictors"])
     return 0
+
+
+def _print_verdicts(predictors: dict, shown: int = 8) -> None:
+    """The headline score, the non-robustness predictors and the strongest correlations; the rest is in report.md."""
+    def strength(item):
+        rho = item[1].get("mean_spearman")
+        return -abs(rho) if rho is not None else 1.0
+
+    picked = [kv for kv in predictors.items() if "cosine_m0.5_L-1_flat" in kv[0] or not kv[0].startswith("robustness")]
+    rest = sorted((kv for kv in predictors.items() if kv not in picked), key=strength)
+    for name, p in (picked + rest)[:shown]:
+        print(f"  {name}: {p['verdict']}")
+    if len(predictors) > shown:
+        print(f"  ... {len(predictors) - shown} more predictors in report.md")
