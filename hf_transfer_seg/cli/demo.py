@@ -1,0 +1,38 @@
+"""``hf-transfer-seg demo``: the whole loop on embedded defaults, offline."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="run the whole loop (pretrain -> score -> fine-tune -> report -> Space) on embedded defaults",
+        description="Starts a local hub in WORKDIR/hub (or uses HF_ENDPOINT/HF_TOKEN when set), pretrains a small "
+        "encoder on synthetic data with 2 processes, scores every revision, fine-tunes the best and the worst, "
+        "writes the report, deploys the Space and launches it. Re-running reuses finished work.",
+    )
+    p.add_argument("--workdir", type=Path, default=Path("hf-transfer-seg-demo"), help="where everything is kept")
+    p.add_argument("--no-launch", action="store_true", help="do not launch the Space at the end")
+    p.add_argument("--small", action="store_true", help="tiny settings (about two minutes; used by the tests)")
+    p.add_argument("--namespace", default="demo", help="owner of the repos the demo creates")
+    p.add_argument("--num-processes", type=int, default=2, help="pretraining processes (accelerate launch)")
+    p.add_argument("--score-target", default=None, help="target of the robustness score (default mni152-tissue, the images the U-Net is fine-tuned on)")
+    p.add_argument("--port", type=int, default=7860, help="port of the launched Space")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from hf_transfer_seg.demo import DemoSettings, run_demo
+
+    common = dict(
+        workdir=args.workdir, launch=not args.no_launch, namespace=args.namespace,
+        num_processes=args.num_processes, port=args.port,
+    )
+    if args.score_target:
+        common["score_target"] = args.score_target
+    settings = DemoSettings.small(**common) if args.small else DemoSettings(**common)
+    run_demo(settings)
+    return 0

@@ -1,0 +1,331 @@
+"""``hf-transfer-seg demo``: the whole loop on embedded defaults, offline, on a laptop CPU.
+
+local hub -> pretrain (2 processes, ~6 revisions) -> score every revision -> fine-tune the best and
+the worst -> report -> deploy the Space (and launch it). Every stage is the same command a user
+would run (a subprocess of ``python -m hf_transfer_seg``), so the demo shows the real tool and
+nothing in it is special-cased. Re-running with the same ``--workdir`` reuses finished work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from hf_transfer_seg.errors import HfTransferSegError
+from hf_transfer_seg.resources import resource_path
+
+HEADLINE = "cosine_m0.5_L-1_flat"
+
+
+@dataclass
+class DemoSettings:
+    """Sizes of the demo. The defaults take about ten minutes on a 2-core CPU (README has the figure)."""
+
+    workdir: Path = Path("hf-transfer-seg-demo")
+    namespace: str = "demo"
+    encoder: str = "resnet18"
+    num_processes: int = 2
+    image_size: int = 64
+    train_size: int = 1536
+    val_size: int = 256
+    batch_size: int = 64
+    epochs: float = 6
+    checkpoint_epochs: str = "0.5,1,2,3,4.5,6"
+    score_target: str = "mni152-tissue"
+    score_images: int = 64
+    score_image_size: int = 128
+    seg_target: str = "mni152-tissue"
+    seg_epochs: int = 12
+    seg_image_size: int = 128
+    seg_batch_size: int = 8
+    seg_limit: int = 48
+    launch: bool = True
+    port: int = 7860
+
+    @classmethod
+    def small(cls, **overrides: Any) -> "DemoSettings":
+        """Settings for tests: the same stages in about a minute or two."""
+        values = dict(
+            encoder="test_resnet", image_size=32, train_size=96, val_size=32, batch_size=16, epochs=1.5,
+            checkpoint_epochs="0.5,1,1.5", score_images=8, score_image_size=64, seg_epochs=2,
+            seg_image_size=64, seg_batch_size=4, seg_limit=12,
+        )
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def encoder_repo(self) -> str:
+        return f"{self.namespace}/{self.encoder}-synthetic"
+
+    @property
+    def space_id(self) -> str:
+        return f"{self.namespace}/segmentation-demo"
+
+    def seg_repo(self, label: str) -> str:
+        return f"{self.namespace}/{self.encoder}-{self.seg_target}-{label}"
+
+
+@dataclass
+class Stage:
+    name: str
+    seconds: float = 0.0
+    reused: bool = False
+    detail: dict = field(default_factory=dict)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _say(message: str) -> None:
+    print(f"\n==> {message}", flush=True)
+
+
+class Demo:
+    def __init__(self, settings: DemoSettings):
+        self.s = settings
+        self.workdir = Path(settings.workdir).resolve()
+        self.stages: dict[str, Stage] = {}
+        self.summary_path = self.workdir / "summary.json"
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def _run(self, *args: str, accelerate: bool = False) -> None:
+        """Run one hf-transfer-seg command like a user would; stream its output; fail loudly."""
+        if accelerate:
+            config = resource_path("accelerate_configs") / "multi_gpu.yaml"
+            cmd = [
+                sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+                "--num_processes", str(self.s.num_processes), "--mixed_precision", "no",
+                "--main_process_port", str(_free_port()), "-m", "hf_transfer_seg", *args,
+            ]
+        else:
+            cmd = [sys.executable, "-m", "hf_transfer_seg", *args]
+        print("$ hf-transfer-seg " + " ".join(args), flush=True)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        done = subprocess.run(cmd, env=env)
+        if done.returncode != 0:
+            raise HfTransferSegError(
+                f"demo stage failed: `hf-transfer-seg {' '.join(args)}` exited {done.returncode} (output above). "
+                f"Fix the cause and run the demo again with the same --workdir ({self.workdir}): finished stages are reused."
+            )
+
+    @contextlib.contextmanager
+    def _stage(self, name: str, title: str) -> Iterator[Stage]:
+        _say(title)
+        stage = Stage(name)
+        start = time.perf_counter()
+        yield stage
+        stage.seconds = round(time.perf_counter() - start, 1)
+        self.stages[name] = stage
+
+    @contextlib.contextmanager
+    def _hub(self) -> Iterator[str]:
+        """The Hub to use: HF_ENDPOINT when the user set one, else a local hub in ``workdir/hub``."""
+        if os.environ.get("HF_ENDPOINT"):
+            yield os.environ["HF_ENDPOINT"]
+            return
+        from hf_transfer_seg.localhub import local_hub
+
+        with local_hub(self.workdir / "hub") as endpoint:
+            # Set before anything imports huggingface_hub (it reads HF_ENDPOINT once, at import).
+            os.environ["HF_ENDPOINT"] = endpoint
+            try:
+                yield endpoint
+            finally:
+                os.environ.pop("HF_ENDPOINT", None)
+
+    # -- stages ---------------------------------------------------------------------------------
+    def pretrain(self) -> list:
+        from hf_transfer_seg.hub import list_revisions, revision_name
+        from huggingface_hub.errors import RepositoryNotFoundError
+
+        wanted = [revision_name(float(e)) for e in self.s.checkpoint_epochs.split(",")]
+        with self._stage("pretrain", f"Pretraining {self.s.encoder} on synthetic data with "
+                         f"{self.s.num_processes} processes; checkpoints at epochs {self.s.checkpoint_epochs}") as st:
+            try:
+                have = {r.name for r in list_revisions(self.s.encoder_repo)}
+            except RepositoryNotFoundError:
+                have = set()
+            if set(wanted) <= have:
+                st.reused = True
+                print(f"all {len(wanted)} revisions already on the hub; reusing them")
+            else:
+                out = self.workdir / "pretrain"
+                resume = ["--resume"] if (out / "state").exists() or any(out.glob("state*")) else []
+                self._run(
+                    "pretrain", "--encoder", self.s.encoder, "--dataset", "synthetic", "--recipe", "simple",
+                    "--image-size", str(self.s.image_size), "--train-size", str(self.s.train_size),
+                    "--val-size", str(self.s.val_size), "--batch-size", str(self.s.batch_size),
+                    "--epochs", str(self.s.epochs), "--checkpoint-epochs", self.s.checkpoint_epochs,
+                    "--num-workers", "0", "--repo-id", self.s.encoder_repo, "--output-dir", str(out), *resume,
+                    accelerate=self.s.num_processes > 1,
+                )
+        revisions = [r for r in list_revisions(self.s.encoder_repo) if r.name in wanted]
+        st.detail = {"revisions": len(revisions)}
+        return revisions
+
+    def score(self, revisions: list) -> dict:
+        from hf_transfer_seg.cards import get_namespace
+        from hf_transfer_seg.hub import read_card
+
+        with self._stage("score", f"Scoring {len(revisions)} revisions on {self.s.score_target}") as st:
+            missing = []
+            for rev in revisions:
+                card, _ = read_card(self.s.encoder_repo, rev.name)
+                entries = (get_namespace(card.data, "robustness", {}) or {}).get(self.s.score_target, {})
+                if (entries.get(HEADLINE) or {}).get("status", "ok") != "ok" or HEADLINE not in entries:
+                    missing.append(rev.name)
+            if not missing:
+                st.reused = True
+                print("every revision already carries its score; reusing them")
+            else:
+                self._run(
+                    "score", "--repo-id", self.s.encoder_repo, "--target", self.s.score_target,
+                    "--revisions", ",".join(missing), "--num-images", str(self.s.score_images),
+                    "--image-size", str(self.s.score_image_size), "--seed", "0",
+                )
+        main, _ = read_card(self.s.encoder_repo, "main")
+        summary = (get_namespace(main.data, "robustness_summary", {}) or {}).get(self.s.score_target)
+        if not summary or not summary.get("best_revision"):
+            raise HfTransferSegError(f"scoring wrote no best revision for {self.s.score_target} into main's card")
+        return summary
+
+    def finetune(self, label: str, revision: str) -> dict:
+        out = self.workdir / f"finetune-{label}"
+        metrics_file = out / "metrics.json"
+        with self._stage(f"finetune_{label}", f"Fine-tuning a U-Net from the {label} revision ({revision}) "
+                         f"on {self.s.seg_target}") as st:
+            if metrics_file.is_file() and (json.loads(metrics_file.read_text()).get("encoder") or {}).get("revision") == revision:
+                st.reused = True
+                print(f"{metrics_file} exists for {revision}; reusing it")
+            else:
+                self._run(
+                    "finetune", "--encoder-repo", self.s.encoder_repo, "--revision", revision,
+                    "--target", self.s.seg_target, "--epochs", str(self.s.seg_epochs),
+                    "--image-size", str(self.s.seg_image_size), "--batch-size", str(self.s.seg_batch_size),
+                    "--limit", str(self.s.seg_limit), "--eval-every", str(max(1, self.s.seg_epochs)),
+                    "--push-to", self.s.seg_repo(label), "--output-dir", str(out),
+                )
+        return json.loads(metrics_file.read_text())
+
+    def report(self) -> Path:
+        out = self.workdir / "report"
+        with self._stage("report", "Writing the report: did the score predict Dice?"):
+            self._run(
+                "report", "--repo-id", self.s.encoder_repo, "--target", self.s.seg_target,
+                "--score-target", self.s.score_target, "--output", str(out),
+            )
+        return out / "report.md"
+
+    def deploy(self) -> None:
+        with self._stage("space", f"Deploying the Space {self.s.space_id}"):
+            self._run(
+                "space", "deploy", "--space-id", self.s.space_id, "--model-repo", self.s.encoder_repo,
+                "--target", self.s.score_target, "--seg-repo", self.s.seg_repo("best"),
+            )
+
+    # -- the whole story ------------------------------------------------------------------------
+    def run(self) -> dict:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        with self._hub() as endpoint:
+            local = (self.workdir / "hub").is_dir() and endpoint.startswith("http://127.0.0.1")
+            print(f"Hub: {endpoint}" + (f" (local hub, root {self.workdir / 'hub'})" if local else ""))
+            revisions = self.pretrain()
+            scores = self.score(revisions)
+            rows = sorted(scores.get("rows", []), key=lambda r: r["score"] if r.get("score") is not None else 1e9)
+            best, worst = rows[0], rows[-1]
+            seg = {"best": self.finetune("best", best["revision"])}
+            if worst["revision"] != best["revision"]:
+                seg["worst"] = self.finetune("worst", worst["revision"])
+            report = self.report()
+            self.deploy()
+            summary = self._summary(endpoint, local, revisions, scores, seg, report, started)
+            self._print(summary)
+            if self.s.launch:
+                _say(f"Launching the Space on http://127.0.0.1:{self.s.port} (Ctrl-C to stop)")
+                subprocess.run([
+                    sys.executable, "-m", "hf_transfer_seg", "space", "run", "--model-repo", self.s.encoder_repo,
+                    "--target", self.s.score_target, "--seg-repo", self.s.seg_repo("best"), "--port", str(self.s.port),
+                ])
+        return summary
+
+    def _summary(self, endpoint, local, revisions, scores, seg, report, started) -> dict:
+        by_revision = {r["revision"]: r for r in scores.get("rows", [])}
+        summary = {
+            "hub": {"endpoint": endpoint, "root": str(self.workdir / "hub") if local else None},
+            "data": {
+                "pretraining": "synthetic (generated images; not ImageNet)",
+                "scoring_target": _describe_target(self.s.score_target),
+                "segmentation_target": _describe_target(self.s.seg_target),
+            },
+            "encoder_repo": self.s.encoder_repo,
+            "revisions": [
+                {
+                    "revision": r.name, "epoch": r.epoch, "sha": r.sha,
+                    "score": (by_revision.get(r.name) or {}).get("score"),
+                    "ci": [(by_revision.get(r.name) or {}).get("ci_low"), (by_revision.get(r.name) or {}).get("ci_high")],
+                }
+                for r in revisions
+            ],
+            "score_config": scores.get("config", HEADLINE),
+            "best_revision": scores.get("best_revision"),
+            "best_sha": scores.get("best_sha"),
+            "segmentation": {
+                label: {
+                    "repo_id": self.s.seg_repo(label),
+                    "encoder_revision": (m.get("encoder") or {}).get("revision"),
+                    "encoder_sha": (m.get("encoder") or {}).get("sha"),
+                    "dice": (m.get("metrics") or {}).get("dice_mean"),
+                }
+                for label, m in seg.items()
+            },
+            "space_id": self.s.space_id,
+            "report": str(report),
+            "stages": {name: asdict(stage) for name, stage in self.stages.items()},
+            "wall_seconds": round(time.perf_counter() - started, 1),
+        }
+        self.summary_path.write_text(json.dumps(summary, indent=2))
+        return summary
+
+    def _print(self, summary: dict) -> None:
+        _say("Summary")
+        print(f"encoder repo  {summary['encoder_repo']}  (pretrained on synthetic data)")
+        print(f"{'revision':<16}{'epoch':>7}  {'sha':<12}{'score':>8}")
+        for r in summary["revisions"]:
+            mark = "  <- best" if r["revision"] == summary["best_revision"] else ""
+            score = f"{r['score']:.4f}" if r["score"] is not None else "failed"
+            print(f"{r['revision']:<16}{r['epoch']:>7g}  {r['sha'][:10]:<12}{score:>8}{mark}")
+        for label, s in summary["segmentation"].items():
+            dice = f"{s['dice']:.4f}" if isinstance(s["dice"], (int, float)) else "n/a"
+            print(f"U-Net from the {label} revision ({s['encoder_revision']}): Dice {dice}  -> {s['repo_id']}")
+        print(f"report        {summary['report']}")
+        print(f"space         {summary['space_id']}")
+        times = ", ".join(f"{k} {v['seconds']:.0f}s" + (" (reused)" if v["reused"] else "") for k, v in summary["stages"].items())
+        print(f"wall time     {summary['wall_seconds']:.0f}s ({times})")
+        print(f"summary       {self.summary_path}")
+
+
+_KNOWN_TARGETS = {
+    "mni152-tissue": "real: axial slices of the MNI152 brain template with grey/white-matter maps (shipped in nilearn)",
+    "mni152-wm": "real: axial slices of the MNI152 brain template with its white-matter map (shipped in nilearn)",
+    "skimage-retina": "real: tiles of the CC0 fundus photograph shipped in scikit-image",
+}
+
+
+def _describe_target(key: str) -> str:
+    return f"{key} ({_KNOWN_TARGETS.get(key, 'user data')})"
+
+
+def run_demo(settings: DemoSettings) -> dict:
+    return Demo(settings).run()
