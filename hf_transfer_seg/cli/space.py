@@ -94,7 +94,10 @@ def _run(args: argparse.Namespace) -> int:
             s.bind((args.host, 0))
             port = s.getsockname()[1]
     demo = create_demo(config, space_dir())
-    demo.launch(**launch_kwargs(server_name=args.host, server_port=port, prevent_thread_lock=True, quiet=True))
+    try:
+        demo.launch(**launch_kwargs(server_name=args.host, server_port=port, prevent_thread_lock=True, quiet=True))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.host}:{port} ({exc}); choose another --port, or --port 0 for a free one") from exc
     print(f"Segmentation demo running on {demo.local_url}  (Ctrl-C to stop)", flush=True)
     try:
         demo.block_thread()
