@@ -204,3 +204,34 @@ def test_live_scorer_returns_card_metadata_and_stops_after_patience(tmp_path, re
     assert "real fundus photograph" in card.text
     with pytest.raises(ConfigError):
         LiveScorer(retina, num_images=8, patience=0)
+
+
+def test_pretrain_extension_adds_flags_scores_checkpoints_and_stops(tmp_path):
+    import argparse
+    from types import SimpleNamespace
+
+    from hf_transfer_seg.pretrain.hooks import EXTENSIONS, run_callbacks
+    from hf_transfer_seg.scoring import live_cli
+
+    assert "hf_transfer_seg.scoring.live_cli" in EXTENSIONS
+    parser = argparse.ArgumentParser()
+    live_cli.add_arguments(parser)
+    assert live_cli.make_callbacks(parser.parse_args([]), SimpleNamespace(repo_id="org/enc")) == []
+    with pytest.raises(ConfigError, match="needs --score-target"):
+        live_cli.make_callbacks(parser.parse_args(["--early-stop-patience", "2"]), SimpleNamespace(repo_id="org/enc"))
+    args = parser.parse_args(
+        ["--score-target", "mni152-tissue", "--score-num-images", "6", "--score-image-size", "48", "--early-stop-patience", "1"]
+    )
+    (callback,) = live_cli.make_callbacks(args, SimpleNamespace(repo_id="org/enc"))
+    first = make_checkpoint(tmp_path / "c1", seed=0)
+    merged, stop, _ = run_callbacks([callback], first, 1.0, "epoch-0001")
+    assert not stop
+    assert merged["robustness"]["mni152-tissue"][HEADLINE]["num_images"] == 6
+    assert "MNI152" in merged["robustness_targets"]["mni152-tissue"]["description"]
+    from huggingface_hub import ModelCard
+
+    (edit,) = merged["card_edit"]
+    card = edit(ModelCard("---\nlibrary_name: timm\n---\n# enc\n"))
+    assert card.data.eval_results[0].dataset_name == "mni152-tissue"
+    merged, stop, reason = run_callbacks([callback], first, 2.0, "epoch-0002")  # same weights: no improvement
+    assert stop and "has not improved for 1 checkpoint" in reason and "epoch-0001" in reason

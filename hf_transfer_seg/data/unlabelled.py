@@ -2,12 +2,15 @@
 
 ``resolve_target(spec)`` accepts
 
+- ``mni152-tissue`` / ``mni152-wm``: the images of the embedded segmentation targets (MNI152 template
+  slices shipped with nilearn), under the same key the fine-tuning results use;
 - ``skimage-retina``: the CC0 fundus photograph ``retina.jpg`` shipped inside scikit-image (no
   fetching), tiled into overlapping 224-pixel patches at two scales, keeping patches that lie
   mostly inside the field of view;
 - a local folder: every image file below it (recursive; folders named like masks or manual
   annotations are skipped, e.g. DRIVE's ``1st_manual`` and ``mask``);
-- a Hub dataset id (``org/name``): its image column (masks ignored), loaded with ``datasets``.
+- a Hub dataset id (``org/name`` or ``hf-dataset:org/name``): its image column (masks ignored), loaded
+  with ``datasets``.
 
 Images are decoded by :mod:`hf_transfer_seg.data.images` (8/16-bit, float, grayscale to 3 channels)
 and brought to ``size x size`` by :func:`fit_to_size` (shorter side resized, centre crop).
@@ -129,6 +132,17 @@ def _builtin_retina() -> ImageTarget:
     )
 
 
+def _embedded_segmentation(name: str) -> ImageTarget:
+    """The images (masks ignored) of an embedded segmentation target, e.g. ``mni152-tissue`` slices."""
+    from hf_transfer_seg.data.segmentation import load_mni152_target
+
+    seg = load_mni152_target(name)
+    images = [sample.image for sample in seg.samples]
+    return ImageTarget(
+        key=seg.key, description=seg.description, count=len(images), loader=lambda i: images[i], synthetic=seg.synthetic
+    )
+
+
 def list_image_files(folder: Path) -> list[Path]:
     """Image files below ``folder`` in a stable order, skipping hidden and mask/annotation folders."""
     files = []
@@ -215,6 +229,12 @@ def resolve_target(
     spec = str(spec).strip()
     if spec == BUILTIN_RETINA:
         return _builtin_retina()
+    from hf_transfer_seg.data.segmentation import EMBEDDED_TARGETS
+
+    if spec in EMBEDDED_TARGETS:
+        return _embedded_segmentation(spec)
+    if spec.startswith("hf-dataset:"):
+        return _hub_dataset(spec.split(":", 1)[1], split, image_column, synthetic)
     path = Path(spec).expanduser()
     if path.is_dir():
         return _folder(path, synthetic)
@@ -223,6 +243,6 @@ def resolve_target(
     if not _HUB_ID_RE.match(spec) or spec.startswith((".", "/", "~")):
         raise DataError(
             f"--target {spec!r} is neither an existing folder nor a Hub dataset id (org/name); "
-            f"check the path, or use {BUILTIN_RETINA!r} for the built-in offline target"
+            f"check the path, or use {BUILTIN_RETINA!r} or 'mni152-tissue' for a built-in offline target"
         )
     return _hub_dataset(spec, split, image_column, synthetic)
