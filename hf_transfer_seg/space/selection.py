@@ -192,6 +192,44 @@ def _pin(ref: SegModelRef, branch: str, api: HfApi, notices: list[str]) -> SegMo
     )
 
 
+def _leaderboard(
+    heads: dict[str, Any], cards: dict[str, dict], checkpoints: dict[str, dict], scored: dict[str, dict], best: str | None
+) -> list[LeaderboardRow]:
+    """One row per revision: branch heads, pretraining's checkpoint list and scoring's rows, joined by name."""
+    rows = []
+    names = set(heads) | set(checkpoints) | set(scored)
+    for name in sorted(names, key=lambda n: (parse_revision_name(n) is None, parse_revision_name(n) or 0.0, n)):
+        c, s, card = checkpoints.get(name, {}), scored.get(name, {}), cards.get(name) or {}
+        training = card.get("training") or {}
+        top1 = next((v for v in (c.get("imagenet_top1"), s.get("imagenet_top1"), training.get("imagenet_top1")) if v is not None), None)
+        dice = [_number(e.get("dice_mean")) for e in (card.get("downstream") or {}).values() if isinstance(e, dict)]
+        epoch = _number(s.get("epoch", c.get("epoch")))
+        rows.append(
+            LeaderboardRow(
+                revision=name,
+                epoch=parse_revision_name(name) if epoch is None else epoch,
+                sha=s.get("sha") or c.get("sha") or (heads[name].sha if name in heads else None),
+                imagenet_top1=_number(top1),
+                score=_number(s.get("score")),
+                ci_low=_number(s.get("ci_low")),
+                ci_high=_number(s.get("ci_high")),
+                dice=max((d for d in dice if d is not None), default=None),
+                is_best=name == best,
+            )
+        )
+    return rows
+
+
+def _plot(repo: str, main_sha: str, target: str, notices: list[str]) -> Path | None:
+    try:
+        return Path(
+            with_retries(lambda: hf_hub_download(repo, plot_file(target), revision=main_sha), what=f"download {plot_file(target)}")
+        )
+    except EntryNotFoundError:
+        notices.append(f"{repo} has no {plot_file(target)} yet (scoring writes it)")
+        return None
+
+
 def select(config: SpaceConfig, *, api: HfApi | None = None) -> Selection:
     """Read the cards of ``config.model_repo`` and decide what to serve."""
     api = api or HfApi()
@@ -214,75 +252,37 @@ def select(config: SpaceConfig, *, api: HfApi | None = None) -> Selection:
             f"{repo} has no robustness scores{f' for {target}' if target else ''} yet, so its revisions are listed "
             f"unranked. Run `hf-transfer-seg score --repo-id {repo} --target TARGET` to rank them."
         )
-    best_revision, best_sha = entry.get("best_revision"), entry.get("best_sha")
+    best_revision = entry.get("best_revision")
 
     # Every checkpoint revision's card, read at the commit its branch points to (in parallel: one request each).
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        cards = dict(zip((r.name for r in revisions), pool.map(lambda r: card_namespace(repo, r.sha), revisions)))
     heads = {r.name: r for r in revisions}
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        cards = dict(zip(heads, pool.map(lambda r: card_namespace(repo, r.sha), revisions)))
     checkpoints = {c["revision"]: c for c in ours.get("checkpoints") or [] if isinstance(c, dict) and c.get("revision")}
     scored = {r["revision"]: r for r in entry.get("rows") or [] if isinstance(r, dict) and r.get("revision")}
+    rows = _leaderboard(heads, cards, checkpoints, scored, best_revision)
 
-    unpinned = [] if config.seg_repo else [
-        pair for name, card in cards.items() for pair in _downstream_refs(name, heads[name].sha, card.get("downstream") or {})
-    ]  # fmt: skip
     if config.seg_repo:
         unpinned = [(SegModelRef(repo_id=config.seg_repo, sha=""), config.seg_revision or "main")]
+    else:
+        unpinned = [pair for name, card in cards.items() for pair in _downstream_refs(name, heads[name].sha, card.get("downstream") or {})]
     seg_models = [m for m in (_pin(ref, branch, api, notices) for ref, branch in unpinned) if m is not None]
-
-    dice_by_revision: dict[str, float] = {}
-    for m in seg_models:
-        if m.encoder_revision and m.dice is not None:
-            dice_by_revision[m.encoder_revision] = max(m.dice, dice_by_revision.get(m.encoder_revision, -1.0))
-    rows = []
-    names = set(heads) | set(checkpoints) | set(scored)
-    for name in sorted(names, key=lambda n: (parse_revision_name(n) is None, parse_revision_name(n) or 0.0, n)):
-        c, s = checkpoints.get(name, {}), scored.get(name, {})
-        training = (cards.get(name) or {}).get("training") or {}
-        top1 = next((v for v in (c.get("imagenet_top1"), s.get("imagenet_top1"), training.get("imagenet_top1")) if v is not None), None)
-        epoch = _number(s.get("epoch", c.get("epoch")))
-        rows.append(
-            LeaderboardRow(
-                revision=name,
-                epoch=parse_revision_name(name) if epoch is None else epoch,
-                sha=s.get("sha") or c.get("sha") or (heads[name].sha if name in heads else None),
-                imagenet_top1=_number(top1),
-                score=_number(s.get("score")),
-                ci_low=_number(s.get("ci_low")),
-                ci_high=_number(s.get("ci_high")),
-                dice=dice_by_revision.get(name),
-                is_best=name == best_revision,
-            )
-        )
-
     serving = _choose_serving(seg_models, best_revision, rows, explicit=bool(config.seg_repo), notices=notices, repo=repo)
 
-    plot_path = None
-    if target and entry:
-        try:
-            plot_path = Path(
-                with_retries(
-                    lambda: hf_hub_download(repo, plot_file(target), revision=main_sha), what=f"download {plot_file(target)}"
-                )
-            )
-        except EntryNotFoundError:
-            notices.append(f"{repo} has no {plot_file(target)} yet (scoring writes it)")
-
-    synthetic_flags = [((cards.get(n) or {}).get("training") or {}).get("synthetic") for n in heads]
-    synthetic_flags += [r.get("synthetic") for r in scored.values()]
-    flags = [bool(f) for f in synthetic_flags if f is not None]
+    flags = [((cards.get(n) or {}).get("training") or {}).get("synthetic") for n in heads]
+    flags = [bool(f) for f in flags + [r.get("synthetic") for r in scored.values()] if f is not None]
     return Selection(
         encoder_repo=repo,
         main_sha=main_sha,
         target=target,
         score_config=entry.get("config"),
         best_revision=best_revision,
-        best_sha=best_sha,
+        best_sha=entry.get("best_sha"),
         best_score=_number(entry.get("best_score")),
         rows=rows,
         seg_models=seg_models,
         serving=serving,
-        plot_path=plot_path,
+        plot_path=_plot(repo, main_sha, target, notices) if target and entry else None,
         synthetic=any(flags) if flags else None,
         notices=notices,
     )

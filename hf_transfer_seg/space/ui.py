@@ -150,7 +150,9 @@ def header_markdown(sel: Selection) -> str:
     return "\n\n".join(lines)
 
 
-def build_blocks(service: SegmentationService, *, examples: list[Path], title: str = "hf-transfer-seg") -> gr.Blocks:
+def build_blocks(
+    service: SegmentationService, *, examples: list[Path], title: str = "Segmentation with the best-scored checkpoint"
+) -> gr.Blocks:
     sel = service.selection
     serving = sel.serving
     class_names: list[str] = []
@@ -261,11 +263,11 @@ def build_blocks(service: SegmentationService, *, examples: list[Path], title: s
 
             with gr.Tab("Compare", id="compare"):
                 others = sel.others()
-                if not others:
+                if not others or serving is None:
                     gr.Markdown(
-                        "Only one segmentation model is known for this encoder repo, so there is nothing to compare yet. "
-                        "Fine-tune another revision (for example the worst-scored one) with `hf-transfer-seg finetune "
-                        "--push-to ...` and the summary card will list it here."
+                        "Fewer than two segmentation models are known for this encoder repo, so there is nothing to compare "
+                        "yet. Fine-tune another revision (for example the worst-scored one) with `hf-transfer-seg finetune "
+                        "--push-to ...`; its card records the model, and the Space lists it here after a restart."
                     )
                 else:
                     gr.Markdown("The same image segmented by the served model (left) and by another revision's model (right).")
