@@ -43,8 +43,23 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def _quiet_libraries() -> None:
+    """One progress bar of ours instead of a request log line and a download bar per file."""
+    import logging
+
+    if logging.getLogger("hf_transfer_seg").isEnabledFor(logging.DEBUG):
+        return
+    for noisy in ("httpx", "httpx2", "timm"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
+
+
 def run(args: argparse.Namespace) -> int:
     from hf_transfer_seg.scoring.pipeline import run_score
+
+    _quiet_libraries()
 
     outcome = run_score(
         args.repo_id,
