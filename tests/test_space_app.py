@@ -217,7 +217,7 @@ def test_deploy_commits_the_app_its_configuration_and_the_project_source(encoder
     capsys.readouterr()
     assert cli_main(["space", "deploy", "--space-id", deployed, "--model-repo", encoder["repo"], "--target", TARGET]) == 0
     out = capsys.readouterr().out
-    assert f"Space {deployed} updated at commit {before[:10]}" in out and "space_config.json carries" in out
+    assert f"Space {deployed} updated at commit {before[:10]}" in out and "Space variables: " in out
     assert api.repo_info(deployed, repo_type="space").sha == before
 
 
