@@ -152,10 +152,16 @@ def test_grid_matches_robustness_values_on_the_normalised_views(tmp_path, plan):
         assert result.scores[name].score == pytest.approx(float(expected.mean()), abs=1e-5)
 
 
-def test_transformer_token_maps_are_scored(tmp_path, plan):
-    result = score_folder(make_checkpoint(tmp_path / "vit", seed=0, arch="test_vit"), plan, batch_size=6)
+@pytest.mark.parametrize("arch, levels", [("test_vit", 3), ("test_mambaout", 4)])  # ViT tokens; NHWC stages
+def test_transformer_and_channels_last_feature_maps_are_scored(tmp_path, plan, arch, levels):
+    folder = make_checkpoint(tmp_path / arch, seed=0, arch=arch)
+    result = score_folder(folder, plan, batch_size=6)
     assert result.ok, result.reason
-    assert result.num_levels == 3 and "cosine_m0.5_L-3_pooled" in result.scores
+    assert result.num_levels == levels and f"cosine_m0.5_L-{levels}_pooled" in result.scores
+    model = load_scoring_encoder(folder)
+    with torch.inference_mode():
+        maps = feature_levels(model, plan.view1[:2])
+    assert [f.shape[1] for f in maps] == model.feature_info.channels()  # channels first, whatever the model emits
 
 
 def test_bad_checkpoints_are_recorded_failed_not_raised(tmp_path, plan):
