@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from hf_transfer_seg.data.classification import EpochSampler, build_classification_data, collate
 from hf_transfer_seg.errors import ConfigError
-from hf_transfer_seg.hub import check_write_access, revision_name
+from hf_transfer_seg.hub import check_write_access, ensure_repo, revision_name
 from hf_transfer_seg.hub.redact import redact  # not via the package: its lazy attribute is shadowed by the submodule
 from hf_transfer_seg.models.checkpoint import save_checkpoint
 from hf_transfer_seg.pretrain import card as cards
@@ -56,8 +56,10 @@ class PretrainResult:
 
 
 def _make_accelerator(config: PretrainConfig):
+    from datetime import timedelta
+
     from accelerate import Accelerator
-    from accelerate.utils import DataLoaderConfiguration
+    from accelerate.utils import DataLoaderConfiguration, InitProcessGroupKwargs
 
     # Without CUDA, Accelerate only sets up a process group when told to run on CPU: do that whenever the
     # launcher started several processes, so `--num_processes 2` really gives two gloo ranks.
@@ -68,6 +70,8 @@ def _make_accelerator(config: PretrainConfig):
         step_scheduler_with_optimizer=False,
         dataloader_config=DataLoaderConfiguration(non_blocking=torch.cuda.is_available()),
         dynamo_backend="inductor" if config.compile else None,
+        # the other processes wait while the main one writes a checkpoint and runs on_checkpoint callbacks
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=2))],
     )
 
 
@@ -209,6 +213,10 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
     problem = None
     if main and config.repo_id:
         try:
+            try:
+                ensure_repo(config.repo_id, private=config.private)  # created private when asked
+            except Exception:  # noqa: BLE001 - check_write_access below names the problem and the fix
+                pass
             check_write_access(config.repo_id)
         except Exception as exc:  # noqa: BLE001 - every process must learn about it
             problem = f"{type(exc).__name__}: {redact(exc)}"
@@ -248,16 +256,12 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
     if main:
         save_run_config(config, output_dir / "run_config.json")
     result = PretrainResult(global_step=state.global_step)
-    if state.finished:
-        log.info("the run in %s already finished at step %d; nothing to do", output_dir, state.global_step)
-        result.finished = True
-        return result
 
     publisher = None
     if main:
         if config.repo_id:
             publisher = Publisher(output_dir, config.repo_id, attempts=config.push_attempts, delay=config.push_retry_delay)
-            earlier = publisher.submit_pending()
+            earlier = publisher.submit_pending()  # push-pending, run automatically at every start
             if earlier:
                 log.info("pushing %d checkpoint(s) left pending by an earlier run: %s", len(earlier), ", ".join(earlier))
         else:
@@ -265,6 +269,11 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
                 "no --repo-id: checkpoints stay local in %s; push them later with `hf-transfer-seg push-pending "
                 "--output-dir %s --repo-id <namespace/name>`", pending_dir(output_dir), output_dir,
             )
+    if state.finished:
+        log.info("the run in %s already finished at step %d; nothing to train", output_dir, state.global_step)
+        result.finished = True
+        return _finish(accelerator, publisher, result, config)
+    if main:
         log.info(
             "%s, %s recipe, %s data (%s), %d classes; %d process(es) x %d images x %d accumulation = batch %d; "
             "%d steps/epoch, %d steps, checkpoints at epochs %s",
@@ -445,6 +454,15 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
         state.wall_clock_seconds = wall()
         states.save(accelerator, output_dir, state, batches_per_epoch)
     result.global_step, result.finished = state.global_step, state.finished
+    return _finish(accelerator, publisher, result, config)
+
+
+def _finish(accelerator, publisher: Publisher | None, result: PretrainResult, config: PretrainConfig) -> PretrainResult:
+    from hf_transfer_seg.pretrain.publisher import list_pending
+
+    output_dir = Path(config.output_dir)
+    accelerator.wait_for_everyone()
+    accelerator.end_training()  # the other processes may exit now; only the main one waits for the network
     if publisher is not None:
         log.info("waiting for checkpoint pushes to finish")
         result.pending = publisher.close()
@@ -454,10 +472,6 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
                 "`hf-transfer-seg push-pending --output-dir %s --repo-id %s`",
                 len(result.pending), ", ".join(result.pending), pending_dir(output_dir), output_dir, config.repo_id,
             )
-    elif main:
-        from hf_transfer_seg.pretrain.publisher import list_pending
-
+    elif accelerator.is_main_process:
         result.pending = list_pending(output_dir)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()
     return result
