@@ -169,6 +169,7 @@ def main() -> int:
     print(f"bare model forward {SIZE}x{SIZE}:                 {bare_ms:8.1f} ms (median of {args.repeats})")
     server_ms = statistics.median(outputs["server_ms"][-args.repeats :])
     print(f"app via HTTP (gradio_client /segment) {SIZE}x{SIZE}: {app_ms:8.1f} ms (median of {args.repeats}; its own forward: {server_ms:.1f} ms)")
+    print(f"app overhead beyond its own forward (upload, queue, decode, overlay + mask PNGs, 4 downloads): {app_ms - server_ms:.1f} ms")
     print(f"ratio app / bare: {app_ms / bare_ms:.2f}  (goal <= 1.5)")
     return 0
 
