@@ -71,12 +71,7 @@ class Segmenter:
 
     @torch.inference_mode()
     def logits(self, batch: torch.Tensor) -> torch.Tensor:
-        out = self.model(batch)
-        if isinstance(out, (tuple, list)):
-            out = out[0]
-        if isinstance(out, dict):
-            out = out.get("logits", next(iter(out.values())))
-        return out
+        return self.model(batch)
 
     @torch.inference_mode()
     def predict(self, image: torch.Tensor) -> np.ndarray:
