@@ -289,6 +289,11 @@ def test_deployed_space_handles_awkward_and_bad_uploads(space_app, tmp_path):
 
     for path in ("/etc/passwd", space_app["folder"] / "app.py", space_app["folder"] / "space_config.json", EXAMPLES / "mni152-z056.png"):
         assert httpx.get(f"{space_app['url']}/gradio_api/file={path}").status_code in (403, 404), path
+    # and an API call naming a server file instead of uploading one is refused before the app reads it
+    payload = {"data": [{"path": str(EXAMPLES / "mni152-z056.png"), "meta": {"_type": "gradio.FileData"}}]}
+    event = httpx.post(f"{space_app['url']}/gradio_api/call/segment", json=payload).json()["event_id"]
+    stream = httpx.get(f"{space_app['url']}/gradio_api/call/segment/{event}", timeout=60).text
+    assert "event: error" in stream and "event: complete" not in stream, stream
 
 
 def test_browser_segments_an_upload_and_shows_the_leaderboard(space_app, encoder, tmp_path):

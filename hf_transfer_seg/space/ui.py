@@ -31,26 +31,27 @@ CSS = """
 LEADERBOARD_HEADERS = ["", "revision", "epoch", "ImageNet top-1", "robustness score [95% CI]", "Dice", "commit"]
 
 
-class UploadedImage(gr.Image):
-    """``gr.Image`` whose upload reaches our decoder untouched.
+def _upload_path(payload) -> str | None:
+    """The uploaded file's path in Gradio's upload cache, as is (see :func:`uploaded_image`)."""
+    if payload is None:
+        return None
+    if getattr(payload, "path", None):
+        return str(payload.path)
+    raise gr.Error("send the image as an uploaded file (PNG, JPEG, TIFF, BMP, GIF or WebP)")
+
+
+def uploaded_image(**kwargs: Any) -> gr.Image:
+    """A ``gr.Image`` whose upload reaches our decoder untouched.
 
     ``gr.Image`` opens every upload with PIL before the event runs, so a non-image file fails with
-    PIL's message and 16-bit or TIFF data may be converted. This subclass hands over the uploaded
-    file's path as is; :func:`hf_transfer_seg.space.inputs.read_input_image` then decodes it or says
-    clearly why not. Same front end as ``gr.Image`` (``is_template``).
+    PIL's message. Here the component hands over the path of the uploaded file (already checked by
+    Gradio to lie in its upload cache); :func:`hf_transfer_seg.space.inputs.read_input_image` then
+    decodes it (16-bit, TIFF...) or says clearly why not. (An instance attribute rather than a
+    subclass: Gradio writes a ``.pyi`` stub beside the module of every component subclass.)
     """
-
-    is_template = True
-
-    def preprocess(self, payload):  # type: ignore[override]
-        if payload is None:
-            return None
-        if getattr(payload, "path", None):
-            return str(payload.path)
-        try:
-            return super().preprocess(payload)
-        except Exception as exc:  # noqa: BLE001 - anything PIL says about a bad upload
-            raise gr.Error(f"the upload is not an image this demo can read ({type(exc).__name__})") from exc
+    image = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard"], **kwargs)
+    image.preprocess = _upload_path  # type: ignore[method-assign]
+    return image
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -195,10 +196,7 @@ def build_blocks(
             with gr.Tab("Segment", id="segment"):
                 with gr.Row(equal_height=False):
                     with gr.Column(scale=1):
-                        image_in = UploadedImage(
-                            type="filepath",
-                            image_mode=None,
-                            sources=["upload", "clipboard"],
+                        image_in = uploaded_image(
                             label="Image (PNG, JPEG, TIFF, BMP, GIF, WebP; 8- or 16-bit, grey or colour)",
                             height=380,
                             elem_id="input-image",
@@ -272,7 +270,7 @@ def build_blocks(
                 else:
                     gr.Markdown("The same image segmented by the served model (left) and by another revision's model (right).")
                     with gr.Row():
-                        cmp_in = UploadedImage(type="filepath", image_mode=None, sources=["upload", "clipboard"], label="Image", height=300)
+                        cmp_in = uploaded_image(label="Image", height=300)
                         with gr.Column():
                             choice = gr.Dropdown(choices=[m.label for m in others], value=others[0].label, label="Compare with")
                             cmp_run = gr.Button("Compare", variant="primary")
