@@ -183,12 +183,16 @@ def test_selection_follows_the_summary_and_says_what_is_missing(encoder):
         select(SpaceConfig(model_repo=repo, target="nope"))
     with pytest.raises(ConfigError, match="was not found"):
         select(SpaceConfig(model_repo="test-org/does-not-exist-anywhere"))
-    # an explicit segmentation repo wins, pinned to its sha, with a notice that it is not from the best revision
+    # an explicit segmentation repo wins, pinned to its sha, with a notice that it is not from the best revision;
+    # the other models stay available for the compare tab
     explicit = select(SpaceConfig(model_repo=repo, target=TARGET, seg_repo=encoder["segs"][other]["repo"]))
     assert explicit.serving.encoder_revision == other and explicit.serving.sha == encoder["segs"][other]["sha"]
     assert any("not from the best-scored revision" in n for n in explicit.notices)
+    assert [m.encoder_revision for m in explicit.others()] == [encoder["best"]]
+    # an explicit repo that does not exist: said so, and the best revision's model is served instead
     missing = select(SpaceConfig(model_repo=repo, target=TARGET, seg_repo="test-org/no-such-unet"))
-    assert missing.serving is None and any("unavailable" in n for n in missing.notices)
+    assert any("test-org/no-such-unet@main is unavailable" in n for n in missing.notices)
+    assert missing.serving.encoder_revision == missing.best_revision == encoder["best"]
 
 
 # ------------------------------------------------------------------------------------------ deploy

@@ -262,12 +262,16 @@ def select(config: SpaceConfig, *, api: HfApi | None = None) -> Selection:
     scored = {r["revision"]: r for r in entry.get("rows") or [] if isinstance(r, dict) and r.get("revision")}
     rows = _leaderboard(heads, cards, checkpoints, scored, best_revision)
 
+    # Models the revision cards name, and first, when configured, the explicit one (served if it can be pinned).
+    unpinned = [pair for name, card in cards.items() for pair in _downstream_refs(name, heads[name].sha, card.get("downstream") or {})]
+    explicit = None
     if config.seg_repo:
-        unpinned = [(SegModelRef(repo_id=config.seg_repo, sha=""), config.seg_revision or "main")]
-    else:
-        unpinned = [pair for name, card in cards.items() for pair in _downstream_refs(name, heads[name].sha, card.get("downstream") or {})]
+        explicit = _pin(SegModelRef(repo_id=config.seg_repo, sha=""), config.seg_revision or "main", api, notices)
+        unpinned = [(ref, branch) for ref, branch in unpinned if ref.repo_id != config.seg_repo]
     seg_models = [m for m in (_pin(ref, branch, api, notices) for ref, branch in unpinned) if m is not None]
-    serving = _choose_serving(seg_models, best_revision, rows, explicit=bool(config.seg_repo), notices=notices, repo=repo)
+    if explicit is not None:
+        seg_models.insert(0, explicit)
+    serving = _choose_serving(seg_models, best_revision, rows, explicit=explicit is not None, notices=notices, repo=repo)
 
     flags = [((cards.get(n) or {}).get("training") or {}).get("synthetic") for n in heads]
     flags = [bool(f) for f in flags + [r.get("synthetic") for r in scored.values()] if f is not None]
