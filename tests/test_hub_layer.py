@@ -115,7 +115,7 @@ def test_concurrent_card_edits_lose_nothing(hub_endpoint, repo_id):
 def test_write_access_check_fails_fast_and_never_leaks_the_token(tmp_path, caplog):
     from hf_transfer_seg.localhub import local_hub
 
-    secret = "hf_" + "s3cr3tTOKENvalue1234"
+    secret = "hf_" + "s3cr3tTOKENvalue1234abcdefghijklmnop"
     with local_hub(tmp_path / "root", token="hf_theRealServerToken99") as endpoint:
         api = HfApi(endpoint=endpoint, token=secret)
         with caplog.at_level(logging.DEBUG), pytest.raises(HubWriteAccessError) as err:
@@ -131,6 +131,8 @@ def test_retries_give_up_with_a_clear_error(monkeypatch):
         hub.with_retries(lambda: api.list_repo_refs("org/x"), what="list refs", attempts=3)
 
 
-def test_redact_removes_tokens():
-    text = hub.redact("Authorization: Bearer hf_abcdefghijklmnop token=secretvalue123 ok")
-    assert "hf_abcdefghijklmnop" not in text and "secretvalue123" not in text and text.endswith("ok")
+def test_redact_removes_tokens_and_nothing_else():
+    token = "hf_" + "AbCdEfGhIjKlMnOpQrStUvWxYz01234567"
+    text = hub.redact(f"pushed with {token}; Authorization: Bearer abc.def token=secretvalue123 ok")
+    assert token not in text and "abc.def" not in text and "secretvalue123" not in text and text.endswith("ok")
+    assert hub.redact("/site-packages/hf_transfer_seg/hub/cards.py") == "/site-packages/hf_transfer_seg/hub/cards.py"

@@ -6,9 +6,10 @@ import logging
 import os
 import re
 
-# Hugging Face user/org tokens, and anything sent as a bearer credential.
+# Hugging Face user/org tokens (hf_ + 34 characters; not words such as hf_transfer_seg), and anything sent
+# as a bearer credential.
 _TOKEN_PATTERNS = [
-    re.compile(r"hf_[A-Za-z0-9]{8,}"),
+    re.compile(r"(?<![A-Za-z0-9_])hf_[A-Za-z0-9]{30,}"),
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]+"),
     re.compile(r"(?i)(token[=:]\s*)[A-Za-z0-9._\-]{6,}"),
 ]
