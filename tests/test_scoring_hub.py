@@ -26,7 +26,8 @@ from hf_transfer_seg.scoring.plan import build_plan
 from hf_transfer_seg.scoring.scorer import score_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ["--num-images", "8", "--image-size", "64", "--batch-size", "8", "--no-progress"]
+# --device cpu: the same fp32 numbers on a machine with a GPU (which would default to cuda + bf16)
+FAST = ["--num-images", "8", "--image-size", "64", "--batch-size", "8", "--no-progress", "--device", "cpu"]
 PLOT = "plots/robustness_skimage-retina.png"
 
 
@@ -195,7 +196,7 @@ def test_accelerate_launch_spreads_revisions_with_identical_results(hub_endpoint
     launched = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
          "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), "-m", "hf_transfer_seg", "score", "--repo-id", repo_id, *FAST],
-        cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=400,
+        cwd=ROOT, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True, timeout=400,
     )  # fmt: skip
     assert launched.returncode == 0, launched.stdout + launched.stderr
     summary = get_namespace(hub.read_card(repo_id, "main")[0].data, "robustness_summary")[BUILTIN_RETINA]

@@ -187,7 +187,7 @@ def test_bad_checkpoints_are_recorded_failed_not_raised(tmp_path, plan):
 
 
 def test_live_scorer_returns_card_metadata_and_stops_after_patience(tmp_path, retina):
-    scorer = LiveScorer(retina, num_images=8, seed=0, patience=2, image_size=SIZE, batch_size=8)
+    scorer = LiveScorer(retina, num_images=8, seed=0, patience=2, image_size=SIZE, batch_size=8, device="cpu")
     folders = [make_checkpoint(tmp_path / f"c{e}", seed=e) for e in range(4)]
     metadata = scorer(folders[0], 1, "epoch-0001")
     entries = metadata["robustness"][BUILTIN_RETINA]
@@ -226,7 +226,8 @@ def test_pretrain_extension_adds_flags_scores_checkpoints_and_stops(tmp_path):
     with pytest.raises(ConfigError, match="needs --score-target"):
         live_cli.make_callbacks(parser.parse_args(["--early-stop-patience", "2"]), SimpleNamespace(repo_id="org/enc"))
     args = parser.parse_args(
-        ["--score-target", "mni152-tissue", "--score-num-images", "6", "--score-image-size", "48", "--early-stop-patience", "1"]
+        ["--score-target", "mni152-tissue", "--score-num-images", "6", "--score-image-size", "48", "--early-stop-patience", "1",
+         "--score-device", "cpu"]  # fmt: skip
     )
     (callback,) = live_cli.make_callbacks(args, SimpleNamespace(repo_id="org/enc"))
     first = make_checkpoint(tmp_path / "c1", seed=0)

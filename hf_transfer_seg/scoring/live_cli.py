@@ -27,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--score-config", default=HEADLINE, help=f"headline configuration (default {HEADLINE})")
     g.add_argument("--score-image-size", type=int, default=224, help="scoring image size (default 224)")
     g.add_argument("--score-batch-size", type=int, default=32, help="scoring batch size (default 32)")
+    g.add_argument("--score-device", default=None, help="scoring device (default: cuda when available, else cpu)")
     g.add_argument(
         "--early-stop-patience",
         type=int,
@@ -59,6 +60,7 @@ class LiveScoringCallback:
             image_size=a.score_image_size,
             batch_size=a.score_batch_size,
             min_delta=a.early_stop_min_delta,
+            device=a.score_device,
         )
         log.info("live scoring on %s: plan of %d images ready in %.1fs", self.scorer.target_key, self.scorer.plan.num_images, self.scorer.setup_seconds)
 
