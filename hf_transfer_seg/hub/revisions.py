@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,9 +78,12 @@ def check_write_access(repo_id: str, *, repo_type: str = "model", api: HfApi | N
     api = _api(api)
     try:
         ensure_repo(repo_id, repo_type=repo_type, api=api)
-        scratch = "hf-transfer-seg-write-check"
+        scratch = f"hf-transfer-seg-write-check-{uuid.uuid4().hex[:12]}"  # unique: several checkers at once
         api.create_branch(repo_id, branch=scratch, repo_type=repo_type, exist_ok=True)
-        api.delete_branch(repo_id, branch=scratch, repo_type=repo_type)
+        try:
+            api.delete_branch(repo_id, branch=scratch, repo_type=repo_type)
+        except HfHubHTTPError as exc:  # a leftover scratch branch is harmless; write access is proven
+            log.warning("could not delete scratch branch %s of %s: %s", scratch, repo_id, redact(exc))
     except HfHubHTTPError as exc:
         status = getattr(getattr(exc, "response", None), "status_code", None)
         if status in (401, 403) or isinstance(exc, RepositoryNotFoundError):
