@@ -2,41 +2,23 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from hf_transfer_seg import __version__
 from hf_transfer_seg.errors import HfTransferSegError, WeightsError
 from hf_transfer_seg.hub import redact
 from hf_transfer_seg.scoring.configs import HEADLINE, parse_config
 from hf_transfer_seg.scoring.features import load_scoring_encoder, pair_distances
 from hf_transfer_seg.scoring.grid import ConfigScore, grid_scores
 from hf_transfer_seg.scoring.plan import ScoringPlan
+from hf_transfer_seg.version import code_version
 
 log = logging.getLogger(__name__)
-
-
-@functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    """``hf_transfer_seg`` version, plus the git commit when running from a checkout."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short=10", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"{__version__}+g{sha}" if sha else __version__
 
 
 def _sig(x: float, digits: int = 6) -> float:
