@@ -272,7 +272,9 @@ class Demo:
             "encoder_repo": self.s.encoder_repo,
             "revisions": [
                 {
-                    "revision": r.name, "epoch": r.epoch, "sha": r.sha,
+                    # the commit that was scored (later card commits move the branch, never the weights)
+                    "revision": r.name, "epoch": r.epoch, "sha": (by_revision.get(r.name) or {}).get("sha") or r.sha,
+                    "head_sha": r.sha,
                     "score": (by_revision.get(r.name) or {}).get("score"),
                     "ci": [(by_revision.get(r.name) or {}).get("ci_low"), (by_revision.get(r.name) or {}).get("ci_high")],
                 }

@@ -1,0 +1,82 @@
+"""``hf-transfer-seg demo`` end to end (small settings, no launch): every artefact lands in the local hub."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _run_demo(workdir: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_ENDPOINT", "HF_TOKEN")}  # the demo starts its own hub
+    return subprocess.run(
+        [sys.executable, "-m", "hf_transfer_seg", "demo", "--small", "--no-launch", "--workdir", str(workdir)],
+        env=env, capture_output=True, text=True, timeout=1200,
+    )
+
+
+@pytest.mark.slow
+def test_demo_runs_the_whole_loop_and_reuses_finished_work(tmp_path):
+    workdir = tmp_path / "demo"
+    first = _run_demo(workdir)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    summary = json.loads((workdir / "summary.json").read_text())
+
+    revisions = summary["revisions"]
+    assert [r["revision"] for r in revisions] == ["epoch-0000.5", "epoch-0001", "epoch-0001.5"]
+    assert all(isinstance(r["score"], float) and len(r["sha"]) == 40 for r in revisions)
+    best = min(revisions, key=lambda r: r["score"])
+    assert summary["best_revision"] == best["revision"]
+    assert summary["segmentation"]["best"]["encoder_revision"] == best["revision"]
+    assert 0.0 < summary["segmentation"]["best"]["dice"] <= 1.0
+    assert "synthetic" in summary["data"]["pretraining"] and "real" in summary["data"]["segmentation_target"]
+    assert Path(summary["report"]).is_file() and (Path(summary["report"]).parent / "report.json").is_file()
+    assert set(summary["stages"]) >= {"pretrain", "score", "finetune_best", "report", "space"}
+    assert "<- best" in first.stdout and "wall time" in first.stdout
+
+    # Every artefact is in the hub the demo left in workdir/hub: open it again and look with the client.
+    code = f"""
+import json, sys
+from hf_transfer_seg.localhub import local_hub
+with local_hub({str(workdir / 'hub')!r}) as endpoint:
+    import os; os.environ['HF_ENDPOINT'] = endpoint
+    from huggingface_hub import HfApi
+    from hf_transfer_seg.hub import read_card
+    from hf_transfer_seg.cards import get_namespace
+    api = HfApi()
+    s = json.load(open({str(workdir / 'summary.json')!r}))
+    enc = s['encoder_repo']
+    main, _ = read_card(enc, 'main')
+    rev, _ = read_card(enc, s['best_revision'])
+    out = dict(
+        branches=sorted(b.name for b in api.list_repo_refs(enc).branches),
+        main_files=sorted(api.list_repo_files(enc)),
+        summary_best=get_namespace(main.data, 'robustness_summary')['mni152-tissue']['best_revision'],
+        rev_scored='mni152-tissue' in get_namespace(rev.data, 'robustness'),
+        rev_downstream=sorted(get_namespace(rev.data, 'downstream') or {{}}),
+        seg_files=sorted(api.list_repo_files(s['segmentation']['best']['repo_id'])),
+        space_files=sorted(api.list_repo_files(s['space_id'], repo_type='space')),
+    )
+    print(json.dumps(out))
+"""
+    env = {k: v for k, v in os.environ.items() if k != "HF_ENDPOINT"}
+    found = json.loads(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+    assert {"epoch-0000.5", "epoch-0001", "epoch-0001.5", "main"} <= set(found["branches"])
+    assert "model.safetensors" in found["main_files"] and "plots/robustness_mni152-tissue.png" in found["main_files"]
+    assert found["summary_best"] == summary["best_revision"] and found["rev_scored"]
+    assert found["rev_downstream"] == ["mni152-tissue"]
+    assert {"model.safetensors", "config.json", "README.md"} <= set(found["seg_files"])
+    assert {"app.py", "README.md", "requirements.txt"} <= set(found["space_files"])
+
+    # Same workdir again: nothing is redone.
+    second = _run_demo(workdir)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    again = json.loads((workdir / "summary.json").read_text())
+    for stage in ("pretrain", "score", "finetune_best", "finetune_worst"):
+        if stage in again["stages"]:
+            assert again["stages"][stage]["reused"], stage
+    assert [r["sha"] for r in again["revisions"]] == [r["sha"] for r in revisions]
