@@ -154,6 +154,10 @@ def test_augmentation_depends_on_seed_epoch_index_only():
     assert torch.equal(first, ds[3][0])
     ds.set_epoch(1)  # ...the epoch does
     assert not torch.equal(first, ds[3][0])
+    # loader workers (which only seed) give exactly the images of in-process loading (which also restores)
+    in_process = next(iter(torch.utils.data.DataLoader(ds, batch_size=8, collate_fn=collate)))[0]
+    in_workers = next(iter(torch.utils.data.DataLoader(ds, batch_size=4, num_workers=2, collate_fn=collate)))[0]
+    assert torch.equal(in_process[:4], in_workers)
     sampler = EpochSampler(10, seed=1)
     order0 = list(sampler)
     sampler.set_epoch(1)

@@ -75,14 +75,28 @@ def to_pil(source: Any) -> Image.Image:
     return Image.fromarray(array, mode="RGB")
 
 
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    # CPU generator only: torch.manual_seed would also queue lazy CUDA/XPU/MTIA seeding, each recording a
+    # stack trace when those devices are not initialised (a third of a millisecond per image)
+    torch.default_generator.manual_seed(seed)
+
+
 @contextlib.contextmanager
 def _seeded(seed: int):
-    """Run a block with Python, NumPy and torch CPU generators seeded, then restore their state."""
+    """Run a block with Python, NumPy and torch CPU generators seeded.
+
+    In a loader worker nothing else draws from them, so they are only seeded (cheap); in the main process
+    (``num_workers=0``) their state is restored afterwards, so the caller's randomness is left alone.
+    """
+    if torch.utils.data.get_worker_info() is not None:
+        _seed_all(seed)
+        yield
+        return
     py_state, np_state = random.getstate(), np.random.get_state()
     with torch.random.fork_rng(devices=[]):
-        random.seed(seed)
-        np.random.seed(seed % (2**32))
-        torch.manual_seed(seed)
+        _seed_all(seed)
         try:
             yield
         finally:
