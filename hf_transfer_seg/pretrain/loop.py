@@ -48,6 +48,8 @@ class PretrainResult:
     images_trained: int = 0  # by this run (all processes)
     loop_seconds: float = 0.0  # the training loop, checkpoints included (not start-up, not the final push wait)
     checkpoint_seconds: float = 0.0  # of which evaluating, writing and saving checkpoints
+    loop_cpu_seconds: float = 0.0  # CPU time of this process (all its threads) in the loop; stable on shared machines
+    checkpoint_cpu_seconds: float = 0.0
 
     @property
     def images_per_second(self) -> float:
@@ -199,7 +201,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
     output_dir = Path(config.output_dir)
     world = accelerator.num_processes
     micro = micro_batch(config, world)
-    set_seed(config.seed, device_specific=True)
+    set_seed(config.seed)  # the same initial weights on every process
 
     # ---- refuse to clobber or misuse an existing run, check the Hub before any work
     saved = states.latest_state(output_dir)
@@ -230,6 +232,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
     for note in data.notes:
         log.warning(note)
     model = recipes.create_model(config, data.num_classes)
+    set_seed(config.seed, device_specific=True)  # but different dropout/drop-path/Mixup draws per process
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = recipes.optimizer(config, model)
@@ -374,7 +377,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
     scheduler.step_update(state.global_step)
     model.train()
     images_at_start = state.images_seen
-    loop_started = time.perf_counter()
+    loop_started, loop_cpu_started = time.perf_counter(), time.process_time()
     progress = tqdm(total=schedule.total_steps, initial=state.global_step, disable=not main, desc="pretrain", unit="step")
     stop = False
     with states.StopSignals() as signals:
@@ -420,9 +423,10 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
                 if main and config.log_every and state.global_step % config.log_every == 0:
                     progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
                 if state.global_step in schedule.checkpoint_steps:
-                    tick = time.perf_counter()
+                    tick, cpu_tick = time.perf_counter(), time.process_time()
                     stop, reason = checkpoint(state.global_step)
                     result.checkpoint_seconds += time.perf_counter() - tick
+                    result.checkpoint_cpu_seconds += time.process_time() - cpu_tick
                     if stop:
                         result.stopped_early = reason
                         log.warning("stopping after %s: %s", revision_name(schedule.checkpoint_steps[state.global_step]), reason)
@@ -442,6 +446,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
     progress.close()
     result.loop_seconds = time.perf_counter() - loop_started
+    result.loop_cpu_seconds = time.process_time() - loop_cpu_started
     result.images_trained = state.images_seen - images_at_start
     if main and result.images_trained:
         log.info(

@@ -216,6 +216,10 @@ class Publisher:
         return names
 
     def _run(self) -> None:
+        try:  # let training threads win the CPU when it is scarce (Linux: niceness is per thread)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        except (AttributeError, OSError):
+            pass
         while True:
             revision = self._queue.get()
             try:
