@@ -43,7 +43,7 @@ class DemoSettings:
     score_images: int = 64
     score_image_size: int = 128
     seg_target: str = "mni152-tissue"
-    seg_epochs: int = 12
+    seg_epochs: int = 8
     seg_image_size: int = 128
     seg_batch_size: int = 8
     seg_limit: int = 48
@@ -243,11 +243,8 @@ class Demo:
             print(f"Hub: {endpoint}" + (f" (local hub, root {self.workdir / 'hub'})" if local else ""))
             revisions = self.pretrain()
             scores = self.score(revisions)
-            rows = sorted(scores.get("rows", []), key=lambda r: r["score"] if r.get("score") is not None else 1e9)
-            best, worst = rows[0], rows[-1]
-            seg = {"best": self.finetune("best", best["revision"])}
-            if worst["revision"] != best["revision"]:
-                seg["worst"] = self.finetune("worst", worst["revision"])
+            rows = sorted((r for r in scores.get("rows", []) if r.get("score") is not None), key=lambda r: r["score"])
+            seg = {label: self.finetune(label, revision) for label, revision in _contrast(rows, revisions).items()}
             report = self.report()
             self.deploy()
             summary = self._summary(endpoint, local, revisions, scores, seg, report, started)
@@ -316,6 +313,18 @@ class Demo:
         times = ", ".join(f"{k} {v['seconds']:.0f}s" + (" (reused)" if v["reused"] else "") for k, v in summary["stages"].items())
         print(f"wall time     {summary['wall_seconds']:.0f}s ({times})")
         print(f"summary       {self.summary_path}")
+
+
+def _contrast(rows: list[dict], revisions: list) -> dict[str, str]:
+    """Revisions to fine-tune: the best-scored, the worst-scored and the last (what "always train to the end"
+    would use), three distinct ones when there are three, so the report can correlate score and Dice."""
+    chosen = {"best": rows[0]["revision"], "worst": rows[-1]["revision"]}
+    ordered = [r.name for r in revisions]
+    for candidate in [ordered[-1], *reversed(ordered)]:
+        if candidate not in chosen.values():
+            chosen["last" if candidate == ordered[-1] else "other"] = candidate
+            break
+    return {label: rev for label, rev in chosen.items() if rev}
 
 
 _KNOWN_TARGETS = {

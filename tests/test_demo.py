@@ -36,6 +36,10 @@ def test_demo_runs_the_whole_loop_and_reuses_finished_work(tmp_path):
     assert "synthetic" in summary["data"]["pretraining"] and "real" in summary["data"]["segmentation_target"]
     assert Path(summary["report"]).is_file() and (Path(summary["report"]).parent / "report.json").is_file()
     assert set(summary["stages"]) >= {"pretrain", "score", "finetune_best", "report", "space"}
+    assert len({s["encoder_revision"] for s in summary["segmentation"].values()}) == len(summary["segmentation"]) == 3
+    report = json.loads((Path(summary["report"]).parent / "report.json").read_text())
+    headline = report["predictors"]["robustness:cosine_m0.5_L-1_flat"]
+    assert headline["mean_spearman"] is not None  # three fine-tuned revisions: the report can test the score
     assert "<- best" in first.stdout and "wall time" in first.stdout
 
     # Every artefact is in the hub the demo left in workdir/hub: open it again and look with the client.
@@ -76,7 +80,7 @@ with local_hub({str(workdir / 'hub')!r}) as endpoint:
     second = _run_demo(workdir)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     again = json.loads((workdir / "summary.json").read_text())
-    for stage in ("pretrain", "score", "finetune_best", "finetune_worst"):
-        if stage in again["stages"]:
-            assert again["stages"][stage]["reused"], stage
+    assert len([s for s in again["stages"] if s.startswith("finetune_")]) == 3
+    for stage in [s for s in again["stages"] if s in ("pretrain", "score") or s.startswith("finetune")]:
+        assert again["stages"][stage]["reused"], stage
     assert [r["sha"] for r in again["revisions"]] == [r["sha"] for r in revisions]

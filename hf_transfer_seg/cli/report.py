@@ -63,15 +63,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_verdicts(predictors: dict, shown: int = 8) -> None:
-    """The headline score, the non-robustness predictors and the strongest correlations; the rest is in report.md."""
-    def strength(item):
-        rho = item[1].get("mean_spearman")
-        return -abs(rho) if rho is not None else 1.0
+def _print_verdicts(predictors: dict) -> None:
+    from hf_transfer_seg.report.write import key_predictors
 
-    picked = [kv for kv in predictors.items() if "cosine_m0.5_L-1_flat" in kv[0] or not kv[0].startswith("robustness")]
-    rest = sorted((kv for kv in predictors.items() if kv not in picked), key=strength)
-    for name, p in (picked + rest)[:shown]:
-        print(f"  {name}: {p['verdict']}")
-    if len(predictors) > shown:
-        print(f"  ... {len(predictors) - shown} more predictors in report.md")
+    shown = key_predictors(predictors)
+    for name in shown:
+        print(f"  {name}: {predictors[name]['verdict']}")
+    if len(predictors) > len(shown):
+        print(f"  ... {len(predictors) - len(shown)} more predictors in report.md")

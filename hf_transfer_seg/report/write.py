@@ -37,6 +37,19 @@ def primary_predictor(analysis: dict[str, Any], requested: str | None = None) ->
     return best, why
 
 
+def key_predictors(predictors: dict[str, Any], shown: int = 8, headline: str = "cosine_m0.5_L-1_flat") -> list[str]:
+    """The predictors worth a verdict line: the headline score, every non-robustness predictor, then the
+    strongest correlations (by |mean Spearman|), ``shown`` in all."""
+    first = [n for n in predictors if headline in n or not n.lower().startswith(("robustness", "score"))]
+
+    def strength(name: str) -> float:
+        rho = predictors[name].get("mean_spearman")
+        return -abs(rho) if rho is not None else 1.0
+
+    rest = sorted((n for n in predictors if n not in first), key=strength)
+    return (first + rest)[:shown]
+
+
 def _f(value: Any, fmt: str = "+.2f") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -60,8 +73,11 @@ def markdown(analysis: dict[str, Any], *, title: str, source: str, primary: str 
     lines += ["", "## Verdict", ""]
     if not preds:
         lines.append("No predictor columns: nothing to test.")
-    for name, p in preds.items():
-        lines.append(f"- **{name}** {p['verdict']}")
+    shown = key_predictors(preds)
+    for name in shown:
+        lines.append(f"- **{name}** {preds[name]['verdict']}")
+    if len(preds) > len(shown):
+        lines.append(f"- {len(preds) - len(shown)} other predictors: see the table below.")
     base = analysis.get("epoch_baseline") or {}
     if base.get("mean_spearman") is not None:
         lines += ["", f"Baseline: pretraining length alone (epoch) has mean Spearman {_f(base['mean_spearman'])} with Dice. "
