@@ -257,17 +257,21 @@ def test_folder_with_a_corrupt_jpeg_trains_and_the_card_counts_it(tmp_path):
             for i in range(n - (split == "train" and cls == "b")):  # 15 good + 1 broken = 4 batches of 4
                 Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(root / split / cls / f"{i}.jpg")
     (root / "train" / "b" / "broken.jpg").write_bytes((root / "train" / "b" / "0.jpg").read_bytes()[:200])
+    # options from a recipe file (the advanced recipe: RandAugment, Mixup/CutMix, RandomErasing, drop path), flags on top
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("recipe: advanced\nimage-size: 32\nbatch_size: 4\nepochs: 2\ncheckpoint_epochs: [2]\nencoder: resnet18\n")
     done = cli(
-        "pretrain", "--encoder", "test_resnet", "--image-size", "32", "--batch-size", "4", "--lr", "1e-3",
-        "--num-workers", "0", "--epochs", "2", "--checkpoint-epochs", "2", "--dataset", str(root),
-        "--output-dir", str(tmp_path / "out"),
+        "pretrain", "--config", str(recipe), "--encoder", "test_resnet", "--lr", "1e-3", "--num-workers", "0",
+        "--dataset", str(root), "--output-dir", str(tmp_path / "out"),
     )
     assert done.returncode == 0, done.stderr[-3000:]
+    assert "test_resnet, advanced recipe" in done.stderr
     assert "skipping unreadable image" in done.stderr and "broken.jpg" in done.stderr
     assert "checkpoints stay local" in done.stderr
     card = ModelCard.load(tmp_path / "out" / "pending" / "epoch-0002" / "README.md")
     training = get_namespace(card.data, "training")
     assert training["skipped_images"] == 1 and training["synthetic"] is False and training["dataset"] == str(root)
+    assert training["recipe"] == "advanced" and training["global_step"] == 8
     assert "Real data" in card.text and training["num_classes"] == 2
 
 
