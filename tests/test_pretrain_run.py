@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from hf_transfer_seg import hub
 from hf_transfer_seg.cards import get_namespace
 from hf_transfer_seg.localhub import local_hub
-from hf_transfer_seg.pretrain.loop import DEBUG_DIR_ENV
+from hf_transfer_seg.pretrain.loop import DEBUG_DIR_ENV, STEP_DELAY_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -148,19 +148,20 @@ def test_sigkill_and_sigterm_then_resume_continue_exactly(hub_endpoint, repo_id,
     reference = cli("pretrain", *args, "--output-dir", str(tmp_path / "ref"))
     assert reference.returncode == 0, reference.stderr[-3000:]
 
-    # SIGKILL between the first and the second checkpoint: the run continues from the first one
-    out = tmp_path / "out"
-    proc = start_cli("pretrain", *args, "--repo-id", repo_id, "--output-dir", str(out), env=_env(), log=tmp_path / "killed.log")
+    # SIGKILL between the first and the second checkpoint: the run continues from the first one.
+    # 50 ms per step keep the 20 steps between checkpoints longer than the time it takes us to react.
+    out, slow = tmp_path / "out", _env(**{STEP_DELAY_ENV: "0.05"})
+    proc = start_cli("pretrain", *args, "--repo-id", repo_id, "--output-dir", str(out), env=slow, log=tmp_path / "killed.log")
     _wait_for(lambda: _latest_step(out) == "step-00000004", 120, "the first checkpoint", proc)
-    time.sleep(0.3)
+    time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert _latest_step(out) == "step-00000004", "the run passed the second checkpoint before it was killed"
 
     # SIGTERM after the second checkpoint: the state is saved where the run stands (mid-epoch), exit 143
-    proc = start_cli("pretrain", *args, "--repo-id", repo_id, "--output-dir", str(out), "--resume", env=_env(), log=tmp_path / "resumed.log")
+    proc = start_cli("pretrain", *args, "--repo-id", repo_id, "--output-dir", str(out), "--resume", env=slow, log=tmp_path / "resumed.log")
     _wait_for(lambda: _latest_step(out) == "step-00000024", 120, "the second checkpoint", proc)
-    time.sleep(0.2)
+    time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 143, (tmp_path / "resumed.log").read_text()[-3000:]
     log = (tmp_path / "resumed.log").read_text()
@@ -192,24 +193,26 @@ def test_sigkill_and_sigterm_then_resume_continue_exactly(hub_endpoint, repo_id,
 def test_hub_down_during_the_run_then_push_pending_delivers(tmp_path):
     root, out = tmp_path / "hub2", tmp_path / "out"
     repo = "test-org/hub-down"
-    args = [*TINY, "--epochs", "5", "--checkpoint-epochs", "0.5,4,5", "--push-attempts", "1", "--push-retry-delay", "0"]
+    # steps 4, 64, 72; 50 ms per step leave the hub seconds to go down before the second checkpoint
+    args = [*TINY, "--epochs", "9", "--checkpoint-epochs", "0.5,8,9", "--push-attempts", "1", "--push-retry-delay", "0"]
     with local_hub(root) as endpoint:
-        proc = start_cli("pretrain", *args, "--repo-id", repo, "--output-dir", str(out), env=_env(HF_ENDPOINT=endpoint), log=tmp_path / "run.log")
+        env = _env(HF_ENDPOINT=endpoint, **{STEP_DELAY_ENV: "0.05"})
+        proc = start_cli("pretrain", *args, "--repo-id", repo, "--output-dir", str(out), env=env, log=tmp_path / "run.log")
         _wait_for(lambda: (out / "pushed" / "epoch-0000.5.json").is_file(), 120, "the first push", proc)
     # the hub is down now: training goes on, the later checkpoints wait in pending/
     assert proc.wait(timeout=240) == 0, (tmp_path / "run.log").read_text()[-3000:]
     log = (tmp_path / "run.log").read_text()
     assert "are not on the Hub yet" in log
-    assert sorted(p.name for p in (out / "pending").iterdir()) == ["epoch-0004", "epoch-0005"]
+    assert sorted(p.name for p in (out / "pending").iterdir()) == ["epoch-0008", "epoch-0009"]
     state = json.loads((out / "state" / _latest_step(out) / "trainer_state.json").read_text())
-    assert state["finished"] and state["global_step"] == 40
+    assert state["finished"] and state["global_step"] == 72
 
     with local_hub(root) as endpoint:
         delivered = cli("push-pending", "--output-dir", str(out), "--repo-id", repo, env=_env(HF_ENDPOINT=endpoint))
         assert delivered.returncode == 0, delivered.stderr[-3000:]
         api = HfApi(endpoint=endpoint)
         names = [r.name for r in hub.list_revisions(repo, api=api)]
-        assert names == ["epoch-0000.5", "epoch-0004", "epoch-0005"]
+        assert names == ["epoch-0000.5", "epoch-0008", "epoch-0009"]
         assert all(len(checkpoint_commits(api, repo, n)) == 1 for n in names)
         readme = hf_hub_download(repo, "README.md", endpoint=endpoint, cache_dir=tmp_path / "cache")
         assert [r["revision"] for r in get_namespace(ModelCard.load(readme).data, "checkpoints")] == names

@@ -34,6 +34,7 @@ from hf_transfer_seg.pretrain.publisher import Publisher, pending_dir, read_ledg
 
 log = logging.getLogger(__name__)
 DEBUG_DIR_ENV = "HF_TRANSFER_SEG_DEBUG_DIR"  # each process writes a hash of its weights at every checkpoint
+STEP_DELAY_ENV = "HF_TRANSFER_SEG_DEBUG_STEP_SECONDS"  # tests: sleep this long after every optimizer step
 STOP_SYNC_EVERY = 10  # optimizer steps between agreeing on a stop signal across processes
 
 
@@ -286,6 +287,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
         )
 
     debug_dir = os.environ.get(DEBUG_DIR_ENV)
+    step_delay = float(os.environ.get(STEP_DELAY_ENV) or 0)
     loss_sum = torch.zeros((), device=accelerator.device)
     loss_count = 0
     skipped_local: set = set()
@@ -420,6 +422,8 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
                 state.global_step += 1
                 scheduler.step_update(state.global_step)
                 progress.update(1)
+                if step_delay:
+                    time.sleep(step_delay)
                 if main and config.log_every and state.global_step % config.log_every == 0:
                     progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
                 if state.global_step in schedule.checkpoint_steps:
