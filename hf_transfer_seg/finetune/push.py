@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hf_transfer_seg import __version__

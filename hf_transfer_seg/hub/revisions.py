@@ -104,7 +104,7 @@ def push_revision(
     also_main: bool = False,
     api: HfApi | None = None,
 ) -> RevisionInfo:
-    """Push a local checkpoint folder as branch ``revision_name(epoch)``, created from ``main``.
+    """Push a local checkpoint folder as branch ``revision_name(epoch)``, created from main's first commit.
 
     Idempotent: pushing the same folder again makes no new commit (the client skips unchanged
     files), so a retried or resumed push never duplicates a revision. With ``also_main`` the
@@ -116,8 +116,9 @@ def push_revision(
         raise ConfigError(f"checkpoint folder {folder} does not exist")
     name = revision_name(epoch)
     ensure_repo(repo_id, repo_type=repo_type, api=api)
+    root = _initial_commit(repo_id, repo_type=repo_type, api=api)
     with_retries(
-        lambda: api.create_branch(repo_id, branch=name, repo_type=repo_type, exist_ok=True),
+        lambda: api.create_branch(repo_id, branch=name, revision=root, repo_type=repo_type, exist_ok=True),
         what=f"create branch {name} of {repo_id}",
     )
     message = commit_message or f"Checkpoint at epoch {epoch:g}"
@@ -141,6 +142,15 @@ def push_revision(
     sha = branch_sha(repo_id, name, repo_type=repo_type, api=api)
     log.info("pushed %s@%s (%s)", repo_id, name, sha[:10])
     return RevisionInfo(name=name, epoch=float(epoch), sha=sha)
+
+
+def _initial_commit(repo_id: str, *, repo_type: str, api: HfApi) -> str:
+    """The repo's first commit on main: checkpoint branches start there, so they hold only their own files
+    (not main's summary card or plots)."""
+    commits = with_retries(
+        lambda: api.list_repo_commits(repo_id, repo_type=repo_type), what=f"list commits of {repo_id}"
+    )
+    return commits[-1].commit_id
 
 
 def branch_sha(repo_id: str, revision: str, *, repo_type: str = "model", api: HfApi | None = None) -> str:

@@ -45,11 +45,15 @@ def save_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     model = _unwrap(model)
     save_for_hf(model, str(folder), model_args=model_args, data_config=data_config, safe_serialization=True)
-    if extra_config:
-        path = folder / "config.json"
-        config = json.loads(path.read_text())
-        config.update(extra_config)
-        path.write_text(json.dumps(config, indent=2))
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    # timm repeats num_classes inside model_args; transformers' timm wrapper passes its own num_classes too and
+    # fails with "multiple values for keyword argument". The top-level num_classes is what both read.
+    (config.get("model_args") or {}).pop("num_classes", None)
+    if not config.get("model_args"):
+        config.pop("model_args", None)
+    config.update(extra_config or {})
+    path.write_text(json.dumps(config, indent=2))
     return folder
 
 

@@ -11,35 +11,15 @@ Accuracies are percentages (0-100).
 from __future__ import annotations
 
 import copy
-import functools
-import subprocess
-from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from hf_transfer_seg import __version__
 from hf_transfer_seg.cards import get_namespace, render_card, replace_section, set_namespace, upsert_eval_result
 
 REPO_NAME_PLACEHOLDER = "<your-repo>"
 REPO_PLACEHOLDER = f"<your-namespace>/{REPO_NAME_PLACEHOLDER}"
 SUMMARY_ROW_KEYS = ("imagenet_top1", "imagenet_top5", "train_loss", "global_step", "images_seen", "wall_clock_hours")
-
-
-@functools.lru_cache(maxsize=1)
-def code_version() -> str:
-    """Package version, plus the git commit when running from a checkout."""
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "--short=10", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"{__version__}+g{sha}" if sha else __version__
 
 
 def _tags(facts: dict[str, Any]) -> list[str]:

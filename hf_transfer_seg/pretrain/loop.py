@@ -8,7 +8,6 @@ publisher, and every process saves the full training state. SIGTERM/SIGINT save 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -20,6 +19,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from hf_transfer_seg.version import code_version
 from hf_transfer_seg.data.classification import EpochSampler, build_classification_data, collate
 from hf_transfer_seg.errors import ConfigError
 from hf_transfer_seg.hub import check_write_access, ensure_repo, revision_name
@@ -98,15 +98,6 @@ def _export_model(accelerator, model, config: PretrainConfig, num_classes: int):
     plain = recipes.create_model(config, num_classes)
     plain.load_state_dict(state_dict)
     return plain
-
-
-def _strip_num_classes(folder: Path) -> None:
-    """timm records num_classes in model_args; transformers' TimmWrapper passes its own and then fails."""
-    path = folder / "config.json"
-    config = json.loads(path.read_text())
-    if isinstance(config.get("model_args"), dict):
-        config["model_args"].pop("num_classes", None)
-    path.write_text(json.dumps(config, indent=2))
 
 
 def _loaders(config: PretrainConfig, data, micro: int, accelerator):
@@ -317,7 +308,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
             "imagenet_top5": top5,
             "train_loss": round(loss_total / n, 6) if n else None,
             "wall_clock_hours": round(wall() / 3600.0, 6),
-            "code_version": cards.code_version(),
+            "code_version": code_version(),
             "dataset": data.dataset_id,
             "dataset_kind": data.kind,
             "synthetic": data.synthetic,
@@ -349,7 +340,6 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
                         data_config=dcfg,
                         extra_config={"label_names": label_names} if label_names else None,
                     )
-                    _strip_num_classes(folder)
                     extra, stop, reason = run_callbacks(list(callbacks), folder, epoch_value, revision)
                     card = cards.revision_card(config.repo_id, revision, facts)
                     card = cards.apply_extra(card, extra)

@@ -12,7 +12,6 @@ import pandas as pd
 from hf_transfer_seg import __version__
 from hf_transfer_seg.report.analysis import RULES, analyse
 from hf_transfer_seg.report.plots import make_plots
-from hf_transfer_seg.report.table import lower_is_better
 
 RULE_TEXT = {
     "lowest": "best value (lowest score)",
