@@ -23,6 +23,16 @@ def _epoch_axis(ax, df: pd.DataFrame) -> None:
     ax.grid(alpha=0.3)
 
 
+def _save(plt, fig, ax, df: pd.DataFrame, path: Path) -> Path:
+    """Legend (when the series are few enough to read), tight layout, PNG at ``path``."""
+    if df["series"].nunique() <= 12:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_predictor_vs_epoch(df: pd.DataFrame, predictor: str, path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -32,12 +42,7 @@ def plot_predictor_vs_epoch(df: pd.DataFrame, predictor: str, path: Path) -> Pat
     _epoch_axis(ax, df)
     ax.set_ylabel(predictor)
     ax.set_title(f"{predictor} along pretraining")
-    if df["series"].nunique() <= 12:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, df, path)
 
 
 def plot_dice_vs_epoch(df: pd.DataFrame, path: Path) -> Path:
@@ -50,12 +55,7 @@ def plot_dice_vs_epoch(df: pd.DataFrame, path: Path) -> Path:
     _epoch_axis(ax, df)
     ax.set_ylabel("Dice (validation)")
     ax.set_title("Downstream Dice along pretraining")
-    if df["series"].nunique() <= 12:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, df, path)
 
 
 def plot_predictor_vs_dice(df: pd.DataFrame, predictor: str, path: Path, *, spearman: float | None = None) -> Path:
@@ -73,12 +73,7 @@ def plot_predictor_vs_dice(df: pd.DataFrame, predictor: str, path: Path, *, spea
         title += f" (mean Spearman {spearman:+.2f})"
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    if df["series"].nunique() <= 12:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, df, path)
 
 
 def make_plots(df: pd.DataFrame, predictor: str | None, output: Path, *, spearman: float | None = None) -> dict[str, str]:
