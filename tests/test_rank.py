@@ -232,3 +232,16 @@ def test_report_reads_the_results_repo_and_tests_the_ranking(zoo, ranked, tmp_pa
     assert predictors["robustness:cosine_m0.5_L-1_flat"]["lower_is_better"] is True
     series = predictors["rankme"]["series"][f"{TARGET} (models)"]
     assert series["n"] == len(dice) and series["spearman"] is not None
+
+
+def test_space_leaderboard_shows_the_results_repo(zoo, ranked):
+    from hf_transfer_seg.space.ranking import HEADERS, load_ranking
+
+    notices: list[str] = []
+    view = load_ranking(ranked[0], TARGET, notices)
+    assert not notices and view is not None and view.target == TARGET
+    assert all(len(row) == len(HEADERS) for row in view.rows)
+    assert [row[0] for row in view.rows[:5]] == [1, 2, 3, 4, 5]  # the five scored models first, ranked
+    assert {row[1] for row in view.rows} >= {zoo["pickled"], zoo["broken"]}
+    assert view.plot_path is not None and view.plot_path.read_bytes()[:4] == b"\x89PNG"
+    assert load_ranking(f"{zoo['ns']}/no-such-results", None, notices) is None and "could not be read" in notices[0]
