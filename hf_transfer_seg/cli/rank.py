@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HEADLINE = "cosine_m0.5_L-1_flat"  # kept in sync with hf_transfer_seg.scoring.configs (no torch import here)
+from hf_transfer_seg.cards.schema import HEADLINE
 
 
 def add_parser(subparsers) -> None:

@@ -20,7 +20,7 @@ from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError
 
 from hf_transfer_seg.errors import CardConflictError, DataError, HubError
-from hf_transfer_seg.hub.redact import redact
+from hf_transfer_seg.redact import redact
 from hf_transfer_seg.hub.retry import with_retries
 from hf_transfer_seg.hub.revisions import branch_sha
 

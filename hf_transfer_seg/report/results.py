@@ -12,7 +12,6 @@ predictor comes from the file, so ``alpha_req_gap`` (lower is better) needs no f
 from __future__ import annotations
 
 import logging
-import math
 
 import pandas as pd
 
@@ -21,14 +20,6 @@ from hf_transfer_seg.errors import DataError
 log = logging.getLogger(__name__)
 
 SERIES_SUFFIX = " (models)"
-
-
-def _downstream_key(target: str, frozen: bool) -> str:
-    try:
-        from hf_transfer_seg.cards.schema import downstream_key  # type: ignore[import-not-found]
-    except ImportError:  # before the card schema module lands: the same rule as finetune's
-        return f"{target}@frozen" if frozen else target
-    return downstream_key(target, frozen)
 
 
 def _bool(value) -> bool | None:
@@ -41,6 +32,7 @@ def _bool(value) -> bool | None:
 def card_dice(repo_id: str, revision: str, target: str, *, frozen: bool = False) -> float | None:
     """Mean downstream Dice recorded in a model's card (branch head of ``revision``), or None."""
     from hf_transfer_seg.cards.data import get_namespace
+    from hf_transfer_seg.cards.schema import DOWNSTREAM, downstream_key, number
     from hf_transfer_seg.hub import read_card
 
     try:
@@ -48,12 +40,8 @@ def card_dice(repo_id: str, revision: str, target: str, *, frozen: bool = False)
     except Exception as exc:  # noqa: BLE001 - a card we cannot read has no Dice for us
         log.info("no card for %s@%s: %s", repo_id, revision, exc)
         return None
-    entry = (get_namespace(card.data, "downstream", {}) or {}).get(_downstream_key(target, frozen)) or {}
-    try:
-        value = float(entry.get("dice_mean"))
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
+    entry = (get_namespace(card.data, DOWNSTREAM, {}) or {}).get(downstream_key(target, frozen)) or {}
+    return number(entry.get("dice_mean"))
 
 
 def table_from_results(

@@ -37,7 +37,8 @@ from hf_transfer_seg.models.hub_encoder import (
     ModelSpec, describe, download_spec, family_of, input_side, load_any_encoder, parse_spec, processor_cfg, read_json,
     resolve_spec, unusable_reason,
 )
-from hf_transfer_seg.scoring.configs import HEADLINE, parse_config
+from hf_transfer_seg.cards.schema import HEADLINE
+from hf_transfer_seg.scoring.configs import parse_config
 from hf_transfer_seg.scoring.features import pair_distances, to_nchw
 from hf_transfer_seg.scoring.grid import ConfigScore, grid_scores
 from hf_transfer_seg.scoring.plan import ScoringPlan, build_plan
@@ -163,10 +164,7 @@ def label_aware(model: torch.nn.Module, seg: tuple | None, side: int, seed: int,
     """LogME and linear-probe Dice on the masked target, images resized to the model's input size."""
     if seg is None:
         return {}
-    try:
-        from hf_transfer_seg.baselines import transferability as T
-    except ImportError:  # until the baselines package move lands
-        from hf_transfer_seg.report import transferability as T  # type: ignore[no-redef]
+    from hf_transfer_seg.baselines import transferability as T
     from hf_transfer_seg.data.segmentation import SegSample
 
     def resized(target):

@@ -21,14 +21,14 @@ from huggingface_hub import DatasetCard, DatasetCardData, ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 
 from hf_transfer_seg.cards.data import get_namespace, set_namespace
-from hf_transfer_seg.data.unlabelled import safe_file_key
+from hf_transfer_seg.cards import schema
 from hf_transfer_seg.hub import redact, update_card
 from hf_transfer_seg.scoring.rank import RankOutcome, directions
 from hf_transfer_seg.version import code_version
 
 log = logging.getLogger(__name__)
 
-CARD_KEY = "model_ranking"  # hf_transfer_seg.model_ranking[target] in a ranked model's card
+CARD_KEY = schema.MODEL_RANKING  # hf_transfer_seg.model_ranking[target] in a ranked model's card
 EXPLAIN = (
     "Robustness score (Hidy, Bakos and Lukács, arXiv 2410.18677; **lower is better**) of each encoder on the "
     "same images, colour-jittered views and negatives (common random numbers), each model at its own input "
@@ -40,15 +40,10 @@ EXPLAIN = (
 
 
 def plot_path(target: str) -> str:
-    return f"plots/rank_{safe_file_key(target)}.png"
+    return schema.plot_path("rank", target)
 
 
-def _num(x: Any) -> float | None:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
+_num = schema.number
 
 
 def outcome_rows(outcome: RankOutcome) -> pd.DataFrame:
@@ -81,8 +76,8 @@ def outcome_rows(outcome: RankOutcome) -> pd.DataFrame:
 
 
 def _fmt(x: Any, digits: int = 4) -> str:
-    x = _num(x)
-    return "–" if x is None else f"{x:.{digits}f}"
+    x = _num(x)  # floats only: an int-valued float still gets its decimals
+    return schema.fmt(x, digits)
 
 
 def _text(x: Any) -> str:

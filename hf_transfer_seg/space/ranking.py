@@ -15,10 +15,10 @@ from typing import Any
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError
 
-from hf_transfer_seg.data.unlabelled import safe_file_key
+from hf_transfer_seg.cards import schema
 from hf_transfer_seg.hub import redact, with_retries
 
-HEADLINE = "robustness:cosine_m0.5_L-1_flat"  # the headline `rank` writes (scoring.configs.HEADLINE)
+HEADLINE = f"robustness:{schema.HEADLINE}"  # the headline row `rank` writes
 HEADERS = ["rank", "model", "commit", "input px", "score (lower is better)", "95% interval", "tie", "RankMe", "alpha-ReQ gap", "status"]
 
 
@@ -77,7 +77,7 @@ def load_ranking(repo_id: str, target: str | None, notices: list[str]) -> Rankin
     plot = None
     try:
         plot = Path(with_retries(
-            lambda: hf_hub_download(repo_id, f"plots/rank_{safe_file_key(chosen)}.png", revision=sha, repo_type="dataset"),
+            lambda: hf_hub_download(repo_id, schema.plot_path("rank", chosen), revision=sha, repo_type="dataset"),
             what=f"download the ranking plot of {repo_id}",
         ))
     except EntryNotFoundError:
