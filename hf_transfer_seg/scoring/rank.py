@@ -42,7 +42,7 @@ from hf_transfer_seg.scoring.configs import parse_config
 from hf_transfer_seg.scoring.features import pair_distances, to_nchw
 from hf_transfer_seg.scoring.grid import ConfigScore, grid_scores
 from hf_transfer_seg.scoring.plan import ScoringPlan, build_plan
-from hf_transfer_seg.scoring.ties import paired_ties
+from hf_transfer_seg.scoring.ties import plan_key, ties_with_best
 
 log = logging.getLogger(__name__)
 
@@ -308,10 +308,30 @@ def run_rank(
             )
             del loaded
     ordered = [results[t] for t in specs if t in results]
-    ties = paired_ties({r.spec.spec: r.headline_values for r in ordered if r.ok and r.headline_values is not None}, plan.weights)
+    ties = model_ties(ordered, plan, seed)
     for r in ordered:
         r.tie = ties.get(r.spec.spec, {})
     return RankOutcome(plan=plan, target=plan.target_key, headline=headline, results=ordered, label_aware=seg is not None)
+
+
+def model_ties(results: list[ModelResult], plan: ScoringPlan, seed: int) -> dict[str, dict[str, Any]]:
+    """Per scored model: ``rank`` by the headline, ``tie`` (best / tied / worse) from the paired analysis of
+    :mod:`~hf_transfer_seg.scoring.ties` (all models share the plan's images, views and negatives), ``difference``."""
+    scored = [r for r in results if r.ok and r.headline_values is not None]
+    if not scored:
+        return {}
+    key = plan_key(plan.target_key, plan.num_images, plan.seed, plan.image_size)  # one plan, resized per model
+    rows = [{"revision": r.spec.spec, "score": float(r.headline_values.mean())} for r in scored]
+    per_image = {r.spec.spec: {"plan": key, "values": r.headline_values.tolist()} for r in scored}
+    best = min(rows, key=lambda row: row["score"])
+    ties = ties_with_best(rows, best, per_image, seed=seed)
+    order = sorted(rows, key=lambda row: row["score"])
+    out = {}
+    for rank, row in enumerate(order, start=1):
+        name, tie = row["revision"], ties[row["revision"]]
+        label = "best" if row is best else ("tied" if tie["tied"] else "worse")
+        out[name] = {"rank": rank, "tie": label, "difference": tie["difference"]}
+    return out
 
 
 def directions() -> dict[str, bool]:
