@@ -211,7 +211,12 @@ def test_report_reads_the_results_repo_and_tests_the_ranking(zoo, ranked, tmp_pa
     from hf_transfer_seg.cli import main
     from hf_transfer_seg.hub import update_card
 
+    from hf_transfer_seg.errors import DataError
+    from hf_transfer_seg.report.results import load_results_table
+
     results_repo, _ = ranked
+    with pytest.raises(DataError, match="no model in the results repo has a downstream Dice"):
+        load_results_table(results_repo, TARGET)
     dice = {"convnext": 0.8, "vit": 0.7, "dinov2": 0.75, "hfvit": 0.6}
     for name, value in dice.items():  # the Dice `finetune` records in the encoder's card
 

@@ -79,6 +79,12 @@ def table_from_results(
         raise DataError("the results repo has no scored model (every row failed or was skipped)")
     table = check_table(pd.DataFrame(rows), "results repo")
     n_dice = int(table["dice"].notna().sum())
+    if n_dice == 0:
+        raise DataError(
+            f"no model in the results repo has a downstream Dice{' for ' + target if target else ''}: fine-tune some of "
+            "them (`hf-transfer-seg finetune --encoder-repo REPO --revision REV --target TARGET` records the Dice in the "
+            "model's card) or add rows with predictor `dice` to results.csv, then run the report again"
+        )
     log.info("results repo: %d models, %d with downstream Dice", len(table), n_dice)
     return table, lower
 
