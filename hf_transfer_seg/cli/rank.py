@@ -45,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
     from hf_transfer_seg.scoring.rank_results import outcome_rows, render, target_table, write_model_cards
 
     _quiet_libraries()
+    if args.results_repo:
+        from hf_transfer_seg.hub.results_repo import ensure_results_repo
+
+        ensure_results_repo(args.results_repo)
     outcome = run_rank(
         args.models, args.target, num_images=args.num_images, seed=args.seed, batch_size=args.batch_size,
         headline=args.config, image_size=args.image_size, device=args.device, precision=args.precision,
@@ -55,7 +59,20 @@ def run(args: argparse.Namespace) -> int:
     if args.results_repo:
         from hf_transfer_seg.hub.results_repo import upsert_results
 
-        table, sha = upsert_results(args.results_repo, rows, render=render(args.config), commit_message=f"rank {len(outcome.results)} models on {outcome.target}")
+        try:
+            table, sha = upsert_results(args.results_repo, rows, render=render(args.config), commit_message=f"rank {len(outcome.results)} models on {outcome.target}")
+        except Exception as exc:  # nothing is lost: the rows stay on disk for the next attempt
+            from pathlib import Path
+
+            from hf_transfer_seg.errors import HubError
+            from hf_transfer_seg.redact import redact
+
+            saved = Path(f"rank-results-{outcome.plan.target_key.replace('/', '_').replace(':', '_')}.csv").resolve()
+            rows.to_csv(saved, index=False)
+            raise HubError(
+                f"could not write the results to {args.results_repo} ({redact(exc)}); the {len(rows)} rows are saved in "
+                f"{saved}: upload them with huggingface_hub or run the command again"
+            ) from exc
     plan = outcome.plan
     print(f"\nRanking on {outcome.target} ({plan.num_images} images, seed {plan.seed}, {args.config}; lower is better)\n")
     print("\n".join(target_table(rows, outcome.target, args.config)[1]))

@@ -117,6 +117,18 @@ def _is_conflict(exc: BaseException) -> bool:
     return isinstance(exc, HfHubHTTPError) and status in (409, 412)
 
 
+def ensure_results_repo(repo_id: str, *, api: HfApi | None = None) -> None:
+    """Create the dataset repo if missing (before any scoring, so a token that cannot write fails early)."""
+    api = api or HfApi()
+    try:
+        with_retries(lambda: api.create_repo(repo_id, repo_type="dataset", exist_ok=True), what=f"create dataset {repo_id}")
+    except HfHubHTTPError as exc:
+        raise HubError(
+            f"cannot create or reach results dataset {repo_id} ({redact(exc)}); check --results-repo, HF_ENDPOINT and "
+            "that HF_TOKEN may write to that namespace"
+        ) from exc
+
+
 def upsert_results(
     repo_id: str,
     rows: pd.DataFrame,
@@ -129,7 +141,7 @@ def upsert_results(
     """Merge ``rows`` into ``results.csv`` of dataset ``repo_id`` (created if missing), with the card from
     ``render(merged)`` (path -> bytes) in the same commit; return the merged table and the commit sha."""
     api = api or HfApi()
-    with_retries(lambda: api.create_repo(repo_id, repo_type="dataset", exist_ok=True), what=f"create dataset {repo_id}")
+    ensure_results_repo(repo_id, api=api)
     for attempt in range(1, attempts + 1):
         sha = branch_sha(repo_id, "main", repo_type="dataset", api=api)
         merged = merge_rows(_read_at(repo_id, sha), rows)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -338,10 +337,3 @@ def directions() -> dict[str, bool]:
     """Lower-is-better flag of every predictor ``rank`` writes (robustness configurations: lower)."""
     return {**LABEL_FREE, **LABEL_AWARE}
 
-
-def finite(x: Any) -> float | None:
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
