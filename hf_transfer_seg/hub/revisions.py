@@ -18,7 +18,7 @@ from hf_transfer_seg.hub.retry import with_retries
 
 log = logging.getLogger(__name__)
 
-_REVISION_RE = re.compile(r"^epoch-(\d{4,})(?:\.(\d+))?$")
+_REVISION_RE = re.compile(r"^epoch-(\d{4,})(?:\.(\d+))?\Z")
 
 
 def revision_name(epoch: float) -> str:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 import logging
 import mimetypes
 import os
@@ -37,31 +36,29 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.middleware import Middleware
 from starlette.routing import Route
 
-from hf_transfer_seg.localhub import routes
+from hf_transfer_seg import safe_yaml
+from hf_transfer_seg.localhub import limits, routes
 from hf_transfer_seg.localhub import storage as st
 from hf_transfer_seg.localhub.commit_body import CommitReader
-from hf_transfer_seg.localhub.responses import HTTPError, error_response
+from hf_transfer_seg.localhub.responses import HTTPError, error_response, header_value
 
 log = logging.getLogger(__name__)
 
-MAX_JSON_BODY = 16 << 20  # every request but a commit and an LFS upload
 LFS_THRESHOLD = 1 << 20  # with lfs_uploads, files at least this big are uploaded through the LFS batch API
 LFS_WRITE_BATCH = 4 << 20  # LFS upload bytes handed to a worker thread at a time
 URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
-# same pattern as huggingface_hub.repocard.REGEX_YAML_BLOCK
-_YAML_BLOCK = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ \t]*(\r\n|\n|$))")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 def parse_card(text: str) -> dict | None:
-    """YAML front matter of a README.md as a dict, or None (no block, or not a mapping)."""
-    match = _YAML_BLOCK.search(text)
-    if not match:
-        return None
-    data = yaml.safe_load(match.group(2))
-    return data if isinstance(data, dict) else None
+    """YAML front matter of a README.md as a dict, or None (no block, or not a mapping).
+
+    Read with the package's one bounded YAML loader: too deep, too many aliases or an alias
+    expansion too large raise :class:`yaml.YAMLError` like any other bad YAML."""
+    return safe_yaml.front_matter(text)
 
 
 def _truthy(value: str | None) -> bool:
@@ -93,10 +90,7 @@ class Ctx:
     def json(self) -> dict:
         if not self.body.strip():
             return {}
-        try:
-            data = json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise HTTPError(400, f"request body is not valid JSON: {exc}") from None
+        data = limits.loads(self.body, "request body")
         if not isinstance(data, dict):
             raise HTTPError(400, "request body must be a JSON object")
         return data
@@ -109,6 +103,10 @@ class HubApp:
                  commits_page_size: int = 50, tree_page_size: int = 1000, lfs_uploads: bool = False,
                  lfs_threshold: int = LFS_THRESHOLD):
         self.storage = st.Storage(root)
+        # what a killed server left half-written (uploads, staging folders) is of no use to anyone
+        removed = self.storage.clean_tmp()
+        if removed:
+            log.info("local hub: removed %d temporary upload file(s) left in %s", removed, self.storage.tmp_dir)
         self.token = token or None
         # answer uploadMode "lfs" to preupload for files of at least lfs_threshold bytes (see module doc)
         self.lfs_uploads = bool(lfs_uploads)
@@ -123,9 +121,19 @@ class HubApp:
 
     async def handle(self, request: Request) -> Response:
         try:
+            return await self._answer(request)
+        except limits.BodyTimeout:
+            # the client stopped sending its body: answer and close (the rest of it would never come)
+            return error_response(408, f"request body incomplete: nothing received for {limits.BODY_IDLE_SECONDS:.0f} s "
+                                       "(a body shorter than its Content-Length?)", headers={"Connection": "close"})
+
+    async def _answer(self, request: Request) -> Response:
+        try:
             return await self._dispatch(request)
         except ClientDisconnect:
             return Response(status_code=400)
+        except limits.BodyTimeout:
+            raise
         except HTTPError as exc:
             await _drain(request)
             return error_response(exc.status, exc.message, exc.code, exc.body, exc.headers)
@@ -244,9 +252,9 @@ class HubApp:
         try:
             parse_card(content)
         except yaml.YAMLError as exc:
-            message = f"Invalid YAML in README.md front matter: {exc}"
+            message = f"Invalid YAML in README.md front matter: {safe_yaml.describe(exc)}"
             return JSONResponse({"errors": [{"message": message}], "warnings": []}, status_code=400,
-                                headers={"X-Error-Message": message.splitlines()[0][:500]})
+                                headers={"X-Error-Message": header_value(message, 500)})
         return JSONResponse({"errors": [], "warnings": []})
 
     def list_repos(self, ctx: Ctx, repo_type: str) -> Response:
@@ -521,7 +529,8 @@ class HubApp:
         sha = repo.resolve(revision)
         page = _int_param(ctx, "p", 0)
         limit = min(max(_int_param(ctx, "limit", self.commits_page_size), 1), 1000)
-        found = repo.log(sha, skip=page * limit, limit=limit + 1)
+        # a page past the end of history is empty (as on the Hub); git cannot even be asked past 2**31
+        found = repo.log(sha, skip=page * limit, limit=limit + 1) if page * limit < (1 << 31) else []
         formatted = "formatted" in ctx.query.getlist("expand[]") + ctx.query.getlist("expand")
         items = []
         for meta in found[:limit]:
@@ -645,7 +654,7 @@ class HubApp:
 # request plumbing
 
 
-async def _read_body(request: Request, limit: int = MAX_JSON_BODY) -> bytes:
+async def _read_body(request: Request, limit: int = limits.MAX_JSON_BODY) -> bytes:
     """The whole body; past ``limit`` the rest is still read (and dropped) before answering 413."""
     chunks: list[bytes] = []
     size = 0
@@ -714,6 +723,7 @@ def create_app(root, *, token: str | None = None, user: str = st.DEFAULT_USER, c
     """
     hub = HubApp(root, token=token, user=user, commits_page_size=commits_page_size, tree_page_size=tree_page_size,
                  lfs_uploads=lfs_uploads, lfs_threshold=lfs_threshold)
-    app = Starlette(routes=[Route("/{rest:path}", hub.handle, methods=list(routes.ALL_METHODS))])
+    app = Starlette(routes=[Route("/{rest:path}", hub.handle, methods=list(routes.ALL_METHODS))],
+                    middleware=[Middleware(limits.BodyIdleTimeout)])
     app.state.hub = hub
     return app

@@ -9,18 +9,17 @@ from __future__ import annotations
 
 import binascii
 import contextlib
-import json
 import os
 import tempfile
 
 from starlette.concurrency import run_in_threadpool
 
 from hf_transfer_seg.localhub import storage as st
+from hf_transfer_seg.localhub.limits import MAX_LINE, loads
 from hf_transfer_seg.localhub.responses import HTTPError
 
 # a commit line longer than this that starts like STREAM_PREFIX has its content decoded as it arrives
 STREAM_LINE = 1 << 20
-MAX_LINE = 2 << 30
 STREAM_PREFIX = b'{"key": "file", "value": {"content": "'
 
 
@@ -240,10 +239,7 @@ class CommitReader:
 
 
 def _parse_line(line: bytes, number: int) -> dict:
-    try:
-        item = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise HTTPError(400, f"commit body line {number} is not valid JSON: {str(exc)[:200]}") from None
+    item = loads(line, f"commit body line {number}")
     if not isinstance(item, dict) or not isinstance(item.get("key"), str) or not isinstance(item.get("value"), dict):
         raise HTTPError(400, f"commit body line {number} must be an object with 'key' (string) and 'value' (object)")
     return item

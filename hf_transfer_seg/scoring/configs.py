@@ -15,7 +15,7 @@ HEADLINE = "cosine_m0.5_L-1_flat"
 # Configurations the paper's tables favour, recorded in model-index next to the headline.
 HIGHLIGHTS = ("cosine_m0.5_L-1_flat", "inv_pearson_m0.5_L-1_flat", "cosine_m0.5_L-2_flat")
 
-_NAME_RE = re.compile(r"^(cosine|l2|inv_pearson)_m([0-9]+(?:\.[0-9]+)?)_L(-[1-9][0-9]*)_(flat|pooled)$")
+_NAME_RE = re.compile(r"^(cosine|l2|inv_pearson)_m([0-9]+(?:\.[0-9]+)?)_L(-[1-9][0-9]*)_(flat|pooled)\Z")
 
 
 @dataclass(frozen=True, order=True)

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, ModelCard, hf_hub_download
+from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
 from hf_transfer_seg.cards.data import get_namespace
 from hf_transfer_seg.errors import ConfigError, HubError, RevisionNotFound
 from hf_transfer_seg.hub import branch_sha, list_revisions, parse_revision_name, with_retries
+from hf_transfer_seg.safe_yaml import load_card
 from hf_transfer_seg.space.config import SpaceConfig
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ def card_namespace(repo_id: str, sha: str) -> dict[str, Any]:
         )
     except EntryNotFoundError:
         return {}
-    return get_namespace(ModelCard.load(path).data)
+    return get_namespace(load_card(Path(path), where=f"README.md of {repo_id}@{sha[:10]}").data)
 
 
 def _choose_target(summary: dict[str, Any], wanted: str | None, repo_id: str) -> str | None:
