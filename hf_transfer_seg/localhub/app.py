@@ -124,8 +124,8 @@ class HubApp:
             return await self._answer(request)
         except limits.BodyTimeout:
             # the client stopped sending its body: answer and close (the rest of it would never come)
-            return error_response(408, f"request body incomplete: nothing received for {limits.BODY_IDLE_SECONDS:.0f} s "
-                                       "(a body shorter than its Content-Length?)", headers={"Connection": "close"})
+            return error_response(408, "request body incomplete: nothing received for a while (a body shorter than "
+                                       "its Content-Length?)", headers={"Connection": "close"})
 
     async def _answer(self, request: Request) -> Response:
         try:
@@ -713,7 +713,8 @@ def _html(text: str) -> str:
 
 
 def create_app(root, *, token: str | None = None, user: str = st.DEFAULT_USER, commits_page_size: int = 50,
-               tree_page_size: int = 1000, lfs_uploads: bool = False, lfs_threshold: int = LFS_THRESHOLD) -> Starlette:
+               tree_page_size: int = 1000, lfs_uploads: bool = False, lfs_threshold: int = LFS_THRESHOLD,
+               body_idle_seconds: float = limits.BODY_IDLE_SECONDS) -> Starlette:
     """The Starlette application serving the repositories under ``root``.
 
     ``lfs_uploads=True`` answers uploadMode "lfs" for files of at least ``lfs_threshold`` bytes, so the
@@ -724,6 +725,6 @@ def create_app(root, *, token: str | None = None, user: str = st.DEFAULT_USER, c
     hub = HubApp(root, token=token, user=user, commits_page_size=commits_page_size, tree_page_size=tree_page_size,
                  lfs_uploads=lfs_uploads, lfs_threshold=lfs_threshold)
     app = Starlette(routes=[Route("/{rest:path}", hub.handle, methods=list(routes.ALL_METHODS))],
-                    middleware=[Middleware(limits.BodyIdleTimeout)])
+                    middleware=[Middleware(limits.BodyIdleTimeout, seconds=body_idle_seconds)])
     app.state.hub = hub
     return app

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Iterator
 
 from hf_transfer_seg.cards import get_namespace
+from hf_transfer_seg.disk import disk_full_is_clean
 from hf_transfer_seg.errors import HfTransferSegError, HubError
 from hf_transfer_seg.hub import parse_revision_name, push_revision, update_card
 from hf_transfer_seg.hub.redact import redact
@@ -78,7 +79,8 @@ def stage_checkpoint(output_dir: str | Path, revision: str, build) -> Path:
     tmp = pending / f".tmp-{revision}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    build(tmp)
+    with disk_full_is_clean(output_dir, f"checkpoint {revision}", partial=tmp):
+        build(tmp)
     final = pending / revision
     if final.exists():  # a resumed run recomputed a checkpoint that was never confirmed: the new one wins
         shutil.rmtree(final)
