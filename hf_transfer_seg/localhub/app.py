@@ -28,16 +28,14 @@ import logging
 import mimetypes
 import os
 import re
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs, quote
 
 import yaml
-from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.middleware import Middleware
-from starlette.routing import Route
 
 from hf_transfer_seg import safe_yaml
 from hf_transfer_seg.localhub import limits, routes
@@ -712,19 +710,37 @@ def _html(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+class HubASGI:
+    """The ASGI application: every HTTP request goes to :meth:`HubApp.handle` (no Starlette router in
+    between: its path pattern does not match a decoded path holding a newline, and would answer such a
+    request with a bare 404 of its own)."""
+
+    def __init__(self, hub: HubApp, body_idle_seconds: float = limits.BODY_IDLE_SECONDS):
+        self.hub = hub
+        self.state = SimpleNamespace(hub=hub)
+        self._app = limits.BodyIdleTimeout(self._http, seconds=body_idle_seconds)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":  # lifespan is off; websockets are not served
+            return
+        await self._app(scope, receive, send)
+
+    async def _http(self, scope, receive, send) -> None:
+        response = await self.hub.handle(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
 def create_app(root, *, token: str | None = None, user: str = st.DEFAULT_USER, commits_page_size: int = 50,
                tree_page_size: int = 1000, lfs_uploads: bool = False, lfs_threshold: int = LFS_THRESHOLD,
-               body_idle_seconds: float = limits.BODY_IDLE_SECONDS) -> Starlette:
-    """The Starlette application serving the repositories under ``root``.
+               body_idle_seconds: float = limits.BODY_IDLE_SECONDS) -> HubASGI:
+    """The ASGI application serving the repositories under ``root``.
 
     ``lfs_uploads=True`` answers uploadMode "lfs" for files of at least ``lfs_threshold`` bytes, so the
     client PUTs their raw bytes instead of base64 inside the commit. Only for clients that will not use
     Xet: huggingface_hub uploads every "lfs" file through Xet whenever ``hf_xet`` is importable and
     ``HF_HUB_DISABLE_XET`` is unset, and this server does not speak Xet (such an upload fails).
+    ``body_idle_seconds``: a request body that sends nothing for this long is answered 408 and closed.
     """
     hub = HubApp(root, token=token, user=user, commits_page_size=commits_page_size, tree_page_size=tree_page_size,
                  lfs_uploads=lfs_uploads, lfs_threshold=lfs_threshold)
-    app = Starlette(routes=[Route("/{rest:path}", hub.handle, methods=list(routes.ALL_METHODS))],
-                    middleware=[Middleware(limits.BodyIdleTimeout, seconds=body_idle_seconds)])
-    app.state.hub = hub
-    return app
+    return HubASGI(hub, body_idle_seconds)
