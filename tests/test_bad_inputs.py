@@ -11,6 +11,7 @@ import contextlib
 import http.client
 import json
 import os
+import re
 import socket
 import struct
 import subprocess
@@ -250,9 +251,14 @@ def test_hub_serve_warns_that_a_token_flag_shows_in_ps(tmp_path, capsys):
 # the CLI, in this process
 
 
+def _errors(stderr: str) -> list[str]:
+    """The 'error: ...' paragraphs of a command's stderr (a progress bar may precede one on its line)."""
+    return re.findall(r"(?:^|[\r\]|])error: [^\n]*", stderr, flags=re.M)
+
+
 def _assert_clean_exit(code, captured, *words):
     text = captured.out + captured.err
-    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    errors = _errors(captured.err)
     clean = code == 2 and "Traceback" not in text and len(errors) == 1 and all(w in errors[0] for w in words)
     _count(clean)
     assert clean, (code, text[-2000:])
@@ -308,7 +314,7 @@ def test_disk_full_while_saving_a_checkpoint_says_what_to_free_and_resume_recove
                 "--output-dir", str(out)]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         first = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
-        errors = [line for line in first.stderr.splitlines() if line.startswith("error:")]
+        errors = _errors(first.stderr)
         clean = first.returncode == 2 and "Traceback" not in first.stderr + first.stdout and len(errors) == 1
         _count(clean)
         assert clean, first.stderr[-3000:]
@@ -425,3 +431,102 @@ def test_safe_yaml_refuses_what_would_exhaust_the_reader():
         _count(True)
     with pytest.raises(safe_yaml.CardYAMLError, match="README"):
         safe_yaml.load_card(_yaml_card(BOMB))
+
+
+# --------------------------------------------------------------------------------------------------
+# Hub failures on reads: every command ends the same clean way (one subprocess runs them all in turn)
+
+_BATCH = r'''
+import contextlib, io, json, logging, sys
+from hf_transfer_seg.cli import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    logging.root.handlers.clear()  # main's basicConfig binds to this command's stderr
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+        except BaseException:
+            import traceback
+            traceback.print_exc()
+            code = "raised"
+    results.append({"argv": argv, "code": code, "out": out.getvalue(), "err": err.getvalue()})
+print("RESULTS" + json.dumps(results))
+'''
+
+
+def _run_batch(commands: list[list[str]], env: dict, cwd: Path) -> list[dict]:
+    done = subprocess.run([sys.executable, "-c", _BATCH, json.dumps(commands)], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=600)
+    line = next((l for l in done.stdout.splitlines() if l.startswith("RESULTS")), None)
+    assert line is not None, (done.stdout[-2000:], done.stderr[-3000:])
+    return json.loads(line[len("RESULTS"):])
+
+
+def test_hub_http_errors_on_reads_end_every_command_cleanly(tmp_path):
+    """401 (wrong token) and 404 (no such repo) from a real server, for score, finetune, sweep, report,
+    space deploy, space run and demo: exit 2, one 'error:' paragraph saying what failed, why and the fix."""
+    seg = _seg_folder(tmp_path / "seg")
+    with local_hub(tmp_path / "hub", token="the-right-token") as endpoint:
+        def commands(repo: str) -> list[list[str]]:
+            return [
+                ["score", "--repo-id", repo, "--target", "skimage-retina", "--no-progress", "--device", "cpu"],
+                ["finetune", "--encoder-repo", repo, "--revision", "epoch-0001", "--target", str(seg), "--epochs", "1",
+                 "--no-progress"],
+                ["sweep", "--repo-id", repo, "--target", str(seg), "--epochs", "1", "--no-progress"],
+                ["report", "--repo-id", repo, "--target", "skimage-retina", "--output", str(tmp_path / "report")],
+                ["space", "deploy", "--space-id", "local/space", "--model-repo", repo, "--target", "skimage-retina"],
+                ["space", "run", "--model-repo", repo, "--port", "0"],
+                ["demo", "--small", "--no-launch", "--workdir", str(tmp_path / "demo")],
+            ]
+
+        base = {**os.environ, "PYTHONPATH": str(ROOT), "HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_XET": "1"}
+        wrong = _run_batch(commands("local/encoder"), {**base, "HF_TOKEN": "a-wrong-token"}, tmp_path)
+        missing = _run_batch(commands("local/no-such-repo")[:5], {**base, "HF_TOKEN": "the-right-token"}, tmp_path)
+    for result, needle in [*((r, "401") for r in wrong), *((r, "") for r in missing)]:
+        errors = _errors(result["err"])
+        text = result["out"] + result["err"]
+        clean = result["code"] == 2 and "Traceback" not in text and len(errors) == 1 and needle in errors[0]
+        _count(clean)
+        assert clean, (result["argv"], result["code"], text[-2500:])
+    for result in wrong:
+        assert "token" in result["err"].lower() and "the-right-token" not in result["out"] + result["err"]
+
+
+# --------------------------------------------------------------------------------------------------
+# score: a bad revision is recorded failed, a hostile main card loses no score, a bomb in the target
+
+
+def test_score_with_bad_revisions_and_a_malformed_main_card(hub_endpoint, repo_id, tmp_path, capsys):
+    """Bad config.json revisions are recorded failed; main's malformed card loses no score; a bomb is refused."""
+    from hf_transfer_seg import hub
+    from hf_transfer_seg.cards.data import get_namespace
+
+    good = _checkpoint(tmp_path / "good")
+    hub.push_revision(good, repo_id, 1)
+    for epoch, edit in ((2, lambda c: c.setdefault("model_args", {}).update(no_such_argument=3)),
+                        (3, lambda c: c.update(architecture=7))):
+        hub.push_revision(_checkpoint(tmp_path / f"bad{epoch}", edit), repo_id, epoch)
+    # the client validates README.md before committing; an edit made elsewhere (git, web) is not: commit it raw
+    body = (HEADER + _file_line("README.md", b"---\nrobustness_summary: [unclosed\n---\n")).encode()
+    assert Client(hub_endpoint).request("POST", f"/api/models/{repo_id}/commit/main", body)[0] == 200
+    fast = ["--num-images", "8", "--image-size", "64", "--batch-size", "8", "--no-progress", "--device", "cpu"]
+    code = cli_main(["score", "--repo-id", repo_id, "--target", "skimage-retina", *fast])
+    captured = capsys.readouterr()
+    _assert_clean_exit(code, captured, "main's summary", "README.md")
+    # nothing lost: every score printed, each revision's card written (the bad ones as failed)
+    assert "epoch-0001" in captured.out and "epoch-0002" in captured.out and "epoch-0003" in captured.out
+    for name, status in (("epoch-0001", "ok"), ("epoch-0002", "failed"), ("epoch-0003", "failed")):
+        card, _ = hub.read_card(repo_id, name)
+        entry = next(iter(get_namespace(card.data, "robustness")["skimage-retina"].values()))
+        assert entry["status"] == status, (name, entry)
+    # a decompression bomb in a target folder: a clean error before any scoring
+    folder = tmp_path / "target"
+    folder.mkdir()
+    for i in range(8):
+        Image.fromarray(np.full((64, 64, 3), i * 20, np.uint8)).save(folder / f"{i}.png")
+    _png_header_only(folder / "zz-bomb.png", 30_000, 30_000)
+    code = cli_main(["score", "--repo-id", repo_id, "--target", str(folder), "--dry-run", *fast])
+    _assert_clean_exit(code, capsys.readouterr(), "bomb.png")
