@@ -530,3 +530,42 @@ def test_score_with_bad_revisions_and_a_malformed_main_card(hub_endpoint, repo_i
     _png_header_only(folder / "zz-bomb.png", 30_000, 30_000)
     code = cli_main(["score", "--repo-id", repo_id, "--target", str(folder), "--dry-run", *fast])
     _assert_clean_exit(code, capsys.readouterr(), "bomb.png")
+
+
+def test_finetune_target_with_a_decompression_bomb_is_a_clean_error(tmp_path, capsys):
+    encoder = _checkpoint(tmp_path / "enc")
+    for kind in ("png", "tif"):
+        target = _seg_folder(tmp_path / f"seg-{kind}", bomb=kind)
+        code = cli_main(["finetune", "--encoder-folder", str(encoder), "--target", str(target), "--epochs", "1",
+                         "--image-size", "32", "--no-progress"])
+        _assert_clean_exit(code, capsys.readouterr(), "bomb")
+
+
+# --------------------------------------------------------------------------------------------------
+# a checkpoint revision lands whole or not at all
+
+
+def test_a_revision_is_one_commit_verified_and_a_refused_push_leaves_no_branch(hub_endpoint, repo_id, tmp_path):
+    from huggingface_hub import HfApi
+
+    from hf_transfer_seg import hub
+
+    folder = _checkpoint(tmp_path / "ckpt")
+    (folder / "README.md").write_text("---\nlicense: mit\n---\n# checkpoint\n")
+    (folder / "extra").mkdir()
+    (folder / "extra" / "notes.txt").write_text("all files in one commit")
+    info = hub.push_revision(folder, repo_id, 4)
+    api = HfApi()
+    commits = api.list_repo_commits(repo_id, revision=info.name)
+    first = api.list_repo_commits(repo_id)[-1].commit_id
+    assert [c.commit_id for c in commits][1:] == [first]  # the checkpoint is exactly one commit on main's root
+    assert set(api.list_repo_files(repo_id, revision=info.sha)) >= {"config.json", "model.safetensors", "README.md",
+                                                                     "extra/notes.txt"}
+    assert hub.push_revision(folder, repo_id, 4).sha == info.sha  # idempotent: no new commit
+    # a push the server refuses part-way (a file name it rejects) leaves no epoch branch at all
+    (folder / "bad\x01name.bin").write_bytes(b"x")
+    with pytest.raises(Exception):
+        hub.push_revision(folder, repo_id, 5)
+    branches = {b.name for b in api.list_repo_refs(repo_id).branches}
+    _count("epoch-0005" not in branches)
+    assert "epoch-0005" not in branches and not any(b.startswith(hub.revisions.STAGING_PREFIX) for b in branches)
