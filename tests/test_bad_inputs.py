@@ -409,7 +409,7 @@ def _checkpoint(folder: Path, edit=None) -> Path:
 ])
 def test_a_bad_config_json_is_a_weights_error(edit, tmp_path):
     from hf_transfer_seg.errors import WeightsError
-    from hf_transfer_seg.finetune.model import build_model
+    from hf_transfer_seg.models.segmentation import build_model
     from hf_transfer_seg.models.checkpoint import load_encoder
 
     folder = _checkpoint(tmp_path / "ckpt", edit)

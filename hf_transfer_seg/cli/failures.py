@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 
-from hf_transfer_seg.hub.redact import redact
+from hf_transfer_seg.redact import redact
 
 _HTTP_BACKENDS = {"httpx", "httpx2", "requests", "urllib3", "httpcore"}
 _CONNECTION_NAMES = {"ConnectError", "ConnectionError", "ConnectTimeout", "TransportError", "RemoteProtocolError",
