@@ -522,6 +522,13 @@ def test_score_with_bad_revisions_and_a_malformed_main_card(hub_endpoint, repo_i
         card, _ = hub.read_card(repo_id, name)
         entry = next(iter(get_namespace(card.data, "robustness")["skimage-retina"].values()))
         assert entry["status"] == status, (name, entry)
+    # sweep on the same revisions: the bad ones are skipped and named, the good one is fine-tuned and recorded
+    seg = _seg_folder(tmp_path / "seg")
+    code = cli_main(["sweep", "--repo-id", repo_id, "--target", str(seg), "--seeds", "1", "--epochs", "1",
+                     "--image-size", "32", "--batch-size", "4", "--no-transferability", "--no-summary", "--no-progress"])
+    captured = capsys.readouterr()
+    _assert_clean_exit(code, captured, "epoch-0002", "epoch-0003", "skipped")
+    assert "epoch-0001: seed 0:" in captured.out
     # a decompression bomb in a target folder: a clean error before any scoring
     folder = tmp_path / "target"
     folder.mkdir()

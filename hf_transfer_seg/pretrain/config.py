@@ -130,11 +130,13 @@ def parse_epochs(value: Any) -> list[float]:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
+    from hf_transfer_seg import safe_yaml
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"recipe file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = safe_yaml.load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"recipe file {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
