@@ -21,7 +21,6 @@ typed exceptions.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -41,12 +40,12 @@ from hf_transfer_seg import safe_yaml
 from hf_transfer_seg.localhub import limits, routes
 from hf_transfer_seg.localhub import storage as st
 from hf_transfer_seg.localhub.commit_body import CommitReader
+from hf_transfer_seg.localhub.lfs import LfsRoutes
 from hf_transfer_seg.localhub.responses import HTTPError, error_response, header_value
 
 log = logging.getLogger(__name__)
 
 LFS_THRESHOLD = 1 << 20  # with lfs_uploads, files at least this big are uploaded through the LFS batch API
-LFS_WRITE_BATCH = 4 << 20  # LFS upload bytes handed to a worker thread at a time
 URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -94,7 +93,7 @@ class Ctx:
         return data
 
 
-class HubApp:
+class HubApp(LfsRoutes):
     """State shared by the routes: the storage, the optional token, page sizes."""
 
     def __init__(self, root, *, token: str | None = None, user: str = st.DEFAULT_USER,
@@ -133,14 +132,14 @@ class HubApp:
         except limits.BodyTimeout:
             raise
         except HTTPError as exc:
-            await _drain(request)
+            await limits.drain(request)
             return error_response(exc.status, exc.message, exc.code, exc.body, exc.headers)
         except st.StorageError as exc:
-            await _drain(request)
+            await limits.drain(request)
             return error_response(exc.status, exc.message, exc.code)
         except Exception as exc:  # noqa: BLE001 - answer instead of dropping the connection
             log.exception("local hub: internal error on %s %s", request.method, request.url.path)
-            await _drain(request)
+            await limits.drain(request)
             return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
 
     async def _dispatch(self, request: Request) -> Response:
@@ -153,7 +152,7 @@ class HubApp:
         handler = getattr(self, route.handler)
         if route.kind == "stream":
             return await handler(request, user, *args)
-        body = await _read_body(request)
+        body = await limits.read_body(request)
         ctx = Ctx(request, seg, body, user)
         return await run_in_threadpool(handler, ctx, *args)
 
@@ -357,104 +356,6 @@ class HubApp:
                            "shouldIgnore": False, "oid": oid})
         return JSONResponse({"files": answer, "commitOid": sha})
 
-    # -- LFS (basic transfer) ----------------------------------------------------------------------
-
-    def _lfs_signature(self, repo_type: str, repo_id: str, oid: str, size: int) -> str:
-        message = f"{repo_type}\0{repo_id}\0{oid}\0{size}".encode("utf-8")
-        return hmac.new(self._lfs_key, message, hashlib.sha256).hexdigest()
-
-    def lfs_batch(self, ctx: Ctx, repo_type: str, repo_id: str) -> Response:
-        """``POST /{repo}.git/info/lfs/objects/batch``: where to PUT each object, or nothing when stored."""
-        repo = self._repo(repo_type, repo_id)
-        data = ctx.json()
-        operation = data.get("operation")
-        objects = data.get("objects")
-        if operation not in ("upload", "download") or not isinstance(objects, list):
-            raise HTTPError(400, "LFS batch: 'operation' must be 'upload' or 'download' and 'objects' a list")
-        transfers = data.get("transfers") or ["basic"]
-        if not isinstance(transfers, list) or "basic" not in transfers:
-            raise HTTPError(400, "LFS batch: only the 'basic' transfer is served by the local hub")
-        if (data.get("hash_algo") or "sha256") != "sha256":
-            raise HTTPError(400, "LFS batch: only hash_algo 'sha256' is supported")
-        answer = []
-        for obj in objects:
-            oid = obj.get("oid") if isinstance(obj, dict) else None
-            size = obj.get("size") if isinstance(obj, dict) else None
-            if not isinstance(oid, str) or not st._HEX64.match(oid) or not isinstance(size, int) or size < 0:
-                raise HTTPError(400, "LFS batch: each object needs 'oid' (sha256, lowercase hex) and 'size' >= 0")
-            item: dict[str, Any] = {"oid": oid, "size": size, "authenticated": True}
-            if operation == "download":
-                # downloads go through /resolve/ (the client never asks the batch API for them)
-                item["error"] = {"code": 501, "message": "LFS downloads are served by /resolve/, not the batch API"}
-            elif repo.lfs_blob(oid) is None:
-                sig = self._lfs_signature(repo_type, repo_id, oid, size)
-                href = f"{ctx.base}/api/{repo_type}s/{repo_id}/lfs-upload/{oid}?size={size}&sig={sig}"
-                item["actions"] = {"upload": {"href": href, "expires_in": 86400}}
-            # else: stored already, no "actions": the client skips the upload
-            answer.append(item)
-        return JSONResponse({"transfer": "basic", "objects": answer, "hash_algo": "sha256"},
-                            media_type="application/vnd.git-lfs+json")
-
-    async def lfs_upload(self, request: Request, _user: str, repo_type: str, repo_id: str, oid: str) -> Response:
-        """``PUT .../lfs-upload/{sha256}?size=&sig=``: the raw bytes, stored as a git blob as they arrive.
-
-        The git sha1, the sha256 and the deflate are computed in one pass; the object is kept only if
-        both the size and the sha256 match what the URL promised.
-        """
-        try:
-            size = int(request.query_params.get("size", ""))
-        except ValueError:
-            raise HTTPError(400, "LFS upload: missing or invalid 'size'") from None
-        if not st._HEX64.match(oid) or size < 0:
-            raise HTTPError(400, "LFS upload: invalid object id")
-        expected = self._lfs_signature(repo_type, repo_id, oid, size)
-        if not hmac.compare_digest(expected, request.query_params.get("sig", "")):
-            raise HTTPError(403, "LFS upload: invalid or missing signature; ask the batch API for an upload URL")
-        repo = self._repo(repo_type, repo_id)
-        if repo.lfs_blob(oid) is not None:
-            await _drain(request)
-            return Response(status_code=200)
-        writer = await run_in_threadpool(st.BlobWriter, repo, size)
-        sha256 = hashlib.sha256()
-
-        async def digest(piece: bytes) -> None:
-            # hashlib and the blob writer release the GIL: the sha256 and the git object (sha1,
-            # Adler-32, write) are computed in two worker threads, i.e. on two cores
-            await asyncio.gather(run_in_threadpool(sha256.update, piece), run_in_threadpool(writer.write, piece))
-
-        working: asyncio.Future | None = None  # the previous piece, digested while the next one arrives
-        try:
-            pending: list[bytes] = []
-            pending_size = 0
-            async for chunk in request.stream():
-                if not chunk:
-                    continue
-                pending.append(chunk)
-                pending_size += len(chunk)
-                if pending_size >= LFS_WRITE_BATCH:
-                    piece, pending, pending_size = b"".join(pending), [], 0
-                    if working is not None:
-                        await working
-                    working = asyncio.ensure_future(digest(piece))
-            if working is not None:
-                await working
-            working = None
-            if pending:
-                await digest(b"".join(pending))
-            blob = await run_in_threadpool(writer.finish)
-        except st.BadRequest as exc:
-            raise HTTPError(400, f"LFS upload of {oid}: {exc.message}") from None
-        finally:
-            if working is not None:  # never discard the file under a worker still writing it
-                await asyncio.wait([working])
-                if not working.cancelled():
-                    working.exception()  # retrieved: the error being raised already says what went wrong
-            writer.discard()
-        if sha256.hexdigest() != oid:
-            raise HTTPError(400, f"LFS upload: content sha256 {sha256.hexdigest()} is not {oid}")
-        await run_in_threadpool(repo.record_lfs, oid, blob)
-        return Response(status_code=200)
-
     async def commit(self, request: Request, user: str, repo_type: str, repo_id: str, revision: str) -> Response:
         """``POST /api/{type}s/{repo}/commit/{rev}``: an NDJSON body, processed as it arrives."""
         repo = self._repo(repo_type, repo_id)  # 404 before reading megabytes (the body is drained on error)
@@ -650,27 +551,6 @@ class HubApp:
 
 # --------------------------------------------------------------------------------------------------
 # request plumbing
-
-
-async def _read_body(request: Request, limit: int = limits.MAX_JSON_BODY) -> bytes:
-    """The whole body; past ``limit`` the rest is still read (and dropped) before answering 413."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size <= limit:
-            chunks.append(chunk)
-    if size > limit:
-        raise HTTPError(413, f"request body larger than {limit} bytes")
-    return b"".join(chunks)
-
-
-async def _drain(request: Request) -> None:
-    try:
-        async for _ in request.stream():
-            pass
-    except (ClientDisconnect, RuntimeError):  # RuntimeError: stream already consumed
-        pass
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:

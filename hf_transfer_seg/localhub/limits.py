@@ -10,6 +10,8 @@ import asyncio
 import json
 from typing import Any
 
+from starlette.requests import ClientDisconnect, Request
+
 from hf_transfer_seg.localhub.responses import HTTPError
 
 MAX_JSON_BODY = 16 << 20  # every request body but a commit and an LFS upload
@@ -74,3 +76,24 @@ class BodyIdleTimeout:
             return message
 
         await self.app(scope, timed_receive, send)
+
+
+async def read_body(request: Request, limit: int = MAX_JSON_BODY) -> bytes:
+    """The whole body; past ``limit`` the rest is still read (and dropped) before answering 413."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size <= limit:
+            chunks.append(chunk)
+    if size > limit:
+        raise HTTPError(413, f"request body larger than {limit} bytes")
+    return b"".join(chunks)
+
+
+async def drain(request: Request) -> None:
+    try:
+        async for _ in request.stream():
+            pass
+    except (ClientDisconnect, RuntimeError):  # RuntimeError: stream already consumed
+        pass
