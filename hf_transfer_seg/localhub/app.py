@@ -1,4 +1,4 @@
-"""The HTTP side of the local Hub: a Starlette app answering what huggingface_hub's client asks.
+"""The HTTP side of the local Hub: an ASGI app (Starlette requests and responses) answering what huggingface_hub asks.
 
 Routes are a table (:mod:`.routes`: method, pattern, handler) matched on the raw path's segments.
 Every route reads the whole request body before answering, errors included (leftover bytes on a
