@@ -167,4 +167,11 @@ def run_sweep(args: argparse.Namespace) -> int:
     summary = out.get("summary")
     if summary and summary.get("best_revision"):
         print(f"best Dice: {summary['best_revision']} ({summary['best_dice']:.4f})")
+    if out.get("failed"):
+        from hf_transfer_seg.errors import WeightsError
+
+        raise WeightsError(
+            f"{len(out['failed'])} revision(s) could not be fine-tuned and were skipped (the others are recorded): "
+            + "; ".join(f"{name}: {why}" for name, why in out["failed"].items())
+        )
     return 0

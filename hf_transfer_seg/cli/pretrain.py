@@ -100,11 +100,21 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from hf_transfer_seg.pretrain.loop import run_pretraining
     from hf_transfer_seg.scoring import live_cli
 
+    from hf_transfer_seg.disk import check_writable_dir
+    from hf_transfer_seg.errors import HubError
+
     config = build_config(_overrides(args), args.config_file)
+    check_writable_dir(config.output_dir)
     callbacks = live_cli.make_callbacks(args, config)
     result = run_pretraining(config, callbacks)
     if result.exit_code:
         return result.exit_code
+    if config.repo_id and result.pending:
+        raise HubError(
+            f"{len(result.pending)} checkpoint(s) could not be pushed and are still pending: {', '.join(result.pending)}. "
+            f"They are safe in {config.output_dir}/pending; deliver them with `hf-transfer-seg push-pending "
+            f"--output-dir {config.output_dir} --repo-id {config.repo_id}` once the Hub is reachable."
+        )
     where = f"{config.repo_id} (branches {', '.join(result.revisions)})" if config.repo_id else f"{config.output_dir}/pending"
     if result.revisions:
         log.info("done: step %d, %d checkpoint(s) in %s", result.global_step, len(result.revisions), where)

@@ -58,11 +58,25 @@ def _quiet_libraries() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hf_transfer_seg.scoring.pipeline import run_score
+    from hf_transfer_seg.scoring.pipeline import ScoresNotRecorded, run_score
 
     _quiet_libraries()
 
-    outcome = run_score(
+    try:
+        outcome = _score(args, run_score)
+    except ScoresNotRecorded as exc:  # print what was computed, then the clean error (exit 2)
+        if exc.outcome.is_main:
+            print(exc.outcome.report())
+        raise
+    if outcome.is_main:
+        print(outcome.report())
+        if any(not r.ok for r in outcome.results):
+            print("Failed revisions were recorded as failed in their cards.")
+    return 0
+
+
+def _score(args: argparse.Namespace, run_score):
+    return run_score(
         args.repo_id,
         args.target,
         revisions=args.revisions,
@@ -80,16 +94,3 @@ def run(args: argparse.Namespace) -> int:
         write=not args.dry_run,
         progress=not args.no_progress,
     )
-    if outcome.is_main:
-        plan = outcome.plan
-        print(
-            f"\nRobustness score on {plan.target_key} ({plan.num_images} images, {plan.image_size} px, seed {plan.seed}, "
-            f"{args.config}; lower is better)\n"
-        )
-        print(outcome.table())
-        if outcome.num_processes > 1:
-            print(f"\n{len(outcome.results)} revisions scored by {outcome.num_processes} processes.")
-        failed = [r for r in outcome.results if not r.ok]
-        if failed:
-            print(f"\n{len(failed)} revision(s) failed and were recorded as failed in their cards.")
-    return 0

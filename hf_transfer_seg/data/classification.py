@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hf_transfer_seg.data.images import is_image_file, to_rgb_tensor
+from hf_transfer_seg.data.images import is_image_file, open_image, to_rgb_tensor
 from hf_transfer_seg.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def to_pil(source: Any) -> Image.Image:
         source = source.get("bytes") or source.get("path")
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
-    img = source if isinstance(source, Image.Image) else Image.open(source)
+    img = source if isinstance(source, Image.Image) else open_image(source)
     img.load()  # truncated or corrupt files fail here, not later inside a transform
     if img.mode == "RGB":
         return img

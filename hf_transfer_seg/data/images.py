@@ -16,6 +16,43 @@ from hf_transfer_seg.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".webp", ".ppm", ".pgm")
 
+# The one decompression-bomb limit of the package (PIL's own default error threshold, about 179
+# megapixels): PIL refuses larger images by itself, and TIFFs read with tifffile are checked against it
+# from their header before any pixel is decoded. Every reader in data/ goes through this module.
+MAX_IMAGE_PIXELS = 2 * 89_478_485
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS // 2  # PIL raises DecompressionBombError above twice this
+
+
+def _too_large(path: str | Path, pixels: int) -> DataError:
+    return DataError(
+        f"image {path} has {pixels:,} pixels, more than the {MAX_IMAGE_PIXELS:,} that are decoded safely "
+        "(a decompression bomb or a whole-slide scan): remove it from the folder or tile it first"
+    )
+
+
+def check_tiff_size(path: str | Path) -> None:
+    """Refuse a TIFF whose first series is larger than :data:`MAX_IMAGE_PIXELS`, reading only its header."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        shape = tif.series[0].shape if tif.series else ()
+        axes = tif.series[0].axes if tif.series else ""
+    pixels = 1
+    for size, axis in zip(shape, axes):
+        if axis not in "SC":  # samples/channels are not pixels
+            pixels *= int(size)
+    if pixels > MAX_IMAGE_PIXELS:
+        raise _too_large(path, pixels)
+
+
+def open_image(source) -> Image.Image:
+    """``PIL.Image.open`` with decompression bombs turned into :class:`DataError` (use as a context manager)."""
+    try:
+        return Image.open(source)
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image {source if isinstance(source, (str, Path)) else ''} is too large to decode safely "
+                        f"({exc}); remove it or tile it first") from None
+
 
 def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES and not Path(path).name.startswith(".")
@@ -29,10 +66,13 @@ def read_array(path: str | Path) -> np.ndarray:
             import tifffile
 
             try:
+                check_tiff_size(path)
                 return np.asarray(tifffile.imread(path))
+            except DataError:
+                raise
             except Exception:  # noqa: BLE001 - some TIFFs are only readable by PIL
                 pass
-        with Image.open(path) as img:
+        with open_image(path) as img:
             if img.mode == "P":
                 img = img.convert("RGBA" if "transparency" in img.info else "RGB")
             return np.asarray(img)

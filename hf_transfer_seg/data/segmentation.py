@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hf_transfer_seg.data.images import is_image_file, load_image, to_rgb_tensor
+from hf_transfer_seg.data.images import check_tiff_size, is_image_file, load_image, open_image, to_rgb_tensor
 from hf_transfer_seg.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -99,12 +99,15 @@ def read_mask_array(source: str | Path | Image.Image | np.ndarray) -> np.ndarray
             import tifffile
 
             try:
+                check_tiff_size(source)
                 array = np.asarray(tifffile.imread(source))
+            except DataError:
+                raise
             except Exception:  # noqa: BLE001 - fall back on PIL for odd TIFFs
-                with Image.open(source) as img:
+                with open_image(source) as img:
                     array = _pil_mask(img)
         else:
-            with Image.open(source) as img:
+            with open_image(source) as img:
                 array = _pil_mask(img)
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read mask {name}: {exc}") from exc

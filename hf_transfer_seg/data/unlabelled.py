@@ -41,7 +41,7 @@ MASK_DIR_NAMES = {
     "1st_manual", "2nd_manual", "manual", "segmentation", "segmentations", "targets",
 }  # fmt: skip
 _MASK_COLUMN_RE = re.compile(r"mask|label|annotation|segment|gt|target", re.IGNORECASE)
-_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+\Z")
 
 
 @dataclass

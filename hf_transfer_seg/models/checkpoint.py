@@ -68,8 +68,17 @@ def read_config(folder: str | Path) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise WeightsError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise WeightsError(f"{path} is not a JSON object; expected timm's Hub format (architecture, model_args...)")
     if "architecture" not in config:
         raise WeightsError(f"{path} has no 'architecture' field; expected timm's Hub format")
+    architecture = config["architecture"]
+    if not isinstance(architecture, str) or not architecture.strip():
+        raise WeightsError(f"{path}: 'architecture' must be a timm model name (a string), got {architecture!r:.80}")
+    for key in ("model_args", "pretrained_cfg"):
+        value = config.get(key)
+        if value is not None and not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
+            raise WeightsError(f"{path}: '{key}' must be a JSON object, got {type(value).__name__}")
     return config
 
 
@@ -170,6 +179,11 @@ def load_encoder(
         )
     except RuntimeError as exc:
         raise WeightsError(f"weights in {folder} do not fit {config['architecture']}: {exc}") from exc
+    except (TypeError, ValueError, KeyError, AttributeError, AssertionError) as exc:  # e.g. a model_args key timm rejects
+        raise WeightsError(
+            f"config.json in {folder} cannot build {config['architecture']} "
+            f"(model_args {sorted(config.get('model_args') or {})}): {type(exc).__name__}: {exc}"
+        ) from exc
     model.pretrained_cfg = {k: v for k, v in pretrained_cfg.items() if k != "state_dict"}
     return model
 

@@ -161,7 +161,13 @@ def build_model(
             raise WeightsError("no encoder folder and no architecture: nothing to build")
         return SegmentationModel(architecture, num_classes, decoder_channels=decoder_channels, frozen_encoder=freeze_encoder)
     architecture, encoder_args = encoder_architecture(encoder_folder)
-    model = SegmentationModel(architecture, num_classes, decoder_channels=decoder_channels, encoder_args=encoder_args)
+    try:
+        model = SegmentationModel(architecture, num_classes, decoder_channels=decoder_channels, encoder_args=encoder_args)
+    except (TypeError, ValueError, KeyError, AttributeError, AssertionError, RuntimeError) as exc:
+        raise WeightsError(
+            f"config.json in {encoder_folder} cannot build a {architecture} encoder (model_args "
+            f"{sorted(encoder_args)}): {type(exc).__name__}: {exc}. Fix that revision's config.json or pick another."
+        ) from exc
     out_indices = tuple(model.timm_encoder.feature_info.out_indices)
     encoder = load_encoder(encoder_folder, features_only=True, out_indices=out_indices)
     try:
