@@ -104,7 +104,7 @@ def decode_uint8(
         if scale > 1:
             with Image.open(io.BytesIO(data)) as img:
                 full_w, full_h = size or img.size
-                img.draft("RGB", (-(-full_w // scale), -(-full_h // scale)))
+                img.draft("RGB", (max(1, full_w // scale), max(1, full_h // scale)))  # PIL: the largest scale <= this
                 applied = round(full_w / img.size[0])
                 if img.mode == "RGB":
                     img.load()

@@ -109,7 +109,7 @@ class TrainTransformU8:
         if self.rand_augment is not None:
             from PIL import Image
 
-            pil = Image.fromarray(out.permute(1, 2, 0).numpy())
+            pil = Image.fromarray(out.permute(1, 2, 0).contiguous().numpy())  # contiguous: no tobytes() copy in PIL
             out = array_to_uint8(np.asarray(self.rand_augment(pil)))
         return out.contiguous()
 
