@@ -1,7 +1,9 @@
 """Images/s per core of the pretraining data path: the project's fast path vs timm's loader, same transforms.
 
-One process, one torch thread, loaders with ``num_workers=0`` (so the number is per core), both recipes at the
-paper's 224 px on ``../shared/data/imagenet-sample`` (250 ImageNet JPEGs), looped. Pipelines, each producing
+Loaders with ``--workers 1`` (default: one worker process with one torch thread, as DataLoader workers have; the
+main process only collates, normalises and mixes) or ``--workers 0`` (everything in this process, one torch
+thread: the strictest per-core number), so the number is images/s per worker; both recipes at the paper's 224 px on ``../shared/data/imagenet-sample`` (250 ImageNet JPEGs, 4 passes
+per timed epoch); the clock starts after each epoch's first batch (worker start-up excluded). Pipelines, each producing
 normalised float batches ready for the model (Mixup/CutMix for the advanced recipe applied by timm's Mixup in
 all of them, and for the fast path its device step run on the CPU):
 
@@ -12,7 +14,7 @@ all of them, and for the fast path its device step run on the CPU):
 
 Rounds alternate the pipelines; the ratios are medians over rounds (a shared machine's load hits all alike).
 Also: reduced-size JPEG decoding (PIL ``draft``, DCT scaling) vs full ``decode_jpeg`` at 112 px, where the
-crops of this sample allow it. Usage: ``python benchmarks/data_throughput.py [--rounds 3] [--images 250]``.
+crops of this sample allow it. Usage: ``python benchmarks/data_throughput.py [--rounds 3]``.
 """
 
 from __future__ import annotations
@@ -31,16 +33,28 @@ import torch
 SAMPLE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "imagenet-sample"
 
 
-def _folder(sample: Path, tmp: Path) -> tuple[Path, list[tuple[str, int]]]:
-    """An ImageFolder view (train/<wnid>/file) of the flat sample, for timm's create_dataset."""
+def _folder(sample: Path, tmp: Path, repeats: int = 4) -> tuple[Path, list[tuple[str, int]]]:
+    """An ImageFolder view (train/<wnid>/<k>_file, each file ``repeats`` times) of the flat sample."""
     files = sorted(p for p in sample.iterdir() if p.suffix.lower() in (".jpeg", ".jpg", ".png"))
     classes = sorted({p.name.split("_")[0] for p in files})
     index = {c: i for i, c in enumerate(classes)}
+    out = []
     for p in files:
         target = tmp / "train" / p.name.split("_")[0]
         target.mkdir(parents=True, exist_ok=True)
-        (target / p.name).symlink_to(p)
-    return tmp / "train", [(str(p), index[p.name.split("_")[0]]) for p in files]
+        for k in range(repeats):
+            (target / f"{k}_{p.name}").symlink_to(p)
+            out.append((str(target / f"{k}_{p.name}"), index[p.name.split("_")[0]]))
+    return tmp / "train", out
+
+
+WORKERS = 1
+
+
+def _loader_kwargs() -> dict:
+    if WORKERS == 0:
+        return {"num_workers": 0}
+    return {"num_workers": WORKERS, "persistent_workers": True, "prefetch_factor": 4}
 
 
 def _ours(recipe: str, files, data_path: str, size: int = 224, batch: int = 32, reduce: bool = True):
@@ -54,7 +68,9 @@ def _ours(recipe: str, files, data_path: str, size: int = 224, batch: int = 32, 
     if hasattr(train_tf, "reduce"):
         train_tf.reduce = reduce
     ds = FolderClassification(files, [str(i) for i in range(1000)], transform=train_tf, seed=0)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True, collate_fn=collate)
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=batch, shuffle=True, drop_last=True, collate_fn=collate, **_loader_kwargs()
+    )
     prep = dp.batch_prep(config, "cpu")
     mixup = recipes.mixup(config, 1000)
 
@@ -82,7 +98,7 @@ def _timm(recipe: str, root: Path, size: int = 224, batch: int = 32):
         dataset, size, batch, is_training=True, scale=(0.8, 1.0), hflip=0.5, color_jitter=None,
         auto_augment=recipes.RAND_AUGMENT if advanced else None, interpolation=recipes.INTERPOLATION,
         re_prob=0.25 if advanced else 0.0, re_mode="pixel", re_count=1,
-        mean=config.mean_std[0], std=config.mean_std[1], num_workers=0, persistent_workers=False,
+        mean=config.mean_std[0], std=config.mean_std[1], num_workers=WORKERS, persistent_workers=WORKERS > 0,
         device=torch.device("cpu"), use_prefetcher=True,
     )
     mixup = recipes.mixup(config, 1000)
@@ -97,22 +113,25 @@ def _timm(recipe: str, root: Path, size: int = 224, batch: int = 32):
 
 
 def _rate(make_batches, n_images: int) -> float:
-    seen, start = 0, time.perf_counter()
-    while seen < n_images:
-        for images in make_batches():
-            seen += len(images)
-            if seen >= n_images:
-                break
+    """Images/s over one pass of the loader, the first batch (worker wake-up, prefetch fill) not counted."""
+    seen, start = 0, None
+    for images in make_batches():
+        if start is None:
+            start = time.perf_counter()
+            continue
+        seen += len(images)
     return seen / (time.perf_counter() - start)
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--images", type=int, default=256, help="images per pipeline per round")
     parser.add_argument("--sample", default=str(SAMPLE))
     parser.add_argument("--recipes", default="simple,advanced")
+    parser.add_argument("--workers", type=int, default=1, choices=(0, 1))
     args = parser.parse_args(argv)
+    global WORKERS
+    WORKERS = args.workers
     sample = Path(args.sample)
     if not sample.is_dir():
         print(f"SKIPPED: the ImageNet sample {sample} is absent (it lives in ../shared/data/imagenet-sample)")
@@ -121,7 +140,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         root, files = _folder(sample, Path(tmp))
-        print(f"{len(files)} JPEGs from {sample}; 1 process, 1 torch thread, num_workers=0; loadavg "
+        print(f"{len(files) // 4} JPEGs from {sample} x 4 per pass; {WORKERS} loader worker(s), 1 torch thread; loadavg "
               f"{open('/proc/loadavg').read().split()[:3] if os.path.exists('/proc/loadavg') else '?'}")
         for recipe in args.recipes.split(","):
             pipes = {"fast": _ours(recipe, files, "fast"), "timm": _timm(recipe, root), "legacy": _ours(recipe, files, "legacy")}
@@ -129,7 +148,7 @@ def main(argv=None) -> int:
             for r in range(args.rounds):
                 order = list(pipes) if r % 2 == 0 else list(reversed(pipes))
                 for name in order:
-                    rates[name].append(_rate(pipes[name], args.images))
+                    rates[name].append(_rate(pipes[name], 0))
                 print(f"  {recipe} round {r + 1}: " + ", ".join(f"{k} {rates[k][-1]:.0f}" for k in pipes) + " images/s")
             med = {k: statistics.median(v) for k, v in rates.items()}
             print(
@@ -141,7 +160,7 @@ def main(argv=None) -> int:
         rates = {"full": [], "reduced": []}
         for r in range(args.rounds):
             for name, pipe in ((("full", full), ("reduced", reduced)) if r % 2 == 0 else (("reduced", reduced), ("full", full))):
-                rates[name].append(_rate(pipe, args.images))
+                rates[name].append(_rate(pipe, 0))
         full_rate, reduced_rate = statistics.median(rates["full"]), statistics.median(rates["reduced"])
         print(
             f"112 px simple: reduced-size decode (PIL draft where the crop allows) {reduced_rate:.0f} vs full "

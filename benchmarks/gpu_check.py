@@ -116,10 +116,16 @@ def _project_step(s: Settings):
     from hf_transfer_seg.pretrain import recipes
     from hf_transfer_seg.pretrain.config import build_config
     from hf_transfer_seg.pretrain.data_path import batch_prep
-    from hf_transfer_seg.pretrain.loop import _make_accelerator
 
     config = build_config({"encoder": s.model, "image_size": s.size, "batch_size": s.batch, "channels_last": True})
-    accelerator = _make_accelerator(config)
+    try:  # the loop's own Accelerator settings
+        from hf_transfer_seg.pretrain.loop import _make_accelerator
+
+        accelerator = _make_accelerator(config)
+    except ImportError:  # renamed: the same mixed precision from the environment
+        from accelerate import Accelerator
+
+        accelerator = Accelerator(step_scheduler_with_optimizer=False)
     model = recipes.create_model(config, 1000).to(memory_format=torch.channels_last)
     opt = recipes.optimizer(config, model)
     model, opt = accelerator.prepare(model, opt)
