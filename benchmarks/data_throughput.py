@@ -1,8 +1,8 @@
 """Images/s per core of the pretraining data path: the project's fast path vs timm's loader, same transforms.
 
-Loaders with ``--workers 1`` (default: one worker process with one torch thread, as DataLoader workers have; the
-main process only collates, normalises and mixes) or ``--workers 0`` (everything in this process, one torch
-thread: the strictest per-core number), so the number is images/s per worker; both recipes at the paper's 224 px on ``../shared/data/imagenet-sample`` (250 ImageNet JPEGs, 4 passes
+Loaders with ``--workers 0`` (default: everything in this process, one torch thread; images/s are also given
+per CPU-second of this process, the per-core number that other processes on a shared machine do not distort)
+or ``--workers 1`` (one worker process, as in training; wall time only); both recipes at the paper's 224 px on ``../shared/data/imagenet-sample`` (250 ImageNet JPEGs, 4 passes
 per timed epoch); the clock starts after each epoch's first batch (worker start-up excluded). Pipelines, each producing
 normalised float batches ready for the model (Mixup/CutMix for the advanced recipe applied by timm's Mixup in
 all of them, and for the fast path its device step run on the CPU):
@@ -13,8 +13,8 @@ all of them, and for the fast path its device step run on the CPU):
 - ``legacy``: this project's old path (``--data-path legacy``: PIL, timm transforms, float tensors)
 
 Rounds alternate the pipelines; the ratios are medians over rounds (a shared machine's load hits all alike).
-Also: reduced-size JPEG decoding (PIL ``draft``, DCT scaling) vs full ``decode_jpeg`` at 112 px, where the
-crops of this sample allow it. Usage: ``python benchmarks/data_throughput.py [--rounds 3]``.
+Also: reduced-size JPEG decoding (PIL ``draft``, DCT scaling) vs full ``decode_jpeg`` at 224 px on the sample
+upscaled 2x (at its own size the recipe's crops almost never allow a scaled decode). Usage: ``python benchmarks/data_throughput.py [--rounds 3]``.
 """
 
 from __future__ import annotations
@@ -112,15 +112,53 @@ def _timm(recipe: str, root: Path, size: int = 224, batch: int = 32):
     return batches
 
 
-def _rate(make_batches, n_images: int) -> float:
-    """Images/s over one pass of the loader, the first batch (worker wake-up, prefetch fill) not counted."""
-    seen, start = 0, None
+def _rate(make_batches, n_images: int = 0) -> tuple[float, float | None]:
+    """(images/s of wall time, images/s of this process's CPU time or None with workers) over one pass of the
+    loader, the first batch (worker wake-up, prefetch fill) not counted. With ``--workers 0`` all the work is in
+    this process, so the CPU-time rate is the per-core rate, insensitive to other processes on a shared machine."""
+    seen, start, cpu = 0, None, None
     for images in make_batches():
         if start is None:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             continue
         seen += len(images)
-    return seen / (time.perf_counter() - start)
+    wall = seen / (time.perf_counter() - start)
+    return wall, (seen / (time.process_time() - cpu) if WORKERS == 0 else None)
+
+
+def _compare(pipes: dict, rounds: int, label: str, base: str) -> None:
+    rates: dict[str, list[tuple[float, float | None]]] = {k: [] for k in pipes}
+    for r in range(rounds):
+        for name in list(pipes) if r % 2 == 0 else list(reversed(pipes)):
+            rates[name].append(_rate(pipes[name]))
+        print(f"  {label} round {r + 1}: " + ", ".join(
+            f"{k} {rates[k][-1][0]:.0f}" + (f" (cpu {rates[k][-1][1]:.0f})" if rates[k][-1][1] else "") for k in pipes
+        ) + " images/s", flush=True)
+    wall = {k: statistics.median(v[0] for v in vs) for k, vs in rates.items()}
+    first = next(iter(pipes))
+    others = [k for k in pipes if k != first]
+    line = f"{label}: images/s (wall) " + ", ".join(f"{k} {wall[k]:.0f}" for k in pipes)
+    line += " | " + ", ".join(f"{first}/{k} {wall[first] / wall[k]:.2f}x" for k in others)
+    if WORKERS == 0:
+        cpu = {k: statistics.median(v[1] for v in vs) for k, vs in rates.items()}
+        line += "; per CPU-second " + ", ".join(f"{k} {cpu[k]:.0f}" for k in pipes)
+        line += " | " + ", ".join(f"{first}/{k} {cpu[first] / cpu[k]:.2f}x" for k in others)
+    print(line, flush=True)
+
+
+def _upscaled(files, tmp: Path, factor: int = 2) -> list[tuple[str, int]]:
+    """The sample at ``factor`` x its size (median 1000x750): where reduced-size decoding can apply at 224 px."""
+    from PIL import Image
+
+    out = []
+    for path, label in files[: len(files) // 4]:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+            big = img.resize((img.width * factor, img.height * factor), Image.BICUBIC)
+        target = tmp / f"x{factor}_{Path(path).name}"
+        big.save(target, quality=90)
+        out.append((str(target), label))
+    return out
 
 
 def main(argv=None) -> int:
@@ -128,7 +166,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sample", default=str(SAMPLE))
     parser.add_argument("--recipes", default="simple,advanced")
-    parser.add_argument("--workers", type=int, default=1, choices=(0, 1))
+    parser.add_argument("--workers", type=int, default=0, choices=(0, 1))
     args = parser.parse_args(argv)
     global WORKERS
     WORKERS = args.workers
@@ -144,28 +182,11 @@ def main(argv=None) -> int:
               f"{open('/proc/loadavg').read().split()[:3] if os.path.exists('/proc/loadavg') else '?'}")
         for recipe in args.recipes.split(","):
             pipes = {"fast": _ours(recipe, files, "fast"), "timm": _timm(recipe, root), "legacy": _ours(recipe, files, "legacy")}
-            rates: dict[str, list[float]] = {k: [] for k in pipes}
-            for r in range(args.rounds):
-                order = list(pipes) if r % 2 == 0 else list(reversed(pipes))
-                for name in order:
-                    rates[name].append(_rate(pipes[name], 0))
-                print(f"  {recipe} round {r + 1}: " + ", ".join(f"{k} {rates[k][-1]:.0f}" for k in pipes) + " images/s")
-            med = {k: statistics.median(v) for k, v in rates.items()}
-            print(
-                f"{recipe:8s} images/s per core: fast {med['fast']:.0f}, timm {med['timm']:.0f}, legacy {med['legacy']:.0f}"
-                f" | fast/timm {med['fast'] / med['timm']:.2f}x, fast/legacy {med['fast'] / med['legacy']:.2f}x"
-            )
-        # reduced-size decode: only where the crop, scaled down 2x or more, still covers the output size
-        full, reduced = _ours("simple", files, "fast", size=112, reduce=False), _ours("simple", files, "fast", size=112)
-        rates = {"full": [], "reduced": []}
-        for r in range(args.rounds):
-            for name, pipe in ((("full", full), ("reduced", reduced)) if r % 2 == 0 else (("reduced", reduced), ("full", full))):
-                rates[name].append(_rate(pipe, 0))
-        full_rate, reduced_rate = statistics.median(rates["full"]), statistics.median(rates["reduced"])
-        print(
-            f"112 px simple: reduced-size decode (PIL draft where the crop allows) {reduced_rate:.0f} vs full "
-            f"decode_jpeg {full_rate:.0f} images/s: {reduced_rate / full_rate:.2f}x (torchvision 0.29 has no size hint)"
-        )
+            _compare(pipes, args.rounds, f"{recipe} recipe 224 px", "timm")
+        # reduced-size decode (DCT scaling with PIL's draft) where the crop allows it: large images
+        big = _upscaled(files, Path(tmp))
+        pipes = {"reduced": _ours("simple", big, "fast"), "full": _ours("simple", big, "fast", reduce=False)}
+        _compare(pipes, args.rounds, "simple 224 px on the sample upscaled 2x: reduced-size decode vs full decode_jpeg", "full")
         print(f"loadavg after: {open('/proc/loadavg').read().split()[:3] if os.path.exists('/proc/loadavg') else '?'}")
     return 0
 

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from hf_transfer_seg.data.classification import FolderClassification, collate
-from hf_transfer_seg.data.decode import decode_uint8
+from hf_transfer_seg.data.decode import decode_uint8, jpeg_size
 from hf_transfer_seg.pretrain import data_path, recipes
 from hf_transfer_seg.pretrain.config import build_config
 
@@ -158,6 +158,7 @@ def test_large_jpeg_is_decoded_at_reduced_size_with_the_same_result(tmp_path):
     buffer = io.BytesIO()
     Image.fromarray(big).save(buffer, "JPEG", quality=95)
     data = buffer.getvalue()
+    assert jpeg_size(data) == (1280, 960)  # read from the frame header, no decoding
     reduced, scale = decode_uint8(data, scale=4)
     assert scale == 4 and reduced.shape == (3, 240, 320)
     config = build_config({"image_size": 64, "data_path": "fast"})

@@ -46,8 +46,31 @@ def is_jpeg(data: bytes) -> bool:
     return data[:3] == JPEG_MAGIC
 
 
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
 def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the header of a JPEG (PIL reads only the header: microseconds)."""
+    """(width, height) from a JPEG's start-of-frame segment (a few marker hops, no decoding); PIL if unusual."""
+    pos, n = 2, len(data)
+    try:
+        while pos + 9 < n:
+            if data[pos] != 0xFF:
+                break
+            marker = data[pos + 1]
+            if marker == 0xFF:  # fill byte
+                pos += 1
+                continue
+            if marker in _SOF:
+                height, width = int.from_bytes(data[pos + 5 : pos + 7], "big"), int.from_bytes(data[pos + 7 : pos + 9], "big")
+                if width and height:
+                    return width, height
+                break
+            if 0xD0 <= marker <= 0xD9 or marker == 0x01:  # markers without a length
+                pos += 2
+                continue
+            pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+    except IndexError:
+        pass
     from PIL import Image
 
     try:
