@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -182,3 +183,25 @@ def test_gpu_decode_is_refused_without_cuda_or_with_randaugment():
 
         with pytest.raises(ConfigError, match="needs a CUDA device"):
             data_path.build_data(build_config({"decode": "gpu"}), _Cpu())
+
+
+def test_gpu_decode_path_matches_the_cpu_path_and_counts_corrupt_files(folder, tmp_path):
+    """The --decode gpu code (workers plan, the decoder decodes a batch), run with decode_jpeg on the CPU."""
+    from hf_transfer_seg.data.gpu_augment import DevicePrep, EncodingTrainTransform, GpuDecoder, collate_encoded
+    from hf_transfer_seg.data.uint8_transforms import TrainTransformU8
+
+    Image.fromarray(_photo(np.random.default_rng(3), 50, 70)).save(tmp_path / "p.png")
+    good = Path(folder[0][0]).read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(good[: len(good) // 2])  # header intact: only the decoder finds out
+    files = [*folder[:5], (str(tmp_path / "p.png"), 1), (str(tmp_path / "cut.jpg"), 2)]
+    cpu = FolderClassification(files, ["a", "b", "c"], transform=TrainTransformU8(32, reduce=False), seed=3)
+    enc = FolderClassification(files, ["a", "b", "c"], transform=EncodingTrainTransform(32), seed=3)
+    batch, labels, skipped = collate_encoded([enc[i] for i in range(len(files))], size=32)
+    assert skipped == [] and labels.tolist() == [f[1] for f in files]
+    prep = DevicePrep((0.0,) * 3, (1.0,) * 3, "cpu")
+    prep.decoder = GpuDecoder("cpu")
+    out = prep(batch)
+    expected = torch.stack([cpu[i][0] for i in range(6)]).float() / 255.0
+    assert torch.allclose(out[:6], expected)  # same draws, same (full-size) decode and resampling
+    assert prep.take_skipped() == [("gpu-decode", 0)] and prep.take_skipped() == []
+    assert torch.equal(out[6], out[0])  # the unreadable image replaced by a readable one of the batch
