@@ -205,3 +205,21 @@ def test_gpu_decode_path_matches_the_cpu_path_and_counts_corrupt_files(folder, t
     assert torch.allclose(out[:6], expected)  # same draws, same (full-size) decode and resampling
     assert prep.take_skipped() == [("gpu-decode", 0)] and prep.take_skipped() == []
     assert torch.equal(out[6], out[0])  # the unreadable image replaced by a readable one of the batch
+
+
+def test_hub_dataset_image_bytes_take_the_same_fast_decode(folder):
+    import datasets
+
+    from hf_transfer_seg.data.classification import HFClassification
+
+    features = datasets.Features({"image": datasets.Image(decode=False), "label": datasets.ClassLabel(names=["a", "b", "c"])})
+    rows = {"image": [{"bytes": Path(p).read_bytes(), "path": None} for p, _ in folder[:8]], "label": [y for _, y in folder[:8]]}
+    table = datasets.Dataset.from_dict(rows, features=features)  # parquet-style rows: encoded bytes, not decoded
+    config = build_config({"image_size": 32})
+    train_tf, _ = data_path.transforms(config)
+    hub = HFClassification(table, "image", "label", transform=train_tf, seed=7)
+    local = FolderClassification(folder[:8], ["a", "b", "c"], transform=train_tf, seed=7)
+    for i in range(8):
+        image, label, skipped = hub[i]
+        assert image.dtype == torch.uint8 and skipped == -1
+        assert torch.equal(image, local[i][0]) and label == local[i][1]
