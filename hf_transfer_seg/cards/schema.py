@@ -133,7 +133,10 @@ def safe_file_key(key: str) -> str:
 
 
 def plot_path(kind: str, key: str) -> str:
-    """Path in the repo of a summary plot: ``plots/<kind>_<safe key>.png`` (kind: robustness, downstream)."""
+    """Path in main's repo of a summary plot committed with the card: ``plots/<kind>_<safe key>.png``.
+
+    ``kind`` is :data:`ROBUSTNESS` (score vs epoch, by scoring) or :data:`DOWNSTREAM` (Dice vs epoch, by the report).
+    """
     return f"plots/{kind}_{safe_file_key(key)}.png"
 
 

@@ -7,7 +7,6 @@ A pushed segmentation model loads back with one call that needs no other reposit
     model = load_segmentation_model("org/seg-model")            # or a local folder
     labels = model.predict(image)  # float [3, H, W] in [0, 1] -> int64 [H, W]
 
-
 segmentation_models_pytorch builds timm encoders as ``tu-<timm name>``: its ``TimmUniversalEncoder``
 holds a timm ``features_only`` model in ``encoder.model``. We build that U-Net without weights, then
 build the checkpoint's own features-only model with the *same* ``out_indices``

@@ -220,7 +220,7 @@ def main_section(summary: dict) -> str:
             "",
             best_line(target_key, entry),
             "",
-            f"![Robustness score vs epoch on {target_key}]({schema.plot_path('robustness', target_key)})",
+            f"![Robustness score vs epoch on {target_key}]({schema.plot_path(schema.ROBUSTNESS, target_key)})",
         ]
     return "\n".join(lines)
 
@@ -297,7 +297,7 @@ def write_summary(
                 "main",
                 edit,
                 commit_message=f"Robustness summary on {key}: best {best}",
-                extra_files={schema.plot_path("robustness", key): png},
+                extra_files={schema.plot_path(schema.ROBUSTNESS, key): png},
                 api=api,
             )
             return entry

@@ -96,7 +96,7 @@ class Selection:
 
 def plot_file(target: str) -> str:
     """Path in the repo of the score-vs-epoch plot of ``target``, as scoring names it."""
-    return schema.plot_path("robustness", target)
+    return schema.plot_path(schema.ROBUSTNESS, target)
 
 
 def card_namespace(repo_id: str, sha: str) -> dict[str, Any]:
@@ -243,7 +243,7 @@ def select(config: SpaceConfig, *, api: HfApi | None = None) -> Selection:
     heads = {r.name: r for r in revisions}
     with ThreadPoolExecutor(max_workers=8) as pool:
         cards = dict(zip(heads, pool.map(lambda r: card_namespace(repo, r.sha), revisions)))
-    checkpoints = {c["revision"]: c for c in ours.get("checkpoints") or [] if isinstance(c, dict) and c.get("revision")}
+    checkpoints = {c["revision"]: c for c in ours.get(schema.CHECKPOINTS) or [] if isinstance(c, dict) and c.get("revision")}
     scored = {r["revision"]: r for r in entry.get("rows") or [] if isinstance(r, dict) and r.get("revision")}
     rows = _leaderboard(heads, cards, checkpoints, scored, best_revision)
 
