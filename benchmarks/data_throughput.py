@@ -8,8 +8,10 @@ normalised float batches ready for the model (Mixup/CutMix for the advanced reci
 all of them, and for the fast path its device step run on the CPU):
 
 - ``fast``: this project's uint8 path (``pretrain.data_path``, ``--data-path fast``)
-- ``timm``: ``timm.data.create_dataset`` + ``create_loader`` (its prefetcher, on the CPU) with the same
-  RandomResizedCrop 0.8-1.0, flip, RandAugment m9-n2, RandomErasing 0.25
+- ``timm``: ``timm.data.create_dataset`` + ``create_loader`` (its prefetcher, on the CPU: uint8 from the workers,
+  normalisation and erasing on the batch) with the same RandomResizedCrop 0.8-1.0, flip, RandAugment m9-n2,
+  RandomErasing 0.25
+- ``timm-float``: the same with ``use_prefetcher=False`` (float ToTensor + Normalize + erasing per image)
 - ``legacy``: this project's old path (``--data-path legacy``: PIL, timm transforms, float tensors)
 
 Rounds alternate the pipelines; the ratios are medians over rounds (a shared machine's load hits all alike).
@@ -85,7 +87,7 @@ def _ours(recipe: str, files, data_path: str, size: int = 224, batch: int = 32, 
     return batches
 
 
-def _timm(recipe: str, root: Path, size: int = 224, batch: int = 32):
+def _timm(recipe: str, root: Path, size: int = 224, batch: int = 32, prefetcher: bool = True):
     from timm.data import create_dataset, create_loader
 
     from hf_transfer_seg.pretrain import recipes
@@ -99,7 +101,7 @@ def _timm(recipe: str, root: Path, size: int = 224, batch: int = 32):
         auto_augment=recipes.RAND_AUGMENT if advanced else None, interpolation=recipes.INTERPOLATION,
         re_prob=0.25 if advanced else 0.0, re_mode="pixel", re_count=1,
         mean=config.mean_std[0], std=config.mean_std[1], num_workers=WORKERS, persistent_workers=WORKERS > 0,
-        device=torch.device("cpu"), use_prefetcher=True,
+        device=torch.device("cpu"), use_prefetcher=prefetcher,
     )
     mixup = recipes.mixup(config, 1000)
 
@@ -181,7 +183,12 @@ def main(argv=None) -> int:
         print(f"{len(files) // 4} JPEGs from {sample} x 4 per pass; {WORKERS} loader worker(s), 1 torch thread; loadavg "
               f"{open('/proc/loadavg').read().split()[:3] if os.path.exists('/proc/loadavg') else '?'}")
         for recipe in args.recipes.split(","):
-            pipes = {"fast": _ours(recipe, files, "fast"), "timm": _timm(recipe, root), "legacy": _ours(recipe, files, "legacy")}
+            pipes = {
+                "fast": _ours(recipe, files, "fast"),
+                "timm": _timm(recipe, root),
+                "timm-float": _timm(recipe, root, prefetcher=False),
+                "legacy": _ours(recipe, files, "legacy"),
+            }
             _compare(pipes, args.rounds, f"{recipe} recipe 224 px", "timm")
         # reduced-size decode (DCT scaling with PIL's draft) where the crop allows it: large images
         big = _upscaled(files, Path(tmp))
