@@ -34,7 +34,11 @@ def _add_pretrain_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--train-size", type=int, default=S, help="use at most this many training images (synthetic default 2560)")
     g.add_argument("--val-size", type=int, default=S, help="use at most this many validation images")
     g.add_argument("--image-size", type=int, default=S, help="training crop size (default 224)")
-    g.add_argument("--num-workers", type=int, default=S, help="loader workers per process (default min(8, cpus per process - 1))")
+    g.add_argument("--num-workers", type=int, default=S, help="loader workers per process (default: the cores available per process)")
+    g.add_argument("--data-path", choices=("fast", "legacy"), default=S,
+                   help="fast (default): libjpeg-turbo uint8 decode, normalise/erase on the device; legacy: PIL + float tensors")
+    g.add_argument("--decode", choices=("cpu", "gpu"), default=S,
+                   help="where JPEGs are decoded (default cpu); gpu: nvJPEG batch decode on CUDA, simple recipe")
     g = p.add_argument_group("schedule")
     g.add_argument("--epochs", type=float, default=S, help="training length in epochs (default 300)")
     g.add_argument("--checkpoint-epochs", default=S,

@@ -20,7 +20,6 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from hf_transfer_seg.data.classification import EpochSampler, build_classification_data, collate
 from hf_transfer_seg.errors import ConfigError
 from hf_transfer_seg.hub import check_write_access, ensure_repo, revision_name
 from hf_transfer_seg.logs import quiet_libraries
@@ -29,6 +28,7 @@ from hf_transfer_seg.pretrain import card as cards
 from hf_transfer_seg.pretrain import recipes
 from hf_transfer_seg.pretrain import state as states
 from hf_transfer_seg.pretrain.config import PretrainConfig, check_resume_compatible, micro_batch, save_run_config
+from hf_transfer_seg.pretrain.data_path import batch_prep, build_data, build_loaders, prepared_val
 from hf_transfer_seg.pretrain.hooks import run_callbacks
 from hf_transfer_seg.pretrain.publisher import Publisher, discard_partial, list_pending, pending_dir, read_ledger, stage_checkpoint
 from hf_transfer_seg.redact import redact
@@ -100,55 +100,6 @@ def _export_model(accelerator, model, config: PretrainConfig, num_classes: int):
     plain = recipes.create_model(config, num_classes)
     plain.load_state_dict(state_dict)
     return plain
-
-
-def _loaders(config: PretrainConfig, data, micro: int, accelerator):
-    workers = config.num_workers
-    if workers is None:
-        workers = min(8, max(0, (os.cpu_count() or 1) // accelerator.num_processes - 1))
-    common = dict(
-        num_workers=workers,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=workers > 0,
-        collate_fn=collate,
-    )
-    if workers > 0:
-        common["prefetch_factor"] = 4
-    if data.streaming:
-        if not data.train_size:
-            raise ConfigError("--streaming needs the size of the train split: the dataset does not say; pass --train-size")
-        train = torch.utils.data.DataLoader(data.train, batch_size=micro, drop_last=True, **common)
-        per_process = data.train_size // (micro * accelerator.num_processes)
-        batches = per_process - per_process % config.grad_accum
-        val = torch.utils.data.DataLoader(data.val, batch_size=micro, **common) if data.val is not None else None
-        return train, val, batches
-    sampler = EpochSampler(len(data.train), seed=config.seed)
-    train = torch.utils.data.DataLoader(data.train, batch_size=micro, sampler=sampler, drop_last=True, **common)
-    val = None
-    if data.val is not None:
-        val = torch.utils.data.DataLoader(data.val, batch_size=micro, shuffle=False, **{**common, "persistent_workers": False})
-    return train, val, None
-
-
-def _build_data(config: PretrainConfig, accelerator):
-    return build_classification_data(
-        config.dataset,
-        image_size=config.image_size,
-        train_transform=recipes.train_transform(config),
-        val_transform=recipes.val_transform(config),
-        seed=config.seed,
-        num_classes=config.num_classes,
-        train_size=config.train_size,
-        val_size=config.val_size,
-        config_name=config.dataset_config,
-        train_split=config.train_split,
-        val_split=config.val_split,
-        image_column=config.image_column,
-        label_column=config.label_column,
-        streaming=config.streaming,
-        process_index=accelerator.process_index,
-        num_processes=accelerator.num_processes,
-    )
 
 
 @torch.no_grad()
@@ -375,7 +326,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
 
     # ---- data, model, optimisation
     with accelerator.main_process_first():  # one process downloads/prepares a Hub dataset, the others reuse the cache
-        data = _build_data(config, accelerator)
+        data = build_data(config, accelerator)
     for note in data.notes:
         log.warning(note)
     model = recipes.create_model(config, data.num_classes)
@@ -383,7 +334,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = recipes.optimizer(config, model)
-    train_dl, val_dl, streaming_batches = _loaders(config, data, micro, accelerator)
+    train_dl, val_dl, streaming_batches = build_loaders(config, data, micro, accelerator)
     if data.streaming:
         model, optimizer = accelerator.prepare(model, optimizer)
         batches_per_epoch = streaming_batches
@@ -391,6 +342,8 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
         model, optimizer, train_dl = accelerator.prepare(model, optimizer, train_dl)
         val_dl = accelerator.prepare(val_dl) if val_dl is not None else None
         batches_per_epoch = len(train_dl)
+    prep = batch_prep(config, accelerator.device)  # fast data path: uint8 batches normalised/erased on the device
+    val_dl = prepared_val(val_dl, prep)
     schedule = recipes.plan_schedule(config, math.ceil(batches_per_epoch / config.grad_accum))
     scheduler = recipes.scheduler(config, optimizer, schedule)
     accelerator.register_for_checkpointing(scheduler)
@@ -452,7 +405,12 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
                     if data.streaming:
                         if state.batch_in_epoch >= batches_per_epoch:
                             break
-                        images, labels = images.to(accelerator.device, non_blocking=True), labels.to(accelerator.device, non_blocking=True)
+                        if torch.is_tensor(images):  # an encoded batch (--decode gpu) is moved by prep
+                            images = images.to(accelerator.device, non_blocking=True)
+                        labels = labels.to(accelerator.device, non_blocking=True)
+                    if prep is not None:  # fast data path: uint8 -> normalised (+ erased) on the device
+                        images = prep(images)
+                        skipped = [*(skipped or ()), *prep.take_skipped()]
                     state.batch_in_epoch += 1
                     state.images_seen += len(images) * world
                     if config.channels_last:
