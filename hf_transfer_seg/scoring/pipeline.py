@@ -12,7 +12,7 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from hf_transfer_seg.data.unlabelled import resolve_target
 from hf_transfer_seg.errors import HubError
 from hf_transfer_seg.hub import check_write_access, redact, select_revisions
-from hf_transfer_seg.scoring.card import best_line, summary_entry, summary_rows, summary_table, write_revision_card, write_summary
+from hf_transfer_seg.scoring.card import best_line, per_image_of, summary_entry, summary_rows, summary_table, write_revision_card, write_summary
 from hf_transfer_seg.scoring.configs import HEADLINE, parse_config
 from hf_transfer_seg.scoring.plan import ScoringPlan, build_plan
 from hf_transfer_seg.scoring.runner import default_device, distributed_state, score_revisions
@@ -68,6 +68,7 @@ def run_score(
     target_synthetic: bool = False,
     write: bool = True,
     progress: bool = True,
+    prefer: str = "lowest",
 ) -> ScoreOutcome:
     """Score the chosen revisions of ``repo_id`` on ``target`` and record the results (see the ``score`` command)."""
     parse_config(config)  # an unknown name fails before any download
@@ -133,10 +134,11 @@ def run_score(
     )
     if is_main:
         rows = summary_rows(results, training)
+        values = per_image_of(results, plan)
         if write:
-            outcome.summary = write_summary(repo_id, plan, config, rows)
+            outcome.summary = write_summary(repo_id, plan, config, rows, per_image=values, prefer=prefer)
         else:
-            outcome.summary = summary_entry(plan, config, rows)
+            outcome.summary = summary_entry(plan, config, rows, values, prefer)
     if state is not None:
         state.wait_for_everyone()
     if errors:

@@ -92,7 +92,7 @@ def leaderboard_rows(rows: list[LeaderboardRow]) -> list[list[Any]]:
             score += f" [{r.ci_low:.4f}, {r.ci_high:.4f}]"
         out.append(
             [
-                "★ best" if r.is_best else "",
+                "★ best" if r.is_best else "= tied with best" if r.tied_with_best else "",
                 r.revision,
                 _fmt(r.epoch, "g"),
                 _top1(r.imagenet_top1),
