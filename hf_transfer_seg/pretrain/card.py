@@ -19,7 +19,12 @@ from hf_transfer_seg.cards import get_namespace, render_card, replace_section, s
 
 REPO_NAME_PLACEHOLDER = "<your-repo>"
 REPO_PLACEHOLDER = f"<your-namespace>/{REPO_NAME_PLACEHOLDER}"
-SUMMARY_ROW_KEYS = ("imagenet_top1", "imagenet_top5", "train_loss", "global_step", "images_seen", "wall_clock_hours")
+SUMMARY_ROW_KEYS = ("top1", "top5", "top1_dataset", "train_loss", "global_step", "images_seen", "wall_clock_hours")
+
+
+def top1_of(facts: dict[str, Any], k: int = 1) -> Any:
+    """Validation top-k (%), from ``top{k}`` (or the older ``imagenet_top{k}``)."""
+    return facts.get(f"top{k}", facts.get(f"imagenet_top{k}"))
 
 
 def _tags(facts: dict[str, Any]) -> list[str]:
@@ -49,8 +54,8 @@ def training_table(facts: dict[str, Any]) -> str:
         ("Epoch", f"{facts['epoch']:g}"),
         ("Optimizer steps", facts["global_step"]),
         ("Images seen", facts["images_seen"]),
-        ("Validation top-1", _pct(facts.get("imagenet_top1"))),
-        ("Validation top-5", _pct(facts.get("imagenet_top5"))),
+        (f"Validation top-1 ({facts.get('top1_dataset') or facts.get('dataset')})", _pct(top1_of(facts))),
+        ("Validation top-5", _pct(top1_of(facts, 5))),
         ("Train loss (since previous checkpoint)", "n/a" if facts.get("train_loss") is None else f"{facts['train_loss']:.4f}"),
         ("Recipe", facts["recipe"]),
         ("Dataset", f"{facts['dataset']} ({'synthetic' if facts.get('synthetic') else 'real'})"),
@@ -66,8 +71,8 @@ def training_table(facts: dict[str, Any]) -> str:
 
 def accuracy_results(facts: dict[str, Any]) -> list[EvalResult]:
     results = []
-    for key, name in (("imagenet_top1", "top-1"), ("imagenet_top5", "top-5")):
-        if facts.get(key) is None:
+    for k, name in ((1, "top-1"), (5, "top-5")):
+        if top1_of(facts, k) is None:
             continue
         results.append(
             EvalResult(
@@ -77,7 +82,7 @@ def accuracy_results(facts: dict[str, Any]) -> list[EvalResult]:
                 dataset_split="validation",
                 metric_type="accuracy",
                 metric_name=name,
-                metric_value=float(facts[key]),
+                metric_value=float(top1_of(facts, k)),
             )
         )
     return results
@@ -166,8 +171,8 @@ def checkpoints_table(rows: list[dict[str, Any]], repo_id: str, latest: str | No
         loss = "n/a" if r.get("train_loss") is None else f"{r['train_loss']:.4f}"
         lines.append(
             f"| [`{r['revision']}`](https://huggingface.co/{repo_id}/tree/{r['revision']}) | {r['epoch']:g} | "
-            f"{r.get('global_step')} | {r.get('images_seen')} | {_pct(r.get('imagenet_top1'))} | "
-            f"{_pct(r.get('imagenet_top5'))} | {loss} | `{str(r['sha'])[:10]}` |"
+            f"{r.get('global_step')} | {r.get('images_seen')} | {_pct(top1_of(r))} | "
+            f"{_pct(top1_of(r, 5))} | {loss} | `{str(r['sha'])[:10]}` |"
         )
     return "\n".join(lines)
 

@@ -304,8 +304,10 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
             "global_step": state.global_step,
             "images_seen": state.images_seen,
             "recipe": config.recipe,
-            "imagenet_top1": top1,
-            "imagenet_top5": top5,
+            "top1": top1,  # validation top-1 (%) on top1_dataset; imagenet_top1 only when that is ImageNet
+            "top5": top5,
+            "top1_dataset": data.dataset_id,
+            **({"imagenet_top1": top1, "imagenet_top5": top5} if "imagenet" in str(data.dataset_id).lower() else {}),
             "train_loss": round(loss_total / n, 6) if n else None,
             "wall_clock_hours": round(wall() / 3600.0, 6),
             "code_version": code_version(),
@@ -340,7 +342,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
                         data_config=dcfg,
                         extra_config={"label_names": label_names} if label_names else None,
                     )
-                    extra, stop, reason = run_callbacks(list(callbacks), folder, epoch_value, revision)
+                    extra, stop, reason = run_callbacks(list(callbacks), folder, epoch_value, revision, facts)
                     card = cards.revision_card(config.repo_id, revision, facts)
                     card = cards.apply_extra(card, extra)
                     card.save(folder / "README.md")

@@ -179,8 +179,9 @@ def summary_rows(results: list[RevisionScore], training: dict[str, dict]) -> lis
         }
         if r.reason:
             row["reason"] = r.reason
-        if facts.get("imagenet_top1") is not None:
-            row["imagenet_top1"] = facts["imagenet_top1"]
+        top1 = facts.get("top1", facts.get("imagenet_top1"))
+        if top1 is not None:
+            row["top1"] = top1
         if facts.get("synthetic") is not None:
             row["synthetic"] = bool(facts["synthetic"])
         rows.append({k: (round(v, 6) if isinstance(v, float) and k not in ("epoch",) else v) for k, v in row.items()})
@@ -240,9 +241,9 @@ def summary_entry(plan: ScoringPlan, config: str, rows: list[dict], per_image: d
 def summary_table(entry: dict) -> str:
     """The Markdown table of one target (also printed in the terminal)."""
     best = entry.get("best_revision")
-    lines = ["| revision | epoch | ImageNet top-1 | score | 95% interval | |", "|---|---|---|---|---|---|"]
+    lines = ["| revision | epoch | top-1 (pretraining val) | score | 95% interval | |", "|---|---|---|---|---|---|"]
     for r in entry.get("rows") or []:
-        top1 = r.get("imagenet_top1")
+        top1 = r.get("top1", r.get("imagenet_top1"))
         if r.get("status", "ok") != "ok":
             reason = (r.get("reason") or "").replace("|", "/")
             score, interval = "failed", reason if len(reason) <= 140 else reason[:139] + "…"
