@@ -62,6 +62,11 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--target is required with --repo-id: the key of the target whose Dice and scores to read")
         df = table_from_cards(args.repo_id, args.target, frozen=args.frozen, revisions=args.revisions, score_key=args.score_target)
         source = f"cards of {', '.join(args.repo_id)} (target {args.target}{', frozen encoder' if args.frozen else ''})"
+    declared = _names(args.lower_is_better) + _names(args.higher_is_better) + ([args.group_by] if args.group_by else [])
+    missing = [n for n in declared if n not in df.columns]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} named in --lower-is-better/--higher-is-better/--group-by but not a column of "
+                          f"the table; its columns are: {', '.join(map(str, df.columns))}")
     report = write_report(
         df, args.output, source=source, predictor=args.predictor, lower=_names(args.lower_is_better),
         higher=_names(args.higher_is_better), headline=args.headline, group_by=args.group_by, tolerance=args.tolerance, patience=args.patience, n_boot=args.bootstrap, seed=args.seed,

@@ -49,6 +49,17 @@ def _pct(value: Any) -> str:
     return "n/a" if value is None else f"{value:.2f}%"
 
 
+def _lr_note(facts: dict[str, Any]) -> str:
+    """Say when the LR is not the paper's linear scaling (4e-3 x batch / 4096)."""
+    batch, lr = facts.get("batch_size"), facts.get("peak_lr")
+    if not batch or not lr:
+        return ""
+    paper = 4e-3 * float(batch) / 4096
+    if abs(float(lr) - paper) <= 1e-3 * paper:
+        return " (the paper's linear scaling)"
+    return f" (set explicitly; the paper's linear scaling 4e-3 x {batch}/4096 would give {paper:.2g})"
+
+
 def training_table(facts: dict[str, Any]) -> str:
     rows = [
         ("Epoch", f"{facts['epoch']:g}"),
@@ -60,7 +71,7 @@ def training_table(facts: dict[str, Any]) -> str:
         ("Recipe", facts["recipe"]),
         ("Dataset", f"{facts['dataset']} ({'synthetic' if facts.get('synthetic') else 'real'})"),
         ("Unreadable images skipped", facts.get("skipped_images", 0)),
-        ("Global batch / peak LR", f"{facts.get('batch_size')} / {facts.get('peak_lr', 0):.3g}"),
+        ("Global batch / peak LR", f"{facts.get('batch_size')} / {facts.get('peak_lr', 0):.3g}{_lr_note(facts)}"),
         ("Processes", facts.get("num_processes")),
         ("Wall-clock hours", f"{facts.get('wall_clock_hours', 0):.3f}"),
         ("Code version", facts.get("code_version")),
