@@ -422,7 +422,7 @@ def load_hub_target(
     try:
         ds = datasets.load_dataset(dataset_id, split=split, revision=revision)
     except Exception as exc:  # noqa: BLE001 - say which dataset and how to fix
-        from hf_transfer_seg.hub.redact import redact
+        from hf_transfer_seg.redact import redact
 
         raise DataError(
             f"cannot load dataset {dataset_id!r} (split {split!r}): {redact(exc)}. Check the id, the split "

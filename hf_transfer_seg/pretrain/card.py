@@ -15,7 +15,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from hf_transfer_seg.cards import get_namespace, render_card, replace_section, set_namespace, upsert_eval_result
+from hf_transfer_seg.cards import get_namespace, render_card, replace_section, schema, set_namespace, upsert_eval_result
 
 REPO_NAME_PLACEHOLDER = "<your-repo>"
 REPO_PLACEHOLDER = f"<your-namespace>/{REPO_NAME_PLACEHOLDER}"
@@ -28,7 +28,7 @@ def top1_of(facts: dict[str, Any], k: int = 1) -> Any:
 
 
 def _tags(facts: dict[str, Any]) -> list[str]:
-    tags = ["timm", "image-classification", "hf-transfer-seg", "pretraining-checkpoint", f"recipe-{facts['recipe']}"]
+    tags = ["timm", schema.CLASSIFICATION_TASK, "hf-transfer-seg", "pretraining-checkpoint", f"recipe-{facts['recipe']}"]
     tags.append("synthetic-data" if facts.get("synthetic") else "real-data")
     return tags
 
@@ -36,7 +36,7 @@ def _tags(facts: dict[str, Any]) -> list[str]:
 def _card_data(repo_id: str | None, facts: dict[str, Any]) -> ModelCardData:
     data = ModelCardData(
         library_name="timm",
-        pipeline_tag="image-classification",
+        pipeline_tag=schema.CLASSIFICATION_TASK,
         license="apache-2.0",
         tags=_tags(facts),
         datasets=[facts["dataset"]] if facts.get("dataset_kind") == "hub" else None,
@@ -85,24 +85,14 @@ def accuracy_results(facts: dict[str, Any]) -> list[EvalResult]:
     for k, name in ((1, "top-1"), (5, "top-5")):
         if top1_of(facts, k) is None:
             continue
-        results.append(
-            EvalResult(
-                task_type="image-classification",
-                dataset_type=facts["dataset"],
-                dataset_name=facts["dataset"],
-                dataset_split="validation",
-                metric_type="accuracy",
-                metric_name=name,
-                metric_value=float(top1_of(facts, k)),
-            )
-        )
+        results.append(schema.accuracy_result(facts["dataset"], name, top1_of(facts, k)))
     return results
 
 
 def revision_card(repo_id: str | None, revision: str, facts: dict[str, Any]) -> ModelCard:
     """The card of one checkpoint revision (``facts`` become ``hf_transfer_seg.training``)."""
     data = _card_data(repo_id, facts)
-    set_namespace(data, "training", copy.deepcopy(facts))
+    set_namespace(data, schema.TRAINING, copy.deepcopy(facts))
     for result in accuracy_results(facts):
         upsert_eval_result(data, result, model_name=data.model_name)
     mean, std = facts.get("mean"), facts.get("std")
@@ -206,13 +196,13 @@ def edit_summary(card: ModelCard, row: dict[str, Any], facts: dict[str, Any], re
             encoder=facts["encoder"],
             recipe=facts["recipe"],
         )
-    rows = [r for r in get_namespace(card.data, "checkpoints", []) or [] if r.get("revision") != row["revision"]]
+    rows = [r for r in get_namespace(card.data, schema.CHECKPOINTS, []) or [] if r.get("revision") != row["revision"]]
     rows = sorted(rows + [row], key=lambda r: float(r["epoch"]))
-    set_namespace(card.data, "checkpoints", rows)
+    set_namespace(card.data, schema.CHECKPOINTS, rows)
     if latest:
-        set_namespace(card.data, "latest_revision", row["revision"])
+        set_namespace(card.data, schema.LATEST_REVISION, row["revision"])
     if facts.get("synthetic") and "synthetic-data" not in (card.data.tags or []):
         card.data.tags = list(card.data.tags or []) + ["synthetic-data"]
-    latest_name = get_namespace(card.data, "latest_revision")
-    card.text = replace_section(card.text, "checkpoints", checkpoints_table(rows, repo_id, latest_name))
+    latest_name = get_namespace(card.data, schema.LATEST_REVISION)
+    card.text = replace_section(card.text, schema.SECTION_CHECKPOINTS, checkpoints_table(rows, repo_id, latest_name))
     return card

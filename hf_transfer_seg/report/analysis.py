@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from hf_transfer_seg.cards import schema
 from hf_transfer_seg.report.rules import bootstrap_mean, selection_table
 from hf_transfer_seg.report.table import predictor_columns
 from hf_transfer_seg.selection import HIGHER, LOWER, resolve_directions
@@ -40,7 +41,7 @@ from hf_transfer_seg.selection import HIGHER, LOWER, resolve_directions
 MIN_POINTS = 4  # checkpoints per series for a series to count as evidence (Spearman over 3 points is noise)
 MIN_SERIES = 5  # series needed before any verdict; a one-sided Wilcoxon over 5 series can reach p = 1/32
 ALPHA = 0.05
-HEADLINE = "robustness:cosine_m0.5_L-1_flat"
+HEADLINE = f"robustness:{schema.HEADLINE}"  # the tool's headline configuration, declared in advance
 VERDICTS = ("predicts", "does_not_predict", "insufficient_evidence", "direction_unknown")
 
 
