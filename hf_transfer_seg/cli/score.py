@@ -38,6 +38,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--split", default="train", help="split of a Hub dataset target")
     p.add_argument("--image-column", default=None, help="image column of a Hub dataset target (default: the first non-mask image column)")
     p.add_argument("--target-synthetic", action="store_true", help="declare that the target images are synthetic (cards say so)")
+    p.add_argument("--prefer", choices=("lowest", "earliest-tied"), default="lowest",
+                   help="which revision main's card calls best: the lowest score, or the earliest revision statistically "
+                   "tied with it (paired test on per-image values; cheaper, cf. 'shorter pretraining often transfers better')")
     p.add_argument("--dry-run", action="store_true", help="score and print the table but write nothing to the Hub")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -93,4 +96,5 @@ def _score(args: argparse.Namespace, run_score):
         target_synthetic=args.target_synthetic,
         write=not args.dry_run,
         progress=not args.no_progress,
+        prefer=args.prefer,
     )

@@ -516,6 +516,12 @@ def build_classification_data(
         return ClassificationData(
             train, val, n_classes, train.class_names, SYNTHETIC, "synthetic", synthetic=True, train_size=train_n
         )
+    if dataset == "digits":  # scikit-learn's bundled real digits (hf_transfer_seg.data.digits)
+        from hf_transfer_seg.data.digits import DIGITS, digits_datasets
+
+        train, val, names = digits_datasets(_MapDataset, image_size=image_size, train_transform=train_transform,
+                                            val_transform=val_transform, seed=seed, train_size=train_size, val_size=val_size)
+        return ClassificationData(train, val, 10, names, DIGITS, "bundled", synthetic=False, train_size=len(train))
     local = Path(dataset).expanduser()
     saved = local.is_dir() and ((local / "dataset_dict.json").is_file() or (local / "state.json").is_file())
     if local.is_dir() and not saved:

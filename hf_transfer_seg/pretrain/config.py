@@ -58,6 +58,7 @@ class PretrainConfig:
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     clip_grad: float | None = None
+    early_stop: str | None = None  # [PREDICTOR:]RULE[=VALUE], see hf_transfer_seg.selection.parse_rule
     # hub and output
     repo_id: str | None = None
     private: bool = False

@@ -69,6 +69,7 @@ class LeaderboardRow:
     ci_high: float | None = None
     dice: float | None = None
     is_best: bool = False
+    tied_with_best: bool | None = None  # paired test on per-image values (scoring); None = not tested
 
 
 @dataclass
@@ -186,7 +187,8 @@ def _leaderboard(
     for name in sorted(names, key=lambda n: (parse_revision_name(n) is None, parse_revision_name(n) or 0.0, n)):
         c, s, card = checkpoints.get(name, {}), scored.get(name, {}), cards.get(name) or {}
         training = card.get(schema.TRAINING) or {}
-        top1 = next((v for v in (c.get("imagenet_top1"), s.get("imagenet_top1"), training.get("imagenet_top1")) if v is not None), None)
+        top1 = next((v for v in (c.get("top1"), c.get("imagenet_top1"), s.get("top1"), s.get("imagenet_top1"), training.get("top1"),
+                                 training.get("imagenet_top1")) if v is not None), None)
         dice = [number(e.get("dice_mean")) for e in (card.get(schema.DOWNSTREAM) or {}).values() if isinstance(e, dict)]
         epoch = number(s.get("epoch", c.get("epoch")))
         rows.append(
@@ -200,6 +202,7 @@ def _leaderboard(
                 ci_high=number(s.get("ci_high")),
                 dice=max((d for d in dice if d is not None), default=None),
                 is_best=name == best,
+                tied_with_best=s.get("tied_with_best"),
             )
         )
     return rows
