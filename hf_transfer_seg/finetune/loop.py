@@ -20,7 +20,8 @@ from typing import Any
 import torch
 
 from hf_transfer_seg.data.segmentation import SegSample, SegTarget, load_target, split_target
-from hf_transfer_seg.errors import WeightsError
+from hf_transfer_seg.data import intensity
+from hf_transfer_seg.errors import ConfigError, WeightsError
 from hf_transfer_seg.finetune.config import FinetuneConfig
 from hf_transfer_seg.finetune.losses import build_loss
 from hf_transfer_seg.finetune.metrics import SegmentationMetrics
@@ -99,9 +100,18 @@ def prepare_target(config: FinetuneConfig, target: SegTarget | None = None) -> t
             config.target, num_classes=config.num_classes, resize_longest=config.resize_longest,
             mask_dir=config.mask_dir, fov_dir=config.fov_dir, split=config.split,
             image_column=config.image_column, mask_column=config.mask_column, limit=config.limit,
-            key=config.target_key,
+            key=config.target_key, slice_axis=config.slice_axis, labels=config.labels,
         )
     train, val, split = split_target(target, val_fraction=config.val_fraction, seed=config.split_seed)
+    fixed = intensity.from_options(config.window, config.intensity_range)
+    if target.pending:  # raw values (volumes, 16-bit): one range fitted on the training cases only, applied to all
+        target.normalise(train, fixed)
+        train.intensity = val.intensity = target.intensity
+    elif fixed is not None:
+        raise ConfigError(
+            f"--window / --intensity-range apply to raw-valued data (CT/MR volumes, 16-bit or float images); "
+            f"{target.key} is already scaled ({(target.intensity or {}).get('source', '8-bit images')})"
+        )
     return target, train, val, split
 
 
@@ -177,7 +187,7 @@ def finetune(config: FinetuneConfig, *, target: SegTarget | None = None, progres
     )
     model.config.update(
         image_size=config.image_size, eval_overlap=config.eval_overlap, class_names=target.class_names,
-        resize_longest=config.resize_longest,
+        resize_longest=config.resize_longest, intensity=target.intensity,
     )
     generator = torch.Generator().manual_seed(config.seed)
     loader, loss_fn, optimizer = build_training(model, train.samples, config, generator=generator)

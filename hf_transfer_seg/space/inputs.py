@@ -115,6 +115,8 @@ def read_input_image(path: str | Path | None, *, max_side: int = 1024, max_pixel
     try:
         tensor = to_rgb_tensor(read_array(path))
     except DataError as exc:
+        if "third spatial axis" in str(exc):
+            raise DataError(f"{path.name} is a volume or multi-page stack ({exc}); upload one 2-D slice") from exc
         raise DataError(f"{path.name} could not be decoded ({exc.__cause__ or exc}); upload a {SUPPORTED} file") from exc
     if tuple(tensor.shape[1:]) != (height, width):
         raise DataError(
