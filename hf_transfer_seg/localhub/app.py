@@ -1,10 +1,9 @@
 """The HTTP side of the local Hub: a Starlette app answering what huggingface_hub's client asks.
 
-Routing works on the *raw* request path, split on '/' before percent-decoding, because the client
-sends revisions URL-encoded as one segment (``refs%2Fpr%2F1``, ``feature%2Fx``) and file paths as
-the segments after it. Every route reads the whole request body before answering, errors included
-(leftover bytes on a keep-alive connection would corrupt the next request). Blocking git work runs
-in Starlette's thread pool; commits stream their NDJSON body line by line, so a large upload is
+Routes are a table (:mod:`.routes`: method, pattern, handler) matched on the raw path's segments.
+Every route reads the whole request body before answering, errors included (leftover bytes on a
+keep-alive connection would corrupt the next request). Blocking git work runs in Starlette's thread
+pool; commits stream their NDJSON body (:mod:`.commit_body`) line by line, so a large upload is
 decoded and written as it arrives instead of being held in memory several times.
 
 Uploads: preupload answers uploadMode "regular" (bytes base64 inside the commit) by default. With
@@ -23,8 +22,6 @@ typed exceptions.
 from __future__ import annotations
 
 import asyncio
-import binascii
-import contextlib
 import hashlib
 import hmac
 import json
@@ -32,9 +29,8 @@ import logging
 import mimetypes
 import os
 import re
-import tempfile
-from typing import Any, Callable
-from urllib.parse import parse_qs, quote, unquote_to_bytes
+from typing import Any
+from urllib.parse import parse_qs, quote
 
 import yaml
 from starlette.applications import Starlette
@@ -43,40 +39,20 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from hf_transfer_seg.localhub import routes
 from hf_transfer_seg.localhub import storage as st
+from hf_transfer_seg.localhub.commit_body import CommitReader
+from hf_transfer_seg.localhub.responses import HTTPError, error_response
 
 log = logging.getLogger(__name__)
 
 MAX_JSON_BODY = 16 << 20  # every request but a commit and an LFS upload
 LFS_THRESHOLD = 1 << 20  # with lfs_uploads, files at least this big are uploaded through the LFS batch API
 LFS_WRITE_BATCH = 4 << 20  # LFS upload bytes handed to a worker thread at a time
-# a commit line longer than this that starts like STREAM_PREFIX has its content decoded as it arrives
-STREAM_LINE = 1 << 20
-MAX_LINE = 2 << 30
-STREAM_PREFIX = b'{"key": "file", "value": {"content": "'
-TYPE_BY_PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space"}
 URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
-ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 # same pattern as huggingface_hub.repocard.REGEX_YAML_BLOCK
 _YAML_BLOCK = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ \t]*(\r\n|\n|$))")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None, body: dict | None = None,
-                 headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.code = status, message, code
-        self.body, self.headers = body, headers
-
-
-def error_response(status: int, message: str, code: str | None = None, body: dict | None = None,
-                   headers: dict | None = None) -> Response:
-    header_message = message.encode("ascii", "replace").decode().replace("\r", " ").replace("\n", " ")[:2000]
-    out = {"X-Error-Message": header_message, **(headers or {})}
-    if code:
-        out["X-Error-Code"] = code
-    return JSONResponse({"error": message, **(body or {})}, status_code=status, headers=out)
 
 
 def parse_card(text: str) -> dict | None:
@@ -162,21 +138,17 @@ class HubApp:
             return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
 
     async def _dispatch(self, request: Request) -> Response:
-        segments = _segments(request.scope.get("raw_path") or request.scope["path"].encode())
-        method = request.method
-        if segments in ([], [""]):
-            await _drain(request)
-            return JSONResponse({"localhub": True, "message": "hf-transfer-seg local Hub"})
-        upload = self._match_lfs_upload(method, segments)
-        if upload is not None:  # authorized by the signature in its URL (the client sends no token)
-            return await self.lfs_upload(request, *upload)
-        user = self._authenticate(request)
-        commit = self._match_commit(method, segments)
-        if commit is not None:
-            return await self.commit(request, user, *commit)
-        handler, args = self._route(method, segments)
+        seg = routes.segments(request.scope.get("raw_path") or request.scope["path"].encode())
+        found = routes.match(request.method, seg)
+        user = self._authenticate(request) if found is None or found[0].auth else self.user
+        if found is None:
+            raise routes.not_found(seg)
+        route, args = found
+        handler = getattr(self, route.handler)
+        if route.kind == "stream":
+            return await handler(request, user, *args)
         body = await _read_body(request)
-        ctx = Ctx(request, segments, body, user)
+        ctx = Ctx(request, seg, body, user)
         return await run_in_threadpool(handler, ctx, *args)
 
     def _authenticate(self, request: Request) -> str:
@@ -190,111 +162,6 @@ class HubApp:
         if not hmac.compare_digest(value.encode("utf-8", "replace"), self.token.encode("utf-8")):
             raise HTTPError(401, "Invalid credentials in Authorization header")
         return self.user
-
-    # -- routing ---------------------------------------------------------------------------------
-
-    @staticmethod
-    def _match_commit(method: str, seg: list[str]):
-        if method == "POST" and len(seg) >= 5 and seg[0] == "api" and seg[1] in TYPE_BY_PLURAL and seg[4] == "commit":
-            return TYPE_BY_PLURAL[seg[1]], f"{seg[2]}/{seg[3]}", "/".join(seg[5:]) or "main"
-        return None
-
-    @staticmethod
-    def _match_lfs_upload(method: str, seg: list[str]):
-        if (method == "PUT" and len(seg) == 6 and seg[0] == "api" and seg[1] in TYPE_BY_PLURAL
-                and seg[4] == "lfs-upload"):
-            return TYPE_BY_PLURAL[seg[1]], f"{seg[2]}/{seg[3]}", seg[5]
-        return None
-
-    def _route(self, method: str, seg: list[str]) -> tuple[Callable[..., Response], tuple]:
-        def need(*methods: str) -> None:
-            if method not in methods:
-                raise HTTPError(405, f"method {method} not allowed here", headers={"Allow": ", ".join(methods)})
-
-        # git-lfs batch API: /{prefix}{repo}.git/info/lfs/objects/batch
-        lfs_type, lfs_rest = "model", seg
-        if seg[0] in ("datasets", "spaces") and len(seg) == 7:
-            lfs_type, lfs_rest = TYPE_BY_PLURAL[seg[0]], seg[1:]
-        if len(lfs_rest) == 6 and lfs_rest[1].endswith(".git") and lfs_rest[2:] == ["info", "lfs", "objects", "batch"]:
-            need("POST")
-            return self.lfs_batch, (lfs_type, f"{lfs_rest[0]}/{lfs_rest[1][:-4]}")
-
-        if seg[0] == "api":
-            rest = seg[1:]
-            if rest == ["whoami-v2"]:
-                need("GET", "HEAD")
-                return self.whoami, ()
-            if rest == ["repos", "create"]:
-                need("POST")
-                return self.create_repo, ()
-            if rest == ["repos", "delete"]:
-                need("DELETE", "POST")
-                return self.delete_repo, ()
-            if rest == ["agent-harnesses"]:  # the client's user-agent registry: nothing to detect offline
-                need("GET", "HEAD")
-                return (lambda ctx: JSONResponse({"standardEnvVars": [], "harnesses": {}})), ()
-            if rest == ["validate-yaml"]:
-                need("POST")
-                return self.validate_yaml, ()
-            if len(rest) == 1 and rest[0] in TYPE_BY_PLURAL:
-                need("GET", "HEAD")
-                return self.list_repos, (TYPE_BY_PLURAL[rest[0]],)
-            if len(rest) >= 3 and rest[0] in TYPE_BY_PLURAL:
-                repo_type, repo_id = TYPE_BY_PLURAL[rest[0]], f"{rest[1]}/{rest[2]}"
-                tail = rest[3:]
-                if not tail:
-                    need("GET", "HEAD")
-                    return self.repo_info, (repo_type, repo_id, None)
-                action, args = tail[0], tail[1:]
-                joined = "/".join(args)
-                if action == "revision" and joined:
-                    need("GET", "HEAD")
-                    return self.repo_info, (repo_type, repo_id, joined)
-                if action == "preupload":
-                    need("POST")
-                    return self.preupload, (repo_type, repo_id, joined or "main")
-                if action == "branch" and joined:
-                    need("POST", "DELETE")
-                    return self.branch, (repo_type, repo_id, joined)
-                if action == "tag" and joined:
-                    need("POST", "DELETE")
-                    return self.tag, (repo_type, repo_id, joined)
-                if action == "refs" and not args:
-                    need("GET", "HEAD")
-                    return self.refs, (repo_type, repo_id)
-                if action == "commits":
-                    need("GET", "HEAD")
-                    return self.commits, (repo_type, repo_id, joined or "main")
-                if action == "tree":
-                    need("GET", "HEAD")
-                    revision, path = _split_revision(args)
-                    return self.tree, (repo_type, repo_id, revision, path)
-                if action == "paths-info":
-                    need("POST")
-                    return self.paths_info, (repo_type, repo_id, joined or "main")
-                if action in ("xet-write-token", "xet-read-token"):
-                    # hf_xet makes this request itself and shows only the status: say it in the log too
-                    log.warning("local hub: a client asked for a Xet token (%s); it needs HF_HUB_DISABLE_XET=1 "
-                                "when the server runs with lfs_uploads=True", repo_id)
-                    raise HTTPError(
-                        501,
-                        "the local hub does not speak Xet. It answered uploadMode 'lfs' because it runs with "
-                        "lfs_uploads=True, which needs clients with Xet off: set HF_HUB_DISABLE_XET=1 in the "
-                        "client, or serve without lfs_uploads (uploads then go inline, base64 in the commit)",
-                    )
-                if action == "auth-check":
-                    need("GET", "HEAD")
-                    return self.auth_check, (repo_type, repo_id)
-            raise HTTPError(404, f"unknown API route /{'/'.join(seg)} (not served by the local hub)")
-        # file downloads: /{repo}/resolve/..., /datasets/{repo}/resolve/..., /spaces/{repo}/resolve/...
-        repo_type, rest = "model", seg
-        if seg[0] in ("datasets", "spaces") and len(seg) >= 4 and seg[3] == "resolve":
-            repo_type, rest = TYPE_BY_PLURAL[seg[0]], seg[1:]
-        if len(rest) >= 4 and rest[2] == "resolve":
-            need("GET", "HEAD")
-            revision, path = _split_revision(rest[3:])
-            return self.resolve, (repo_type, f"{rest[0]}/{rest[1]}", revision, path)
-        raise HTTPError(404, f"unknown route /{'/'.join(seg)} (not served by the local hub)")
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -315,6 +182,24 @@ class HubApp:
             return None
 
     # -- account and repositories ----------------------------------------------------------------
+
+    def index(self, ctx: Ctx) -> Response:
+        return JSONResponse({"localhub": True, "message": "hf-transfer-seg local Hub"})
+
+    def agent_harnesses(self, ctx: Ctx) -> Response:
+        """The client's user-agent registry: nothing to detect offline."""
+        return JSONResponse({"standardEnvVars": [], "harnesses": {}})
+
+    def xet_token(self, ctx: Ctx, repo_type: str, repo_id: str, _rest: str) -> Response:
+        # hf_xet makes this request itself and shows only the status: say it in the log too
+        log.warning("local hub: a client asked for a Xet token (%s); it needs HF_HUB_DISABLE_XET=1 "
+                    "when the server runs with lfs_uploads=True", repo_id)
+        raise HTTPError(
+            501,
+            "the local hub does not speak Xet. It answered uploadMode 'lfs' because it runs with "
+            "lfs_uploads=True, which needs clients with Xet off: set HF_HUB_DISABLE_XET=1 in the "
+            "client, or serve without lfs_uploads (uploads then go inline, base64 in the commit)",
+        )
 
     def whoami(self, ctx: Ctx) -> Response:
         return JSONResponse({
@@ -388,7 +273,7 @@ class HubApp:
         self._repo(repo_type, repo_id)
         return JSONResponse({})
 
-    def repo_info(self, ctx: Ctx, repo_type: str, repo_id: str, revision: str | None) -> Response:
+    def repo_info(self, ctx: Ctx, repo_type: str, repo_id: str, revision: str | None = None) -> Response:
         repo = self._repo(repo_type, repo_id)
         sha = repo.resolve(revision or "main")
         tree = repo.tree(sha)
@@ -504,7 +389,7 @@ class HubApp:
         return JSONResponse({"transfer": "basic", "objects": answer, "hash_algo": "sha256"},
                             media_type="application/vnd.git-lfs+json")
 
-    async def lfs_upload(self, request: Request, repo_type: str, repo_id: str, oid: str) -> Response:
+    async def lfs_upload(self, request: Request, _user: str, repo_type: str, repo_id: str, oid: str) -> Response:
         """``PUT .../lfs-upload/{sha256}?size=&sig=``: the raw bytes, stored as a git blob as they arrive.
 
         The git sha1, the sha256 and the deflate are computed in one pass; the object is kept only if
@@ -757,247 +642,7 @@ class HubApp:
 
 
 # --------------------------------------------------------------------------------------------------
-# commit bodies
-
-
-class _StreamedContent:
-    """The base64 ``content`` of one large ``file`` line, decoded into a temporary file as it arrives."""
-
-    def __init__(self, repo: st.Repo):
-        fd, self.path = tempfile.mkstemp(prefix="upload-", dir=repo.storage.tmp_dir)
-        self.out = os.fdopen(fd, "wb")
-        self.size = 0
-        self.pending = b""  # base64 characters not yet decodable (fewer than 4), or a split escape
-        self.padded = False
-
-    def feed(self, data: bytes) -> None:
-        if self.pending:
-            data = self.pending + data
-        hold = b""
-        if b"\\" in data:  # JSON may escape '/' as '\/'; any other escape is invalid base64 anyway
-            if data.endswith(b"\\"):
-                data, hold = data[:-1], b"\\"
-            data = data.replace(b"\\/", b"/")
-        usable = len(data) - len(data) % 4
-        self.pending = data[usable:] + hold
-        if usable <= 0:
-            return
-        if self.padded:
-            raise HTTPError(400, "file content is not valid base64 (data after padding)")
-        try:
-            decoded = binascii.a2b_base64(data[:usable], strict_mode=True)
-        except (binascii.Error, ValueError) as exc:
-            raise HTTPError(400, f"file content is not valid base64 ({exc})") from None
-        self.padded = data[usable - 1: usable] == b"="
-        self.out.write(decoded)
-        self.size += len(decoded)
-
-    def close(self) -> None:
-        self.out.close()
-        if self.pending:
-            raise HTTPError(400, "file content is not valid base64 (length is not a multiple of 4)")
-
-    def discard(self) -> None:
-        with contextlib.suppress(OSError):
-            self.out.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
-
-
-class CommitReader:
-    """Parse a commit's NDJSON body chunk by chunk.
-
-    Lines are ``{"key": ..., "value": ...}`` objects: one ``header`` first, then ``file`` (path,
-    base64 content), ``deletedFile``, ``deletedFolder``. Small lines are parsed whole. A ``file`` line
-    that grows past :data:`STREAM_LINE` bytes and starts the way huggingface_hub writes it
-    (``{"key": "file", "value": {"content": "``) is streamed: its base64 content is decoded while it
-    is received and the rest of the line (path, encoding) parsed at its end, so a 100 MB upload is
-    never held as one 133 MB line plus a 133 MB string plus the decoded bytes.
-
-    The first error is kept in :attr:`error` (the caller keeps draining the body) and raised by
-    :meth:`finish`.
-    """
-
-    def __init__(self, repo: st.Repo):
-        self.repo = repo
-        self.header: dict | None = None
-        self.ops: list[st.FileOp] = []
-        self.error: Exception | None = None
-        self.lines = 0
-        self.buffer = bytearray()
-        self.scan_from = 0
-        self.streamed: _StreamedContent | None = None
-        self.tail: bytearray | None = None  # rest of a streamed line, after its content
-
-    async def feed(self, chunk: bytes) -> None:
-        """Consume the next piece of the body (ignored once an error was found: the caller drains)."""
-        if self.error is not None:
-            return
-        try:
-            await self._feed(chunk)
-        except (HTTPError, st.StorageError) as exc:
-            self.error = exc
-            self.buffer = bytearray()
-            self.discard()
-
-    async def _feed(self, chunk: bytes) -> None:
-        if self.streamed is not None and self.tail is None:
-            quote_at = chunk.find(b'"')
-            if quote_at < 0:
-                self.streamed.feed(chunk)
-                return
-            self.streamed.feed(chunk[:quote_at])
-            self.tail = bytearray()
-            chunk = chunk[quote_at + 1:]
-        if self.tail is not None:
-            newline = chunk.find(b"\n")
-            self.tail += chunk if newline < 0 else chunk[:newline]
-            if len(self.tail) > (1 << 16):
-                raise HTTPError(400, f"commit body line {self.lines + 1}: file entry too long after its content")
-            if newline < 0:
-                return
-            await self._finish_streamed()
-            chunk = chunk[newline + 1:]
-        self.scan_from = len(self.buffer)
-        self.buffer += chunk
-        while True:
-            newline = self.buffer.find(b"\n", self.scan_from)
-            if newline < 0:
-                break
-            line = bytes(self.buffer[:newline])
-            del self.buffer[: newline + 1]
-            self.scan_from = 0
-            await self._line(line)
-        if len(self.buffer) > MAX_LINE:
-            raise HTTPError(413, f"commit body line {self.lines + 1} is longer than {MAX_LINE} bytes")
-        if len(self.buffer) > STREAM_LINE and self.header is not None and self.buffer.startswith(STREAM_PREFIX):
-            self.streamed = _StreamedContent(self.repo)
-            rest = bytes(self.buffer[len(STREAM_PREFIX):])
-            self.buffer = bytearray()
-            self.scan_from = 0
-            await self._feed(rest)
-
-    async def _finish_streamed(self) -> None:
-        self.lines += 1
-        streamed, tail = self.streamed, bytes(self.tail or b"")
-        self.streamed, self.tail = None, None
-        try:
-            streamed.close()
-            item = _parse_line(STREAM_PREFIX + b'"' + tail, self.lines)
-            value = item["value"]
-            path = st.check_path(value.get("path"))
-            if item["key"] != "file" or (value.get("encoding") or "").lower() != "base64":
-                raise HTTPError(400, f"file {path}: large file contents must be sent base64-encoded")
-            blob = await run_in_threadpool(self.repo.write_blob_from_file, streamed.path, streamed.size)
-        finally:
-            streamed.discard()
-        self.ops.append(st.FileOp(path, blob))
-
-    async def finish(self) -> None:
-        if self.error is None:
-            try:
-                if self.streamed is not None:
-                    if self.tail is None:
-                        raise HTTPError(400, "commit body ends inside a file's content")
-                    await self._finish_streamed()
-                if self.buffer.strip():
-                    await self._line(bytes(self.buffer))
-            except (HTTPError, st.StorageError) as exc:
-                self.error = exc
-        if self.error is not None:
-            raise self.error
-        if self.header is None:
-            raise HTTPError(400, "commit body has no 'header' line (NDJSON: one JSON object per line)")
-
-    def discard(self) -> None:
-        if self.streamed is not None:
-            self.streamed.discard()
-        self.streamed, self.tail = None, None
-
-    async def _line(self, line: bytes) -> None:
-        self.lines += 1
-        if not line.strip():
-            return
-        if len(line) > (1 << 20):
-            item = await run_in_threadpool(_parse_line, line, self.lines)
-        else:
-            item = _parse_line(line, self.lines)
-        key, value = item["key"], item["value"]
-        if key == "header":
-            if self.header is not None:
-                raise HTTPError(400, "commit body has two 'header' lines")
-            summary, description = value.get("summary"), value.get("description") or ""
-            parent = value.get("parentCommit")
-            if not isinstance(summary, str) or not summary.strip():
-                raise HTTPError(400, "commit header needs a non-empty 'summary'")
-            if not isinstance(description, str) or (parent is not None and not isinstance(parent, str)):
-                raise HTTPError(400, "commit header: 'description' and 'parentCommit' must be strings")
-            self.header = {"summary": summary, "description": description, "parent": parent}
-            return
-        if self.header is None:
-            raise HTTPError(400, "the first line of a commit body must be the 'header'")
-        if key == "file":
-            path = st.check_path(value.get("path"))
-            content = value.get("content")
-            encoding = (value.get("encoding") or "utf-8").lower()
-            if not isinstance(content, str):
-                raise HTTPError(400, f"file {path}: 'content' must be a string")
-            if encoding not in ("base64", "utf-8", "utf8"):
-                raise HTTPError(400, f"file {path}: unknown encoding {encoding!r} (expected base64)")
-            if len(content) > (1 << 20):
-                blob = await run_in_threadpool(_store_content, self.repo, path, content, encoding)
-            else:
-                blob = _store_content(self.repo, path, content, encoding)
-            self.ops.append(st.FileOp(path, blob))
-        elif key == "deletedFile":
-            self.ops.append(st.FileOp(st.check_path(value.get("path"))))
-        elif key == "deletedFolder":
-            path = value.get("path")
-            path = st.check_path(path.rstrip("/") if isinstance(path, str) else path)
-            self.ops.append(st.FileOp(path, folder=True))
-        elif key == "lfsFile":
-            path = st.check_path(value.get("path"))
-            oid, size = value.get("oid"), value.get("size")
-            if (value.get("algo") or "sha256") != "sha256" or not isinstance(oid, str):
-                raise HTTPError(400, f"lfsFile {path}: needs 'algo' sha256 and an 'oid'")
-            blob = await run_in_threadpool(self.repo.lfs_blob, oid)
-            if blob is None:
-                raise HTTPError(
-                    400,
-                    f"lfsFile {path}: LFS object {oid[:80]} has not been uploaded to this repository (upload it "
-                    "through the LFS batch API first; HfApi does this when preupload answers uploadMode 'lfs')",
-                )
-            if size is not None and size != await run_in_threadpool(self.repo.blob_size, blob):
-                raise HTTPError(400, f"lfsFile {path}: size {size} does not match the uploaded object")
-            self.ops.append(st.FileOp(path, blob))
-        else:
-            raise HTTPError(400, f"unknown commit operation {key!r} on line {self.lines}")
-
-
-# --------------------------------------------------------------------------------------------------
 # request plumbing
-
-
-def _segments(raw_path: bytes) -> list[str]:
-    """Path segments, each percent-decoded on its own (so ``%2F`` stays inside its segment)."""
-    raw = raw_path.split(b"?", 1)[0]
-    parts = raw.split(b"/")[1:] if raw.startswith(b"/") else raw.split(b"/")
-    out = []
-    for part in parts:
-        try:
-            out.append(unquote_to_bytes(part).decode("utf-8"))
-        except UnicodeDecodeError:
-            raise HTTPError(400, "request path is not valid UTF-8") from None
-    return out
-
-
-def _split_revision(args: list[str]) -> tuple[str, str]:
-    """``[rev, *path]``; a revision given unencoded as ``refs/pr/1`` (or ``refs/convert/x``) takes three."""
-    if not args or not args[0]:
-        raise HTTPError(400, "missing revision in the URL")
-    if args[0] == "refs" and len(args) >= 3:
-        return "/".join(args[:3]), "/".join(args[3:])
-    return args[0], "/".join(args[1:])
 
 
 async def _read_body(request: Request, limit: int = MAX_JSON_BODY) -> bytes:
@@ -1019,28 +664,6 @@ async def _drain(request: Request) -> None:
             pass
     except (ClientDisconnect, RuntimeError):  # RuntimeError: stream already consumed
         pass
-
-
-def _parse_line(line: bytes, number: int) -> dict:
-    try:
-        item = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise HTTPError(400, f"commit body line {number} is not valid JSON: {str(exc)[:200]}") from None
-    if not isinstance(item, dict) or not isinstance(item.get("key"), str) or not isinstance(item.get("value"), dict):
-        raise HTTPError(400, f"commit body line {number} must be an object with 'key' (string) and 'value' (object)")
-    return item
-
-
-def _store_content(repo: st.Repo, path: str, content: str, encoding: str) -> str:
-    if encoding == "base64":
-        try:
-            data = binascii.a2b_base64(content, strict_mode=True)
-        except (binascii.Error, ValueError) as exc:
-            raise HTTPError(400, f"file {path}: content is not valid base64 ({exc})") from None
-    else:
-        data = content.encode("utf-8", "surrogatepass")
-    del content
-    return repo.write_blob(data)
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -1091,6 +714,6 @@ def create_app(root, *, token: str | None = None, user: str = st.DEFAULT_USER, c
     """
     hub = HubApp(root, token=token, user=user, commits_page_size=commits_page_size, tree_page_size=tree_page_size,
                  lfs_uploads=lfs_uploads, lfs_threshold=lfs_threshold)
-    app = Starlette(routes=[Route("/{rest:path}", hub.handle, methods=ALL_METHODS)])
+    app = Starlette(routes=[Route("/{rest:path}", hub.handle, methods=list(routes.ALL_METHODS))])
     app.state.hub = hub
     return app
