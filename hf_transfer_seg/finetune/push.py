@@ -21,6 +21,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hf_transfer_seg import __version__
 from hf_transfer_seg.cards import get_namespace, render_card, replace_section, set_namespace, upsert_eval_result
+from hf_transfer_seg.cards.dataset_ref import eval_dataset
 from hf_transfer_seg.errors import WeightsError
 from hf_transfer_seg.finetune.model import SegmentationModel
 
@@ -148,13 +149,14 @@ def segmentation_card(result, repo_id: str, *, revision: str | None = None) -> M
         tags=["image-segmentation", "medical-imaging", "unet", "segmentation-models-pytorch", "timm", "hf-transfer-seg"]
         + (["synthetic-data"] if target.get("synthetic") else []),
         pipeline_tag="image-segmentation",
+        library_name="segmentation-models-pytorch",
         datasets=[target["source"].split(":", 1)[1].split("@")[0]] if target["source"].startswith("hub-dataset:") else None,
         model_name=repo_id.split("/")[-1],
     )
     for metric_type, value in (("dice", metrics.get("dice_mean")), ("iou", metrics.get("iou_mean")), ("hd95", metrics.get("hd95_mean"))):
         if value is not None:
             upsert_eval_result(data, EvalResult(
-                task_type="image-segmentation", dataset_type=key, dataset_name=key, dataset_split="validation",
+                task_type="image-segmentation", **{**eval_dataset(key), "dataset_split": "validation"},
                 metric_type=metric_type, metric_value=float(value), metric_config=metric_config(frozen),
             ))
     set_namespace(data, "base", {"repo": enc.get("repo"), "revision": enc.get("revision"), "sha": enc.get("sha"), "architecture": enc.get("architecture")})
@@ -314,7 +316,7 @@ def apply_downstream(card: ModelCard, key: str, entry: dict[str, Any], *, model_
     target_key = entry["target"]["key"]
     if entry.get("dice_mean") is not None:
         upsert_eval_result(card.data, EvalResult(
-            task_type="image-segmentation", dataset_type=target_key, dataset_name=target_key, dataset_split="validation",
+            task_type="image-segmentation", **{**eval_dataset(target_key), "dataset_split": "validation"},
             metric_type="dice", metric_value=float(entry["dice_mean"]), metric_config=metric_config(entry["frozen"]),
         ), model_name=model_name)
     card.text = replace_section(card.text or "", "downstream", downstream_markdown(get_namespace(card.data)))

@@ -16,6 +16,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hf_transfer_seg.cards import get_namespace, render_card, replace_section, set_namespace, upsert_eval_result
+from hf_transfer_seg.cards.dataset_ref import eval_dataset
 
 REPO_NAME_PLACEHOLDER = "<your-repo>"
 REPO_PLACEHOLDER = f"<your-namespace>/{REPO_NAME_PLACEHOLDER}"
@@ -72,9 +73,7 @@ def accuracy_results(facts: dict[str, Any]) -> list[EvalResult]:
         results.append(
             EvalResult(
                 task_type="image-classification",
-                dataset_type=facts["dataset"],
-                dataset_name=facts["dataset"],
-                dataset_split="validation",
+                **{**eval_dataset(facts["dataset"]), "dataset_split": "validation"},
                 metric_type="accuracy",
                 metric_name=name,
                 metric_value=float(facts[key]),

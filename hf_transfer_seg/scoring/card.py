@@ -18,6 +18,7 @@ from typing import Any
 from huggingface_hub import EvalResult, HfApi, ModelCard
 
 from hf_transfer_seg.cards.data import eval_results_by, get_namespace, set_namespace, upsert_eval_result
+from hf_transfer_seg.cards.dataset_ref import eval_dataset
 from hf_transfer_seg.cards.render import replace_section
 from hf_transfer_seg.data.unlabelled import safe_file_key
 from hf_transfer_seg.errors import CardConflictError
@@ -56,8 +57,7 @@ def _eval_result(target_key: str, config: str, score: float) -> EvalResult:
     return EvalResult(
         task_type=TASK_TYPE,
         task_name="Label-free robustness score (lower is better)",
-        dataset_type=target_key,
-        dataset_name=target_key,
+        **eval_dataset(target_key),
         metric_type=METRIC_TYPE,
         metric_name=f"robustness score {config}",
         metric_value=score,
