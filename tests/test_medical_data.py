@@ -149,3 +149,29 @@ def test_stacks_and_many_channels_are_errors_naming_the_fix(tmp_path):
         to_rgb_tensor(np.zeros((64, 64, 8), np.float32))
     assert to_rgb_tensor(np.zeros((3, 20, 30), np.uint8)).shape == (3, 20, 30)
     assert to_rgb_tensor(np.zeros((20, 30, 4), np.uint8)).shape == (3, 20, 30)
+
+
+def test_metric_module_matches_hand_computation_and_the_accumulator():
+    from hf_transfer_seg.finetune.metrics import SegmentationMetrics
+    from hf_transfer_seg.metrics import SEGMENTATION, load_metric
+
+    import evaluate
+
+    metric = evaluate.load(str(SEGMENTATION))  # offline, from the package
+    pred, ref = np.zeros((8, 8), int), np.zeros((8, 8), int)
+    pred[2:5, 2:5] = 1
+    ref[2:6, 2:6] = 1
+    px = metric.compute(predictions=[pred], references=[ref], num_classes=2)
+    assert px["dice_mean"] == pytest.approx(2 * 9 / (9 + 16)) and px["iou_mean"] == pytest.approx(9 / 16)
+    assert px["hd95_unit"] == "px" and "hd95_mm" not in px
+    mm = metric.compute(predictions=[pred], references=[ref], num_classes=2, spacing=[(2.0, 2.0)])
+    assert mm["hd95_mm"] == pytest.approx(2 * px["hd95_px"])
+    rng = np.random.default_rng(0)
+    preds = [rng.integers(0, 3, (24, 20)) for _ in range(4)]
+    refs = [rng.integers(0, 3, (24, 20)) for _ in range(4)]
+    direct = SegmentationMetrics(3)
+    for p, r in zip(preds, refs):
+        direct.update(torch.from_numpy(p), torch.from_numpy(r))
+    assert load_metric().compute(predictions=preds, references=refs, num_classes=3) == direct.compute()
+    vol = metric.compute(predictions=[pred, pred, ref], references=[ref, ref, ref], num_classes=2, cases=["a", "a", "b"])
+    assert vol["dice_per_volume"] == {"a": pytest.approx(0.72), "b": 1.0} and vol["dice_volume_mean"] == pytest.approx(0.86)

@@ -149,9 +149,11 @@ def run_finetune(args: argparse.Namespace) -> int:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
     print(
-        f"\n{result.target['key']}: Dice {f(m['dice_mean'])}  IoU {f(m['iou_mean'])}  HD95 {f(m['hd95_mean'], 2)} px  "
+        f"\n{result.target['key']}: Dice {f(m['dice_mean'])}  IoU {f(m['iou_mean'])}  HD95 {f(m['hd95_mean'], 2)} {m.get('hd95_unit', 'px')}  "
         f"({m['num_images']} validation images; {result.train_images_per_second:.1f} train images/s)"
     )
+    if m.get("dice_volume_mean") is not None:
+        print(f"  per-volume Dice {f(m['dice_volume_mean'])} over {m['num_volumes']} validation volumes")
     for name, row in m["per_class"].items():
         print(f"  {name:>20}: Dice {f(row['dice'])}  IoU {f(row['iou'])}")
     if seg:

@@ -24,7 +24,6 @@ from hf_transfer_seg.data import intensity
 from hf_transfer_seg.errors import ConfigError, WeightsError
 from hf_transfer_seg.finetune.config import FinetuneConfig
 from hf_transfer_seg.finetune.losses import build_loss
-from hf_transfer_seg.finetune.metrics import SegmentationMetrics
 from hf_transfer_seg.finetune.model import SegmentationModel, build_model
 from hf_transfer_seg.finetune.tiles import RandomCropDataset, crops_per_image, sliding_window_probs
 
@@ -157,16 +156,23 @@ def train_epoch(model, loader, loss_fn, optimizer, scheduler=None, *, accelerato
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, samples: list[SegSample], target: SegTarget, *, window: int, overlap: float = 0.5) -> dict[str, Any]:
     """Validation metrics of ``model`` over whole images (sliding window), see :mod:`.metrics`."""
+    from hf_transfer_seg.metrics import load_metric
+
     was_training = model.training
     model.eval()
-    metrics = SegmentationMetrics(target.num_classes, target.class_names)
+    metric = load_metric("segmentation")  # the evaluate module shipped in the package (hf_transfer_seg/metrics)
     try:
-        for sample in samples:
-            pred = sliding_window_probs(model, sample.image, window, overlap=overlap).argmax(0)
-            metrics.update(pred, sample.mask, sample.valid)
+        preds = [sliding_window_probs(model, s.image, window, overlap=overlap).argmax(0).numpy() for s in samples]
     finally:
         model.train(was_training)
-    return metrics.compute()
+    spaced = all(s.spacing is not None for s in samples)
+    return metric.compute(
+        predictions=preds, references=[s.mask.numpy() for s in samples], num_classes=target.num_classes,
+        class_names=target.class_names,
+        valid=[s.valid.numpy() if s.valid is not None else None for s in samples] if any(s.valid is not None for s in samples) else None,
+        spacing=[s.spacing for s in samples] if spaced else None,
+        cases=[s.case for s in samples] if all(s.case for s in samples) else None,
+    )
 
 
 def finetune(config: FinetuneConfig, *, target: SegTarget | None = None, progress: bool = True) -> FinetuneResult:

@@ -122,7 +122,7 @@ def results_markdown(metrics: dict[str, Any]) -> str:
         "## Validation results",
         "",
         f"Mean over foreground classes: Dice **{_fmt(metrics.get('dice_mean'))}**, IoU {_fmt(metrics.get('iou_mean'))}, "
-        f"HD95 {_fmt(metrics.get('hd95_mean'), 2)} px ({metrics.get('num_images', 0)} images).",
+        f"HD95 {_fmt(metrics.get('hd95_mean'), 2)} {metrics.get('hd95_unit', 'px')} ({metrics.get('num_images', 0)} images).",
         "",
         "| class | Dice | IoU | HD95 (px) | images with HD95 |",
         "|---|---|---|---|---|",

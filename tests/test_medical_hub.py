@@ -1,0 +1,68 @@
+"""`score` and `finetune` on an nnU-Net folder, a NIfTI volume and a DICOM series, through the local hub."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import torch
+
+from hf_transfer_seg.cli import main as cli_main
+
+from medical_data import write_dicom_series, write_nifti, write_nnunet
+
+SCORE = ["--num-images", "4", "--image-size", "64", "--batch-size", "4", "--no-progress", "--device", "cpu", "--dry-run"]
+TUNE = ["--epochs", "1", "--batch-size", "4", "--image-size", "64", "--crops-per-image", "1", "--eval-every", "1",
+        "--limit", "6", "--resize-longest", "64", "--no-progress", "--no-card", "--split-seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def encoder_repo(hub_endpoint, tmp_path_factory):
+    import timm
+
+    from hf_transfer_seg import hub
+    from hf_transfer_seg.models.checkpoint import save_checkpoint
+
+    torch.set_num_threads(1)
+    repo = f"test-org/medical-encoder-{uuid.uuid4().hex[:8]}"
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("ckpt")
+    save_checkpoint(timm.create_model("test_resnet", num_classes=10), folder)
+    hub.push_revision(folder, repo, 1)
+    return repo
+
+
+def _targets(tmp_path):
+    nn = write_nnunet(tmp_path / "Dataset042_Brain")
+    image, labels = write_nifti(tmp_path)
+    dicom, _, dicom_labels = write_dicom_series(tmp_path / "series", zs=range(36, 56, 2))
+    import nibabel as nib
+    import numpy as np
+
+    nib.save(nib.Nifti1Image(dicom_labels.transpose(2, 1, 0), np.eye(4)), tmp_path / "series_labels.nii.gz")
+    return {
+        "nnunet": (str(nn), []),
+        "nifti": (str(image), ["--labels", str(labels)]),
+        "dicom": (str(dicom), ["--labels", str(tmp_path / "series_labels.nii.gz"), "--window", "soft-tissue"]),
+    }
+
+
+@pytest.mark.parametrize("kind", ["nnunet", "nifti", "dicom"])
+def test_score_and_finetune_on_medical_targets(encoder_repo, tmp_path, capsys, kind):
+    target, extra = _targets(tmp_path)[kind]
+    score_extra = [a for a in extra if a != "--labels" and not a.endswith("series_labels.nii.gz") and not a.endswith("labels.nii.gz")]
+    assert cli_main(["score", "--repo-id", encoder_repo, "--revisions", "epoch-0001", "--target", target, *score_extra, *SCORE]) == 0
+    out = tmp_path / "out"
+    assert cli_main(["finetune", "--encoder-repo", encoder_repo, "--revision", "epoch-0001", "--target", target,
+                     "--output-dir", str(out), *extra, *TUNE]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "metrics.json").read_text())
+    metrics = summary["metrics"]
+    assert metrics["hd95_unit"] == "mm" and "HD95" in printed and " mm " in printed
+    assert summary["target"]["intensity"]["mode"] == ("window" if kind == "dicom" else "percentile")
+    if kind == "nnunet":
+        assert summary["split"]["by"] == "case" and metrics["num_volumes"] == len(summary["split"]["val_units"])
+        assert not set(summary["split"]["train_units"]) & set(summary["split"]["val_units"])
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert json.dumps(summary["target"]["intensity"], sort_keys=True) in json.dumps(config, sort_keys=True)
