@@ -175,3 +175,19 @@ def test_metric_module_matches_hand_computation_and_the_accumulator():
     assert load_metric().compute(predictions=preds, references=refs, num_classes=3) == direct.compute()
     vol = metric.compute(predictions=[pred, pred, ref], references=[ref, ref, ref], num_classes=2, cases=["a", "a", "b"])
     assert vol["dice_per_volume"] == {"a": pytest.approx(0.72), "b": 1.0} and vol["dice_volume_mean"] == pytest.approx(0.86)
+
+
+def test_inference_applies_the_recorded_normalisation(tmp_path):
+    from PIL import Image
+
+    from hf_transfer_seg.space.inputs import read_input_image
+
+    raw = (np.arange(64 * 64).reshape(64, 64) % 3000).astype(np.uint16)
+    Image.fromarray(raw).save(tmp_path / "ct.png")
+    image = read_input_image(tmp_path / "ct.png")
+    recorded = intensity.fixed_range("0,3000").to_dict()
+    x = intensity.model_input(image.tensor, image.raw, recorded)
+    torch.testing.assert_close(x[0], torch.from_numpy(raw / 3000.0).float())
+    Image.fromarray((raw // 12).astype(np.uint8)).save(tmp_path / "display.png")
+    shown = read_input_image(tmp_path / "display.png")
+    assert shown.raw is None and intensity.model_input(shown.tensor, shown.raw, recorded) is shown.tensor

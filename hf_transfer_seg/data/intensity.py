@@ -161,3 +161,15 @@ def to_three_channels(image: torch.Tensor) -> torch.Tensor:
         f"an image with {c} channels cannot feed a 3-channel encoder; select at most 4 channels (e.g. the modalities "
         "you need) before passing the data"
     )
+
+
+def model_input(image01: torch.Tensor, raw: torch.Tensor | np.ndarray | None, recorded: dict | None) -> torch.Tensor:
+    """The ``[3, H, W]`` input a fine-tuned model expects, applying the normalisation recorded at training.
+
+    ``raw`` holds the file's own values (HU, 16-bit counts...) when it is not an 8-bit file; 8-bit files are
+    display images whose values are already windowed, so they stay ``/ 255`` (``image01``).
+    """
+    intensity = Intensity.from_dict(recorded)
+    if intensity is None or intensity.mode == "unit8" or raw is None:
+        return image01
+    return to_three_channels(intensity.apply(raw))
