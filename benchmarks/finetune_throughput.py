@@ -38,7 +38,7 @@ def main() -> None:
     from hf_transfer_seg.data.segmentation import load_target
     from hf_transfer_seg.finetune.config import FinetuneConfig
     from hf_transfer_seg.finetune.loop import build_training, poly_schedule, train_epoch
-    from hf_transfer_seg.finetune.model import build_model
+    from hf_transfer_seg.models.segmentation import build_model
     from hf_transfer_seg.models.checkpoint import save_checkpoint
 
     torch.manual_seed(0)

@@ -19,10 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from hf_transfer_seg.cards import schema
+from hf_transfer_seg.cards.schema import HEADLINE
 from hf_transfer_seg.errors import HfTransferSegError
 from hf_transfer_seg.resources import resource_path
-
-HEADLINE = "cosine_m0.5_L-1_flat"
 
 
 @dataclass
@@ -182,7 +182,7 @@ class Demo:
             missing = []
             for rev in revisions:
                 card, _ = read_card(self.s.encoder_repo, rev.name)
-                entries = (get_namespace(card.data, "robustness", {}) or {}).get(self.s.score_target, {})
+                entries = (get_namespace(card.data, schema.ROBUSTNESS, {}) or {}).get(self.s.score_target, {})
                 if (entries.get(HEADLINE) or {}).get("status", "ok") != "ok" or HEADLINE not in entries:
                     missing.append(rev.name)
             if not missing:
@@ -195,7 +195,7 @@ class Demo:
                     "--image-size", str(self.s.score_image_size), "--seed", "0",
                 )
         main, _ = read_card(self.s.encoder_repo, "main")
-        summary = (get_namespace(main.data, "robustness_summary", {}) or {}).get(self.s.score_target)
+        summary = (get_namespace(main.data, schema.ROBUSTNESS_SUMMARY, {}) or {}).get(self.s.score_target)
         if not summary or not summary.get("best_revision"):
             raise HfTransferSegError(f"scoring wrote no best revision for {self.s.score_target} into main's card")
         return summary

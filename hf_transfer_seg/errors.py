@@ -1,7 +1,7 @@
 """Every exception hf-transfer-seg raises on purpose lives here.
 
 Messages name the problem and the fix. None of them ever carries a token: build messages with
-:func:`hf_transfer_seg.hub.redact` when they may include text that came from a request.
+:func:`hf_transfer_seg.redact.redact` when they may include text that came from a request.
 """
 
 from __future__ import annotations

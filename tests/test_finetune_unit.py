@@ -16,7 +16,7 @@ from hf_transfer_seg.data.segmentation import (
     split_target,
 )
 from hf_transfer_seg.errors import ConfigError, DataError, WeightsError
-from hf_transfer_seg.finetune.metrics import SegmentationMetrics, hd95
+from hf_transfer_seg.metrics import SegmentationMetrics, hd95
 
 
 @pytest.fixture(autouse=True)
@@ -252,7 +252,7 @@ def checkpoint(tmp_path_factory):
 def test_encoder_weights_really_transfer(tmp_path, arch):
     import timm
 
-    from hf_transfer_seg.finetune.model import build_model
+    from hf_transfer_seg.models.segmentation import build_model
     from hf_transfer_seg.models.checkpoint import save_checkpoint
 
     torch.manual_seed(2)
@@ -272,7 +272,7 @@ def test_encoder_weights_really_transfer(tmp_path, arch):
 
 
 def test_model_applies_the_checkpoint_normalisation(checkpoint):
-    from hf_transfer_seg.finetune.model import build_model
+    from hf_transfer_seg.models.segmentation import build_model
 
     model = build_model(checkpoint, 3)
     assert model.mean.flatten().tolist() == pytest.approx([0.4, 0.5, 0.6])
@@ -281,7 +281,7 @@ def test_model_applies_the_checkpoint_normalisation(checkpoint):
 
 def test_frozen_encoder_is_really_frozen(checkpoint):
     from hf_transfer_seg.finetune.losses import build_loss
-    from hf_transfer_seg.finetune.model import build_model
+    from hf_transfer_seg.models.segmentation import build_model
 
     model = build_model(checkpoint, 2, freeze_encoder=True)
     before = {k: v.clone() for k, v in model.unet.encoder.state_dict().items()}
@@ -309,7 +309,7 @@ def test_frozen_encoder_is_really_frozen(checkpoint):
 
 
 def test_unet_refuses_single_scale_encoders():
-    from hf_transfer_seg.finetune.model import SegmentationModel
+    from hf_transfer_seg.models.segmentation import SegmentationModel
 
     with pytest.raises(WeightsError, match="hierarchical"):
         SegmentationModel("test_vit", 2)
@@ -318,7 +318,7 @@ def test_unet_refuses_single_scale_encoders():
 def test_encoder_folder_without_safetensors_is_refused(tmp_path, checkpoint):
     import shutil
 
-    from hf_transfer_seg.finetune.model import build_model
+    from hf_transfer_seg.models.segmentation import build_model
 
     shutil.copy(checkpoint / "config.json", tmp_path / "config.json")
     (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded")
@@ -330,7 +330,8 @@ def test_encoder_folder_without_safetensors_is_refused(tmp_path, checkpoint):
 
 
 def test_sliding_window_stitches_back_exactly():
-    from hf_transfer_seg.finetune.tiles import RandomCropDataset, sliding_window_probs
+    from hf_transfer_seg.finetune.tiles import RandomCropDataset
+    from hf_transfer_seg.models.segmentation import sliding_window_probs
     from hf_transfer_seg.data.segmentation import SegSample
 
     torch.manual_seed(0)

@@ -152,7 +152,7 @@ def test_stacks_and_many_channels_are_errors_naming_the_fix(tmp_path):
 
 
 def test_metric_module_matches_hand_computation_and_the_accumulator():
-    from hf_transfer_seg.finetune.metrics import SegmentationMetrics
+    from hf_transfer_seg.metrics import SegmentationMetrics
     from hf_transfer_seg.metrics import SEGMENTATION, load_metric
 
     import evaluate

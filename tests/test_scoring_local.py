@@ -216,10 +216,12 @@ def test_pretrain_extension_adds_flags_scores_checkpoints_and_stops(tmp_path):
     import argparse
     from types import SimpleNamespace
 
-    from hf_transfer_seg.pretrain.hooks import EXTENSIONS, run_callbacks
+    from hf_transfer_seg.cli import build_parser
+    from hf_transfer_seg.pretrain.hooks import run_callbacks
     from hf_transfer_seg.scoring import live_cli
 
-    assert "hf_transfer_seg.scoring.live_cli" in EXTENSIONS
+    # wired explicitly by the pretrain command
+    assert build_parser(["pretrain"]).parse_args(["pretrain", "--score-target", "mni152-tissue"]).score_target == "mni152-tissue"
     parser = argparse.ArgumentParser()
     live_cli.add_arguments(parser)
     assert live_cli.make_callbacks(parser.parse_args([]), SimpleNamespace(repo_id="org/enc")) == []

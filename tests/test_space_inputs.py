@@ -117,7 +117,7 @@ def test_bad_uploads_get_clear_messages(tmp_path):
 
 @pytest.fixture(scope="module")
 def unet():
-    from hf_transfer_seg.finetune.model import SegmentationModel
+    from hf_transfer_seg.models.segmentation import SegmentationModel
 
     torch.manual_seed(0)
     return SegmentationModel("test_resnet", 3, decoder_channels=(32, 16, 8, 8, 8)).eval()

@@ -1,17 +1,23 @@
-"""Model cards: structured metadata (``data``) kept apart from the Markdown text (``render``)."""
+"""Model cards: the schema every stage reads and writes (``schema``), structured metadata (``data``) kept
+apart from the Markdown text (``render``).
 
-from hf_transfer_seg.cards.data import (
-    get_namespace,
-    set_namespace,
-    upsert_eval_result,
-)
-from hf_transfer_seg.cards.render import render_card, replace_section, get_section_text
+``hf_transfer_seg.cards.schema`` imports nothing heavy; the helpers below load on first use
+(:mod:`hf_transfer_seg._lazy`), so importing the schema does not import huggingface_hub.
+"""
 
-__all__ = [
-    "get_namespace",
-    "set_namespace",
-    "upsert_eval_result",
-    "render_card",
-    "replace_section",
-    "get_section_text",
-]
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from hf_transfer_seg._lazy import attach
+
+_SUBMOD_ATTRS = {
+    "data": ["eval_results_by", "get_namespace", "set_namespace", "upsert_eval_result"],
+    "render": ["get_section_text", "render_card", "replace_section"],
+}
+
+__getattr__, __dir__, __all__ = attach(__name__, _SUBMOD_ATTRS)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from hf_transfer_seg.cards.data import eval_results_by, get_namespace, set_namespace, upsert_eval_result
+    from hf_transfer_seg.cards.render import get_section_text, render_card, replace_section

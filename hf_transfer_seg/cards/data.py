@@ -14,7 +14,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCardData
 
-NAMESPACE = "hf_transfer_seg"
+from hf_transfer_seg.cards.schema import NAMESPACE
 
 
 def get_namespace(data: ModelCardData, key: str | None = None, default: Any = None) -> Any:

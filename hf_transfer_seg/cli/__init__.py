@@ -59,10 +59,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    if not args.verbose:  # one line per HTTP request drowns the progress bars
-        for noisy in ("httpx", "httpx2", "httpcore", "urllib3"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-    from hf_transfer_seg.hub.redact import install_log_redaction
+    from hf_transfer_seg.logs import quiet_libraries
+
+    quiet_libraries()
+    from hf_transfer_seg.redact import install_log_redaction
 
     install_log_redaction()
     if not getattr(args, "func", None):

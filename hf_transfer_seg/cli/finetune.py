@@ -125,7 +125,8 @@ def run_finetune(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     from hf_transfer_seg.finetune.loop import finetune
-    from hf_transfer_seg.finetune.push import push_segmentation_model, record_downstream, save_segmentation_model
+    from hf_transfer_seg.finetune.push import push_segmentation_model, record_downstream
+    from hf_transfer_seg.models.segmentation import save_segmentation_model
 
     config = _config(args, encoder_repo=args.encoder_repo, revision=args.revision, encoder_folder=args.encoder_folder, seed=args.seed)
     if args.push_to:
@@ -169,10 +170,14 @@ def run_sweep(args: argparse.Namespace) -> int:
     out = sweep(
         args.repo_id, config, revisions=args.revisions, seeds=parse_seeds(args.seeds), push_to=args.push_to,
         skip_done=not args.redo, transfer=not args.no_transferability, transfer_pixels=args.transfer_pixels,
-        summary=not args.no_summary, progress=not args.no_progress,
+        progress=not args.no_progress,
     )
     if not out.get("is_main", True):
         return 0
+    if not args.no_summary:
+        from hf_transfer_seg.report.summary import update_main_summary
+
+        out["summary"] = update_main_summary(args.repo_id, out["target"], frozen=config.freeze_encoder)
     print(f"\nDice on {out['key']} per revision (this run's seeds; skipped {len(out['skipped'])} already recorded):")
     for revision, dice in out["revisions"].items():
         values = ", ".join(f"seed {s}: {d:.4f}" for s, d in dice.items() if d is not None) or "all seeds already recorded"

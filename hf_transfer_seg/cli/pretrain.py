@@ -71,9 +71,9 @@ def add_parser(subparsers) -> None:
         "For several processes: accelerate launch --config_file accelerate_configs/<cfg>.yaml -m hf_transfer_seg pretrain ...",
     )
     _add_pretrain_options(p)
-    from hf_transfer_seg.pretrain.hooks import add_extension_arguments
+    from hf_transfer_seg.scoring import live_cli  # live scoring: its flags, and its callbacks in run_pretrain
 
-    add_extension_arguments(p)
+    live_cli.add_arguments(p)
     p.set_defaults(func=run_pretrain)
 
     q = subparsers.add_parser(
@@ -97,11 +97,11 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def run_pretrain(args: argparse.Namespace) -> int:
     from hf_transfer_seg.pretrain.config import build_config
-    from hf_transfer_seg.pretrain.hooks import extension_callbacks
     from hf_transfer_seg.pretrain.loop import run_pretraining
+    from hf_transfer_seg.scoring import live_cli
 
     config = build_config(_overrides(args), args.config_file)
-    callbacks = extension_callbacks(args, config)
+    callbacks = live_cli.make_callbacks(args, config)
     result = run_pretraining(config, callbacks)
     if result.exit_code:
         return result.exit_code
@@ -115,9 +115,6 @@ def run_push_pending(args: argparse.Namespace) -> int:
     from hf_transfer_seg.hub import check_write_access
     from hf_transfer_seg.pretrain.publisher import list_pending, push_pending, require_pushable
 
-    if not logging.getLogger("hf_transfer_seg").isEnabledFor(logging.DEBUG):
-        for noisy in ("httpx", "httpx2"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
     require_pushable(args.output_dir)
     waiting = list_pending(args.output_dir)
     if not waiting:

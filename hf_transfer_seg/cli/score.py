@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HEADLINE = "cosine_m0.5_L-1_flat"  # kept in sync with hf_transfer_seg.scoring.configs (no torch import here)
+from hf_transfer_seg.cards.schema import HEADLINE
 
 
 def add_parser(subparsers) -> None:
@@ -51,10 +51,11 @@ def _quiet_libraries() -> None:
     """One progress bar of ours instead of a request log line and a download bar per file."""
     import logging
 
+    from hf_transfer_seg.logs import quiet_libraries
+
     if logging.getLogger("hf_transfer_seg").isEnabledFor(logging.DEBUG):
         return
-    for noisy in ("httpx", "httpx2", "timm"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_libraries("timm")
     from huggingface_hub.utils import disable_progress_bars
 
     disable_progress_bars()

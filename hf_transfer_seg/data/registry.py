@@ -133,7 +133,9 @@ def _labelled(
             spec.path, num_classes=num_classes, resize_longest=resize_longest, mask_dir=mask_dir, fov_dir=fov_dir,
             limit=limit, key=key, class_names=class_names,
         )
-    return seg.load_hub_target(
+    from hf_transfer_seg.data.sources.hub import load_hub_target
+
+    return load_hub_target(
         spec.location, split=split, revision=revision, image_column=image_column, mask_column=mask_column,
         num_classes=num_classes, resize_longest=resize_longest, limit=limit, key=key, class_names=class_names,
         slice_axis=slice_axis,

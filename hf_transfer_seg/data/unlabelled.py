@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from hf_transfer_seg.cards.schema import safe_file_key
 from hf_transfer_seg.data.images import is_image_file, load_image, to_rgb_tensor
 from hf_transfer_seg.errors import DataError
 
@@ -62,11 +63,6 @@ class ImageTarget:
     @property
     def file_key(self) -> str:
         return safe_file_key(self.key)
-
-
-def safe_file_key(key: str) -> str:
-    """A target key made safe for a file name (``plots/robustness_<file_key>.png``)."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("_") or "target"
 
 
 def fit_to_size(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -210,7 +206,7 @@ def _hub_dataset(dataset_id: str, split: str, image_column: str | None, syntheti
     try:
         ds = datasets.load_dataset(dataset_id, split=split)
     except Exception as exc:  # noqa: BLE001 - the datasets library raises many types
-        from hf_transfer_seg.hub import redact
+        from hf_transfer_seg.redact import redact
 
         raise DataError(
             f"--target {dataset_id!r} is not a local folder and could not be loaded as a Hub dataset "

@@ -1,6 +1,7 @@
-"""Fine-tuning U-Nets from checkpoint revisions, segmentation metrics, pushing and sweeping.
+"""Fine-tuning U-Nets from checkpoint revisions, pushing them and sweeping revisions x seeds.
 
-One call loads a pushed segmentation model::
+The U-Net itself, its save/load and sliding-window inference live in
+:mod:`hf_transfer_seg.models.segmentation`; ``load_segmentation_model`` is re-exported here::
 
     from hf_transfer_seg.finetune import load_segmentation_model
     model = load_segmentation_model("org/seg-model", revision=None)
@@ -9,22 +10,20 @@ One call loads a pushed segmentation model::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "load_segmentation_model", "save_segmentation_model"]
+from hf_transfer_seg._lazy import attach
 
+# lazy: importing the package does not import torch/smp
+_SUBMOD_ATTRS = {
+    "config": ["FinetuneConfig"],
+    "loop": ["FinetuneResult", "finetune"],
+    "hf_transfer_seg.models.segmentation": ["load_segmentation_model", "save_segmentation_model"],
+}
 
-def __getattr__(name: str) -> Any:  # lazy: importing the package does not import torch/smp
-    if name == "FinetuneConfig":
-        from hf_transfer_seg.finetune.config import FinetuneConfig
+__getattr__, __dir__, __all__ = attach(__name__, _SUBMOD_ATTRS)
 
-        return FinetuneConfig
-    if name in ("FinetuneResult", "finetune"):
-        from hf_transfer_seg.finetune import loop
-
-        return getattr(loop, name)
-    if name in ("load_segmentation_model", "save_segmentation_model"):
-        from hf_transfer_seg.finetune import push
-
-        return getattr(push, name)
-    raise AttributeError(name)
+if TYPE_CHECKING:  # pragma: no cover
+    from hf_transfer_seg.finetune.config import FinetuneConfig
+    from hf_transfer_seg.finetune.loop import FinetuneResult, finetune
+    from hf_transfer_seg.models.segmentation import load_segmentation_model, save_segmentation_model

@@ -21,15 +21,14 @@ import torch
 
 from hf_transfer_seg.data.segmentation import SegSample, SegTarget, load_target, split_target
 from hf_transfer_seg.data import intensity
-from hf_transfer_seg.errors import ConfigError, WeightsError
+from hf_transfer_seg.errors import ConfigError
 from hf_transfer_seg.finetune.config import FinetuneConfig
 from hf_transfer_seg.finetune.losses import build_loss
-from hf_transfer_seg.finetune.model import SegmentationModel, build_model
-from hf_transfer_seg.finetune.tiles import RandomCropDataset, crops_per_image, sliding_window_probs
+from hf_transfer_seg.finetune.tiles import RandomCropDataset, crops_per_image
+from hf_transfer_seg.models.checkpoint import download_checkpoint
+from hf_transfer_seg.models.segmentation import SegmentationModel, build_model, encoder_architecture, sliding_window_probs
 
 log = logging.getLogger(__name__)
-
-ENCODER_FILES = ["*.json", "*.safetensors", "README.md"]
 
 
 @dataclass
@@ -63,9 +62,6 @@ class FinetuneResult:
 
 def resolve_encoder(config: FinetuneConfig) -> dict[str, Any]:
     """Local folder with the encoder checkpoint, downloaded from the revision's commit sha when on the Hub."""
-    from hf_transfer_seg.models.checkpoint import WEIGHTS_NAME
-    from hf_transfer_seg.finetune.model import encoder_architecture
-
     if config.encoder_folder:
         folder = Path(config.encoder_folder)
         info = {"repo": None, "revision": None, "sha": None, "folder": str(folder)}
@@ -73,19 +69,8 @@ def resolve_encoder(config: FinetuneConfig) -> dict[str, Any]:
         from hf_transfer_seg import hub
 
         sha = hub.branch_sha(config.encoder_repo, config.revision)
-        folder = hub.download_revision(config.encoder_repo, sha, allow_patterns=ENCODER_FILES)
-        if not (folder / WEIGHTS_NAME).is_file():
-            from huggingface_hub import HfApi
-
-            files = hub.with_retries(
-                lambda: HfApi().list_repo_files(config.encoder_repo, revision=sha), what="list files"
-            )
-            pickles = [f for f in files if f.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl"))]
-            raise WeightsError(
-                f"revision {config.revision} of {config.encoder_repo} ({sha[:10]}) has no {WEIGHTS_NAME}"
-                + (f"; it holds only pickle weights ({', '.join(pickles)}), which are never loaded" if pickles else "")
-                + ". Push the checkpoint in safetensors (hf-transfer-seg pretrain does) or pick another revision."
-            )
+        what = f"revision {config.revision} of {config.encoder_repo} ({sha[:10]})"
+        folder = download_checkpoint(config.encoder_repo, sha, what=what)
         info = {"repo": config.encoder_repo, "revision": config.revision, "sha": sha, "folder": str(folder)}
     architecture, _ = encoder_architecture(folder)
     info["architecture"] = architecture

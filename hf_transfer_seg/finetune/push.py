@@ -1,115 +1,35 @@
-"""Save, push and load segmentation models; record downstream Dice in the encoder revision's card.
+"""Push segmentation models with their cards; record downstream Dice in the encoder revision's card.
 
-A pushed segmentation model is ``config.json`` + ``model.safetensors`` + a card, and loads back with
-one call that needs no other repository::
-
-    from hf_transfer_seg.finetune import load_segmentation_model
-    model = load_segmentation_model("org/seg-model")            # or a local folder
+A pushed segmentation model is ``config.json`` + ``model.safetensors`` (written by
+:func:`hf_transfer_seg.models.segmentation.save_segmentation_model`, which also loads it back) + a card.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import ModelCard, ModelCardData
 
 from hf_transfer_seg import __version__
 from hf_transfer_seg.cards import get_namespace, render_card, replace_section, set_namespace, upsert_eval_result
-from hf_transfer_seg.cards.dataset_ref import eval_dataset
-from hf_transfer_seg.errors import WeightsError
-from hf_transfer_seg.finetune.model import SegmentationModel
+from hf_transfer_seg.cards import schema
+from hf_transfer_seg.cards.schema import downstream_key, metric_config
+from hf_transfer_seg.models.segmentation import save_segmentation_model
 
 log = logging.getLogger(__name__)
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-MODEL_TYPE = "hf-transfer-seg/unet"
 TEMPLATE = "segmentation_model.md"
-
-
-def downstream_key(target_key: str, frozen: bool) -> str:
-    """Key of a fine-tuning result in ``hf_transfer_seg.downstream``: the target key, ``@frozen`` for frozen runs."""
-    return f"{target_key}@frozen" if frozen else target_key
-
-
-def metric_config(frozen: bool) -> str:
-    return "frozen-encoder" if frozen else "fine-tuned-encoder"
-
-
-# ------------------------------------------------------------------------------------- save and load
-
-
-def save_segmentation_model(model: SegmentationModel, folder: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` of ``model`` to ``folder``."""
-    from safetensors.torch import save_model
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    config = {
-        "model_type": MODEL_TYPE,
-        "architecture": model.architecture,
-        "encoder_args": model.encoder_args,
-        "num_classes": model.num_classes,
-        "mean": [float(v) for v in model.mean.flatten()],
-        "std": [float(v) for v in model.std.flatten()],
-        "decoder_channels": list(model.decoder_channels),
-        **{k: v for k, v in model.config.items() if k not in ("mean", "std")},
-        **(extra or {}),
-    }
-    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
-    save_model(model, str(folder / WEIGHTS_NAME))
-    return folder
-
-
-def load_segmentation_model(repo_id_or_path: str | Path, revision: str | None = None) -> SegmentationModel:
-    """Load a pushed (or saved) segmentation model, in eval mode. Needs no other repository."""
-    from safetensors.torch import load_model
-
-    path = Path(repo_id_or_path)
-    if path.is_dir():
-        folder = path
-    else:
-        from hf_transfer_seg import hub
-
-        sha = hub.branch_sha(str(repo_id_or_path), revision or "main")
-        folder = hub.download_revision(str(repo_id_or_path), sha, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME])
-    if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
-        raise WeightsError(
-            f"{repo_id_or_path} has no {CONFIG_NAME} + {WEIGHTS_NAME}; push it with "
-            "`hf-transfer-seg finetune ... --push-to REPO`"
-        )
-    config = json.loads((folder / CONFIG_NAME).read_text())
-    if config.get("model_type") != MODEL_TYPE:
-        raise WeightsError(f"{repo_id_or_path} is not an hf-transfer-seg segmentation model (model_type {config.get('model_type')!r})")
-    model = SegmentationModel(
-        config["architecture"],
-        int(config["num_classes"]),
-        mean=tuple(config["mean"]),
-        std=tuple(config["std"]),
-        decoder_channels=tuple(config.get("decoder_channels") or (256, 128, 64, 32, 16)),
-        encoder_args=config.get("encoder_args") or {},
-        config=config,
-    )
-    try:
-        load_model(model, str(folder / WEIGHTS_NAME), strict=True)
-    except RuntimeError as exc:
-        raise WeightsError(f"weights of {repo_id_or_path} do not fit its config: {exc}") from exc
-    return model.eval()
 
 
 # ----------------------------------------------------------------------------------- card rendering
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    return schema.fmt(value, digits, missing="n/a")
 
 
 def data_statement(target: dict[str, Any]) -> str:
@@ -124,7 +44,7 @@ def results_markdown(metrics: dict[str, Any]) -> str:
         f"Mean over foreground classes: Dice **{_fmt(metrics.get('dice_mean'))}**, IoU {_fmt(metrics.get('iou_mean'))}, "
         f"HD95 {_fmt(metrics.get('hd95_mean'), 2)} {metrics.get('hd95_unit', 'px')} ({metrics.get('num_images', 0)} images).",
         "",
-        "| class | Dice | IoU | HD95 (px) | images with HD95 |",
+        f"| class | Dice | IoU | HD95 ({metrics.get('hd95_unit', 'px')}) | images with HD95 |",
         "|---|---|---|---|---|",
     ]
     for name, row in (metrics.get("per_class") or {}).items():
@@ -146,28 +66,25 @@ def segmentation_card(result, repo_id: str, *, revision: str | None = None) -> M
     key = target["key"]
     data = ModelCardData(
         base_model=enc.get("repo") or None,
-        tags=["image-segmentation", "medical-imaging", "unet", "segmentation-models-pytorch", "timm", "hf-transfer-seg"]
+        tags=[schema.SEGMENTATION_TASK, "medical-imaging", "unet", "segmentation-models-pytorch", "timm", "hf-transfer-seg"]
         + (["synthetic-data"] if target.get("synthetic") else []),
-        pipeline_tag="image-segmentation",
+        pipeline_tag=schema.SEGMENTATION_TASK,
         library_name="segmentation-models-pytorch",
         datasets=[target["source"].split(":", 1)[1].split("@")[0]] if target["source"].startswith("hub-dataset:") else None,
         model_name=repo_id.split("/")[-1],
     )
-    for metric_type, value in (("dice", metrics.get("dice_mean")), ("iou", metrics.get("iou_mean")), ("hd95", metrics.get("hd95_mean"))):
+    for metric_type, value in (("dice", metrics.get("dice_mean")), ("iou", metrics.get("iou_mean")), (f"hd95_{metrics.get('hd95_unit', 'px')}", metrics.get("hd95_mean"))):
         if value is not None:
-            upsert_eval_result(data, EvalResult(
-                task_type="image-segmentation", **{**eval_dataset(key), "dataset_split": "validation"},
-                metric_type=metric_type, metric_value=float(value), metric_config=metric_config(frozen),
-            ))
-    set_namespace(data, "base", {"repo": enc.get("repo"), "revision": enc.get("revision"), "sha": enc.get("sha"), "architecture": enc.get("architecture")})
-    set_namespace(data, "target", target)
-    set_namespace(data, "recipe", result.config.recipe())
-    set_namespace(data, "seed", result.config.seed)
-    set_namespace(data, "metrics", metrics)
-    set_namespace(data, "split", result.split)
-    set_namespace(data, "synthetic", bool(target.get("synthetic")))
-    set_namespace(data, "code_version", __version__)
-    from hf_transfer_seg.hub.redact import redact
+            upsert_eval_result(data, schema.segmentation_result(key, metric_type, value, frozen=frozen))
+    set_namespace(data, schema.BASE, {"repo": enc.get("repo"), "revision": enc.get("revision"), "sha": enc.get("sha"), "architecture": enc.get("architecture")})
+    set_namespace(data, schema.TARGET, target)
+    set_namespace(data, schema.RECIPE, result.config.recipe())
+    set_namespace(data, schema.SEED, result.config.seed)
+    set_namespace(data, schema.METRICS, metrics)
+    set_namespace(data, schema.SPLIT, result.split)
+    set_namespace(data, schema.SYNTHETIC, bool(target.get("synthetic")))
+    set_namespace(data, schema.CODE_VERSION, __version__)
+    from hf_transfer_seg.redact import redact
 
     endpoint = redact(_endpoint())
     return render_card(
@@ -231,6 +148,7 @@ def run_record(result, seg_push: dict[str, str] | None = None) -> dict[str, Any]
         "dice": result.metrics.get("dice_mean"),
         "iou": result.metrics.get("iou_mean"),
         "hd95": result.metrics.get("hd95_mean"),
+        "hd95_unit": result.metrics.get("hd95_unit", "px"),
         "dice_per_class": per_class,
     }
     if seg_push:
@@ -258,6 +176,7 @@ def merge_run(entry: dict[str, Any] | None, run: dict[str, Any], *, recipe: dict
         "dice_std": float(np.std(dice, ddof=1)) if len(dice) > 1 else 0.0 if dice else None,
         "iou_mean": _mean([r.get("iou") for r in runs]),
         "hd95_mean": _mean([r.get("hd95") for r in runs]),
+        "hd95_unit": runs[-1].get("hd95_unit", "px"),
         "dice_per_class": {c: _mean([(r.get("dice_per_class") or {}).get(c) for r in runs]) for c in classes},
         "seeds": [r["seed"] for r in runs],
         "frozen": bool(recipe.get("frozen")),
@@ -276,14 +195,14 @@ def merge_run(entry: dict[str, Any] | None, run: dict[str, Any], *, recipe: dict
 
 def downstream_markdown(namespace: dict[str, Any]) -> str:
     """The managed ``downstream`` section of a revision card, from its ``hf_transfer_seg`` mapping."""
-    downstream = namespace.get("downstream") or {}
+    downstream = namespace.get(schema.DOWNSTREAM) or {}
     lines = [
         "## Downstream segmentation",
         "",
         "U-Nets fine-tuned from this checkpoint (hf-transfer-seg finetune/sweep); Dice over foreground classes on the "
         "validation split, mean ± std over seeds.",
         "",
-        "| target | encoder | data | seeds | Dice | IoU | HD95 (px) | epochs | model |",
+        "| target | encoder | data | seeds | Dice | IoU | HD95 | epochs | model |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for key, e in sorted(downstream.items()):
@@ -292,9 +211,9 @@ def downstream_markdown(namespace: dict[str, Any]) -> str:
             f"| {key.split('@')[0]} | {'frozen' if e.get('frozen') else 'fine-tuned'} | "
             f"{'SYNTHETIC' if e.get('synthetic') else 'real'} | {len(e.get('seeds') or [])} | "
             f"{_fmt(e.get('dice_mean'))}{' ± ' + _fmt(std) if std else ''} | {_fmt(e.get('iou_mean'))} | "
-            f"{_fmt(e.get('hd95_mean'), 2)} | {e.get('epochs')} | {e.get('seg_repo') or ''} |"
+            f"{_fmt(e.get('hd95_mean'), 2)} {e.get('hd95_unit', 'px')} | {e.get('epochs')} | {e.get('seg_repo') or ''} |"
         )
-    transfer = namespace.get("transferability") or {}
+    transfer = namespace.get(schema.TRANSFERABILITY) or {}
     if transfer:
         lines += [
             "",
@@ -310,31 +229,29 @@ def downstream_markdown(namespace: dict[str, Any]) -> str:
 
 def apply_downstream(card: ModelCard, key: str, entry: dict[str, Any], *, model_name: str) -> ModelCard:
     """``card`` with downstream entry ``key`` set, its model-index Dice and the managed ``downstream`` section."""
-    downstream = get_namespace(card.data, "downstream", {}) or {}
+    downstream = get_namespace(card.data, schema.DOWNSTREAM, {}) or {}
     downstream[key] = entry
-    set_namespace(card.data, "downstream", downstream)
+    set_namespace(card.data, schema.DOWNSTREAM, downstream)
     target_key = entry["target"]["key"]
     if entry.get("dice_mean") is not None:
-        upsert_eval_result(card.data, EvalResult(
-            task_type="image-segmentation", **{**eval_dataset(target_key), "dataset_split": "validation"},
-            metric_type="dice", metric_value=float(entry["dice_mean"]), metric_config=metric_config(entry["frozen"]),
-        ), model_name=model_name)
-    card.text = replace_section(card.text or "", "downstream", downstream_markdown(get_namespace(card.data)))
+        upsert_eval_result(card.data, schema.segmentation_result(target_key, "dice", entry["dice_mean"], frozen=entry["frozen"]),
+                           model_name=model_name)
+    card.text = replace_section(card.text or "", schema.SECTION_DOWNSTREAM, downstream_markdown(get_namespace(card.data)))
     return card
 
 
 def apply_transferability(card: ModelCard, target_key: str, values: dict[str, Any]) -> ModelCard:
     """``card`` with ``hf_transfer_seg.transferability[target_key]`` set and the ``downstream`` section redrawn."""
-    transfer = get_namespace(card.data, "transferability", {}) or {}
+    transfer = get_namespace(card.data, schema.TRANSFERABILITY, {}) or {}
     transfer[target_key] = {**values, "code_version": __version__}
-    set_namespace(card.data, "transferability", transfer)
-    card.text = replace_section(card.text or "", "downstream", downstream_markdown(get_namespace(card.data)))
+    set_namespace(card.data, schema.TRANSFERABILITY, transfer)
+    card.text = replace_section(card.text or "", schema.SECTION_DOWNSTREAM, downstream_markdown(get_namespace(card.data)))
     return card
 
 
 def seeds_done(card: ModelCard, key: str, recipe: dict[str, Any]) -> set[int]:
     """Seeds already recorded in the card's downstream entry ``key`` with this exact recipe."""
-    entry = (get_namespace(card.data, "downstream", {}) or {}).get(key) or {}
+    entry = (get_namespace(card.data, schema.DOWNSTREAM, {}) or {}).get(key) or {}
     if entry.get("recipe") != recipe:
         return set()
     return {int(r["seed"]) for r in entry.get("runs") or [] if r.get("dice") is not None}
@@ -352,7 +269,7 @@ def record_downstream(result, *, seg_push: dict[str, str] | None = None) -> str 
     recipe = result.config.recipe()
 
     def edit(card: ModelCard) -> ModelCard:
-        entry = merge_run((get_namespace(card.data, "downstream", {}) or {}).get(key), run, recipe=recipe, target=result.target)
+        entry = merge_run((get_namespace(card.data, schema.DOWNSTREAM, {}) or {}).get(key), run, recipe=recipe, target=result.target)
         return apply_downstream(card, key, entry, model_name=repo.split("/")[-1])
 
     return hub.update_card(

@@ -3,8 +3,9 @@
 The target is loaded and split once (same validation images for every revision and seed). Each run
 adds its seed to the revision card's downstream entry (mean and spread over seeds are recomputed),
 so an interrupted sweep resumes where it stopped: seeds already recorded with the same recipe are
-skipped. Optionally LogME and linear-probe Dice are recorded per revision, and main's
-``downstream_summary`` is rebuilt at the end.
+skipped. Optionally LogME and linear-probe Dice are recorded per revision. Main's
+``downstream_summary`` is the report's (:func:`hf_transfer_seg.report.summary.update_main_summary`); the
+``sweep`` command rebuilds it after the sweep.
 """
 
 from __future__ import annotations
@@ -45,7 +46,6 @@ def run_sweep(
     skip_done: bool = True,
     transfer: bool = True,
     transfer_pixels: int = 2000,
-    summary: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune each revision of ``repo_id`` for each seed; return {revision: {seed: dice}} and more."""
@@ -54,9 +54,8 @@ def run_sweep(
 
     from hf_transfer_seg import hub
     from hf_transfer_seg.finetune.loop import finetune, prepare_target, resolve_encoder
-    from hf_transfer_seg.finetune.push import (
-        apply_transferability, downstream_key, push_segmentation_model, record_downstream, seeds_done,
-    )
+    from hf_transfer_seg.cards.schema import downstream_key
+    from hf_transfer_seg.finetune.push import apply_transferability, push_segmentation_model, record_downstream, seeds_done
 
     base = dataclasses.replace(base, encoder_repo=repo_id, encoder_folder=None)
     base.validate()
@@ -68,7 +67,7 @@ def run_sweep(
     out: dict[str, Any] = {"is_main": is_main, "target": target.key, "key": key, "revisions": {}, "skipped": [], "transferability": {}}
     bar = tqdm(total=len(infos) * len(seeds), desc=f"sweep {repo_id}", unit="run", disable=not (progress and is_main))
     for info in infos:
-        card, _ = hub.read_card(repo_id, info.sha)
+        card = hub.card_at_sha(repo_id, info.sha)
         done = seeds_done(card, key, recipe) if skip_done else set()
         dice: dict[int, float | None] = {}
         for seed in seeds:
@@ -86,7 +85,7 @@ def run_sweep(
             bar.update(1)
         out["revisions"][info.name] = dice
         if transfer and is_main:
-            from hf_transfer_seg.report.transferability import transferability
+            from hf_transfer_seg.baselines.transferability import transferability
 
             folder = resolve_encoder(dataclasses.replace(base, revision=info.name))["folder"]
             values = transferability(folder, train, val, pixels_per_class=transfer_pixels, seed=base.split_seed)
@@ -97,9 +96,5 @@ def run_sweep(
                 commit_message=f"LogME and linear-probe Dice on {target.key}",
             )
     bar.close()
-    if summary and is_main:
-        from hf_transfer_seg.finetune.summary import update_main_summary
-
-        out["summary"] = update_main_summary(repo_id, target.key, frozen=base.freeze_encoder)
     out["split"] = split
     return out

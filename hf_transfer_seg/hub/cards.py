@@ -18,8 +18,8 @@ from huggingface_hub import CommitOperationAdd, HfApi, ModelCard, hf_hub_downloa
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 
 from hf_transfer_seg.errors import CardConflictError
-from hf_transfer_seg.hub.revisions import branch_sha
 from hf_transfer_seg.hub.retry import with_retries
+from hf_transfer_seg.hub.revisions import branch_sha
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,11 @@ def read_card(
     """The card at ``revision`` and the commit sha it was read from (an empty card if none exists)."""
     api = api or HfApi()
     sha = branch_sha(repo_id, revision, repo_type=repo_type, api=api)
-    return _card_at_sha(repo_id, sha, repo_type=repo_type), sha
+    return card_at_sha(repo_id, sha, repo_type=repo_type), sha
 
 
-def _card_at_sha(repo_id: str, sha: str, *, repo_type: str) -> ModelCard:
+def card_at_sha(repo_id: str, sha: str, *, repo_type: str = "model") -> ModelCard:
+    """The card at commit ``sha`` (an empty card if none exists); no branch is resolved."""
     try:
         path = with_retries(
             lambda: hf_hub_download(repo_id, "README.md", revision=sha, repo_type=repo_type),
@@ -72,7 +73,7 @@ def update_card(
     api = api or HfApi()
     for attempt in range(1, attempts + 1):
         sha = branch_sha(repo_id, revision, repo_type=repo_type, api=api)
-        card = _card_at_sha(repo_id, sha, repo_type=repo_type)
+        card = card_at_sha(repo_id, sha, repo_type=repo_type)
         edited = edit(card) or card
         with tempfile.TemporaryDirectory() as tmp:
             readme = Path(tmp) / "README.md"

@@ -10,7 +10,7 @@ from typing import Callable, TypeVar
 from huggingface_hub.errors import HfHubHTTPError
 
 from hf_transfer_seg.errors import HubError
-from hf_transfer_seg.hub.redact import redact
+from hf_transfer_seg.redact import redact
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)

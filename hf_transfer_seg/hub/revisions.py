@@ -13,8 +13,8 @@ from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
 from hf_transfer_seg.errors import ConfigError, HubWriteAccessError, RevisionNotFound
-from hf_transfer_seg.hub.redact import redact
 from hf_transfer_seg.hub.retry import with_retries
+from hf_transfer_seg.redact import redact
 
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,15 @@
-"""``evaluate`` metric modules shipped with the package (loaded offline by path, see :func:`load_metric`)."""
+"""Segmentation metrics: the accumulator (:mod:`.accumulate`) and the ``evaluate`` metric module shipped with
+the package (``metrics/segmentation``), loaded offline by path with :func:`load_metric`."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from hf_transfer_seg.metrics.accumulate import SegmentationMetrics, confusion_matrix, hd95
+
 SEGMENTATION = Path(__file__).resolve().parent / "segmentation"
+
+__all__ = ["SEGMENTATION", "SegmentationMetrics", "confusion_matrix", "hd95", "load_metric"]
 
 
 def load_metric(name: str = "segmentation", **kwargs):

@@ -19,6 +19,8 @@ from hf_transfer_seg.errors import WeightsError
 
 WEIGHTS_NAME = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+# what a checkpoint revision is downloaded with: never a pickle file
+CHECKPOINT_FILES = ["config.json", WEIGHTS_NAME, "README.md"]
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -88,6 +90,45 @@ def load_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
         return load_file(str(weights), device="cpu")
     except Exception as exc:  # noqa: BLE001 - corrupt file: say which
         raise WeightsError(f"cannot read {weights}: {exc}") from exc
+
+
+def missing_weights_reason(repo_id: str, sha: str, *, what: str | None = None, api: Any = None) -> str:
+    """Why the revision at ``sha`` cannot be loaded: no ``model.safetensors`` (naming any pickle files it holds)."""
+    from huggingface_hub import HfApi
+
+    what = what or f"{repo_id}@{sha[:10]}"
+    try:
+        files = (api or HfApi()).list_repo_files(repo_id, revision=sha)
+    except Exception:  # noqa: BLE001 - only used to word the reason
+        files = []
+    pickles = sorted(f for f in files if f.endswith(PICKLE_SUFFIXES))
+    if pickles:
+        return (
+            f"{what} has no {WEIGHTS_NAME}, only pickle weights ({', '.join(pickles)}), which are never "
+            "downloaded or unpickled; convert them to safetensors and push the revision again"
+        )
+    return f"{what} has no {WEIGHTS_NAME}; push the checkpoint in timm Hub format (config.json + {WEIGHTS_NAME})"
+
+
+def download_checkpoint(
+    repo_id: str,
+    sha: str,
+    *,
+    what: str | None = None,
+    allow_patterns: list[str] | None = None,
+    cache_dir: str | Path | None = None,
+    api: Any = None,
+) -> Path:
+    """Local folder with the checkpoint of ``repo_id`` at commit ``sha`` (safetensors only; pickles never fetched).
+
+    :class:`WeightsError` when the revision has no ``model.safetensors``, naming its pickle files if any.
+    """
+    from hf_transfer_seg import hub
+
+    folder = hub.download_revision(repo_id, sha, allow_patterns=allow_patterns or CHECKPOINT_FILES, cache_dir=cache_dir)
+    if not (folder / WEIGHTS_NAME).is_file():
+        raise WeightsError(missing_weights_reason(repo_id, sha, what=what, api=api))
+    return folder
 
 
 def load_encoder(

@@ -15,8 +15,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from hf_transfer_seg.cards import get_namespace, render_card, replace_section, set_namespace, upsert_eval_result
-from hf_transfer_seg.cards.dataset_ref import eval_dataset
+from hf_transfer_seg.cards import get_namespace, render_card, replace_section, schema, set_namespace, upsert_eval_result
 
 REPO_NAME_PLACEHOLDER = "<your-repo>"
 REPO_PLACEHOLDER = f"<your-namespace>/{REPO_NAME_PLACEHOLDER}"
@@ -24,7 +23,7 @@ SUMMARY_ROW_KEYS = ("imagenet_top1", "imagenet_top5", "train_loss", "global_step
 
 
 def _tags(facts: dict[str, Any]) -> list[str]:
-    tags = ["timm", "image-classification", "hf-transfer-seg", "pretraining-checkpoint", f"recipe-{facts['recipe']}"]
+    tags = ["timm", schema.CLASSIFICATION_TASK, "hf-transfer-seg", "pretraining-checkpoint", f"recipe-{facts['recipe']}"]
     tags.append("synthetic-data" if facts.get("synthetic") else "real-data")
     return tags
 
@@ -32,7 +31,7 @@ def _tags(facts: dict[str, Any]) -> list[str]:
 def _card_data(repo_id: str | None, facts: dict[str, Any]) -> ModelCardData:
     data = ModelCardData(
         library_name="timm",
-        pipeline_tag="image-classification",
+        pipeline_tag=schema.CLASSIFICATION_TASK,
         license="apache-2.0",
         tags=_tags(facts),
         datasets=[facts["dataset"]] if facts.get("dataset_kind") == "hub" else None,
@@ -70,22 +69,14 @@ def accuracy_results(facts: dict[str, Any]) -> list[EvalResult]:
     for key, name in (("imagenet_top1", "top-1"), ("imagenet_top5", "top-5")):
         if facts.get(key) is None:
             continue
-        results.append(
-            EvalResult(
-                task_type="image-classification",
-                **{**eval_dataset(facts["dataset"]), "dataset_split": "validation"},
-                metric_type="accuracy",
-                metric_name=name,
-                metric_value=float(facts[key]),
-            )
-        )
+        results.append(schema.accuracy_result(facts["dataset"], name, facts[key]))
     return results
 
 
 def revision_card(repo_id: str | None, revision: str, facts: dict[str, Any]) -> ModelCard:
     """The card of one checkpoint revision (``facts`` become ``hf_transfer_seg.training``)."""
     data = _card_data(repo_id, facts)
-    set_namespace(data, "training", copy.deepcopy(facts))
+    set_namespace(data, schema.TRAINING, copy.deepcopy(facts))
     for result in accuracy_results(facts):
         upsert_eval_result(data, result, model_name=data.model_name)
     mean, std = facts.get("mean"), facts.get("std")
@@ -189,13 +180,13 @@ def edit_summary(card: ModelCard, row: dict[str, Any], facts: dict[str, Any], re
             encoder=facts["encoder"],
             recipe=facts["recipe"],
         )
-    rows = [r for r in get_namespace(card.data, "checkpoints", []) or [] if r.get("revision") != row["revision"]]
+    rows = [r for r in get_namespace(card.data, schema.CHECKPOINTS, []) or [] if r.get("revision") != row["revision"]]
     rows = sorted(rows + [row], key=lambda r: float(r["epoch"]))
-    set_namespace(card.data, "checkpoints", rows)
+    set_namespace(card.data, schema.CHECKPOINTS, rows)
     if latest:
-        set_namespace(card.data, "latest_revision", row["revision"])
+        set_namespace(card.data, schema.LATEST_REVISION, row["revision"])
     if facts.get("synthetic") and "synthetic-data" not in (card.data.tags or []):
         card.data.tags = list(card.data.tags or []) + ["synthetic-data"]
-    latest_name = get_namespace(card.data, "latest_revision")
-    card.text = replace_section(card.text, "checkpoints", checkpoints_table(rows, repo_id, latest_name))
+    latest_name = get_namespace(card.data, schema.LATEST_REVISION)
+    card.text = replace_section(card.text, schema.SECTION_CHECKPOINTS, checkpoints_table(rows, repo_id, latest_name))
     return card

@@ -1,4 +1,4 @@
-"""Hook points of the pretraining loop: ``on_checkpoint`` callbacks and command-line extensions.
+"""Hook point of the pretraining loop: ``on_checkpoint`` callbacks.
 
 A callback is any callable ``on_checkpoint(folder, epoch, revision) -> dict | None``. It runs on the main
 process only, at every scheduled checkpoint, after ``folder`` holds the complete timm checkpoint
@@ -13,51 +13,22 @@ written and the revision is pushed. The dict it returns may hold:
   rendered revision card last, e.g. ``LiveScorer.card_edit()``;
 - any other key: deep-merged into the card's ``hf_transfer_seg`` mapping (e.g. ``{"robustness": {...}}``).
 
-Other subsystems extend ``hf-transfer-seg pretrain`` without editing it: a module listed in ``EXTENSIONS`` (if it
-can be imported) may define ``add_arguments(parser)`` to add flags and ``make_callbacks(args, config)`` returning
-a list of callbacks built from them (for example live scoring with ``--score-target`` and early stopping). It is
-imported when the command line is parsed, so it should not import torch at module level.
+The command line builds the callbacks: ``hf_transfer_seg.cli.pretrain`` adds the live-scoring flags of
+:mod:`hf_transfer_seg.scoring.live_cli` and passes the callbacks it makes to ``run_pretraining``; this stage
+imports no other.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("hf_transfer_seg.scoring.live_cli",)
-
 
 class CheckpointCallback(Protocol):
     def __call__(self, folder: Path, epoch: float, revision: str) -> dict[str, Any] | None: ...
-
-
-def _extensions() -> list[Any]:
-    found = []
-    for name in EXTENSIONS:
-        try:
-            found.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not name.startswith(exc.name):
-                raise
-    return found
-
-
-def add_extension_arguments(parser) -> None:
-    for module in _extensions():
-        if hasattr(module, "add_arguments"):
-            module.add_arguments(parser)
-
-
-def extension_callbacks(args, config) -> list[CheckpointCallback]:
-    callbacks: list[CheckpointCallback] = []
-    for module in _extensions():
-        if hasattr(module, "make_callbacks"):
-            callbacks.extend(module.make_callbacks(args, config) or [])
-    return callbacks
 
 
 def run_callbacks(

@@ -19,11 +19,10 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from hf_transfer_seg.version import code_version
 from hf_transfer_seg.data.classification import EpochSampler, build_classification_data, collate
 from hf_transfer_seg.errors import ConfigError
 from hf_transfer_seg.hub import check_write_access, ensure_repo, revision_name
-from hf_transfer_seg.hub.redact import redact  # not via the package: its lazy attribute is shadowed by the submodule
+from hf_transfer_seg.logs import quiet_libraries
 from hf_transfer_seg.models.checkpoint import save_checkpoint
 from hf_transfer_seg.pretrain import card as cards
 from hf_transfer_seg.pretrain import recipes
@@ -31,6 +30,8 @@ from hf_transfer_seg.pretrain import state as states
 from hf_transfer_seg.pretrain.config import PretrainConfig, check_resume_compatible, micro_batch, save_run_config
 from hf_transfer_seg.pretrain.hooks import run_callbacks
 from hf_transfer_seg.pretrain.publisher import Publisher, pending_dir, read_ledger, stage_checkpoint
+from hf_transfer_seg.redact import redact
+from hf_transfer_seg.version import code_version
 
 log = logging.getLogger(__name__)
 DEBUG_DIR_ENV = "HF_TRANSFER_SEG_DEBUG_DIR"  # each process writes a hash of its weights at every checkpoint
@@ -185,9 +186,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
 
     accelerator = _make_accelerator(config)
     main = accelerator.is_main_process
-    if not logging.getLogger("hf_transfer_seg").isEnabledFor(logging.DEBUG):
-        for noisy in ("accelerate", "httpx", "httpx2", "huggingface_hub"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_libraries("accelerate", "huggingface_hub")
     if not main:
         logging.getLogger("hf_transfer_seg").setLevel(logging.WARNING)
     output_dir = Path(config.output_dir)

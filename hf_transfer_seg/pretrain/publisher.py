@@ -29,11 +29,11 @@ from typing import Iterator
 
 from huggingface_hub import ModelCard
 
-from hf_transfer_seg.cards import get_namespace
+from hf_transfer_seg.cards import get_namespace, schema
 from hf_transfer_seg.errors import HfTransferSegError, HubError
 from hf_transfer_seg.hub import parse_revision_name, push_revision, update_card
-from hf_transfer_seg.hub.redact import redact
 from hf_transfer_seg.pretrain import card as cards
+from hf_transfer_seg.redact import redact
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -130,7 +130,7 @@ def push_one(output_dir: str | Path, revision: str, repo_id: str) -> dict | None
         folder = pending_dir(output_dir) / revision
         readme = folder / "README.md"
         card = ModelCard.load(readme)
-        facts = dict(get_namespace(card.data, "training", {}) or {})
+        facts = dict(get_namespace(card.data, schema.TRAINING, {}) or {})
         if cards.REPO_NAME_PLACEHOLDER in readme.read_text():  # written by a run without --repo-id
             readme.write_text(cards.set_repo_id(readme.read_text(), repo_id))
         epoch = parse_revision_name(revision)

@@ -10,18 +10,19 @@ as *lower is better* when their name starts with ``robustness`` or ``score`` or 
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 
+from hf_transfer_seg.cards import schema
+from hf_transfer_seg.cards.schema import downstream_key, number
 from hf_transfer_seg.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
 REQUIRED = ("series", "epoch", "dice")
-LOWER_IS_BETTER_PREFIXES = ("robustness", "score")
+LOWER_IS_BETTER_PREFIXES = schema.SCORE_PREFIXES
 LOWER_IS_BETTER_WORDS = ("loss", "error", "hd95")
 # columns a card-built table carries that are not predictors
 NOT_PREDICTORS = {"dice_std", "num_seeds", "pretrain_synthetic", "target_synthetic", "synthetic", "revision", "sha"}
@@ -84,35 +85,26 @@ def load_csv(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def _finite(value) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
 def rows_from_card(data, *, series: str, revision: str, epoch: float, sha: str, target_key: str, frozen: bool = False, score_key: str | None = None) -> dict:
     """One table row from a revision card's metadata (``hf_transfer_seg`` mapping)."""
     from hf_transfer_seg.cards import get_namespace
-    from hf_transfer_seg.finetune.push import downstream_key
 
     ours = get_namespace(data)
     row: dict = {"series": series, "revision": revision, "sha": sha, "epoch": epoch}
-    down = (ours.get("downstream") or {}).get(downstream_key(target_key, frozen)) or {}
-    row["dice"] = _finite(down.get("dice_mean"))
-    row["dice_std"] = _finite(down.get("dice_std"))
-    training = ours.get("training") or {}
-    row["imagenet_top1"] = _finite(training.get("imagenet_top1"))
+    down = (ours.get(schema.DOWNSTREAM) or {}).get(downstream_key(target_key, frozen)) or {}
+    row["dice"] = number(down.get("dice_mean"))
+    row["dice_std"] = number(down.get("dice_std"))
+    training = ours.get(schema.TRAINING) or {}
+    row["imagenet_top1"] = number(training.get("imagenet_top1"))
     row["pretrain_synthetic"] = training.get("synthetic") if "synthetic" in training else None
     row["target_synthetic"] = down.get("synthetic") if "synthetic" in down else None
-    for config, entry in ((ours.get("robustness") or {}).get(score_key or target_key) or {}).items():
-        if isinstance(entry, dict) and str(entry.get("status", "ok")).lower() in ("ok", "done", "complete", "completed"):
-            row[f"robustness:{config}"] = _finite(entry.get("score"))
-    extra = (ours.get("transferability") or {}).get(target_key) or {}
+    for config, entry in ((ours.get(schema.ROBUSTNESS) or {}).get(score_key or target_key) or {}).items():
+        if schema.is_ok(entry):
+            row[f"robustness:{config}"] = number(entry.get("score"))
+    extra = (ours.get(schema.TRANSFERABILITY) or {}).get(target_key) or {}
     for name in ("logme", "linear_probe_dice"):
         if name in extra:
-            row[name] = _finite(extra.get(name))
+            row[name] = number(extra.get(name))
     return row
 
 
@@ -126,8 +118,8 @@ def table_from_cards(repo_ids: list[str], target_key: str, *, frozen: bool = Fal
     for repo_id in repo_ids:
         infos = hub.select_revisions(repo_id, revisions)
         for info in tqdm(infos, desc=f"read cards of {repo_id}", unit="rev"):
-            card, sha = hub.read_card(repo_id, info.sha)
-            rows.append(rows_from_card(card.data, series=repo_id + ("@frozen" if frozen else ""), revision=info.name,
+            card = hub.card_at_sha(repo_id, info.sha)
+            rows.append(rows_from_card(card.data, series=repo_id + (schema.FROZEN_SUFFIX if frozen else ""), revision=info.name,
                                        epoch=info.epoch, sha=info.sha, target_key=target_key, frozen=frozen,
                                        score_key=score_key))
     if not rows:

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from hf_transfer_seg import __version__
+from hf_transfer_seg.cards.schema import HEADLINE, SCORE_PREFIXES
 from hf_transfer_seg.report.analysis import RULES, analyse
 from hf_transfer_seg.report.plots import make_plots
 
@@ -25,8 +26,8 @@ def primary_predictor(analysis: dict[str, Any], requested: str | None = None) ->
     preds = analysis["predictors"]
     if requested:
         return (requested, "chosen by the user") if requested in preds else (None, f"{requested} is not in the table")
-    robust = [p for p in preds if p.lower().startswith(("robustness", "score"))]
-    headline = [p for p in robust if p.endswith("cosine_m0.5_L-1_flat") and preds[p]["mean_spearman"] is not None]
+    robust = [p for p in preds if p.lower().startswith(SCORE_PREFIXES)]
+    headline = [p for p in robust if p.endswith(HEADLINE) and preds[p]["mean_spearman"] is not None]
     if headline:  # chosen before seeing the results, unlike the best-correlated one
         return headline[0], "the headline configuration (cosine, margin 0.5, deepest level, not pooled)"
     pool = robust or list(preds)
@@ -39,10 +40,10 @@ def primary_predictor(analysis: dict[str, Any], requested: str | None = None) ->
     return best, why
 
 
-def key_predictors(predictors: dict[str, Any], shown: int = 8, headline: str = "cosine_m0.5_L-1_flat") -> list[str]:
+def key_predictors(predictors: dict[str, Any], shown: int = 8, headline: str = HEADLINE) -> list[str]:
     """The predictors worth a verdict line: the headline score, every non-robustness predictor, then the
     strongest correlations (by |mean Spearman|), ``shown`` in all."""
-    first = [n for n in predictors if headline in n or not n.lower().startswith(("robustness", "score"))]
+    first = [n for n in predictors if headline in n or not n.lower().startswith(SCORE_PREFIXES)]
 
     def strength(name: str) -> float:
         rho = predictors[name].get("mean_spearman")

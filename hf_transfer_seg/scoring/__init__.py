@@ -13,29 +13,12 @@ imported whenever ``hf-transfer-seg pretrain`` parses its flags) does not import
 
 from __future__ import annotations
 
-import importlib
+from hf_transfer_seg._lazy import attach
 
-_EXPORTS = {
-    "robustness_values": "robustness",
-    "derangement": "robustness",
-    "DISTANCES": "robustness",
-    "MARGINS": "robustness",
-    "HEADLINE": "configs",
-    "ScoreConfig": "configs",
-    "grid_configs": "configs",
-    "parse_config": "configs",
+_SUBMOD_ATTRS = {
+    "robustness": ["robustness_values", "derangement", "DISTANCES", "MARGINS"],
+    "configs": ["ScoreConfig", "grid_configs", "parse_config"],
+    "hf_transfer_seg.cards.schema": ["HEADLINE"],
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"hf_transfer_seg.scoring.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'hf_transfer_seg.scoring' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__, __all__ = attach(__name__, _SUBMOD_ATTRS)

@@ -12,26 +12,23 @@ from __future__ import annotations
 
 import io
 import logging
-import math
 from typing import Any
 
-from huggingface_hub import EvalResult, HfApi, ModelCard
+from huggingface_hub import HfApi, ModelCard
 
+from hf_transfer_seg.cards import schema
 from hf_transfer_seg.cards.data import eval_results_by, get_namespace, set_namespace, upsert_eval_result
-from hf_transfer_seg.cards.dataset_ref import eval_dataset
 from hf_transfer_seg.cards.render import replace_section
-from hf_transfer_seg.data.unlabelled import safe_file_key
+from hf_transfer_seg.cards.schema import HIGHLIGHTS, fmt as _fmt
 from hf_transfer_seg.errors import CardConflictError
 from hf_transfer_seg.hub import read_card, update_card
-from hf_transfer_seg.scoring.configs import HIGHLIGHTS
 from hf_transfer_seg.scoring.plan import ScoringPlan
 from hf_transfer_seg.scoring.scorer import RevisionScore
 
 log = logging.getLogger(__name__)
 
-SECTION = "robustness"
-METRIC_TYPE = "robustness-score"
-TASK_TYPE = "image-feature-extraction"
+SECTION = schema.SECTION_ROBUSTNESS
+METRIC_TYPE = schema.ROBUSTNESS_METRIC
 EXPLAIN = (
     "Label-free robustness score (Hidy, Bakos and Lukács, arXiv 2410.18677): two colour-jittered views of "
     "each target image go through the encoder; the score is the mean triplet hinge "
@@ -39,30 +36,8 @@ EXPLAIN = (
 )
 
 
-def plot_path(file_key: str) -> str:
-    return f"plots/robustness_{file_key}.png"
-
-
-def _fmt(x: Any, digits: int = 4) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    return f"{x:.{digits}f}"
-
-
 def _synthetic_words(flag: Any) -> str:
     return {True: "synthetic", False: "real"}.get(flag, "unknown (not recorded)")
-
-
-def _eval_result(target_key: str, config: str, score: float) -> EvalResult:
-    return EvalResult(
-        task_type=TASK_TYPE,
-        task_name="Label-free robustness score (lower is better)",
-        **eval_dataset(target_key),
-        metric_type=METRIC_TYPE,
-        metric_name=f"robustness score {config}",
-        metric_value=score,
-        metric_config=config,
-    )
 
 
 # --------------------------------------------------------------------------- revision card
@@ -70,9 +45,9 @@ def _eval_result(target_key: str, config: str, score: float) -> EvalResult:
 
 def revision_section(namespace: dict) -> str:
     """Markdown of a revision card's ``robustness`` section, from its ``hf_transfer_seg`` mapping."""
-    robustness = namespace.get("robustness") or {}
-    targets = namespace.get("robustness_targets") or {}
-    training = namespace.get("training") or {}
+    robustness = namespace.get(schema.ROBUSTNESS) or {}
+    targets = namespace.get(schema.ROBUSTNESS_TARGETS) or {}
+    training = namespace.get(schema.TRAINING) or {}
     lines = ["## Robustness score", "", EXPLAIN, ""]
     lines.append(f"This checkpoint was pretrained on {_synthetic_words(training.get('synthetic'))} data.")
     lines += ["", "| target | configuration | score | 95% interval | images | seed | size | status |", "|---|---|---|---|---|---|---|---|"]
@@ -103,28 +78,28 @@ def revision_card_edit(plan: ScoringPlan, result: RevisionScore, model_name: str
 
     def edit(card: ModelCard) -> ModelCard:
         data = card.data
-        robustness = get_namespace(data, "robustness", {}) or {}
+        robustness = get_namespace(data, schema.ROBUSTNESS, {}) or {}
         entries = dict(robustness.get(plan.target_key) or {})
         entries.update(result.entries(plan))
         robustness[plan.target_key] = entries
-        set_namespace(data, "robustness", robustness)
-        targets = get_namespace(data, "robustness_targets", {}) or {}
+        set_namespace(data, schema.ROBUSTNESS, robustness)
+        targets = get_namespace(data, schema.ROBUSTNESS_TARGETS, {}) or {}
         targets[plan.target_key] = {"description": plan.target_description, "synthetic": plan.target_synthetic}
-        set_namespace(data, "robustness_targets", targets)
+        set_namespace(data, schema.ROBUSTNESS_TARGETS, targets)
         if not getattr(data, "library_name", None):
             data.library_name = "timm"
         configs = [result.headline] + [c for c in HIGHLIGHTS if c != result.headline]
         if result.ok:
             for config in configs:
                 if config in result.scores:
-                    upsert_eval_result(data, _eval_result(plan.target_key, config, entries[config]["score"]), model_name=model_name)
+                    upsert_eval_result(data, schema.robustness_result(plan.target_key, config, entries[config]["score"]), model_name=model_name)
         else:  # a stale score must not contradict the failed entry
             stale = eval_results_by(data, metric_type=METRIC_TYPE, dataset_name=plan.target_key)
             if stale:
                 data.eval_results = [r for r in data.eval_results if r not in stale] or None
         namespace = get_namespace(data)
         card.text = replace_section(card.text or "", SECTION, revision_section(namespace))
-        seen["training"] = namespace.get("training") or {}
+        seen["training"] = namespace.get(schema.TRAINING) or {}
         return card
 
     return edit
@@ -245,7 +220,7 @@ def main_section(summary: dict) -> str:
             "",
             best_line(target_key, entry),
             "",
-            f"![Robustness score vs epoch on {target_key}]({plot_path(safe_file_key(target_key))})",
+            f"![Robustness score vs epoch on {target_key}]({schema.plot_path('robustness', target_key)})",
         ]
     return "\n".join(lines)
 
@@ -299,19 +274,19 @@ def write_summary(
     key = plan.target_key
     for _ in range(attempts):
         card, _sha = read_card(repo_id, "main", api=api)
-        old = (get_namespace(card.data, "robustness_summary", {}) or {}).get(key) or {}
+        old = (get_namespace(card.data, schema.ROBUSTNESS_SUMMARY, {}) or {}).get(key) or {}
         old_rows = old.get("rows") or [] if old.get("config") == config else []
         entry = summary_entry(plan, config, merge_rows(old_rows, new_rows))
         png = plot_png(key, entry)
 
         def edit(card: ModelCard) -> ModelCard:
-            summary = get_namespace(card.data, "robustness_summary", {}) or {}
+            summary = get_namespace(card.data, schema.ROBUSTNESS_SUMMARY, {}) or {}
             current = summary.get(key) or {}
             current_rows = current.get("rows") or [] if current.get("config") == config else []
             if current_rows != old_rows:
                 raise _StaleSummary()
             summary[key] = entry
-            set_namespace(card.data, "robustness_summary", summary)
+            set_namespace(card.data, schema.ROBUSTNESS_SUMMARY, summary)
             card.text = replace_section(card.text or f"# {repo_id}\n", SECTION, main_section(summary))
             return card
 
@@ -322,7 +297,7 @@ def write_summary(
                 "main",
                 edit,
                 commit_message=f"Robustness summary on {key}: best {best}",
-                extra_files={plot_path(safe_file_key(key)): png},
+                extra_files={schema.plot_path("robustness", key): png},
                 api=api,
             )
             return entry

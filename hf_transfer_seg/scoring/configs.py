@@ -1,6 +1,7 @@
 """Names of score configurations: ``{distance}_m{margin}_L{level}_{flat|pooled}``, e.g. ``cosine_m0.5_L-1_flat``.
 
-``level`` counts feature stages from the deepest (``-1`` = deepest). Names parse back exactly.
+``level`` counts feature stages from the deepest (``-1`` = deepest). Names parse back exactly. The headline
+name and the highlighted ones are part of the card contract: :mod:`hf_transfer_seg.cards.schema`.
 """
 
 from __future__ import annotations
@@ -10,10 +11,6 @@ from dataclasses import dataclass
 
 from hf_transfer_seg.errors import ConfigError
 from hf_transfer_seg.scoring.robustness import DISTANCES, MARGINS
-
-HEADLINE = "cosine_m0.5_L-1_flat"
-# Configurations the paper's tables favour, recorded in model-index next to the headline.
-HIGHLIGHTS = ("cosine_m0.5_L-1_flat", "inv_pearson_m0.5_L-1_flat", "cosine_m0.5_L-2_flat")
 
 _NAME_RE = re.compile(r"^(cosine|l2|inv_pearson)_m([0-9]+(?:\.[0-9]+)?)_L(-[1-9][0-9]*)_(flat|pooled)$")
 

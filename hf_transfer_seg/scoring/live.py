@@ -22,10 +22,12 @@ from pathlib import Path
 
 import torch
 
+from hf_transfer_seg.cards import schema
+from hf_transfer_seg.cards.schema import HEADLINE
 from hf_transfer_seg.data.unlabelled import ImageTarget, resolve_target
 from hf_transfer_seg.errors import ConfigError
 from hf_transfer_seg.scoring.card import revision_card_edit
-from hf_transfer_seg.scoring.configs import HEADLINE, parse_config
+from hf_transfer_seg.scoring.configs import parse_config
 from hf_transfer_seg.scoring.plan import build_plan
 from hf_transfer_seg.scoring.runner import default_device
 from hf_transfer_seg.scoring.scorer import RevisionScore, score_folder
@@ -119,8 +121,8 @@ class LiveScorer:
             f"{self.best.score:.4f} at epoch {self.best.epoch:g}" if self.best else "none",
         )
         return {
-            "robustness": {self.target_key: result.entries(self.plan)},
-            "robustness_targets": {
+            schema.ROBUSTNESS: {self.target_key: result.entries(self.plan)},
+            schema.ROBUSTNESS_TARGETS: {
                 self.target_key: {"description": self.plan.target_description, "synthetic": self.plan.target_synthetic}
             },
         }

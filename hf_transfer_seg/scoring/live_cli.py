@@ -1,7 +1,6 @@
 """``hf-transfer-seg pretrain --score-target T [--early-stop-patience P]``: live scoring as a pretraining extension.
 
-Listed in ``hf_transfer_seg.pretrain.hooks.EXTENSIONS``: ``add_arguments`` adds the flags to the
-``pretrain`` parser and ``make_callbacks`` returns one ``on_checkpoint(folder, epoch, revision)``
+Wired by ``hf_transfer_seg.cli.pretrain``: ``add_arguments`` adds the flags to the ``pretrain`` parser and ``make_callbacks`` returns one ``on_checkpoint(folder, epoch, revision)``
 callback that scores each checkpoint right after it is written (its card carries the score when
 pushed) and asks the loop to stop once the headline score has not improved for P checkpoints.
 No torch import at module level: this module is imported whenever the command line is parsed.
@@ -14,9 +13,9 @@ import logging
 import os
 from typing import Any
 
-log = logging.getLogger(__name__)
+from hf_transfer_seg.cards.schema import HEADLINE
 
-HEADLINE = "cosine_m0.5_L-1_flat"  # = hf_transfer_seg.scoring.configs.HEADLINE (no torch import here)
+log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 import torch
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
+from hf_transfer_seg.cards.schema import HEADLINE
 from hf_transfer_seg.data.unlabelled import resolve_target
 from hf_transfer_seg.errors import HubError
-from hf_transfer_seg.hub import check_write_access, redact, select_revisions
+from hf_transfer_seg.hub import check_write_access, select_revisions
+from hf_transfer_seg.redact import redact
 from hf_transfer_seg.scoring.card import best_line, summary_entry, summary_rows, summary_table, write_revision_card, write_summary
-from hf_transfer_seg.scoring.configs import HEADLINE, parse_config
+from hf_transfer_seg.scoring.configs import parse_config
 from hf_transfer_seg.scoring.plan import ScoringPlan, build_plan
 from hf_transfer_seg.scoring.runner import default_device, distributed_state, score_revisions
 from hf_transfer_seg.scoring.scorer import RevisionScore

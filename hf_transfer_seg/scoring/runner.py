@@ -20,17 +20,18 @@ import torch
 from huggingface_hub import HfApi
 from tqdm.auto import tqdm
 
+from hf_transfer_seg.cards.schema import HEADLINE
 from hf_transfer_seg.errors import HubError, WeightsError
-from hf_transfer_seg.hub import RevisionInfo, download_revision, redact
-from hf_transfer_seg.models.checkpoint import PICKLE_SUFFIXES, WEIGHTS_NAME
-from hf_transfer_seg.scoring.configs import HEADLINE
+from hf_transfer_seg.hub import RevisionInfo
+from hf_transfer_seg.models.checkpoint import download_checkpoint
+from hf_transfer_seg.redact import redact
 from hf_transfer_seg.scoring.features import load_scoring_encoder
 from hf_transfer_seg.scoring.plan import ScoringPlan
 from hf_transfer_seg.scoring.scorer import RevisionScore, score_loaded
 
 log = logging.getLogger(__name__)
 
-ALLOW_PATTERNS = ["config.json", WEIGHTS_NAME, "README.md"]
+_FAILURES = (WeightsError, HubError, OSError, RuntimeError, ValueError, KeyError)
 
 
 @dataclass
@@ -39,29 +40,18 @@ class Fetched:
     loaded: torch.nn.Module | BaseException
 
 
-def _missing_weights_reason(repo_id: str, revision: RevisionInfo, api: HfApi) -> str:
-    try:
-        files = api.list_repo_files(repo_id, revision=revision.sha)
-    except Exception:  # noqa: BLE001 - only used to word the reason
-        files = []
-    pickles = sorted(f for f in files if f.endswith(PICKLE_SUFFIXES))
-    if pickles:
-        return (
-            f"{revision.name} has no {WEIGHTS_NAME}, only pickle weights ({', '.join(pickles)}), which are never "
-            "downloaded or unpickled; convert them to safetensors and push the revision again"
-        )
-    return f"{revision.name} has no {WEIGHTS_NAME}; push the checkpoint in timm Hub format (config.json + {WEIGHTS_NAME})"
-
-
 def fetch_revision(repo_id: str, revision: RevisionInfo, *, cache_dir: str | Path | None = None, api: HfApi | None = None) -> Fetched:
     """Download ``revision`` by sha and build its encoder; any failure is returned, not raised."""
     api = api or HfApi()
     try:
-        folder = download_revision(repo_id, revision.sha, allow_patterns=ALLOW_PATTERNS, cache_dir=cache_dir)
-        if not (folder / WEIGHTS_NAME).is_file():
-            return Fetched(revision, WeightsError(_missing_weights_reason(repo_id, revision, api)))
+        folder = download_checkpoint(repo_id, revision.sha, what=revision.name, cache_dir=cache_dir, api=api)
+    except WeightsError as exc:  # no safetensors: the reason names the revision already
+        return Fetched(revision, exc)
+    except _FAILURES as exc:
+        return Fetched(revision, WeightsError(f"{revision.name}: {redact(exc)}"))
+    try:
         return Fetched(revision, load_scoring_encoder(folder))
-    except (WeightsError, HubError, OSError, RuntimeError, ValueError, KeyError) as exc:
+    except _FAILURES as exc:
         return Fetched(revision, WeightsError(f"{revision.name}: {redact(exc)}"))
 
 

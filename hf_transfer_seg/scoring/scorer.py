@@ -10,9 +10,10 @@ from pathlib import Path
 
 import torch
 
+from hf_transfer_seg.cards.schema import HEADLINE
 from hf_transfer_seg.errors import HfTransferSegError, WeightsError
-from hf_transfer_seg.hub import redact
-from hf_transfer_seg.scoring.configs import HEADLINE, parse_config
+from hf_transfer_seg.redact import redact
+from hf_transfer_seg.scoring.configs import parse_config
 from hf_transfer_seg.scoring.features import load_scoring_encoder, pair_distances
 from hf_transfer_seg.scoring.grid import ConfigScore, grid_scores
 from hf_transfer_seg.scoring.plan import ScoringPlan

@@ -25,7 +25,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from hf_transfer_seg import __version__
 from hf_transfer_seg.cards.render import replace_section
 from hf_transfer_seg.hub import with_retries
-from hf_transfer_seg.hub.redact import redact
+from hf_transfer_seg.redact import redact
 from hf_transfer_seg.resources import resource_path
 from hf_transfer_seg.space.config import CONFIG_FILE, ENV_VARS, SpaceConfig
 from hf_transfer_seg.space.selection import Selection, select

@@ -41,7 +41,7 @@ class Segmenter:
     """A segmentation network with its class names, run on whole images.
 
     ``model`` maps ``[B, 3, H, W]`` images in [0, 1] to logits ``[B, C, H, W]`` and normalises
-    internally (as :class:`hf_transfer_seg.finetune.model.SegmentationModel` does): ``C == 1`` is
+    internally (as :class:`hf_transfer_seg.models.segmentation.SegmentationModel` does): ``C == 1`` is
     binary (sigmoid > ``threshold``), ``C > 1`` multi-class (argmax). A U-Net is fully convolutional,
     so the image is segmented in one forward at its own scale: padded to a multiple of ``pad_multiple``
     (the encoder downsamples by 32) and the logits cropped back, so the mask has the input's size.

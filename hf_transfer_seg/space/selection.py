@@ -21,12 +21,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, ModelCard, hf_hub_download
+from huggingface_hub import HfApi, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 
+from hf_transfer_seg.cards import schema
 from hf_transfer_seg.cards.data import get_namespace
+from hf_transfer_seg.cards.schema import number
 from hf_transfer_seg.errors import ConfigError, HubError, RevisionNotFound
-from hf_transfer_seg.hub import branch_sha, list_revisions, parse_revision_name, with_retries
+from hf_transfer_seg.hub import branch_sha, card_at_sha, list_revisions, parse_revision_name, with_retries
 from hf_transfer_seg.space.config import SpaceConfig
 
 log = logging.getLogger(__name__)
@@ -92,31 +94,14 @@ class Selection:
         return [m for m in self.seg_models if m != self.serving]
 
 
-def _number(value: Any) -> float | None:
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
 def plot_file(target: str) -> str:
     """Path in the repo of the score-vs-epoch plot of ``target``, as scoring names it."""
-    from hf_transfer_seg.data.unlabelled import safe_file_key
-    from hf_transfer_seg.scoring.card import plot_path
-
-    return plot_path(safe_file_key(target))
+    return schema.plot_path("robustness", target)
 
 
 def card_namespace(repo_id: str, sha: str) -> dict[str, Any]:
     """Our ``hf_transfer_seg`` mapping of the card of ``repo_id`` at commit ``sha`` ({} without a card)."""
-    try:
-        path = with_retries(
-            lambda: hf_hub_download(repo_id, "README.md", revision=sha), what=f"download card of {repo_id}@{sha[:10]}"
-        )
-    except EntryNotFoundError:
-        return {}
-    return get_namespace(ModelCard.load(path).data)
+    return get_namespace(card_at_sha(repo_id, sha).data)
 
 
 def _choose_target(summary: dict[str, Any], wanted: str | None, repo_id: str) -> str | None:
@@ -155,7 +140,7 @@ def _downstream_refs(revision: str, revision_sha: str, downstream: dict[str, Any
             encoder_revision=revision,
             encoder_sha=revision_sha,
             target=target or key.split("@")[0],
-            dice=_number(entry.get("dice_mean")),
+            dice=number(entry.get("dice_mean")),
             frozen=entry.get("frozen"),
             synthetic=entry.get("synthetic"),
         )
@@ -171,9 +156,9 @@ def _pin(ref: SegModelRef, branch: str, api: HfApi, notices: list[str]) -> SegMo
         notices.append(f"segmentation repo {ref.repo_id}@{branch} is unavailable ({type(exc).__name__}); skipped")
         return None
     ours = card_namespace(ref.repo_id, sha)
-    base = ours.get("base") or {}
-    metrics = ours.get("metrics") or {}
-    target = ours.get("target") or {}
+    base = ours.get(schema.BASE) or {}
+    metrics = ours.get(schema.METRICS) or {}
+    target = ours.get(schema.TARGET) or {}
     card_revision = base.get("revision")
     if ref.encoder_revision and card_revision and card_revision != ref.encoder_revision:
         notices.append(
@@ -186,7 +171,7 @@ def _pin(ref: SegModelRef, branch: str, api: HfApi, notices: list[str]) -> SegMo
         encoder_revision=card_revision or ref.encoder_revision,
         encoder_sha=base.get("sha") or ref.encoder_sha,
         target=target.get("key") if isinstance(target, dict) and target.get("key") else ref.target,
-        dice=_number(metrics.get("dice_mean")) if ref.dice is None else ref.dice,
+        dice=number(metrics.get("dice_mean")) if ref.dice is None else ref.dice,
         frozen=(ours.get("recipe") or {}).get("frozen", ref.frozen),
         synthetic=ours.get("synthetic", ref.synthetic),
     )
@@ -200,19 +185,19 @@ def _leaderboard(
     names = set(heads) | set(checkpoints) | set(scored)
     for name in sorted(names, key=lambda n: (parse_revision_name(n) is None, parse_revision_name(n) or 0.0, n)):
         c, s, card = checkpoints.get(name, {}), scored.get(name, {}), cards.get(name) or {}
-        training = card.get("training") or {}
+        training = card.get(schema.TRAINING) or {}
         top1 = next((v for v in (c.get("imagenet_top1"), s.get("imagenet_top1"), training.get("imagenet_top1")) if v is not None), None)
-        dice = [_number(e.get("dice_mean")) for e in (card.get("downstream") or {}).values() if isinstance(e, dict)]
-        epoch = _number(s.get("epoch", c.get("epoch")))
+        dice = [number(e.get("dice_mean")) for e in (card.get(schema.DOWNSTREAM) or {}).values() if isinstance(e, dict)]
+        epoch = number(s.get("epoch", c.get("epoch")))
         rows.append(
             LeaderboardRow(
                 revision=name,
                 epoch=parse_revision_name(name) if epoch is None else epoch,
                 sha=s.get("sha") or c.get("sha") or (heads[name].sha if name in heads else None),
-                imagenet_top1=_number(top1),
-                score=_number(s.get("score")),
-                ci_low=_number(s.get("ci_low")),
-                ci_high=_number(s.get("ci_high")),
+                imagenet_top1=number(top1),
+                score=number(s.get("score")),
+                ci_low=number(s.get("ci_low")),
+                ci_high=number(s.get("ci_high")),
                 dice=max((d for d in dice if d is not None), default=None),
                 is_best=name == best,
             )
@@ -243,7 +228,7 @@ def select(config: SpaceConfig, *, api: HfApi | None = None) -> Selection:
             "HF_ENDPOINT, and that HF_TOKEN can read it if it is private"
         ) from exc
     ours = card_namespace(repo, main_sha)
-    summary = ours.get("robustness_summary") or {}
+    summary = ours.get(schema.ROBUSTNESS_SUMMARY) or {}
     notices: list[str] = []
     target = _choose_target(summary, config.target, repo)
     entry = summary.get(target, {}) if target else {}
@@ -263,7 +248,7 @@ def select(config: SpaceConfig, *, api: HfApi | None = None) -> Selection:
     rows = _leaderboard(heads, cards, checkpoints, scored, best_revision)
 
     # Models the revision cards name, and first, when configured, the explicit one (served if it can be pinned).
-    unpinned = [pair for name, card in cards.items() for pair in _downstream_refs(name, heads[name].sha, card.get("downstream") or {})]
+    unpinned = [pair for name, card in cards.items() for pair in _downstream_refs(name, heads[name].sha, card.get(schema.DOWNSTREAM) or {})]
     explicit = None
     if config.seg_repo:
         explicit = _pin(SegModelRef(repo_id=config.seg_repo, sha=""), config.seg_revision or "main", api, notices)
@@ -273,7 +258,7 @@ def select(config: SpaceConfig, *, api: HfApi | None = None) -> Selection:
         seg_models.insert(0, explicit)
     serving = _choose_serving(seg_models, best_revision, rows, explicit=explicit is not None, notices=notices, repo=repo)
 
-    flags = [((cards.get(n) or {}).get("training") or {}).get("synthetic") for n in heads]
+    flags = [((cards.get(n) or {}).get(schema.TRAINING) or {}).get("synthetic") for n in heads]
     flags = [bool(f) for f in flags + [r.get("synthetic") for r in scored.values()] if f is not None]
     return Selection(
         encoder_repo=repo,
@@ -282,7 +267,7 @@ def select(config: SpaceConfig, *, api: HfApi | None = None) -> Selection:
         score_config=entry.get("config"),
         best_revision=best_revision,
         best_sha=entry.get("best_sha"),
-        best_score=_number(entry.get("best_score")),
+        best_score=number(entry.get("best_score")),
         rows=rows,
         seg_models=seg_models,
         serving=serving,

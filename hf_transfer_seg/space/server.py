@@ -13,7 +13,7 @@ from typing import Any
 import gradio as gr
 
 from hf_transfer_seg.errors import HfTransferSegError
-from hf_transfer_seg.hub.redact import redact
+from hf_transfer_seg.redact import redact
 from hf_transfer_seg.space.config import SpaceConfig
 from hf_transfer_seg.space.inference import Segmenter
 from hf_transfer_seg.space.selection import select
@@ -27,7 +27,7 @@ EXAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 def load_segmenter(repo_id: str, sha: str) -> Segmenter:
     """The fine-tuned model of ``repo_id`` at commit ``sha`` (fine-tuning's loader: safetensors only)."""
-    from hf_transfer_seg.finetune import load_segmentation_model
+    from hf_transfer_seg.models.segmentation import load_segmentation_model
 
     model = load_segmentation_model(repo_id, revision=sha)
     names = [str(n) for n in model.config.get("class_names") or []]

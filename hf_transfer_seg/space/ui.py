@@ -15,7 +15,7 @@ from typing import Any, Callable
 import gradio as gr
 
 from hf_transfer_seg.errors import HfTransferSegError
-from hf_transfer_seg.hub.redact import redact
+from hf_transfer_seg.redact import redact
 from hf_transfer_seg.space.inference import blend, class_color, color_map, overlay_value
 from hf_transfer_seg.space.selection import LeaderboardRow, Selection
 from hf_transfer_seg.space.service import SegmentationService

@@ -9,7 +9,7 @@ deployed beside this file, so the Space runs the very code that trained and scor
 import logging
 from pathlib import Path
 
-from hf_transfer_seg.hub.redact import install_log_redaction
+from hf_transfer_seg.redact import install_log_redaction
 from hf_transfer_seg.space.server import build_demo, launch_kwargs
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

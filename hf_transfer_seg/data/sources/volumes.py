@@ -52,8 +52,6 @@ def is_nifti(path: str | Path) -> bool:
 
 
 def _nibabel_volume(img, name: str) -> Volume:
-    import nibabel as nib
-
     data = np.asarray(img.get_fdata(dtype=np.float32))
     if data.ndim == 2:
         data = data[:, :, None]
@@ -71,7 +69,6 @@ def _nibabel_volume(img, name: str) -> Volume:
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3]) + (1.0,) * max(0, 3 - len(img.header.get_zooms()[:3]))
     affine = np.asarray(img.affine, dtype=np.float64)
     directions = affine[:3, :3].T / np.maximum(np.linalg.norm(affine[:3, :3].T, axis=1, keepdims=True), 1e-9)
-    del nib
     return Volume(np.ascontiguousarray(data), zooms[:3], directions)
 
 

@@ -4,7 +4,7 @@ per-volume Dice.
 Load it offline from the package: ``evaluate.load(str(hf_transfer_seg.metrics.SEGMENTATION))``.
 Inputs per image: ``predictions`` and ``references`` (``[H, W]`` class maps), optional ``valid`` (field of
 view), ``spacing`` (pixel size rows, columns in mm) and ``case`` (the volume of a slice). The
-computation is :class:`hf_transfer_seg.finetune.metrics.SegmentationMetrics`.
+computation is :class:`hf_transfer_seg.metrics.accumulate.SegmentationMetrics`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Segmentation(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, num_classes: int, class_names=None, valid=None, spacing=None, cases=None):
-        from hf_transfer_seg.finetune.metrics import SegmentationMetrics
+        from hf_transfer_seg.metrics.accumulate import SegmentationMetrics
 
         metrics = SegmentationMetrics(num_classes, class_names)
         for i, (pred, ref) in enumerate(zip(predictions, references)):

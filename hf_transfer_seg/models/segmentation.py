@@ -1,4 +1,12 @@
-"""The segmentation network: an smp U-Net whose encoder is the timm model of a checkpoint revision.
+"""The segmentation network: an smp U-Net whose encoder is the timm model of a checkpoint revision,
+its sliding-window inference, and its save/load (``config.json`` + ``model.safetensors``).
+
+A pushed segmentation model loads back with one call that needs no other repository::
+
+    from hf_transfer_seg.models.segmentation import load_segmentation_model
+    model = load_segmentation_model("org/seg-model")            # or a local folder
+    labels = model.predict(image)  # float [3, H, W] in [0, 1] -> int64 [H, W]
+
 
 segmentation_models_pytorch builds timm encoders as ``tu-<timm name>``: its ``TimmUniversalEncoder``
 holds a timm ``features_only`` model in ``encoder.model``. We build that U-Net without weights, then
@@ -16,15 +24,24 @@ The model takes images in [0, 1] and applies the normalisation the encoder was p
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from hf_transfer_seg.errors import WeightsError
+from hf_transfer_seg.models.checkpoint import WEIGHTS_NAME, load_encoder, normalization, read_config
 
 log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+MODEL_TYPE = "hf-transfer-seg/unet"
+DECODER_CHANNELS = (256, 128, 64, 32, 16)
+DEFAULT_WINDOW = 224  # sliding window when the model's config records no training image size
 
 # model_args of a pretraining checkpoint that only matter for training it, not for its architecture
 # (and those smp sets itself: input channels, feature extraction)
@@ -44,7 +61,7 @@ class SegmentationModel(torch.nn.Module):
         *,
         mean: tuple[float, ...] = (0.0, 0.0, 0.0),
         std: tuple[float, ...] = (1.0, 1.0, 1.0),
-        decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
+        decoder_channels: tuple[int, ...] = DECODER_CHANNELS,
         encoder_args: dict[str, Any] | None = None,
         frozen_encoder: bool = False,
         config: dict[str, Any] | None = None,
@@ -109,12 +126,10 @@ class SegmentationModel(torch.nn.Module):
     @torch.no_grad()
     def predict_proba(self, image: torch.Tensor, *, window: int | None = None, overlap: float = 0.5) -> torch.Tensor:
         """Class probabilities ``[K, H, W]`` of one ``[3, H, W]`` image in [0, 1], any size (sliding window)."""
-        from hf_transfer_seg.finetune.tiles import sliding_window_probs
-
         was_training = self.training
         self.eval()
         try:
-            window = window or int(self.config.get("image_size", 224))
+            window = window or int(self.config.get("image_size", DEFAULT_WINDOW))
             return sliding_window_probs(self, image, window, overlap=overlap)
         finally:
             self.train(was_training)
@@ -127,8 +142,6 @@ class SegmentationModel(torch.nn.Module):
 
 def encoder_architecture(folder: str | Path) -> tuple[str, dict[str, Any]]:
     """(timm architecture, architecture-relevant model args) of a checkpoint folder."""
-    from hf_transfer_seg.models.checkpoint import read_config
-
     config = read_config(folder)
     args = {k: v for k, v in (config.get("model_args") or {}).items() if k not in _NOT_ENCODER_ARGS}
     return config["architecture"], args
@@ -139,13 +152,11 @@ def build_model(
     num_classes: int,
     *,
     architecture: str | None = None,
-    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
+    decoder_channels: tuple[int, ...] = DECODER_CHANNELS,
     freeze_encoder: bool = False,
     frozen_batchnorm_train: bool = False,
 ) -> SegmentationModel:
     """U-Net with the encoder weights of a checkpoint folder (or random weights for ``architecture``)."""
-    from hf_transfer_seg.models.checkpoint import load_encoder, normalization
-
     if encoder_folder is None:
         if not architecture:
             raise WeightsError("no encoder folder and no architecture: nothing to build")
@@ -165,3 +176,102 @@ def build_model(
     if freeze_encoder:
         model.freeze_encoder(batchnorm_train=frozen_batchnorm_train)
     return model
+
+
+# ------------------------------------------------------------------------------ sliding-window inference
+
+
+def _starts(length: int, window: int, stride: int) -> list[int]:
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window, stride)) + [length - window]
+    return sorted(set(starts))
+
+
+@torch.no_grad()
+def sliding_window_probs(
+    model: torch.nn.Module, image: torch.Tensor, window: int, *, overlap: float = 0.5, batch_size: int = 16
+) -> torch.Tensor:
+    """Softmax probabilities ``[K, H, W]`` of a ``[3, H, W]`` image, from overlapping windows averaged.
+
+    The image is padded (zeros) to at least ``window`` on each side and cropped back afterwards.
+    """
+    device = next(model.parameters()).device
+    _, h, w = image.shape
+    ph, pw = max(h, window), max(w, window)
+    padded = F.pad(image, (0, pw - w, 0, ph - h)) if (ph, pw) != (h, w) else image
+    stride = max(1, int(math.floor(window * (1.0 - overlap))))
+    boxes = [(y, x) for y in _starts(ph, window, stride) for x in _starts(pw, window, stride)]
+    total = None
+    count = torch.zeros(1, ph, pw, device=device)
+    for i in range(0, len(boxes), batch_size):
+        chunk = boxes[i : i + batch_size]
+        batch = torch.stack([padded[:, y : y + window, x : x + window] for y, x in chunk]).to(device)
+        probs = model(batch).float().softmax(dim=1)
+        if total is None:
+            total = torch.zeros(probs.shape[1], ph, pw, device=device)
+        for (y, x), p in zip(chunk, probs):
+            total[:, y : y + window, x : x + window] += p
+            count[:, y : y + window, x : x + window] += 1
+    return (total / count)[:, :h, :w].cpu()
+
+
+# ------------------------------------------------------------------------------------- save and load
+
+
+def save_segmentation_model(model: SegmentationModel, folder: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``config.json`` and ``model.safetensors`` of ``model`` to ``folder``."""
+    from safetensors.torch import save_model
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "model_type": MODEL_TYPE,
+        "architecture": model.architecture,
+        "encoder_args": model.encoder_args,
+        "num_classes": model.num_classes,
+        "mean": [float(v) for v in model.mean.flatten()],
+        "std": [float(v) for v in model.std.flatten()],
+        "decoder_channels": list(model.decoder_channels),
+        **{k: v for k, v in model.config.items() if k not in ("mean", "std")},
+        **(extra or {}),
+    }
+    (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
+    save_model(model, str(folder / WEIGHTS_NAME))
+    return folder
+
+
+def load_segmentation_model(repo_id_or_path: str | Path, revision: str | None = None) -> SegmentationModel:
+    """Load a pushed (or saved) segmentation model, in eval mode. Needs no other repository."""
+    from safetensors.torch import load_model
+
+    path = Path(repo_id_or_path)
+    if path.is_dir():
+        folder = path
+    else:
+        from hf_transfer_seg import hub
+
+        sha = hub.branch_sha(str(repo_id_or_path), revision or "main")
+        folder = hub.download_revision(str(repo_id_or_path), sha, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME])
+    if not (folder / CONFIG_NAME).is_file() or not (folder / WEIGHTS_NAME).is_file():
+        raise WeightsError(
+            f"{repo_id_or_path} has no {CONFIG_NAME} + {WEIGHTS_NAME}; push it with "
+            "`hf-transfer-seg finetune ... --push-to REPO`"
+        )
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    if config.get("model_type") != MODEL_TYPE:
+        raise WeightsError(f"{repo_id_or_path} is not an hf-transfer-seg segmentation model (model_type {config.get('model_type')!r})")
+    model = SegmentationModel(
+        config["architecture"],
+        int(config["num_classes"]),
+        mean=tuple(config["mean"]),
+        std=tuple(config["std"]),
+        decoder_channels=tuple(config.get("decoder_channels") or DECODER_CHANNELS),
+        encoder_args=config.get("encoder_args") or {},
+        config=config,
+    )
+    try:
+        load_model(model, str(folder / WEIGHTS_NAME), strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"weights of {repo_id_or_path} do not fit its config: {exc}") from exc
+    return model.eval()

@@ -29,6 +29,8 @@ import torch.nn.functional as F
 
 from hf_transfer_seg.data.segmentation import SegSample, SegTarget
 from hf_transfer_seg.errors import ConfigError, DataError
+from hf_transfer_seg.metrics import SegmentationMetrics
+from hf_transfer_seg.models.checkpoint import load_encoder, normalization
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +178,6 @@ def fit_linear_probe(features: np.ndarray, labels: np.ndarray, num_classes: int,
 
 @torch.no_grad()
 def probe_dice(encoder, probe: torch.nn.Linear, samples: list[SegSample], target: SegTarget, *, level: int, mean, std) -> dict[str, Any]:
-    from hf_transfer_seg.finetune.metrics import SegmentationMetrics
-
     metrics = SegmentationMetrics(target.num_classes, target.class_names)
     for s in samples:
         fmap = feature_map(encoder, s.image, mean, std, level)  # [C, h, w]
@@ -202,8 +202,6 @@ def transferability(
     seed: int = 0,
 ) -> dict[str, Any]:
     """LogME (training split) and linear-probe Dice (fit on training, scored on validation) of an encoder."""
-    from hf_transfer_seg.models.checkpoint import load_encoder, normalization
-
     encoder = load_encoder(encoder_folder, features_only=True).eval()
     n_levels = len(encoder.feature_info.out_indices)
     if not -n_levels <= level < n_levels:

@@ -2,7 +2,7 @@
 
 Rows are rebuilt from the revision cards (the source of truth), so any number of sweeps may run; the
 last writer's summary holds every revision recorded so far. The Dice-vs-epoch plot is committed as
-``plots/downstream_<target>.png`` in the same commit and embedded in the section.
+``plots/downstream_<target>.png`` (:func:`hf_transfer_seg.cards.schema.plot_path`) in the same commit and embedded in the section.
 """
 
 from __future__ import annotations
@@ -13,16 +13,14 @@ from typing import Any
 
 from huggingface_hub import ModelCard
 
-from hf_transfer_seg.cards import get_namespace, replace_section, set_namespace
-from hf_transfer_seg.data.unlabelled import safe_file_key
+from hf_transfer_seg.cards import get_namespace, replace_section, schema, set_namespace
+from hf_transfer_seg.cards.schema import downstream_key, number
+from hf_transfer_seg.report.plots import _pyplot
+from hf_transfer_seg.report.table import table_from_cards
 
 log = logging.getLogger(__name__)
 
-SECTION = "downstream"
-
-
-def plot_path(key: str) -> str:
-    return f"plots/downstream_{safe_file_key(key)}.png"
+SECTION = schema.SECTION_DOWNSTREAM
 
 
 def summary_entry(df, key: str) -> dict[str, Any]:
@@ -30,15 +28,15 @@ def summary_entry(df, key: str) -> dict[str, Any]:
     rows = []
     for _, r in df.sort_values("epoch").iterrows():
         row = {"revision": r["revision"], "epoch": float(r["epoch"]), "sha": r["sha"],
-               "dice_mean": _num(r.get("dice")), "dice_std": _num(r.get("dice_std"))}
+               "dice_mean": number(r.get("dice")), "dice_std": number(r.get("dice_std"))}
         for extra in ("logme", "linear_probe_dice"):
-            if extra in r and _num(r[extra]) is not None:
-                row[extra] = _num(r[extra])
+            if extra in r and number(r[extra]) is not None:
+                row[extra] = number(r[extra])
         rows.append(row)
     scored = [r for r in rows if r["dice_mean"] is not None]
     best = max(scored, key=lambda r: r["dice_mean"]) if scored else None
     return {
-        "frozen": key.endswith("@frozen"),
+        "frozen": key.endswith(schema.FROZEN_SUFFIX),
         "rows": rows,
         "best_revision": best["revision"] if best else None,
         "best_sha": best["sha"] if best else None,
@@ -46,14 +44,6 @@ def summary_entry(df, key: str) -> dict[str, Any]:
         "synthetic": bool(df["target_synthetic"].fillna(False).any()) if "target_synthetic" in df else None,
         "pretraining_synthetic": bool(df["pretrain_synthetic"].fillna(False).any()) if "pretrain_synthetic" in df else None,
     }
-
-
-def _num(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if value == value else None
 
 
 def main_section(summary: dict[str, Any]) -> str:
@@ -70,13 +60,11 @@ def main_section(summary: dict[str, Any]) -> str:
             lines.append(f"| {r['revision']} | {r['epoch']:g} | {dice} | {std} | `{(r.get('sha') or '')[:10]}` |")
         if entry.get("best_revision"):
             lines += ["", f"Best Dice: **{entry['best_revision']}** ({entry['best_dice']:.4f})."]
-        lines += ["", f"![Dice vs epoch on {key}]({plot_path(key)})"]
+        lines += ["", f"![Dice vs epoch on {key}]({schema.plot_path('downstream', key)})"]
     return "\n".join(lines)
 
 
 def plot_png(df, key: str) -> bytes:
-    from hf_transfer_seg.report.plots import _pyplot
-
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     g = df.dropna(subset=["dice"]).sort_values("epoch")
@@ -97,8 +85,6 @@ def plot_png(df, key: str) -> bytes:
 def update_main_summary(repo_id: str, target_key: str, *, frozen: bool = False) -> dict[str, Any]:
     """Rebuild ``downstream_summary[key]`` of main's card from the revision cards; commit it with its plot."""
     from hf_transfer_seg import hub
-    from hf_transfer_seg.finetune.push import downstream_key
-    from hf_transfer_seg.report.table import table_from_cards
 
     key = downstream_key(target_key, frozen)
     df = table_from_cards([repo_id], target_key, frozen=frozen)
@@ -106,12 +92,12 @@ def update_main_summary(repo_id: str, target_key: str, *, frozen: bool = False) 
     png = plot_png(df, key)
 
     def edit(card: ModelCard) -> ModelCard:
-        summary = get_namespace(card.data, "downstream_summary", {}) or {}
+        summary = get_namespace(card.data, schema.DOWNSTREAM_SUMMARY, {}) or {}
         summary[key] = entry
-        set_namespace(card.data, "downstream_summary", summary)
+        set_namespace(card.data, schema.DOWNSTREAM_SUMMARY, summary)
         card.text = replace_section(card.text or f"# {repo_id}\n", SECTION, main_section(summary))
         return card
 
     hub.update_card(repo_id, "main", edit, commit_message=f"Downstream summary on {key}: best {entry['best_revision']}",
-                    extra_files={plot_path(key): png})
+                    extra_files={schema.plot_path("downstream", key): png})
     return entry

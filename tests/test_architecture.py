@@ -1,0 +1,73 @@
+"""The layering of docs/architecture.md, checked on the source: stages share layers, never each other."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import hf_transfer_seg
+
+PACKAGE = Path(hf_transfer_seg.__file__).resolve().parent
+STAGES = ("pretrain", "scoring", "finetune", "report", "space")
+WIRING = ("cli", "demo")  # the command line and the demo wire the stages together
+MAX_LINES = 650  # "about 600"; the local hub server is a separate program and not counted
+EXEMPT_FROM_SIZE = ("localhub",)
+
+
+def _modules() -> list[Path]:
+    return sorted(p for p in PACKAGE.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def _layer(path: Path) -> str:
+    part = path.relative_to(PACKAGE).parts[0]
+    return part[:-3] if part.endswith(".py") else part
+
+
+def _imported(path: Path) -> set[str]:
+    """Every ``hf_transfer_seg.<layer>`` a module imports, at module level or inside functions."""
+    layers = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names if node.module == "hf_transfer_seg"]
+        else:
+            continue
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "hf_transfer_seg" and len(parts) > 1:
+                layers.add(parts[1])
+    return layers
+
+
+def test_the_walker_sees_nested_and_from_package_imports(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text(
+        "from hf_transfer_seg import hub\n"
+        "def f():\n    from hf_transfer_seg.scoring.card import x\n    import hf_transfer_seg.report.table\n"
+    )
+    assert _imported(module) == {"hub", "scoring", "report"}
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_stage_imports_another_stage_and_no_shared_layer_imports_a_stage(path):
+    layer = _layer(path)
+    if layer in WIRING:
+        return
+    others = {s for s in STAGES if s != layer} & _imported(path)
+    assert not others, (
+        f"{path.relative_to(PACKAGE)} ({'stage ' + layer if layer in STAGES else 'shared layer ' + layer}) imports "
+        f"{sorted(others)}; stages talk through the cards (hf_transfer_seg.cards.schema) and share models/, data/, "
+        "hub/, baselines/ and the package root; wire stages together in cli/"
+    )
+
+
+def test_no_module_is_over_about_600_lines():
+    long = {
+        str(p.relative_to(PACKAGE)): n
+        for p in _modules()
+        if _layer(p) not in EXEMPT_FROM_SIZE and (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
+    assert not long, f"split these modules by concern: {long}"
