@@ -65,4 +65,31 @@ def test_score_and_finetune_on_medical_targets(encoder_repo, tmp_path, capsys, k
         assert summary["split"]["by"] == "case" and metrics["num_volumes"] == len(summary["split"]["val_units"])
         assert not set(summary["split"]["train_units"]) & set(summary["split"]["val_units"])
     config = json.loads((out / "model" / "config.json").read_text())
-    assert json.dumps(summary["target"]["intensity"], sort_keys=True) in json.dumps(config, sort_keys=True)
+    assert config["_model_class"] == "Unet"  # smp's own format
+    assert config["_hf_transfer_seg"]["intensity"] == summary["target"]["intensity"]
+
+
+def test_smp_from_pretrained_round_trip_matches_load_segmentation_model(hub_endpoint, repo_id, tmp_path):
+    import segmentation_models_pytorch as smp
+    from huggingface_hub import HfApi
+
+    from hf_transfer_seg.data.intensity import fixed_range
+    from hf_transfer_seg.models.segmentation import SegmentationModel, load_segmentation_model, save_segmentation_model
+
+    torch.manual_seed(0)
+    model = SegmentationModel(
+        "test_resnet", 3, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), decoder_channels=(32, 16, 16, 8, 8),
+        config={"class_names": ["background", "a", "b"], "intensity": fixed_range("-100,300").to_dict(), "image_size": 64},
+    )
+    save_segmentation_model(model, tmp_path / "seg")
+    api = HfApi()
+    api.create_repo(repo_id)
+    api.upload_folder(repo_id=repo_id, folder_path=tmp_path / "seg")
+    unet = smp.from_pretrained(repo_id).eval()  # smp's own loader, from the (local) Hub
+    assert isinstance(unet, smp.Unet)
+    ours = load_segmentation_model(repo_id)
+    assert ours.config["class_names"] == ["background", "a", "b"] and ours.config["intensity"]["hi"] == [300.0]
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(unet((x - ours.mean) / ours.std), ours(x))
+        assert torch.equal(unet((x - ours.mean) / ours.std).argmax(1), ours(x).argmax(1))

@@ -97,3 +97,16 @@ def _raw_commit_refused(endpoint: str, repo_id: str, repo_type: str, readme: str
     response = httpx.post(f"{endpoint}/api/{prefix}{repo_id}/commit/main", content=body,
                           headers={"Content-Type": "application/x-ndjson"})
     assert response.status_code == 400 and message in response.text, response.text
+
+
+def test_checkpoint_tag_names_the_revision(tmp_path):
+    import json
+
+    import timm
+
+    from hf_transfer_seg.models.checkpoint import load_encoder, save_checkpoint
+
+    save_checkpoint(timm.create_model("test_resnet", num_classes=10), tmp_path, tag="epoch-0003")
+    cfg = json.loads((tmp_path / "config.json").read_text())["pretrained_cfg"]
+    assert cfg["tag"] == "epoch-0003" and "hf_hub_id" not in cfg  # not timm's r160_in1k weights
+    assert load_encoder(tmp_path, features_only=True) is not None

@@ -338,6 +338,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
                         folder,
                         data_config=dcfg,
                         extra_config={"label_names": label_names} if label_names else None,
+                        tag=revision,
                     )
                     extra, stop, reason = run_callbacks(list(callbacks), folder, epoch_value, revision)
                     card = cards.revision_card(config.repo_id, revision, facts)
