@@ -93,3 +93,28 @@ def test_smp_from_pretrained_round_trip_matches_load_segmentation_model(hub_endp
     with torch.no_grad():
         torch.testing.assert_close(unet((x - ours.mean) / ours.std), ours(x))
         assert torch.equal(unet((x - ours.mean) / ours.std).argmax(1), ours(x).argmax(1))
+
+
+def test_hub_dataset_with_nifti_columns(hub_endpoint, repo_id, tmp_path):
+    import datasets
+    from huggingface_hub import HfApi
+
+    from hf_transfer_seg.data.segmentation import load_target, split_target
+    from hf_transfer_seg.data.unlabelled import resolve_target
+
+    paths = [write_nifti(tmp_path, name=f"case{i}", zslab=(30 + 4 * i, 38 + 4 * i)) for i in range(3)]
+    features = datasets.Features({"image": datasets.Nifti(), "label": datasets.Nifti()})
+    rows = {"image": [str(p[0]) for p in paths], "label": [str(p[1]) for p in paths]}
+    (tmp_path / "ds" / "data").mkdir(parents=True)
+    datasets.Dataset.from_dict(rows, features=features).to_parquet(tmp_path / "ds" / "data" / "train-00000-of-00001.parquet")
+    dataset_id = repo_id.replace("test-org/", "test-org/ds-")
+    api = HfApi()
+    api.create_repo(dataset_id, repo_type="dataset")
+    api.upload_folder(repo_id=dataset_id, folder_path=tmp_path / "ds", repo_type="dataset")
+
+    images = resolve_target(dataset_id)
+    assert images.key == dataset_id and len(images) == 24 and images.load(0).shape == (3, 99, 117)
+    target = load_target(dataset_id, mask_column="label")
+    assert target.volumetric and target.samples[0].spacing == (2.0, 2.0) and target.num_classes == 3
+    train, val, record = split_target(target, val_fraction=0.34)
+    assert record["by"] == "case" and not {s.case for s in train.samples} & {s.case for s in val.samples}
