@@ -191,3 +191,20 @@ def test_inference_applies_the_recorded_normalisation(tmp_path):
     Image.fromarray((raw // 12).astype(np.uint8)).save(tmp_path / "display.png")
     shown = read_input_image(tmp_path / "display.png")
     assert shown.raw is None and intensity.model_input(shown.tensor, shown.raw, recorded) is shown.tensor
+
+
+def test_folder_of_nifti_volumes_is_a_multi_case_target(tmp_path):
+    scans, labels = tmp_path / "scans", tmp_path / "labels"
+    scans.mkdir()
+    labels.mkdir()
+    for i in range(3):
+        image, label = write_nifti(tmp_path, name=f"case{i}", zslab=(30 + 2 * i, 40 + 2 * i))
+        image.rename(scans / f"case{i}.nii.gz")
+        label.rename(labels / f"case{i}.nii.gz")
+    assert parse_target_spec(str(scans)).kind == "nifti"
+    target = load_target(str(scans), labels=str(labels))
+    _, _, record = split_target(target, val_fraction=0.34)
+    assert record["by"] == "case" and record["val_units"] and len(record["train_units"]) == 2
+    assert len(resolve_target(str(scans))) == 30
+    with pytest.raises(ConfigError, match="--labels FOLDER"):
+        load_target(str(scans), labels=str(labels / "case0.nii.gz"))

@@ -10,7 +10,7 @@ kind        spec                                              source
 ==========  ================================================  ==================================
 builtin     ``mni152-tissue``, ``mni152-wm``, ``skimage-retina``  data/segmentation.py, unlabelled.py
 nnunet      folder with ``dataset.json`` + ``imagesTr/``      data/sources/nnunet.py
-nifti       ``*.nii`` / ``*.nii.gz`` file                     data/sources/volumes.py
+nifti       ``*.nii`` / ``*.nii.gz`` file or a folder of them  data/sources/volumes.py
 dicom       folder of one DICOM series                        data/sources/volumes.py
 folder      folder of PNG/TIFF/JPEG (``images/`` + ``masks/``)  data/segmentation.py, unlabelled.py
 hub         ``owner/name`` or ``hf-dataset:owner/name``       Image or Nifti columns
@@ -80,6 +80,8 @@ def parse_target_spec(spec: str | TargetSpec) -> TargetSpec:
             return TargetSpec("nnunet", text)
         if looks_like_dicom_folder(path):
             return TargetSpec("dicom", text)
+        if any(is_nifti(p) for p in path.iterdir()) and not (path / "images").is_dir():
+            return TargetSpec("nifti", text)  # a folder of NIfTI volumes: one case each
         return TargetSpec("folder", text)
     if not _HUB_ID_RE.match(text) or text.startswith((".", "/", "~")):
         raise DataError(

@@ -11,7 +11,7 @@ from pathlib import Path
 from hf_transfer_seg.data.intensity import Intensity
 from hf_transfer_seg.data.sources import nnunet
 from hf_transfer_seg.data.sources.cases import Case, image_slices, labelled_slices
-from hf_transfer_seg.data.sources.volumes import dicom_labels, read_dicom_series, read_nifti, read_nifti_labels
+from hf_transfer_seg.data.sources.volumes import dicom_labels, is_nifti, read_dicom_series, read_nifti, read_nifti_labels
 from hf_transfer_seg.errors import ConfigError, DataError
 
 
@@ -36,9 +36,22 @@ def medical_cases(kind: str, path: Path, *, labelled: bool, labels: str | None =
             f"fine-tuning on the {kind} target {path.name} needs its label volume: pass --labels LABELS.nii.gz "
             "(one integer class index per voxel, on the image's voxel grid), or use an nnU-Net folder with labelsTr/"
         )
-    if labels and not Path(labels).is_file():
+    if labels and not Path(labels).exists():
         raise DataError(f"--labels {labels} does not exist")
+    if kind == "nifti" and path.is_dir():  # one case per file; labels: a folder with the same file names
+        files = sorted(p for p in path.iterdir() if p.is_file() and is_nifti(p) and not p.name.startswith("."))
+        if labelled and not Path(labels).is_dir():
+            raise ConfigError(f"{path.name} is a folder of NIfTI volumes: pass --labels FOLDER holding a label file of the same name for each")
+        cases = []
+        for f in files:
+            label_path = Path(labels) / f.name if labelled else None
+            if label_path is not None and not label_path.is_file():
+                raise DataError(f"no label volume {label_path} for {f.name}; every volume needs one of the same name")
+            cases.append(Case(_stem(f), lambda f=f: read_nifti(f), (lambda volume, lp=label_path: read_nifti_labels(lp)) if labelled else None))
+        return cases, f"nifti:{path.name}", f"{len(files)} NIfTI volumes in {path.name}", None
     if kind == "nifti":
+        if labelled and Path(labels).is_dir():
+            raise ConfigError(f"--labels {labels} is a folder; for the single volume {path.name} pass its label file")
         label_fn = (lambda volume: read_nifti_labels(labels)) if labelled else None
         return [Case(_stem(path), lambda: read_nifti(path), label_fn)], f"nifti:{_stem(path)}", f"NIfTI volume {path.name}", None
     if kind == "dicom":
