@@ -23,9 +23,13 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--target",
         default="skimage-retina",
-        help="target images: a folder (recursive; mask folders skipped), a Hub dataset id with an image column, "
+        help="target images: a folder (recursive; mask folders skipped), a NIfTI volume, a DICOM series folder, an "
+        "nnU-Net raw / MSD folder (imagesTr only; labels never read), a Hub dataset id with an Image or Nifti column, "
         "or 'skimage-retina' (the fundus photograph shipped with scikit-image, tiled; works offline)",
     )
+    from hf_transfer_seg.cli.finetune import add_volume_args
+
+    add_volume_args(p, labelled=False)
     p.add_argument("--revisions", default="all", help="'all' or a comma list of branch names / epochs, e.g. epoch-0005,20")
     p.add_argument("--num-images", type=int, default=256, help="images drawn (with the seed) from the target")
     p.add_argument("--seed", type=int, default=0, help="one seed for image subset, jitter of both views, negatives, bootstrap")
@@ -97,4 +101,5 @@ def _score(args: argparse.Namespace, run_score):
         write=not args.dry_run,
         progress=not args.no_progress,
         prefer=args.prefer,
+        target_options={"slice_axis": args.slice_axis, "window": args.window, "intensity_range": args.intensity_range},
     )

@@ -244,6 +244,7 @@ class CheckpointStep:
                 folder,
                 data_config=self.data_config,
                 extra_config={"label_names": label_names} if label_names else None,
+                tag=revision,
             )
             extra, decision[0], decision[1] = run_callbacks(self.callbacks, folder, epoch, revision, facts)
             card = cards.revision_card(config.repo_id, revision, facts)

@@ -84,6 +84,7 @@ def run_score(
     write: bool = True,
     progress: bool = True,
     prefer: str = "lowest",
+    target_options: dict | None = None,
 ) -> ScoreOutcome:
     """Score the chosen revisions of ``repo_id`` on ``target`` and record the results (see the ``score`` command)."""
     parse_config(config)  # an unknown name fails before any download
@@ -96,7 +97,7 @@ def run_score(
     if write and is_main:
         _check_write_access(repo_id)
     plan = build_plan(
-        resolve_target(target, split=split, image_column=image_column, synthetic=target_synthetic),
+        resolve_target(target, split=split, image_column=image_column, synthetic=target_synthetic, **(target_options or {})),
         num_images=num_images,
         seed=seed,
         image_size=image_size,
