@@ -29,13 +29,14 @@ from hf_transfer_seg.errors import ConfigError
 
 LOWER, HIGHER = "lower", "higher"
 # The tool's own columns and their directions (robustness scores are losses: lower is better).
-KNOWN_HIGHER = ("logme", "linear_probe_dice", "top1", "epoch", "imagenet_top1")
+KNOWN_HIGHER = ("logme", "linear_probe_dice", "top1", "epoch", "imagenet_top1", "rankme")
+KNOWN_LOWER = ("alpha_req_gap",)  # |alpha - 1| of alpha-ReQ (baselines/label_free.py)
 KNOWN_LOWER_PREFIXES = ("robustness:",)
 
 
 def known_direction(name: str) -> str | None:
     """``"lower"``/``"higher"`` for the tool's own predictor columns, None for anything else."""
-    if name.startswith(KNOWN_LOWER_PREFIXES):
+    if name.startswith(KNOWN_LOWER_PREFIXES) or name in KNOWN_LOWER:
         return LOWER
     if name in KNOWN_HIGHER:
         return HIGHER

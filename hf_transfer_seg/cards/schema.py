@@ -37,6 +37,7 @@ ROBUSTNESS = "robustness"
 ROBUSTNESS_TARGETS = "robustness_targets"
 DOWNSTREAM = "downstream"
 TRANSFERABILITY = "transferability"
+MODEL_RANKING = "model_ranking"  # written by `rank --write-cards`: {target: {headline, score, rank, rankme, ...}}
 # main's card
 CHECKPOINTS = "checkpoints"
 LATEST_REVISION = "latest_revision"

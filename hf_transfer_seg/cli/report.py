@@ -24,6 +24,7 @@ def add_parser(subparsers) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--repo-id", action="append", help="model repo(s) with checkpoint revisions; repeat for several series")
     src.add_argument("--table", help="CSV with columns series, epoch, dice and predictor columns")
+    src.add_argument("--results-repo", help="dataset repo written by `rank` (models instead of checkpoints; Dice from results.csv or the models' cards)")
     p.add_argument("--target", default=None, help="target key whose scores and Dice are read from the cards (e.g. mni152-tissue, local:data/drive-train)")
     p.add_argument("--score-target", default=None, help="target key of the robustness scores, when they were computed on other images (default: --target)")
     p.add_argument("--frozen", action="store_true", help="use the frozen-encoder Dice from the cards")
@@ -54,9 +55,16 @@ def run(args: argparse.Namespace) -> int:
     from hf_transfer_seg.report.table import load_csv, table_from_cards
     from hf_transfer_seg.report.write import write_report
 
+    lower = _names(args.lower_is_better)
     if args.table:
         df = load_csv(args.table)
         source = f"table {args.table}"
+    elif args.results_repo:
+        from hf_transfer_seg.report.results import load_results_table
+
+        df, directions, sha = load_results_table(args.results_repo, args.target, frozen=args.frozen)
+        lower += [p for p in directions if p not in _names(args.higher_is_better)]
+        source = f"results repo {args.results_repo}@{sha[:10]} ({len(df)} models{', target ' + args.target if args.target else ''})"
     else:
         if not args.target:
             raise ConfigError("--target is required with --repo-id: the key of the target whose Dice and scores to read")
@@ -68,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{', '.join(missing)} named in --lower-is-better/--higher-is-better/--group-by but not a column of "
                           f"the table; its columns are: {', '.join(map(str, df.columns))}")
     report = write_report(
-        df, args.output, source=source, predictor=args.predictor, lower=_names(args.lower_is_better),
-        higher=_names(args.higher_is_better), headline=args.headline, group_by=args.group_by, tolerance=args.tolerance, patience=args.patience, n_boot=args.bootstrap, seed=args.seed,
+        df, args.output, source=source, predictor=args.predictor, lower=lower,
+        higher=_names(args.higher_is_better), headline=args.headline, group_by=args.group_by, tolerance=args.tolerance,
+        patience=args.patience, n_boot=args.bootstrap, seed=args.seed,
     )
     print(f"wrote {args.output}/report.md and report.json ({report['n_series']} series, {report['n_rows']} checkpoints with Dice)")
     if report["undeclared"]:

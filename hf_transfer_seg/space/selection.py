@@ -89,6 +89,7 @@ class Selection:
     plot_path: Path | None = None
     synthetic: bool | None = None
     notices: list[str] = field(default_factory=list)
+    ranking: Any = None  # space.ranking.RankingView of config.results_repo, when one is configured
 
     def others(self) -> list[SegModelRef]:
         """Segmentation models other than the one served (for the compare tab)."""
@@ -277,7 +278,16 @@ def select(config: SpaceConfig, *, api: HfApi | None = None) -> Selection:
         plot_path=_plot(repo, main_sha, target, notices) if target and entry else None,
         synthetic=any(flags) if flags else None,
         notices=notices,
+        ranking=_ranking(config, target, notices),
     )
+
+
+def _ranking(config: SpaceConfig, target: str | None, notices: list[str]):
+    if not config.results_repo:
+        return None
+    from hf_transfer_seg.space.ranking import load_ranking
+
+    return load_ranking(config.results_repo, target, notices)
 
 
 def _choose_serving(

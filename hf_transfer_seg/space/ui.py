@@ -258,6 +258,17 @@ def build_blocks(
                     )
                 else:
                     gr.Markdown("_No score-vs-epoch plot in the repo yet._")
+                if sel.ranking is not None:
+                    from hf_transfer_seg.space.ranking import HEADERS
+
+                    gr.Markdown(
+                        f"### Encoders ranked on `{sel.ranking.target}` (results repo `{sel.ranking.repo_id}` @ "
+                        f"{sel.ranking.sha[:10]}): the same score, same images and views for every model; RankMe (higher is "
+                        "better) and alpha-ReQ gap (lower is better) are label-free alternatives."
+                    )
+                    gr.Dataframe(value=sel.ranking.rows, headers=HEADERS, interactive=False, wrap=True, elem_id="model-ranking")
+                    if sel.ranking.plot_path is not None:
+                        gr.Image(value=str(sel.ranking.plot_path), label="Encoders by robustness score", interactive=False, elem_id="ranking-plot")
 
             with gr.Tab("Compare", id="compare"):
                 others = sel.others()
