@@ -209,9 +209,8 @@ def test_report_reads_the_results_repo_and_tests_the_ranking(zoo, ranked, tmp_pa
 
     from hf_transfer_seg.cards.data import get_namespace, set_namespace
     from hf_transfer_seg.cli import main
-    from hf_transfer_seg.hub import update_card
-
     from hf_transfer_seg.errors import DataError
+    from hf_transfer_seg.hub import update_card
     from hf_transfer_seg.report.results import load_results_table
 
     results_repo, _ = ranked
@@ -232,9 +231,9 @@ def test_report_reads_the_results_repo_and_tests_the_ranking(zoo, ranked, tmp_pa
     report = json.loads((out / "report.json").read_text())
     assert report["n_rows"] == len(dice)
     predictors = report["predictors"]
-    assert predictors["alpha_req_gap"]["lower_is_better"] is True  # the direction comes from results.csv
-    assert predictors["rankme"]["lower_is_better"] is False
-    assert predictors["robustness:cosine_m0.5_L-1_flat"]["lower_is_better"] is True
+    assert predictors["alpha_req_gap"]["direction"] == "lower"  # the direction comes from results.csv
+    assert predictors["rankme"]["direction"] == "higher"
+    assert predictors["robustness:cosine_m0.5_L-1_flat"]["direction"] == "lower"
     series = predictors["rankme"]["series"][f"{TARGET} (models)"]
     assert series["n"] == len(dice) and series["spearman"] is not None
 

@@ -43,7 +43,9 @@ class PretrainConfig:
     train_size: int | None = None  # cap on training images (None: all; synthetic default 2560)
     val_size: int | None = None
     image_size: int = 224
-    num_workers: int | None = None  # None: min(8, cpus per process)
+    num_workers: int | None = None  # None: the cores available per local process (fast path)
+    data_path: str = "fast"  # "fast": uint8 decode/crop in workers, normalise/erase on the device; "legacy": PIL + float
+    decode: str = "cpu"  # "gpu": nvJPEG batch decode on CUDA (fast path, simple recipe)
     # schedule
     epochs: float = 300.0
     checkpoint_epochs: list[float] | None = None  # None: the paper's schedule capped by epochs
@@ -56,6 +58,7 @@ class PretrainConfig:
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     clip_grad: float | None = None
+    early_stop: str | None = None  # [PREDICTOR:]RULE[=VALUE], see hf_transfer_seg.selection.parse_rule
     # hub and output
     repo_id: str | None = None
     private: bool = False
@@ -130,11 +133,13 @@ def parse_epochs(value: Any) -> list[float]:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
+    from hf_transfer_seg import safe_yaml
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"recipe file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = safe_yaml.load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"recipe file {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -196,9 +201,36 @@ def check_encoder(name: str) -> None:
     )
 
 
+def _check_schedule(schedule: list[float]) -> None:
+    """Every checkpoint epoch is > 0 and has a branch name of its own (names keep 6 decimals)."""
+    from hf_transfer_seg.hub.revisions import parse_revision_name, revision_name
+
+    names: dict[str, float] = {}
+    for epoch in schedule:
+        if not (math.isfinite(epoch) and epoch > 0):
+            raise ConfigError(f"--checkpoint-epochs must be > 0, got {epoch:g}")
+        name = revision_name(epoch)
+        if parse_revision_name(name) <= 0:
+            raise ConfigError(f"--checkpoint-epochs {epoch:g} is too small: its branch would be {name} (epoch 0); "
+                              "use at least 0.000001")
+        if name in names:
+            raise ConfigError(f"--checkpoint-epochs {names[name]:g} and {epoch:g} would both be branch {name}; "
+                              "epochs must differ in their first 6 decimals")
+        names[name] = epoch
+
+
 def validate(config: PretrainConfig) -> None:
     if config.recipe not in RECIPES:
         raise ConfigError(f"--recipe must be one of {', '.join(RECIPES)}, got {config.recipe!r}")
+    if config.data_path not in ("fast", "legacy"):
+        raise ConfigError(f"--data-path must be fast or legacy, got {config.data_path!r}")
+    if config.decode not in ("cpu", "gpu"):
+        raise ConfigError(f"--decode must be cpu or gpu, got {config.decode!r}")
+    if config.decode == "gpu" and (config.data_path != "fast" or config.recipe != "simple"):
+        raise ConfigError(
+            "--decode gpu needs --data-path fast and the simple recipe (the advanced recipe's RandAugment is "
+            "PIL-based and runs in the loader workers after decoding); use --decode cpu"
+        )
     if config.normalize not in NORMALIZATIONS:
         raise ConfigError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, got {config.normalize!r}")
     if not (config.epochs > 0 and math.isfinite(config.epochs)):
@@ -211,6 +243,11 @@ def validate(config: PretrainConfig) -> None:
         raise ConfigError("learning rates must be > 0 and weight decay >= 0")
     if config.warmup < 0 or config.warmup >= config.epochs:
         raise ConfigError(f"--warmup-epochs ({config.warmup:g}) must be >= 0 and below --epochs ({config.epochs:g})")
+    for name in ("train_size", "val_size"):
+        value = getattr(config, name, None)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1 (leave it out to use every image), got {value}")
+    _check_schedule(config.schedule)
     late = [e for e in config.schedule if e > config.epochs + 1e-9]
     if late:
         raise ConfigError(f"checkpoint epochs {late} are after the last epoch ({config.epochs:g}); raise --epochs")

@@ -28,7 +28,7 @@ CSS = """
 .hts-notice {border-left: 4px solid #f59e0b; padding: 6px 12px; background: rgba(245, 158, 11, 0.08)}
 .hts-mono code {font-size: 0.85em}
 """
-LEADERBOARD_HEADERS = ["", "revision", "epoch", "ImageNet top-1", "robustness score [95% CI]", "Dice", "commit"]
+LEADERBOARD_HEADERS = ["", "revision", "epoch", "top-1 (pretraining)", "robustness score [95% CI]", "Dice", "commit"]
 
 
 def _upload_path(payload) -> str | None:
@@ -80,7 +80,7 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 
 
 def _top1(value: float | None) -> str:
-    """ImageNet top-1 as pretraining records it: a percentage (0-100)."""
+    """Validation top-1 as pretraining records it: a percentage (0-100)."""
     return "—" if value is None else f"{value:.1f}%"
 
 
@@ -92,7 +92,7 @@ def leaderboard_rows(rows: list[LeaderboardRow]) -> list[list[Any]]:
             score += f" [{r.ci_low:.4f}, {r.ci_high:.4f}]"
         out.append(
             [
-                "★ best" if r.is_best else "",
+                "★ best" if r.is_best else "= tied with best" if r.tied_with_best else "",
                 r.revision,
                 _fmt(r.epoch, "g"),
                 _top1(r.imagenet_top1),
