@@ -68,6 +68,17 @@ DEEP_YAML = "a: " + "[" * 2000 + "]" * 2000
 HEADER = json.dumps({"key": "header", "value": {"summary": "s"}}) + "\n"
 
 
+def _commit_behind_the_api(root: Path, repo_id: str, branch: str, path: str, data: bytes) -> str:
+    """Commit ``data`` straight into the bare git repository, as a `git push` or an older server could.
+
+    The local hub refuses README.md metadata the Hub would refuse (as the Hub does), so a hostile or malformed
+    card can only arrive from outside the API; readers must still cope with one."""
+    from hf_transfer_seg.localhub.storage import FileOp, Storage
+
+    repo = Storage(root).get("model", repo_id)
+    return repo.commit(branch, [FileOp(path, repo.write_blob(data))], summary="edit made outside the Hub API")
+
+
 def _file_line(path: str, data: bytes) -> str:
     return json.dumps({"key": "file", "value": {"content": base64.b64encode(data).decode(), "path": path,
                                                 "encoding": "base64"}}) + "\n"
@@ -128,7 +139,8 @@ def hostile_hub(tmp_path_factory):
                              ("cycle", _yaml_card("a: &a [*a]"))):
             assert client.request("POST", f"/api/models/local/r/branch/{branch}", {})[0] == 200
             body = (HEADER + _file_line("README.md", card.encode())).encode()
-            assert client.request("POST", f"/api/models/local/r/commit/{branch}", body)[0] == 200
+            assert client.request("POST", f"/api/models/local/r/commit/{branch}", body)[0] == 400  # refused, as the Hub does
+            _commit_behind_the_api(root, "local/r", branch, "README.md", card.encode())
         yield client, root
 
 
@@ -509,7 +521,7 @@ def test_hub_http_errors_on_reads_end_every_command_cleanly(tmp_path):
 # score: a bad revision is recorded failed, a hostile main card loses no score, a bomb in the target
 
 
-def test_score_with_bad_revisions_and_a_malformed_main_card(hub_endpoint, repo_id, tmp_path, capsys):
+def test_score_with_bad_revisions_and_a_malformed_main_card(hub_endpoint, hub_root, repo_id, tmp_path, capsys):
     """Bad config.json revisions are recorded failed; main's malformed card loses no score; a bomb is refused."""
     from hf_transfer_seg import hub
     from hf_transfer_seg.cards.data import get_namespace
@@ -519,9 +531,8 @@ def test_score_with_bad_revisions_and_a_malformed_main_card(hub_endpoint, repo_i
     for epoch, edit in ((2, lambda c: c.setdefault("model_args", {}).update(no_such_argument=3)),
                         (3, lambda c: c.update(architecture=7))):
         hub.push_revision(_checkpoint(tmp_path / f"bad{epoch}", edit), repo_id, epoch)
-    # the client validates README.md before committing; an edit made elsewhere (git, web) is not: commit it raw
-    body = (HEADER + _file_line("README.md", b"---\nrobustness_summary: [unclosed\n---\n")).encode()
-    assert Client(hub_endpoint).request("POST", f"/api/models/{repo_id}/commit/main", body)[0] == 200
+    # the Hub API refuses malformed metadata, so the card comes from outside it (a git push)
+    _commit_behind_the_api(hub_root, repo_id, "main", "README.md", b"---\nrobustness_summary: [unclosed\n---\n")
     fast = ["--num-images", "8", "--image-size", "64", "--batch-size", "8", "--no-progress", "--device", "cpu"]
     code = cli_main(["score", "--repo-id", repo_id, "--target", "skimage-retina", *fast])
     captured = capsys.readouterr()
