@@ -30,7 +30,7 @@ from hf_transfer_seg.pretrain import recipes
 from hf_transfer_seg.pretrain import state as states
 from hf_transfer_seg.pretrain.config import PretrainConfig, check_resume_compatible, micro_batch, save_run_config
 from hf_transfer_seg.pretrain.hooks import run_callbacks
-from hf_transfer_seg.pretrain.publisher import Publisher, discard_partial, pending_dir, read_ledger, stage_checkpoint
+from hf_transfer_seg.pretrain.publisher import Publisher, discard_partial, list_pending, pending_dir, read_ledger, stage_checkpoint
 from hf_transfer_seg.redact import redact
 from hf_transfer_seg.version import code_version
 
@@ -359,28 +359,20 @@ def _start_publisher(config: PretrainConfig) -> Publisher | None:
 def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> PretrainResult:
     """Train ``config.encoder`` as the config says; see the module docstring and ``hooks`` for callbacks.
 
-    The publisher is a context manager entered for the whole run: however the run ends (done, stopped, or an
-    exception), its exit delivers the queued pushes, and what it cannot deliver stays in ``pending/``.
+    The publisher is a context manager: however training ends (done, stopped, or an exception), its exit
+    delivers the queued pushes, and what it cannot deliver stays in ``pending/`` for ``push-pending``.
     """
-    with contextlib.ExitStack() as cleanup:
-        return _run_pretraining(config, list(callbacks), cleanup)
-
-
-def _run_pretraining(config: PretrainConfig, callbacks: list[Callable], cleanup: contextlib.ExitStack) -> PretrainResult:
     from accelerate.utils import set_seed
 
     accelerator = _make_accelerator(config)
     main = accelerator.is_main_process
-    if not logging.getLogger("hf_transfer_seg").isEnabledFor(logging.DEBUG):
-        for noisy in ("accelerate", "httpx", "httpx2", "huggingface_hub"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    quiet_libraries("accelerate", "huggingface_hub")
     if not main:
         logging.getLogger("hf_transfer_seg").setLevel(logging.WARNING)
     output_dir = Path(config.output_dir)
     world = accelerator.num_processes
     micro = micro_batch(config, world)
     set_seed(config.seed)  # the same initial weights on every process
-
     saved = _check_run(config, accelerator)
 
     # ---- data, model, optimisation
@@ -417,131 +409,126 @@ def _run_pretraining(config: PretrainConfig, callbacks: list[Callable], cleanup:
     result = PretrainResult(global_step=state.global_step)
 
     publisher = _start_publisher(config) if main else None
-    if publisher is not None:
-        cleanup.enter_context(publisher)  # its exit delivers the queued pushes however the run ends
-    if state.finished:
-        log.info("the run in %s already finished at step %d; nothing to train", output_dir, state.global_step)
-        result.finished = True
-        return _finish(accelerator, publisher, result, config)
-    if main:
-        log.info(
-            "%s, %s recipe, %s data (%s), %d classes; %d process(es) x %d images x %d accumulation = batch %d; "
-            "%d steps/epoch, %d steps, checkpoints at epochs %s",
-            config.encoder, config.recipe, "synthetic" if data.synthetic else "real", data.dataset_id, data.num_classes,
-            world, micro, config.grad_accum, config.batch_size, schedule.updates_per_epoch, schedule.total_steps,
-            ", ".join(f"{e:g}" for e in schedule.checkpoint_steps.values()),
+    with publisher if publisher is not None else contextlib.nullcontext():
+        if state.finished:
+            log.info("the run in %s already finished at step %d; nothing to train", output_dir, state.global_step)
+        elif main:
+            log.info(
+                "%s, %s recipe, %s data (%s), %d classes; %d process(es) x %d images x %d accumulation = batch %d; "
+                "%d steps/epoch, %d steps, checkpoints at epochs %s",
+                config.encoder, config.recipe, "synthetic" if data.synthetic else "real", data.dataset_id, data.num_classes,
+                world, micro, config.grad_accum, config.batch_size, schedule.updates_per_epoch, schedule.total_steps,
+                ", ".join(f"{e:g}" for e in schedule.checkpoint_steps.values()),
+            )
+
+        step_delay = float(os.environ.get(STEP_DELAY_ENV) or 0)
+        started = time.monotonic()
+        wall_base = state.wall_clock_seconds
+
+        def wall() -> float:
+            return wall_base + time.monotonic() - started
+
+        checkpoint = CheckpointStep(
+            config=config, accelerator=accelerator, model=model, val_loader=val_dl, data=data, schedule=schedule,
+            state=state, batches_per_epoch=batches_per_epoch, publisher=publisher, callbacks=callbacks, wall=wall,
         )
-
-    step_delay = float(os.environ.get(STEP_DELAY_ENV) or 0)
-    started = time.monotonic()
-    wall_base = state.wall_clock_seconds
-
-    def wall() -> float:
-        return wall_base + time.monotonic() - started
-
-    checkpoint = CheckpointStep(
-        config=config, accelerator=accelerator, model=model, val_loader=val_dl, data=data, schedule=schedule,
-        state=state, batches_per_epoch=batches_per_epoch, publisher=publisher, callbacks=callbacks, wall=wall,
-    )
-    result.revisions = checkpoint.revisions
-    scheduler.step_update(state.global_step)
-    model.train()
-    images_at_start = state.images_seen
-    loop_started, loop_cpu_started = time.perf_counter(), time.process_time()
-    progress = tqdm(total=schedule.total_steps, initial=state.global_step, disable=not main, desc="pretrain", unit="step")
-    stop = False
-    with states.StopSignals() as signals:
-        while state.global_step < schedule.total_steps and not stop:
-            if data.streaming:
-                data.train.set_epoch(state.epoch)
-            else:
-                train_dl.set_epoch(state.epoch)
-            loader = accelerator.skip_first_batches(train_dl, state.batch_in_epoch) if state.batch_in_epoch and not data.streaming else train_dl
-            to_skip = state.batch_in_epoch if data.streaming else 0
-            for images, labels, skipped in loader:
-                if to_skip:
-                    to_skip -= 1
-                    continue
+        result.revisions = checkpoint.revisions
+        scheduler.step_update(state.global_step)
+        model.train()
+        images_at_start = state.images_seen
+        loop_started, loop_cpu_started = time.perf_counter(), time.process_time()
+        progress = tqdm(total=schedule.total_steps, initial=state.global_step, disable=not main, desc="pretrain", unit="step")
+        stop = state.finished  # a finished run (resumed) trains nothing
+        with states.StopSignals() as signals:
+            while state.global_step < schedule.total_steps and not stop:
                 if data.streaming:
-                    if state.batch_in_epoch >= batches_per_epoch:
+                    data.train.set_epoch(state.epoch)
+                else:
+                    train_dl.set_epoch(state.epoch)
+                loader = accelerator.skip_first_batches(train_dl, state.batch_in_epoch) if state.batch_in_epoch and not data.streaming else train_dl
+                to_skip = state.batch_in_epoch if data.streaming else 0
+                for images, labels, skipped in loader:
+                    if to_skip:
+                        to_skip -= 1
+                        continue
+                    if data.streaming:
+                        if state.batch_in_epoch >= batches_per_epoch:
+                            break
+                        images, labels = images.to(accelerator.device, non_blocking=True), labels.to(accelerator.device, non_blocking=True)
+                    state.batch_in_epoch += 1
+                    state.images_seen += len(images) * world
+                    if config.channels_last:
+                        images = images.contiguous(memory_format=torch.channels_last)
+                    targets = labels
+                    if mixup is not None:
+                        images, targets = mixup(images, labels)
+                    with accelerator.accumulate(model):
+                        with accelerator.autocast():
+                            loss = criterion(model(images), targets)
+                        accelerator.backward(loss)
+                        if config.clip_grad and accelerator.sync_gradients:
+                            accelerator.clip_grad_norm_(model.parameters(), config.clip_grad)
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    checkpoint.observe(loss, ((state.epoch, s) if data.streaming else s for s in skipped or ()))
+                    if not accelerator.sync_gradients:
+                        continue
+                    state.global_step += 1
+                    scheduler.step_update(state.global_step)
+                    progress.update(1)
+                    if step_delay:
+                        time.sleep(step_delay)
+                    if main and config.log_every and state.global_step % config.log_every == 0:
+                        progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+                    if state.global_step in schedule.checkpoint_steps:
+                        tick, cpu_tick = time.perf_counter(), time.process_time()
+                        stop, reason = checkpoint(state.global_step)
+                        result.checkpoint_seconds += time.perf_counter() - tick
+                        result.checkpoint_cpu_seconds += time.process_time() - cpu_tick
+                        if stop:
+                            result.stopped_early = reason
+                            log.warning("stopping after %s: %s", revision_name(schedule.checkpoint_steps[state.global_step]), reason)
+                    if not stop and (world == 1 or state.global_step % STOP_SYNC_EVERY == 0):
+                        flag = torch.tensor([1.0 if signals.requested else 0.0], device=accelerator.device)
+                        if world > 1:
+                            flag = accelerator.reduce(flag, reduction="sum")
+                        if flag.item() > 0:
+                            state.wall_clock_seconds = wall()
+                            states.save(accelerator, output_dir, state, batches_per_epoch)
+                            result.exit_code = signals.exit_code or 143
+                            stop = True
+                            log.warning("state saved at step %d; continue with --resume", state.global_step)
+                    if stop or state.global_step >= schedule.total_steps:
                         break
-                    images, labels = images.to(accelerator.device, non_blocking=True), labels.to(accelerator.device, non_blocking=True)
-                state.batch_in_epoch += 1
-                state.images_seen += len(images) * world
-                if skipped:
-                    checkpoint.skipped.update((state.epoch, s) if data.streaming else s for s in skipped)
-                if config.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                targets = labels
-                if mixup is not None:
-                    images, targets = mixup(images, labels)
-                with accelerator.accumulate(model):
-                    with accelerator.autocast():
-                        loss = criterion(model(images), targets)
-                    accelerator.backward(loss)
-                    if config.clip_grad and accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(model.parameters(), config.clip_grad)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                checkpoint.observe(loss)
-                if not accelerator.sync_gradients:
-                    continue
-                state.global_step += 1
-                scheduler.step_update(state.global_step)
-                progress.update(1)
-                if step_delay:
-                    time.sleep(step_delay)
-                if main and config.log_every and state.global_step % config.log_every == 0:
-                    progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-                if state.global_step in schedule.checkpoint_steps:
-                    tick, cpu_tick = time.perf_counter(), time.process_time()
-                    stop, reason = checkpoint(state.global_step)
-                    result.checkpoint_seconds += time.perf_counter() - tick
-                    result.checkpoint_cpu_seconds += time.process_time() - cpu_tick
-                    if stop:
-                        result.stopped_early = reason
-                        log.warning("stopping after %s: %s", revision_name(schedule.checkpoint_steps[state.global_step]), reason)
-                if not stop and (world == 1 or state.global_step % STOP_SYNC_EVERY == 0):
-                    flag = torch.tensor([1.0 if signals.requested else 0.0], device=accelerator.device)
-                    if world > 1:
-                        flag = accelerator.reduce(flag, reduction="sum")
-                    if flag.item() > 0:
-                        state.wall_clock_seconds = wall()
-                        states.save(accelerator, output_dir, state, batches_per_epoch)
-                        result.exit_code = signals.exit_code or 143
-                        stop = True
-                        log.warning("state saved at step %d; continue with --resume", state.global_step)
-                if stop or state.global_step >= schedule.total_steps:
-                    break
-            if not stop and state.global_step < schedule.total_steps:  # the epoch's data is used up
-                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-    progress.close()
-    result.loop_seconds = time.perf_counter() - loop_started
-    result.loop_cpu_seconds = time.process_time() - loop_cpu_started
-    result.images_trained = state.images_seen - images_at_start
-    if main and result.images_trained:
-        log.info(
-            "trained on %d images in %.1fs (%.1f images/s; %.1fs of it in checkpoints)",
-            result.images_trained, result.loop_seconds, result.images_per_second, result.checkpoint_seconds,
-        )
+                if not stop and state.global_step < schedule.total_steps:  # the epoch's data is used up
+                    state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+        progress.close()
+        result.loop_seconds = time.perf_counter() - loop_started
+        result.loop_cpu_seconds = time.process_time() - loop_cpu_started
+        result.images_trained = state.images_seen - images_at_start
+        if main and result.images_trained:
+            log.info(
+                "trained on %d images in %.1fs (%.1f images/s; %.1fs of it in checkpoints)",
+                result.images_trained, result.loop_seconds, result.images_per_second, result.checkpoint_seconds,
+            )
 
-    if not state.finished and not result.exit_code:
-        state.finished = True
-        state.wall_clock_seconds = wall()
-        states.save(accelerator, output_dir, state, batches_per_epoch)
-    result.global_step, result.finished = state.global_step, state.finished
+        if not state.finished and not result.exit_code:
+            state.finished = True
+            state.wall_clock_seconds = wall()
+            states.save(accelerator, output_dir, state, batches_per_epoch)
+        result.global_step, result.finished = state.global_step, state.finished
+        accelerator.wait_for_everyone()
+        accelerator.end_training()  # the other processes may exit now; only the main one waits for the network
+        if publisher is not None:
+            log.info("waiting for checkpoint pushes to finish")
     return _finish(accelerator, publisher, result, config)
 
 
 def _finish(accelerator, publisher: Publisher | None, result: PretrainResult, config: PretrainConfig) -> PretrainResult:
-    from hf_transfer_seg.pretrain.publisher import list_pending
-
+    """The result, with the checkpoints not on the Hub (the publisher has closed: its exit delivered what it could)."""
     output_dir = Path(config.output_dir)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()  # the other processes may exit now; only the main one waits for the network
     if publisher is not None:
-        log.info("waiting for checkpoint pushes to finish")
-        result.pending = publisher.close()
+        result.pending = publisher.pending
         if result.pending:
             log.error(
                 "%d checkpoint(s) are not on the Hub yet: %s. They are safe in %s; deliver them with "
