@@ -200,7 +200,6 @@ class CheckpointStep:
         self.data_config = recipes.data_config(config)
         self.debug_dir = os.environ.get(DEBUG_DIR_ENV)
         self.revisions: list[str] = []  # written by this run
-        self.accuracy: tuple[float | None, float | None] = (None, None)  # validation top-1/top-5 of the last checkpoint
         self._reset_tallies()
 
     def _reset_tallies(self) -> None:
@@ -246,7 +245,6 @@ class CheckpointStep:
 
         config, data, state, accelerator = self.config, self.data, self.state, self.accelerator
         top1, top5 = evaluate(self.model, self.val_loader, accelerator, streaming=data.streaming, channels_last=config.channels_last)
-        self.accuracy = (top1, top5)
         counts = torch.stack([self.loss_sum.double(), torch.tensor(float(self.loss_count), device=self.loss_sum.device, dtype=torch.float64)])
         loss_total, n = accelerator.reduce(counts, reduction="sum").tolist()
         skipped = gather_object(sorted(self.skipped, key=str))
@@ -306,7 +304,7 @@ class CheckpointStep:
             raise
         log.info(
             "checkpoint %s: step %d, top-1 %s, top-5 %s, loss %s", revision, self.state.global_step,
-            *self.accuracy, facts["train_loss"],
+            facts["imagenet_top1"], facts["imagenet_top5"], facts["train_loss"],
         )
         return decision[0], decision[1]
 
