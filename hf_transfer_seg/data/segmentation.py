@@ -32,7 +32,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hf_transfer_seg.data.images import check_tiff_size, is_image_file, load_image, open_image, to_rgb_tensor
+from hf_transfer_seg.data.images import (
+    check_tiff_size, is_image_file, load_image, open_image, refusing_bombs, to_rgb_tensor,
+)
 from hf_transfer_seg.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -448,7 +450,9 @@ def load_hub_target(
         return to_rgb_tensor(np.asarray(value))
 
     raw = []
-    for i, row in enumerate(ds):
+    with refusing_bombs(f"in {dataset_id}"):
+        rows = list(ds)
+    for i, row in enumerate(rows):
         name = str(row.get("name") or row.get("file_name") or row.get("id") or f"{i:05d}")
         raw.append((name, (lambda v=row[image_column]: image_of(v)), (lambda v=row[mask_column]: read_mask_array(np.asarray(v) if not isinstance(v, Image.Image) else v)), None))
     samples, k = _assemble(raw, num_classes=num_classes, resize_longest=resize_longest)
