@@ -475,9 +475,43 @@ def _run_batch(commands: list[list[str]], env: dict, cwd: Path) -> list[dict]:
     return json.loads(line[len("RESULTS"):])
 
 
+@contextlib.contextmanager
+def _always_503():
+    """A loopback HTTP server answering every request 503 (a Hub outage)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            body = b'{"error": "Service Unavailable"}'
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_hub_http_errors_on_reads_end_every_command_cleanly(tmp_path):
     """401 (wrong token) and 404 (no such repo) from a real server, for score, finetune, sweep, report,
-    space deploy, space run and demo: exit 2, one 'error:' paragraph saying what failed, why and the fix."""
+    space deploy, space run and demo, and 503 (an outage, after the retries) for score: exit 2, one 'error:'
+    paragraph saying what failed, why and the fix."""
     seg = _seg_folder(tmp_path / "seg")
     with local_hub(tmp_path / "hub", token="the-right-token") as endpoint:
         def commands(repo: str) -> list[list[str]]:
@@ -495,7 +529,10 @@ def test_hub_http_errors_on_reads_end_every_command_cleanly(tmp_path):
         base = {**os.environ, "PYTHONPATH": str(ROOT), "HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_XET": "1"}
         wrong = _run_batch(commands("local/encoder"), {**base, "HF_TOKEN": "a-wrong-token"}, tmp_path)
         missing = _run_batch(commands("local/no-such-repo")[:5], {**base, "HF_TOKEN": "the-right-token"}, tmp_path)
-    for result, needle in [*((r, "401") for r in wrong), *((r, "") for r in missing)]:
+    with _always_503() as failing:  # a Hub outage: retried, then one clean paragraph
+        outage = _run_batch([commands("local/encoder")[0]],
+                            {**base, "HF_ENDPOINT": failing, "HF_TOKEN": "any"}, tmp_path)
+    for result, needle in [*((r, "401") for r in wrong), *((r, "") for r in missing), *((r, "503") for r in outage)]:
         errors = _errors(result["err"])
         text = result["out"] + result["err"]
         clean = result["code"] == 2 and "Traceback" not in text and len(errors) == 1 and needle in errors[0]
