@@ -163,6 +163,9 @@ HUB_CASES = [
     ("POST", "/api/models/local/r/commit/main", b'{"key": "header", "value": {"summary": ""}}\n'),
     ("POST", "/api/models/local/r/commit/main?create_pr=1", HEADER.encode()),
     ("POST", "/api/models/local/r/commit/main", (json.dumps({"key": "header", "value": {"summary": "s", "parentCommit": "0" * 40}}) + "\n").encode()),
+    # a line that cannot be streamed (path before content) and is longer than the cap: 413, not held in memory
+    ("POST", "/api/models/local/r/commit/main", (HEADER + '{"key": "file", "value": {"path": "big.bin", "content": "'
+                                                 + "A" * (17 << 20) + '", "encoding": "base64"}}\n').encode()),
     # YAML validation: deep, alias bomb, cycle, invalid, wrong type
     ("POST", "/api/validate-yaml", {"content": _yaml_card("a: " + "[" * 3000)}),
     ("POST", "/api/validate-yaml", {"content": _yaml_card(DEEP_YAML)}),
