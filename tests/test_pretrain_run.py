@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -122,7 +123,7 @@ def test_two_process_run_pushes_one_loadable_revision_per_checkpoint(hub_endpoin
         training = get_namespace(card.data, "training")
         assert (training["epoch"], training["global_step"], training["images_seen"]) == (info.epoch, step, step * 8)
         assert training["num_processes"] == 2 and training["synthetic"] is True and training["recipe"] == "simple"
-        assert 0 <= training["imagenet_top1"] <= training["imagenet_top5"] <= 100 and training["train_loss"] > 0
+        assert 0 <= training["top1"] <= training["top5"] <= 100 and "imagenet_top1" not in training and training["train_loss"] > 0
         assert {"wall_clock_hours", "code_version", "dataset", "skipped_images"} <= set(training)
         assert card.data.library_name == "timm" and "synthetic-data" in card.data.tags
         assert {r.metric_name for r in card.data.eval_results if r.metric_type == "accuracy"} == {"top-1", "top-5"}
@@ -304,4 +305,40 @@ def test_streaming_hub_dataset_detects_columns_splits_and_size(hub_endpoint, rep
     assert done.returncode == 0, done.stderr[-3000:]
     assert "3 classes" in done.stderr and "6 steps/epoch" in done.stderr  # ClassLabel column, 24 // 4 from the split info
     training = get_namespace(ModelCard.load(tmp_path / "out" / "pending" / "epoch-0001" / "README.md").data, "training")
-    assert training["dataset"] == repo_id and training["synthetic"] is False and training["imagenet_top1"] is not None
+    assert training["dataset"] == repo_id and training["synthetic"] is False and training["top1"] is not None
+
+
+def test_an_exception_in_training_still_delivers_every_checkpoint_written(hub_endpoint, repo_id, tmp_path):
+    """The publisher is a context manager: however training fails, the checkpoints already written are on the Hub
+    by the time the exception leaves ``run_pretraining`` (or staged in pending/), and no half-written folder is left.
+
+    A first run without a repo fails at its second checkpoint (epoch-0000.5 waits in pending/); resumed with a repo,
+    it queues epoch-0000.5 at start and fails again a few steps later, while that push is under way."""
+    from hf_transfer_seg.pretrain.config import build_config
+    from hf_transfer_seg.pretrain.loop import run_pretraining
+    from hf_transfer_seg.pretrain.publisher import list_pending, read_ledger
+
+    out = tmp_path / "out"
+    options = {
+        "encoder": "test_resnet", "image_size": 32, "train_size": 64, "val_size": 32, "batch_size": 8, "lr": 2e-3,
+        "num_workers": 0, "log_every": 0, "epochs": 1, "checkpoint_epochs": "0.5,1", "output_dir": str(out),
+        "push_retry_delay": 0,
+    }
+
+    def fail_at_the_second_checkpoint(folder: Path, epoch: float, revision: str) -> None:
+        if epoch == 1:
+            raise RuntimeError(f"on_checkpoint failed for {revision}")
+
+    with pytest.raises(RuntimeError, match="on_checkpoint failed for epoch-0001"):
+        run_pretraining(build_config(options), [fail_at_the_second_checkpoint])
+    assert list_pending(out) == ["epoch-0000.5"]
+    assert sorted(p.name for p in (out / "pending").iterdir()) == ["epoch-0000.5"]  # nothing half-written
+
+    with pytest.raises(RuntimeError, match="on_checkpoint failed for epoch-0001"):
+        run_pretraining(build_config({**options, "repo_id": repo_id, "resume": True}), [fail_at_the_second_checkpoint])
+    # the publisher's exit ran: its thread has stopped, with every queued push confirmed
+    assert not [t for t in threading.enumerate() if t.name == "hf-transfer-seg-publisher"]
+    assert set(read_ledger(out, repo_id)) == {"epoch-0000.5"}
+    assert [r.name for r in hub.list_revisions(repo_id)] == ["epoch-0000.5"]
+    assert (out / "checkpoints" / "epoch-0000.5" / "model.safetensors").is_file()
+    assert not list((out / "pending").iterdir())  # delivered, and nothing half-written from epoch-0001

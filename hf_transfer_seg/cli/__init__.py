@@ -22,6 +22,7 @@ SUBCOMMANDS = {
     "pretrain": "pretrain",
     "push-pending": "pretrain",
     "score": "score",
+    "rank": "rank",
     "finetune": "finetune",
     "sweep": "finetune",
     "report": "report",

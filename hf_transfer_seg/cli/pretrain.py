@@ -34,7 +34,11 @@ def _add_pretrain_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--train-size", type=int, default=S, help="use at most this many training images (synthetic default 2560)")
     g.add_argument("--val-size", type=int, default=S, help="use at most this many validation images")
     g.add_argument("--image-size", type=int, default=S, help="training crop size (default 224)")
-    g.add_argument("--num-workers", type=int, default=S, help="loader workers per process (default min(8, cpus per process - 1))")
+    g.add_argument("--num-workers", type=int, default=S, help="loader workers per process (default: the cores available per process)")
+    g.add_argument("--data-path", choices=("fast", "legacy"), default=S,
+                   help="fast (default): libjpeg-turbo uint8 decode, normalise/erase on the device; legacy: PIL + float tensors")
+    g.add_argument("--decode", choices=("cpu", "gpu"), default=S,
+                   help="where JPEGs are decoded (default cpu); gpu: nvJPEG batch decode on CUDA, simple recipe")
     g = p.add_argument_group("schedule")
     g.add_argument("--epochs", type=float, default=S, help="training length in epochs (default 300)")
     g.add_argument("--checkpoint-epochs", default=S,
@@ -48,6 +52,9 @@ def _add_pretrain_options(p: argparse.ArgumentParser) -> None:
                    help="linear warm-up (default: the paper's 20 of 300 epochs kept in proportion, epochs/15, at most 20)")
     g.add_argument("--weight-decay", type=float, default=S, help="AdamW weight decay (default 0.05)")
     g.add_argument("--clip-grad", type=float, default=S, help="clip the gradient norm (default off)")
+    g.add_argument("--early-stop", default=S, metavar="RULE",
+                   help="stop with an online selection rule (the report's rule objects): patience=N (live robustness score, "
+                   "needs --score-target), top1:threshold=X, top1:patience=N, epoch:fixed_fraction=F")
     g = p.add_argument_group("hub and output")
     g.add_argument("--repo-id", default=S, help="model repo receiving one branch per checkpoint (none: keep them local)")
     g.add_argument("--private", action=flag, default=S, help="create the repo private")
@@ -97,6 +104,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def run_pretrain(args: argparse.Namespace) -> int:
     from hf_transfer_seg.pretrain.config import build_config
+    from hf_transfer_seg.pretrain.early_stop import make_early_stop
     from hf_transfer_seg.pretrain.loop import run_pretraining
     from hf_transfer_seg.scoring import live_cli
 
@@ -105,7 +113,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
     config = build_config(_overrides(args), args.config_file)
     check_writable_dir(config.output_dir)
-    callbacks = live_cli.make_callbacks(args, config)
+    callbacks = live_cli.make_callbacks(args, config) + make_early_stop(config.early_stop, config, args)
     result = run_pretraining(config, callbacks)
     if result.exit_code:
         return result.exit_code

@@ -23,9 +23,13 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--target",
         default="skimage-retina",
-        help="target images: a folder (recursive; mask folders skipped), a Hub dataset id with an image column, "
+        help="target images: a folder (recursive; mask folders skipped), a NIfTI volume, a DICOM series folder, an "
+        "nnU-Net raw / MSD folder (imagesTr only; labels never read), a Hub dataset id with an Image or Nifti column, "
         "or 'skimage-retina' (the fundus photograph shipped with scikit-image, tiled; works offline)",
     )
+    from hf_transfer_seg.cli.finetune import add_volume_args
+
+    add_volume_args(p, labelled=False)
     p.add_argument("--revisions", default="all", help="'all' or a comma list of branch names / epochs, e.g. epoch-0005,20")
     p.add_argument("--num-images", type=int, default=256, help="images drawn (with the seed) from the target")
     p.add_argument("--seed", type=int, default=0, help="one seed for image subset, jitter of both views, negatives, bootstrap")
@@ -38,6 +42,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--split", default="train", help="split of a Hub dataset target")
     p.add_argument("--image-column", default=None, help="image column of a Hub dataset target (default: the first non-mask image column)")
     p.add_argument("--target-synthetic", action="store_true", help="declare that the target images are synthetic (cards say so)")
+    p.add_argument("--prefer", choices=("lowest", "earliest-tied"), default="lowest",
+                   help="which revision main's card calls best: the lowest score, or the earliest revision statistically "
+                   "tied with it (paired test on per-image values; cheaper, cf. 'shorter pretraining often transfers better')")
     p.add_argument("--dry-run", action="store_true", help="score and print the table but write nothing to the Hub")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -93,4 +100,6 @@ def _score(args: argparse.Namespace, run_score):
         target_synthetic=args.target_synthetic,
         write=not args.dry_run,
         progress=not args.no_progress,
+        prefer=args.prefer,
+        target_options={"slice_axis": args.slice_axis, "window": args.window, "intensity_range": args.intensity_range},
     )

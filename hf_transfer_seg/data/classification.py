@@ -124,8 +124,13 @@ class _MapDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self._epoch.fill_(int(epoch))
 
-    def _load(self, index: int) -> tuple[Image.Image, int]:  # pragma: no cover - abstract
+    def _source(self, index: int) -> tuple[Any, int]:  # pragma: no cover - abstract
+        """The undecoded image (path, bytes, image dict or array) and its label."""
         raise NotImplementedError
+
+    def _load(self, index: int) -> tuple[Image.Image, int]:
+        source, label = self._source(index)
+        return to_pil(source), label
 
     def _describe(self, index: int) -> str:
         return f"sample {index}"
@@ -133,10 +138,16 @@ class _MapDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         n = len(self)
         skipped = -1
+        decodes = getattr(self.transform, "decodes", False)  # uint8 transforms decode (a failure = unreadable)
         for offset in range(min(n, _MAX_REPLACEMENTS)):
             current = (index + offset) % n
             try:
-                image, label = self._load(current)
+                if decodes:
+                    source, label = self._source(current)
+                    with _seeded(_sample_seed(self.seed, int(self._epoch), index)):
+                        image = self.transform(source)
+                else:
+                    image, label = self._load(current)
                 break
             except Exception as exc:  # noqa: BLE001 - any decoding failure: skip the image, never crash
                 if skipped < 0:
@@ -149,7 +160,7 @@ class _MapDataset(torch.utils.data.Dataset):
                 f"{min(n, _MAX_REPLACEMENTS)} consecutive images starting at {self._describe(index)} cannot be "
                 "read; check the dataset files"
             )
-        if self.transform is not None:
+        if self.transform is not None and not decodes:
             with _seeded(_sample_seed(self.seed, int(self._epoch), index)):
                 image = self.transform(image)
         return image, int(label), skipped
@@ -175,6 +186,10 @@ class SyntheticClassification(_MapDataset):
         return self.size
 
     def _load(self, index: int) -> tuple[Image.Image, int]:
+        array, label = self._source(index)
+        return Image.fromarray(array, mode="RGB"), label
+
+    def _source(self, index: int) -> tuple[np.ndarray, int]:
         label = index % self.num_classes
         rng = np.random.default_rng([self.seed, self.split_id, index])
         s = self.image_size
@@ -187,8 +202,7 @@ class SyntheticClassification(_MapDataset):
         colour = 0.5 + 0.4 * np.cos(2 * np.pi * hue)
         background = rng.uniform(0.1, 0.6, size=3)
         image = rings * colour + (1 - rings) * background + rng.normal(0, 0.1, size=(s, s, 3))
-        array = (np.clip(image, 0, 1) * 255).astype(np.uint8)
-        return Image.fromarray(array, mode="RGB"), label
+        return (np.clip(image, 0, 1) * 255).astype(np.uint8), label
 
 
 class FolderClassification(_MapDataset):
@@ -204,9 +218,8 @@ class FolderClassification(_MapDataset):
     def _describe(self, index: int) -> str:
         return self.files[index][0]
 
-    def _load(self, index: int) -> tuple[Image.Image, int]:
-        path, label = self.files[index]
-        return to_pil(path), label
+    def _source(self, index: int) -> tuple[str, int]:
+        return self.files[index]
 
 
 class HFClassification(_MapDataset):
@@ -219,9 +232,9 @@ class HFClassification(_MapDataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def _load(self, index: int) -> tuple[Image.Image, int]:
+    def _source(self, index: int) -> tuple[Any, int]:
         row = self.dataset[int(index)]
-        return to_pil(row[self.image_column]), int(row[self.label_column])
+        return row[self.image_column], int(row[self.label_column])
 
 
 class HFStreamingClassification(torch.utils.data.IterableDataset):
@@ -241,14 +254,19 @@ class HFStreamingClassification(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         worker = info.id if info else 0
         skipped = -1
+        decodes = getattr(self.transform, "decodes", False)  # uint8 transforms decode the bytes themselves
         for position, row in enumerate(self.dataset):
             try:
-                image = to_pil(row[self.image_column])
+                if decodes:
+                    with _seeded(_sample_seed(self.seed, epoch, position * 1024 + worker)):
+                        image = self.transform(row[self.image_column])
+                else:
+                    image = to_pil(row[self.image_column])
             except Exception as exc:  # noqa: BLE001 - skip and report with the next sample
                 log.warning("skipping unreadable streamed image #%d: %s", position, exc)
                 skipped = position
                 continue
-            if self.transform is not None:
+            if self.transform is not None and not decodes:
                 with _seeded(_sample_seed(self.seed, epoch, position * 1024 + worker)):
                     image = self.transform(image)
             yield image, int(row[self.label_column]), skipped
@@ -498,6 +516,12 @@ def build_classification_data(
         return ClassificationData(
             train, val, n_classes, train.class_names, SYNTHETIC, "synthetic", synthetic=True, train_size=train_n
         )
+    if dataset == "digits":  # scikit-learn's bundled real digits (hf_transfer_seg.data.digits)
+        from hf_transfer_seg.data.digits import DIGITS, digits_datasets
+
+        train, val, names = digits_datasets(_MapDataset, image_size=image_size, train_transform=train_transform,
+                                            val_transform=val_transform, seed=seed, train_size=train_size, val_size=val_size)
+        return ClassificationData(train, val, 10, names, DIGITS, "bundled", synthetic=False, train_size=len(train))
     local = Path(dataset).expanduser()
     saved = local.is_dir() and ((local / "dataset_dict.json").is_file() or (local / "state.json").is_file())
     if local.is_dir() and not saved:

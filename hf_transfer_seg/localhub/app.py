@@ -41,6 +41,7 @@ from hf_transfer_seg.localhub import limits, routes
 from hf_transfer_seg.localhub import storage as st
 from hf_transfer_seg.localhub.commit_body import CommitReader
 from hf_transfer_seg.localhub.lfs import LfsRoutes
+from hf_transfer_seg.localhub.metadata_rules import check_metadata
 from hf_transfer_seg.localhub.responses import HTTPError, error_response, header_value
 
 log = logging.getLogger(__name__)
@@ -247,10 +248,12 @@ class HubApp(LfsRoutes):
         if not isinstance(content, str):
             raise HTTPError(400, "'content' must be a string")
         try:
-            parse_card(content)
+            problems = check_metadata(parse_card(content), ctx.json().get("repoType") or "model")
         except yaml.YAMLError as exc:
-            message = f"Invalid YAML in README.md front matter: {safe_yaml.describe(exc)}"
-            return JSONResponse({"errors": [{"message": message}], "warnings": []}, status_code=400,
+            problems = [f"Invalid YAML in README.md front matter: {safe_yaml.describe(exc)}"]
+        if problems:
+            message = "Invalid metadata in README.md: " + "; ".join(problems)
+            return JSONResponse({"errors": [{"message": p} for p in problems], "warnings": []}, status_code=400,
                                 headers={"X-Error-Message": header_value(message, 500)})
         return JSONResponse({"errors": [], "warnings": []})
 
@@ -370,6 +373,14 @@ class HubApp(LfsRoutes):
         finally:
             reader.discard()
         header = reader.header
+        readme = next((op.blob for op in reader.ops if op.path == "README.md" and op.blob), None)
+        if readme is not None:  # the Hub refuses a commit whose card metadata breaks its rules
+            try:
+                problems = check_metadata(parse_card((await run_in_threadpool(repo.read_blob, readme)).decode("utf-8", "replace")), repo_type)
+            except yaml.YAMLError as exc:
+                problems = [f"invalid YAML front matter: {safe_yaml.describe(exc)}"]
+            if problems:
+                raise HTTPError(400, "Invalid metadata in README.md: " + "; ".join(problems))
         sha = await run_in_threadpool(
             repo.commit, revision, reader.ops, summary=header["summary"], description=header["description"],
             parent_commit=header["parent"], author=user,

@@ -35,11 +35,14 @@ def save_checkpoint(
     model_args: dict[str, Any] | None = None,
     data_config: dict[str, Any] | None = None,
     extra_config: dict[str, Any] | None = None,
+    tag: str | None = None,
 ) -> Path:
     """Write ``model`` (a timm classifier) to ``folder`` in timm Hub format; return the folder.
 
     ``data_config`` (mean, std, input_size, interpolation, crop_pct...) goes into ``pretrained_cfg``
-    so that everything loading the checkpoint preprocesses the same way.
+    so that everything loading the checkpoint preprocesses the same way. ``tag`` (the revision, e.g.
+    ``epoch-0005``) replaces timm's default tag of the architecture (``r160_in1k``...), which would name
+    weights these are not.
     """
     from timm.models import save_for_hf
 
@@ -54,6 +57,11 @@ def save_checkpoint(
     (config.get("model_args") or {}).pop("num_classes", None)
     if not config.get("model_args"):
         config.pop("model_args", None)
+    if tag is not None:
+        cfg = config.setdefault("pretrained_cfg", {})
+        cfg["tag"] = tag
+        for key in ("hf_hub_id", "url", "file", "source"):  # provenance of timm's published weights, not of these
+            cfg.pop(key, None)
     config.update(extra_config or {})
     path.write_text(json.dumps(config, indent=2))
     return folder

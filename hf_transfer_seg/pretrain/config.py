@@ -43,7 +43,9 @@ class PretrainConfig:
     train_size: int | None = None  # cap on training images (None: all; synthetic default 2560)
     val_size: int | None = None
     image_size: int = 224
-    num_workers: int | None = None  # None: min(8, cpus per process)
+    num_workers: int | None = None  # None: the cores available per local process (fast path)
+    data_path: str = "fast"  # "fast": uint8 decode/crop in workers, normalise/erase on the device; "legacy": PIL + float
+    decode: str = "cpu"  # "gpu": nvJPEG batch decode on CUDA (fast path, simple recipe)
     # schedule
     epochs: float = 300.0
     checkpoint_epochs: list[float] | None = None  # None: the paper's schedule capped by epochs
@@ -56,6 +58,7 @@ class PretrainConfig:
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     clip_grad: float | None = None
+    early_stop: str | None = None  # [PREDICTOR:]RULE[=VALUE], see hf_transfer_seg.selection.parse_rule
     # hub and output
     repo_id: str | None = None
     private: bool = False
@@ -219,6 +222,15 @@ def _check_schedule(schedule: list[float]) -> None:
 def validate(config: PretrainConfig) -> None:
     if config.recipe not in RECIPES:
         raise ConfigError(f"--recipe must be one of {', '.join(RECIPES)}, got {config.recipe!r}")
+    if config.data_path not in ("fast", "legacy"):
+        raise ConfigError(f"--data-path must be fast or legacy, got {config.data_path!r}")
+    if config.decode not in ("cpu", "gpu"):
+        raise ConfigError(f"--decode must be cpu or gpu, got {config.decode!r}")
+    if config.decode == "gpu" and (config.data_path != "fast" or config.recipe != "simple"):
+        raise ConfigError(
+            "--decode gpu needs --data-path fast and the simple recipe (the advanced recipe's RandAugment is "
+            "PIL-based and runs in the loader workers after decoding); use --decode cpu"
+        )
     if config.normalize not in NORMALIZATIONS:
         raise ConfigError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, got {config.normalize!r}")
     if not (config.epochs > 0 and math.isfinite(config.epochs)):

@@ -7,6 +7,7 @@ publisher, and every process saves the full training state. SIGTERM/SIGINT save 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
@@ -19,7 +20,6 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from hf_transfer_seg.data.classification import EpochSampler, build_classification_data, collate
 from hf_transfer_seg.errors import ConfigError
 from hf_transfer_seg.hub import check_write_access, ensure_repo, revision_name
 from hf_transfer_seg.logs import quiet_libraries
@@ -28,8 +28,9 @@ from hf_transfer_seg.pretrain import card as cards
 from hf_transfer_seg.pretrain import recipes
 from hf_transfer_seg.pretrain import state as states
 from hf_transfer_seg.pretrain.config import PretrainConfig, check_resume_compatible, micro_batch, save_run_config
+from hf_transfer_seg.pretrain.data_path import batch_prep, build_data, build_loaders, prepared_val
 from hf_transfer_seg.pretrain.hooks import run_callbacks
-from hf_transfer_seg.pretrain.publisher import Publisher, pending_dir, read_ledger, stage_checkpoint
+from hf_transfer_seg.pretrain.publisher import Publisher, discard_partial, list_pending, pending_dir, read_ledger, stage_checkpoint
 from hf_transfer_seg.redact import redact
 from hf_transfer_seg.version import code_version
 
@@ -101,55 +102,6 @@ def _export_model(accelerator, model, config: PretrainConfig, num_classes: int):
     return plain
 
 
-def _loaders(config: PretrainConfig, data, micro: int, accelerator):
-    workers = config.num_workers
-    if workers is None:
-        workers = min(8, max(0, (os.cpu_count() or 1) // accelerator.num_processes - 1))
-    common = dict(
-        num_workers=workers,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=workers > 0,
-        collate_fn=collate,
-    )
-    if workers > 0:
-        common["prefetch_factor"] = 4
-    if data.streaming:
-        if not data.train_size:
-            raise ConfigError("--streaming needs the size of the train split: the dataset does not say; pass --train-size")
-        train = torch.utils.data.DataLoader(data.train, batch_size=micro, drop_last=True, **common)
-        per_process = data.train_size // (micro * accelerator.num_processes)
-        batches = per_process - per_process % config.grad_accum
-        val = torch.utils.data.DataLoader(data.val, batch_size=micro, **common) if data.val is not None else None
-        return train, val, batches
-    sampler = EpochSampler(len(data.train), seed=config.seed)
-    train = torch.utils.data.DataLoader(data.train, batch_size=micro, sampler=sampler, drop_last=True, **common)
-    val = None
-    if data.val is not None:
-        val = torch.utils.data.DataLoader(data.val, batch_size=micro, shuffle=False, **{**common, "persistent_workers": False})
-    return train, val, None
-
-
-def _build_data(config: PretrainConfig, accelerator):
-    return build_classification_data(
-        config.dataset,
-        image_size=config.image_size,
-        train_transform=recipes.train_transform(config),
-        val_transform=recipes.val_transform(config),
-        seed=config.seed,
-        num_classes=config.num_classes,
-        train_size=config.train_size,
-        val_size=config.val_size,
-        config_name=config.dataset_config,
-        train_split=config.train_split,
-        val_split=config.val_split,
-        image_column=config.image_column,
-        label_column=config.label_column,
-        streaming=config.streaming,
-        process_index=accelerator.process_index,
-        num_processes=accelerator.num_processes,
-    )
-
-
 @torch.no_grad()
 def evaluate(model, loader, accelerator, *, streaming: bool, channels_last: bool) -> tuple[float | None, float | None]:
     """Top-1 and top-5 accuracy (percent) over the whole validation set, all processes together."""
@@ -180,21 +132,142 @@ def evaluate(model, loader, accelerator, *, streaming: bool, channels_last: bool
     return round(100.0 * top1 / count, 4), round(100.0 * top5 / count, 4)
 
 
-def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> PretrainResult:
-    """Train ``config.encoder`` as the config says; see the module docstring and ``hooks`` for callbacks."""
-    from accelerate.utils import broadcast_object_list, gather_object, set_seed
+class CheckpointStep:
+    """One scheduled checkpoint, on every process: evaluate, write the timm folder and its card into ``pending/``
+    (main process), save the training state, hand the revision to the publisher.
 
-    accelerator = _make_accelerator(config)
-    main = accelerator.is_main_process
-    quiet_libraries("accelerate", "huggingface_hub")
-    if not main:
-        logging.getLogger("hf_transfer_seg").setLevel(logging.WARNING)
+    It also keeps what the card reports about the steps since the previous checkpoint: the training loss and the
+    unreadable images skipped (:meth:`observe`).
+    """
+
+    def __init__(
+        self, *, config: PretrainConfig, accelerator, model, val_loader, data, schedule, state: states.TrainerState,
+        batches_per_epoch: int, publisher: Publisher | None, callbacks: list[Callable], wall: Callable[[], float],
+    ):
+        self.config, self.accelerator, self.model, self.val_loader, self.data = config, accelerator, model, val_loader, data
+        self.schedule, self.state, self.batches_per_epoch = schedule, state, batches_per_epoch
+        self.publisher, self.callbacks, self.wall = publisher, list(callbacks), wall
+        self.output_dir = Path(config.output_dir)
+        self.data_config = recipes.data_config(config)
+        self.debug_dir = os.environ.get(DEBUG_DIR_ENV)
+        self.revisions: list[str] = []  # written by this run
+        self._reset_tallies()
+
+    def _reset_tallies(self) -> None:
+        self.loss_sum = torch.zeros((), device=self.accelerator.device)
+        self.loss_count = 0
+        self.skipped: set = set()
+
+    def observe(self, loss: torch.Tensor, skipped=()) -> None:
+        """Count one micro-batch's loss (and the images it skipped) towards the next checkpoint's card."""
+        self.loss_sum += loss.detach()
+        self.loss_count += 1
+        self.skipped.update(skipped)
+
+    def __call__(self, step: int) -> tuple[bool, str | None]:
+        """Write the checkpoint of optimizer step ``step``; return whether a callback asked to stop, and why."""
+        from accelerate.utils import broadcast_object_list
+
+        epoch = self.schedule.checkpoint_steps[step]
+        revision = revision_name(epoch)
+        facts = self._facts(epoch)  # collective: evaluation and the loss / skipped-image reductions
+        exported = _export_model(self.accelerator, self.model, self.config, self.data.num_classes)  # collective under FSDP
+        stop, reason = self._stage(revision, epoch, facts, exported) if self.accelerator.is_main_process else (False, None)
+        if self.debug_dir:
+            Path(self.debug_dir).mkdir(parents=True, exist_ok=True)
+            digest = _weights_hash(self.accelerator.unwrap_model(self.model))
+            Path(self.debug_dir, f"rank{self.accelerator.process_index}-{revision}.sha256").write_text(digest)
+        stop, reason = broadcast_object_list([stop, reason])
+        state = self.state
+        state.checkpoints.append(revision)
+        self.revisions.append(revision)
+        if stop:
+            state.stopped_early = reason
+        state.finished = stop or state.global_step >= self.schedule.total_steps
+        state.wall_clock_seconds = self.wall()
+        states.save(self.accelerator, self.output_dir, state, self.batches_per_epoch)
+        if self.publisher is not None and (pending_dir(self.output_dir) / revision).is_dir():
+            self.publisher.submit(revision)
+        return stop, reason
+
+    def _facts(self, epoch: float) -> dict:
+        """The checkpoint's ``hf_transfer_seg.training`` facts (every process takes part)."""
+        from accelerate.utils import gather_object
+
+        config, data, state, accelerator = self.config, self.data, self.state, self.accelerator
+        top1, top5 = evaluate(self.model, self.val_loader, accelerator, streaming=data.streaming, channels_last=config.channels_last)
+        counts = torch.stack([self.loss_sum.double(), torch.tensor(float(self.loss_count), device=self.loss_sum.device, dtype=torch.float64)])
+        loss_total, n = accelerator.reduce(counts, reduction="sum").tolist()
+        skipped = gather_object(sorted(self.skipped, key=str))
+        state.skipped_images += len(set(map(str, skipped)))
+        self._reset_tallies()
+        return {
+            "epoch": epoch,
+            "global_step": state.global_step,
+            "images_seen": state.images_seen,
+            "recipe": config.recipe,
+            "top1": top1,  # validation top-1 (%) on top1_dataset; imagenet_top1 only when that is ImageNet
+            "top5": top5,
+            "top1_dataset": data.dataset_id,
+            **({"imagenet_top1": top1, "imagenet_top5": top5} if "imagenet" in str(data.dataset_id).lower() else {}),
+            "train_loss": round(loss_total / n, 6) if n else None,
+            "wall_clock_hours": round(self.wall() / 3600.0, 6),
+            "code_version": code_version(),
+            "dataset": data.dataset_id,
+            "dataset_kind": data.kind,
+            "synthetic": data.synthetic,
+            "skipped_images": state.skipped_images,
+            "encoder": config.encoder,
+            "num_classes": data.num_classes,
+            "image_size": config.image_size,
+            "batch_size": config.batch_size,
+            "peak_lr": config.peak_lr,
+            "num_processes": accelerator.num_processes,
+            "seed": config.seed,
+            "normalize": config.normalize,
+            "mean": list(self.data_config["mean"]),
+            "std": list(self.data_config["std"]),
+        }
+
+    def _stage(self, revision: str, epoch: float, facts: dict, exported) -> tuple[bool, str | None]:
+        """Main process: the checkpoint folder with its card, atomically into ``pending/`` (unless already pushed)."""
+        config, data = self.config, self.data
+        if config.repo_id and revision in read_ledger(self.output_dir, config.repo_id):
+            log.info("%s is already on %s (ledger); not writing it again", revision, config.repo_id)
+            return False, None
+        decision: list = [False, None]
+
+        def build(folder: Path) -> None:
+            label_names = data.class_names if data.class_names and len(data.class_names) <= 100_000 else None
+            save_checkpoint(
+                exported,
+                folder,
+                data_config=self.data_config,
+                extra_config={"label_names": label_names} if label_names else None,
+                tag=revision,
+            )
+            extra, decision[0], decision[1] = run_callbacks(self.callbacks, folder, epoch, revision, facts)
+            card = cards.revision_card(config.repo_id, revision, facts)
+            card = cards.apply_extra(card, extra)
+            card.save(folder / "README.md")
+
+        try:
+            stage_checkpoint(self.output_dir, revision, build)
+        except BaseException:
+            discard_partial(self.output_dir, revision)  # a half-written folder is never left for push-pending
+            raise
+        log.info(
+            "checkpoint %s: step %d, top-1 %s, top-5 %s, loss %s", revision, self.state.global_step,
+            facts["top1"], facts["top5"], facts["train_loss"],
+        )
+        return decision[0], decision[1]
+
+
+def _check_run(config: PretrainConfig, accelerator) -> Path | None:
+    """Refuse to clobber or misuse an existing run, and check the Hub before any work; the saved state, if any."""
+    from accelerate.utils import broadcast_object_list
+
     output_dir = Path(config.output_dir)
-    world = accelerator.num_processes
-    micro = micro_batch(config, world)
-    set_seed(config.seed)  # the same initial weights on every process
-
-    # ---- refuse to clobber or misuse an existing run, check the Hub before any work
     saved = states.latest_state(output_dir)
     if saved is not None and not config.resume:
         raise ConfigError(
@@ -204,7 +277,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
     if config.resume:
         check_resume_compatible(config, output_dir / "run_config.json")
     problem = None
-    if main and config.repo_id:
+    if accelerator.is_main_process and config.repo_id:
         try:
             try:
                 ensure_repo(config.repo_id, private=config.private)  # created private when asked
@@ -216,10 +289,47 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
     problem = broadcast_object_list([problem])[0]
     if problem:
         raise ConfigError(f"cannot push checkpoints to {config.repo_id}: {problem}")
+    return saved
+
+
+def _start_publisher(config: PretrainConfig) -> Publisher | None:
+    """The background publisher of the main process (None without --repo-id), with earlier pending pushes queued."""
+    output_dir = Path(config.output_dir)
+    if not config.repo_id:
+        log.warning(
+            "no --repo-id: checkpoints stay local in %s; push them later with `hf-transfer-seg push-pending "
+            "--output-dir %s --repo-id <namespace/name>`", pending_dir(output_dir), output_dir,
+        )
+        return None
+    publisher = Publisher(output_dir, config.repo_id, attempts=config.push_attempts, delay=config.push_retry_delay)
+    earlier = publisher.submit_pending()  # push-pending, run automatically at every start
+    if earlier:
+        log.info("pushing %d checkpoint(s) left pending by an earlier run: %s", len(earlier), ", ".join(earlier))
+    return publisher
+
+
+def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> PretrainResult:
+    """Train ``config.encoder`` as the config says; see the module docstring and ``hooks`` for callbacks.
+
+    The publisher is a context manager: however training ends (done, stopped, or an exception), its exit
+    delivers the queued pushes, and what it cannot deliver stays in ``pending/`` for ``push-pending``.
+    """
+    from accelerate.utils import set_seed
+
+    accelerator = _make_accelerator(config)
+    main = accelerator.is_main_process
+    quiet_libraries("accelerate", "huggingface_hub")
+    if not main:
+        logging.getLogger("hf_transfer_seg").setLevel(logging.WARNING)
+    output_dir = Path(config.output_dir)
+    world = accelerator.num_processes
+    micro = micro_batch(config, world)
+    set_seed(config.seed)  # the same initial weights on every process
+    saved = _check_run(config, accelerator)
 
     # ---- data, model, optimisation
     with accelerator.main_process_first():  # one process downloads/prepares a Hub dataset, the others reuse the cache
-        data = _build_data(config, accelerator)
+        data = build_data(config, accelerator)
     for note in data.notes:
         log.warning(note)
     model = recipes.create_model(config, data.num_classes)
@@ -227,7 +337,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = recipes.optimizer(config, model)
-    train_dl, val_dl, streaming_batches = _loaders(config, data, micro, accelerator)
+    train_dl, val_dl, streaming_batches = build_loaders(config, data, micro, accelerator)
     if data.streaming:
         model, optimizer = accelerator.prepare(model, optimizer)
         batches_per_epoch = streaming_batches
@@ -235,12 +345,13 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
         model, optimizer, train_dl = accelerator.prepare(model, optimizer, train_dl)
         val_dl = accelerator.prepare(val_dl) if val_dl is not None else None
         batches_per_epoch = len(train_dl)
+    prep = batch_prep(config, accelerator.device)  # fast data path: uint8 batches normalised/erased on the device
+    val_dl = prepared_val(val_dl, prep)
     schedule = recipes.plan_schedule(config, math.ceil(batches_per_epoch / config.grad_accum))
     scheduler = recipes.scheduler(config, optimizer, schedule)
     accelerator.register_for_checkpointing(scheduler)
     mixup = recipes.mixup(config, data.num_classes)
     criterion = recipes.criterion(config)
-    dcfg = recipes.data_config(config)
 
     state = states.TrainerState()
     if config.resume and saved is not None:
@@ -251,219 +362,132 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
         save_run_config(config, output_dir / "run_config.json")
     result = PretrainResult(global_step=state.global_step)
 
-    publisher = None
-    if main:
-        if config.repo_id:
-            publisher = Publisher(output_dir, config.repo_id, attempts=config.push_attempts, delay=config.push_retry_delay)
-            earlier = publisher.submit_pending()  # push-pending, run automatically at every start
-            if earlier:
-                log.info("pushing %d checkpoint(s) left pending by an earlier run: %s", len(earlier), ", ".join(earlier))
-        else:
-            log.warning(
-                "no --repo-id: checkpoints stay local in %s; push them later with `hf-transfer-seg push-pending "
-                "--output-dir %s --repo-id <namespace/name>`", pending_dir(output_dir), output_dir,
+    publisher = _start_publisher(config) if main else None
+    with publisher if publisher is not None else contextlib.nullcontext():
+        if state.finished:
+            log.info("the run in %s already finished at step %d; nothing to train", output_dir, state.global_step)
+        elif main:
+            log.info(
+                "%s, %s recipe, %s data (%s), %d classes; %d process(es) x %d images x %d accumulation = batch %d; "
+                "%d steps/epoch, %d steps, checkpoints at epochs %s",
+                config.encoder, config.recipe, "synthetic" if data.synthetic else "real", data.dataset_id, data.num_classes,
+                world, micro, config.grad_accum, config.batch_size, schedule.updates_per_epoch, schedule.total_steps,
+                ", ".join(f"{e:g}" for e in schedule.checkpoint_steps.values()),
             )
-    if state.finished:
-        log.info("the run in %s already finished at step %d; nothing to train", output_dir, state.global_step)
-        result.finished = True
-        return _finish(accelerator, publisher, result, config)
-    if main:
-        log.info(
-            "%s, %s recipe, %s data (%s), %d classes; %d process(es) x %d images x %d accumulation = batch %d; "
-            "%d steps/epoch, %d steps, checkpoints at epochs %s",
-            config.encoder, config.recipe, "synthetic" if data.synthetic else "real", data.dataset_id, data.num_classes,
-            world, micro, config.grad_accum, config.batch_size, schedule.updates_per_epoch, schedule.total_steps,
-            ", ".join(f"{e:g}" for e in schedule.checkpoint_steps.values()),
+
+        step_delay = float(os.environ.get(STEP_DELAY_ENV) or 0)
+        started = time.monotonic()
+        wall_base = state.wall_clock_seconds
+
+        def wall() -> float:
+            return wall_base + time.monotonic() - started
+
+        checkpoint = CheckpointStep(
+            config=config, accelerator=accelerator, model=model, val_loader=val_dl, data=data, schedule=schedule,
+            state=state, batches_per_epoch=batches_per_epoch, publisher=publisher, callbacks=callbacks, wall=wall,
         )
-
-    debug_dir = os.environ.get(DEBUG_DIR_ENV)
-    step_delay = float(os.environ.get(STEP_DELAY_ENV) or 0)
-    loss_sum = torch.zeros((), device=accelerator.device)
-    loss_count = 0
-    skipped_local: set = set()
-    started = time.monotonic()
-    wall_base = state.wall_clock_seconds
-
-    def wall() -> float:
-        return wall_base + time.monotonic() - started
-
-    def checkpoint(step: int) -> tuple[bool, str | None]:
-        nonlocal loss_sum, loss_count, skipped_local
-        epoch_value = schedule.checkpoint_steps[step]
-        revision = revision_name(epoch_value)
-        top1, top5 = evaluate(model, val_dl, accelerator, streaming=data.streaming, channels_last=config.channels_last)
-        counts = accelerator.reduce(torch.stack([loss_sum.double(), torch.tensor(float(loss_count), device=loss_sum.device, dtype=torch.float64)]), reduction="sum")
-        loss_total, n = counts.tolist()
-        skipped = gather_object(sorted(skipped_local, key=str))
-        state.skipped_images += len(set(map(str, skipped)))
-        skipped_local = set()
-        loss_sum, loss_count = torch.zeros((), device=accelerator.device), 0
-        facts = {
-            "epoch": epoch_value,
-            "global_step": state.global_step,
-            "images_seen": state.images_seen,
-            "recipe": config.recipe,
-            "imagenet_top1": top1,
-            "imagenet_top5": top5,
-            "train_loss": round(loss_total / n, 6) if n else None,
-            "wall_clock_hours": round(wall() / 3600.0, 6),
-            "code_version": code_version(),
-            "dataset": data.dataset_id,
-            "dataset_kind": data.kind,
-            "synthetic": data.synthetic,
-            "skipped_images": state.skipped_images,
-            "encoder": config.encoder,
-            "num_classes": data.num_classes,
-            "image_size": config.image_size,
-            "batch_size": config.batch_size,
-            "peak_lr": config.peak_lr,
-            "num_processes": world,
-            "seed": config.seed,
-            "normalize": config.normalize,
-            "mean": list(dcfg["mean"]),
-            "std": list(dcfg["std"]),
-        }
-        stop, reason = False, None
-        exported = _export_model(accelerator, model, config, data.num_classes)
-        if main:
-            already = config.repo_id and revision in read_ledger(output_dir, config.repo_id)
-            if already:
-                log.info("%s is already on %s (ledger); not writing it again", revision, config.repo_id)
-            else:
-                def build(folder: Path) -> None:
-                    nonlocal stop, reason
-                    label_names = data.class_names if data.class_names and len(data.class_names) <= 100_000 else None
-                    save_checkpoint(
-                        exported,
-                        folder,
-                        data_config=dcfg,
-                        extra_config={"label_names": label_names} if label_names else None,
-                    )
-                    extra, stop, reason = run_callbacks(list(callbacks), folder, epoch_value, revision)
-                    card = cards.revision_card(config.repo_id, revision, facts)
-                    card = cards.apply_extra(card, extra)
-                    card.save(folder / "README.md")
-
-                stage_checkpoint(output_dir, revision, build)
-                log.info(
-                    "checkpoint %s: step %d, top-1 %s, top-5 %s, loss %s", revision, state.global_step,
-                    top1, top5, facts["train_loss"],
-                )
-        if debug_dir:
-            Path(debug_dir).mkdir(parents=True, exist_ok=True)
-            digest = _weights_hash(accelerator.unwrap_model(model))
-            Path(debug_dir, f"rank{accelerator.process_index}-{revision}.sha256").write_text(digest)
-        stop, reason = broadcast_object_list([stop, reason])
-        state.checkpoints.append(revision)
-        result.revisions.append(revision)
-        if stop:
-            state.stopped_early = reason
-        state.finished = stop or state.global_step >= schedule.total_steps
-        state.wall_clock_seconds = wall()
-        states.save(accelerator, output_dir, state, batches_per_epoch)
-        if publisher is not None and (pending_dir(output_dir) / revision).is_dir():
-            publisher.submit(revision)
-        return stop, reason
-
-    scheduler.step_update(state.global_step)
-    model.train()
-    images_at_start = state.images_seen
-    loop_started, loop_cpu_started = time.perf_counter(), time.process_time()
-    progress = tqdm(total=schedule.total_steps, initial=state.global_step, disable=not main, desc="pretrain", unit="step")
-    stop = False
-    with states.StopSignals() as signals:
-        while state.global_step < schedule.total_steps and not stop:
-            if data.streaming:
-                data.train.set_epoch(state.epoch)
-            else:
-                train_dl.set_epoch(state.epoch)
-            loader = accelerator.skip_first_batches(train_dl, state.batch_in_epoch) if state.batch_in_epoch and not data.streaming else train_dl
-            to_skip = state.batch_in_epoch if data.streaming else 0
-            for images, labels, skipped in loader:
-                if to_skip:
-                    to_skip -= 1
-                    continue
+        result.revisions = checkpoint.revisions
+        scheduler.step_update(state.global_step)
+        model.train()
+        images_at_start = state.images_seen
+        loop_started, loop_cpu_started = time.perf_counter(), time.process_time()
+        progress = tqdm(total=schedule.total_steps, initial=state.global_step, disable=not main, desc="pretrain", unit="step")
+        stop = state.finished  # a finished run (resumed) trains nothing
+        with states.StopSignals() as signals:
+            while state.global_step < schedule.total_steps and not stop:
                 if data.streaming:
-                    if state.batch_in_epoch >= batches_per_epoch:
+                    data.train.set_epoch(state.epoch)
+                else:
+                    train_dl.set_epoch(state.epoch)
+                loader = accelerator.skip_first_batches(train_dl, state.batch_in_epoch) if state.batch_in_epoch and not data.streaming else train_dl
+                to_skip = state.batch_in_epoch if data.streaming else 0
+                for images, labels, skipped in loader:
+                    if to_skip:
+                        to_skip -= 1
+                        continue
+                    if data.streaming:
+                        if state.batch_in_epoch >= batches_per_epoch:
+                            break
+                        if torch.is_tensor(images):  # an encoded batch (--decode gpu) is moved by prep
+                            images = images.to(accelerator.device, non_blocking=True)
+                        labels = labels.to(accelerator.device, non_blocking=True)
+                    if prep is not None:  # fast data path: uint8 -> normalised (+ erased) on the device
+                        images = prep(images)
+                        skipped = [*(skipped or ()), *prep.take_skipped()]
+                    state.batch_in_epoch += 1
+                    state.images_seen += len(images) * world
+                    if config.channels_last:
+                        images = images.contiguous(memory_format=torch.channels_last)
+                    targets = labels
+                    if mixup is not None:
+                        images, targets = mixup(images, labels)
+                    with accelerator.accumulate(model):
+                        with accelerator.autocast():
+                            loss = criterion(model(images), targets)
+                        accelerator.backward(loss)
+                        if config.clip_grad and accelerator.sync_gradients:
+                            accelerator.clip_grad_norm_(model.parameters(), config.clip_grad)
+                        optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                    checkpoint.observe(loss, ((state.epoch, s) if data.streaming else s for s in skipped or ()))
+                    if not accelerator.sync_gradients:
+                        continue
+                    state.global_step += 1
+                    scheduler.step_update(state.global_step)
+                    progress.update(1)
+                    if step_delay:
+                        time.sleep(step_delay)
+                    if main and config.log_every and state.global_step % config.log_every == 0:
+                        progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+                    if state.global_step in schedule.checkpoint_steps:
+                        tick, cpu_tick = time.perf_counter(), time.process_time()
+                        stop, reason = checkpoint(state.global_step)
+                        result.checkpoint_seconds += time.perf_counter() - tick
+                        result.checkpoint_cpu_seconds += time.process_time() - cpu_tick
+                        if stop:
+                            result.stopped_early = reason
+                            log.warning("stopping after %s: %s", revision_name(schedule.checkpoint_steps[state.global_step]), reason)
+                    if not stop and (world == 1 or state.global_step % STOP_SYNC_EVERY == 0):
+                        flag = torch.tensor([1.0 if signals.requested else 0.0], device=accelerator.device)
+                        if world > 1:
+                            flag = accelerator.reduce(flag, reduction="sum")
+                        if flag.item() > 0:
+                            state.wall_clock_seconds = wall()
+                            states.save(accelerator, output_dir, state, batches_per_epoch)
+                            result.exit_code = signals.exit_code or 143
+                            stop = True
+                            log.warning("state saved at step %d; continue with --resume", state.global_step)
+                    if stop or state.global_step >= schedule.total_steps:
                         break
-                    images, labels = images.to(accelerator.device, non_blocking=True), labels.to(accelerator.device, non_blocking=True)
-                state.batch_in_epoch += 1
-                state.images_seen += len(images) * world
-                if skipped:
-                    skipped_local.update((state.epoch, s) if data.streaming else s for s in skipped)
-                if config.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                targets = labels
-                if mixup is not None:
-                    images, targets = mixup(images, labels)
-                with accelerator.accumulate(model):
-                    with accelerator.autocast():
-                        loss = criterion(model(images), targets)
-                    accelerator.backward(loss)
-                    if config.clip_grad and accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(model.parameters(), config.clip_grad)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                loss_sum += loss.detach()
-                loss_count += 1
-                if not accelerator.sync_gradients:
-                    continue
-                state.global_step += 1
-                scheduler.step_update(state.global_step)
-                progress.update(1)
-                if step_delay:
-                    time.sleep(step_delay)
-                if main and config.log_every and state.global_step % config.log_every == 0:
-                    progress.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-                if state.global_step in schedule.checkpoint_steps:
-                    tick, cpu_tick = time.perf_counter(), time.process_time()
-                    stop, reason = checkpoint(state.global_step)
-                    result.checkpoint_seconds += time.perf_counter() - tick
-                    result.checkpoint_cpu_seconds += time.process_time() - cpu_tick
-                    if stop:
-                        result.stopped_early = reason
-                        log.warning("stopping after %s: %s", revision_name(schedule.checkpoint_steps[state.global_step]), reason)
-                if not stop and (world == 1 or state.global_step % STOP_SYNC_EVERY == 0):
-                    flag = torch.tensor([1.0 if signals.requested else 0.0], device=accelerator.device)
-                    if world > 1:
-                        flag = accelerator.reduce(flag, reduction="sum")
-                    if flag.item() > 0:
-                        state.wall_clock_seconds = wall()
-                        states.save(accelerator, output_dir, state, batches_per_epoch)
-                        result.exit_code = signals.exit_code or 143
-                        stop = True
-                        log.warning("state saved at step %d; continue with --resume", state.global_step)
-                if stop or state.global_step >= schedule.total_steps:
-                    break
-            if not stop and state.global_step < schedule.total_steps:  # the epoch's data is used up
-                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-    progress.close()
-    result.loop_seconds = time.perf_counter() - loop_started
-    result.loop_cpu_seconds = time.process_time() - loop_cpu_started
-    result.images_trained = state.images_seen - images_at_start
-    if main and result.images_trained:
-        log.info(
-            "trained on %d images in %.1fs (%.1f images/s; %.1fs of it in checkpoints)",
-            result.images_trained, result.loop_seconds, result.images_per_second, result.checkpoint_seconds,
-        )
+                if not stop and state.global_step < schedule.total_steps:  # the epoch's data is used up
+                    state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+        progress.close()
+        result.loop_seconds = time.perf_counter() - loop_started
+        result.loop_cpu_seconds = time.process_time() - loop_cpu_started
+        result.images_trained = state.images_seen - images_at_start
+        if main and result.images_trained:
+            log.info(
+                "trained on %d images in %.1fs (%.1f images/s; %.1fs of it in checkpoints)",
+                result.images_trained, result.loop_seconds, result.images_per_second, result.checkpoint_seconds,
+            )
 
-    if not state.finished and not result.exit_code:
-        state.finished = True
-        state.wall_clock_seconds = wall()
-        states.save(accelerator, output_dir, state, batches_per_epoch)
-    result.global_step, result.finished = state.global_step, state.finished
+        if not state.finished and not result.exit_code:
+            state.finished = True
+            state.wall_clock_seconds = wall()
+            states.save(accelerator, output_dir, state, batches_per_epoch)
+        result.global_step, result.finished = state.global_step, state.finished
+        accelerator.wait_for_everyone()
+        accelerator.end_training()  # the other processes may exit now; only the main one waits for the network
+        if publisher is not None:
+            log.info("waiting for checkpoint pushes to finish")
     return _finish(accelerator, publisher, result, config)
 
 
 def _finish(accelerator, publisher: Publisher | None, result: PretrainResult, config: PretrainConfig) -> PretrainResult:
-    from hf_transfer_seg.pretrain.publisher import list_pending
-
+    """The result, with the checkpoints not on the Hub (the publisher has closed: its exit delivered what it could)."""
     output_dir = Path(config.output_dir)
-    accelerator.wait_for_everyone()
-    accelerator.end_training()  # the other processes may exit now; only the main one waits for the network
     if publisher is not None:
-        log.info("waiting for checkpoint pushes to finish")
-        result.pending = publisher.close()
+        result.pending = publisher.pending
         if result.pending:
             log.error(
                 "%d checkpoint(s) are not on the Hub yet: %s. They are safe in %s; deliver them with "

@@ -72,6 +72,11 @@ def list_pending(output_dir: str | Path) -> list[str]:
     return sorted(names, key=lambda n: parse_revision_name(n) or 0.0)
 
 
+def discard_partial(output_dir: str | Path, revision: str) -> None:
+    """Remove what a failed :func:`stage_checkpoint` of ``revision`` by this process left behind (never a staged folder)."""
+    shutil.rmtree(pending_dir(output_dir) / f".tmp-{revision}-{os.getpid()}", ignore_errors=True)
+
+
 def stage_checkpoint(output_dir: str | Path, revision: str, build) -> Path:
     """Write a checkpoint folder with ``build(tmp_folder)`` and publish it atomically as ``pending/<revision>``."""
     pending = pending_dir(output_dir)
@@ -196,12 +201,18 @@ def push_pending(output_dir: str | Path, repo_id: str, *, attempts: int = 3, del
 
 
 class Publisher:
-    """A background thread that pushes staged revisions in order; training never waits for the network."""
+    """A background thread that pushes staged revisions in order; training never waits for the network.
+
+    Use it as a context manager (as huggingface_hub's ``CommitScheduler``): however the block ends, normally or
+    by an exception, its exit delivers every queued push before going on, and what cannot be delivered stays
+    staged in ``pending/`` (``pending`` lists it) for ``push-pending``.
+    """
 
     def __init__(self, output_dir: str | Path, repo_id: str, *, attempts: int = 3, delay: float = 30.0):
         self.output_dir, self.repo_id, self.attempts, self.delay = Path(output_dir), repo_id, attempts, delay
         self.pushed: list[str] = []
         self.failed: list[str] = []
+        self.pending: list[str] = []  # after close(): the revisions still in pending/
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="hf-transfer-seg-publisher", daemon=True)
         self._thread.start()
@@ -243,11 +254,26 @@ class Publisher:
 
     def close(self, timeout: float | None = None) -> list[str]:
         """Finish queued pushes (up to ``timeout`` seconds); return the revisions still pending."""
-        self._queue.put(_STOP)
-        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join(timeout)
         if self._thread.is_alive():
             log.warning("pushes still running after %.0fs; what is not confirmed stays in pending/", timeout or 0)
-        return list_pending(self.output_dir)
+        self.pending = list_pending(self.output_dir)
+        return self.pending
+
+    def __enter__(self) -> "Publisher":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            log.error("training failed (%s); delivering the checkpoints already written before stopping", exc_type.__name__)
+        self.close()
+        if exc_type is not None and self.pending:
+            log.error(
+                "not on the Hub: %s; they are safe in %s and `hf-transfer-seg push-pending --output-dir %s --repo-id %s` "
+                "delivers them", ", ".join(self.pending), pending_dir(self.output_dir), self.output_dir, self.repo_id,
+            )
 
 
 def require_pushable(output_dir: str | Path) -> None:

@@ -60,7 +60,7 @@ def main_section(summary: dict[str, Any]) -> str:
             lines.append(f"| {r['revision']} | {r['epoch']:g} | {dice} | {std} | `{(r.get('sha') or '')[:10]}` |")
         if entry.get("best_revision"):
             lines += ["", f"Best Dice: **{entry['best_revision']}** ({entry['best_dice']:.4f})."]
-        lines += ["", f"![Dice vs epoch on {key}]({schema.plot_path('downstream', key)})"]
+        lines += ["", f"![Dice vs epoch on {key}]({schema.plot_path(schema.DOWNSTREAM, key)})"]
     return "\n".join(lines)
 
 
@@ -99,5 +99,5 @@ def update_main_summary(repo_id: str, target_key: str, *, frozen: bool = False) 
         return card
 
     hub.update_card(repo_id, "main", edit, commit_message=f"Downstream summary on {key}: best {entry['best_revision']}",
-                    extra_files={schema.plot_path("downstream", key): png})
+                    extra_files={schema.plot_path(schema.DOWNSTREAM, key): png})
     return entry

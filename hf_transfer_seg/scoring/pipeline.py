@@ -14,7 +14,7 @@ from hf_transfer_seg.data.unlabelled import resolve_target
 from hf_transfer_seg.errors import HfTransferSegError, HubError
 from hf_transfer_seg.hub import check_write_access, select_revisions
 from hf_transfer_seg.redact import redact
-from hf_transfer_seg.scoring.card import best_line, summary_entry, summary_rows, summary_table, write_revision_card, write_summary
+from hf_transfer_seg.scoring.card import best_line, per_image_of, summary_entry, summary_rows, summary_table, write_revision_card, write_summary
 from hf_transfer_seg.scoring.configs import parse_config
 from hf_transfer_seg.scoring.plan import ScoringPlan, build_plan
 from hf_transfer_seg.scoring.runner import default_device, distributed_state, score_revisions
@@ -83,6 +83,8 @@ def run_score(
     target_synthetic: bool = False,
     write: bool = True,
     progress: bool = True,
+    prefer: str = "lowest",
+    target_options: dict | None = None,
 ) -> ScoreOutcome:
     """Score the chosen revisions of ``repo_id`` on ``target`` and record the results (see the ``score`` command)."""
     parse_config(config)  # an unknown name fails before any download
@@ -95,7 +97,7 @@ def run_score(
     if write and is_main:
         _check_write_access(repo_id)
     plan = build_plan(
-        resolve_target(target, split=split, image_column=image_column, synthetic=target_synthetic),
+        resolve_target(target, split=split, image_column=image_column, synthetic=target_synthetic, **(target_options or {})),
         num_images=num_images,
         seed=seed,
         image_size=image_size,
@@ -149,10 +151,11 @@ def run_score(
     )
     if is_main:
         rows = summary_rows(results, training)
-        outcome.summary = summary_entry(plan, config, rows)
+        values = per_image_of(results, plan)
+        outcome.summary = summary_entry(plan, config, rows, values, prefer)
         if write:
             try:
-                outcome.summary = write_summary(repo_id, plan, config, rows)
+                outcome.summary = write_summary(repo_id, plan, config, rows, per_image=values, prefer=prefer)
             except (HfTransferSegError, HfHubHTTPError) as exc:  # the scores are kept: reported below
                 errors.append(f"main's summary: {redact(exc)}")
     if state is not None:
