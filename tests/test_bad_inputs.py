@@ -21,6 +21,7 @@ import zlib
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import huggingface_hub  # noqa: F401 - imported now: its log handler binds to the real stderr, not a test's capture
 import numpy as np
 import pytest
 from PIL import Image
