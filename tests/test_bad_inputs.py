@@ -21,6 +21,7 @@ import zlib
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import huggingface_hub  # noqa: F401 - imported now: its log handler binds to the real stderr, not a test's capture
 import numpy as np
 import pytest
 from PIL import Image
@@ -66,17 +67,6 @@ BOMB = "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
 )
 DEEP_YAML = "a: " + "[" * 2000 + "]" * 2000
 HEADER = json.dumps({"key": "header", "value": {"summary": "s"}}) + "\n"
-
-
-def _commit_behind_the_api(root: Path, repo_id: str, branch: str, path: str, data: bytes) -> str:
-    """Commit ``data`` straight into the bare git repository, as a `git push` or an older server could.
-
-    The local hub refuses README.md metadata the Hub would refuse (as the Hub does), so a hostile or malformed
-    card can only arrive from outside the API; readers must still cope with one."""
-    from hf_transfer_seg.localhub.storage import FileOp, Storage
-
-    repo = Storage(root).get("model", repo_id)
-    return repo.commit(branch, [FileOp(path, repo.write_blob(data))], summary="edit made outside the Hub API")
 
 
 def _file_line(path: str, data: bytes) -> str:
@@ -137,11 +127,22 @@ def hostile_hub(tmp_path_factory):
         assert status == 200
         for branch, card in (("bomb", _yaml_card(BOMB)), ("deep", _yaml_card(DEEP_YAML)),
                              ("cycle", _yaml_card("a: &a [*a]"))):
-            assert client.request("POST", f"/api/models/local/r/branch/{branch}", {})[0] == 200
+            # the server refuses such a card in a commit, as the Hub does; one pushed with git gets there anyway
             body = (HEADER + _file_line("README.md", card.encode())).encode()
-            assert client.request("POST", f"/api/models/local/r/commit/{branch}", body)[0] == 400  # refused, as the Hub does
-            _commit_behind_the_api(root, "local/r", branch, "README.md", card.encode())
+            status, headers, data = client.request("POST", "/api/models/local/r/commit/main", body)
+            _count(_is_clean_error(status, headers, data))
+            assert _is_clean_error(status, headers, data), data[:300]
+            assert client.request("POST", f"/api/models/local/r/branch/{branch}", {})[0] == 200
+            _commit_with_git(root, "local/r", branch, "README.md", card.encode())
         yield client, root
+
+
+def _commit_with_git(root: Path, repo_id: str, branch: str, path: str, data: bytes) -> str:
+    """Commit straight into the server's git repository (as `git push` would), past the HTTP checks."""
+    from hf_transfer_seg.localhub import storage as st
+
+    repo = st.Storage(root).get("model", repo_id)
+    return repo.commit(branch, [st.FileOp(path, repo.write_blob(data))], summary=f"{path} edited with git")
 
 
 HUB_CASES = [
@@ -175,6 +176,9 @@ HUB_CASES = [
     ("POST", "/api/models/local/r/commit/main", b'{"key": "header", "value": {"summary": ""}}\n'),
     ("POST", "/api/models/local/r/commit/main?create_pr=1", HEADER.encode()),
     ("POST", "/api/models/local/r/commit/main", (json.dumps({"key": "header", "value": {"summary": "s", "parentCommit": "0" * 40}}) + "\n").encode()),
+    # a line that cannot be streamed (path before content) and is longer than the cap: 413, not held in memory
+    ("POST", "/api/models/local/r/commit/main", (HEADER + '{"key": "file", "value": {"path": "big.bin", "content": "'
+                                                 + "A" * (17 << 20) + '", "encoding": "base64"}}\n').encode()),
     # YAML validation: deep, alias bomb, cycle, invalid, wrong type
     ("POST", "/api/validate-yaml", {"content": _yaml_card("a: " + "[" * 3000)}),
     ("POST", "/api/validate-yaml", {"content": _yaml_card(DEEP_YAML)}),
@@ -487,9 +491,43 @@ def _run_batch(commands: list[list[str]], env: dict, cwd: Path) -> list[dict]:
     return json.loads(line[len("RESULTS"):])
 
 
+@contextlib.contextmanager
+def _always_503():
+    """A loopback HTTP server answering every request 503 (a Hub outage)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self):
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            body = b'{"error": "Service Unavailable"}'
+            self.send_response(503)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_hub_http_errors_on_reads_end_every_command_cleanly(tmp_path):
     """401 (wrong token) and 404 (no such repo) from a real server, for score, finetune, sweep, report,
-    space deploy, space run and demo: exit 2, one 'error:' paragraph saying what failed, why and the fix."""
+    space deploy, space run and demo, and 503 (an outage, after the retries) for score: exit 2, one 'error:'
+    paragraph saying what failed, why and the fix."""
     seg = _seg_folder(tmp_path / "seg")
     with local_hub(tmp_path / "hub", token="the-right-token") as endpoint:
         def commands(repo: str) -> list[list[str]]:
@@ -507,7 +545,10 @@ def test_hub_http_errors_on_reads_end_every_command_cleanly(tmp_path):
         base = {**os.environ, "PYTHONPATH": str(ROOT), "HF_ENDPOINT": endpoint, "HF_HUB_DISABLE_XET": "1"}
         wrong = _run_batch(commands("local/encoder"), {**base, "HF_TOKEN": "a-wrong-token"}, tmp_path)
         missing = _run_batch(commands("local/no-such-repo")[:5], {**base, "HF_TOKEN": "the-right-token"}, tmp_path)
-    for result, needle in [*((r, "401") for r in wrong), *((r, "") for r in missing)]:
+    with _always_503() as failing:  # a Hub outage: retried, then one clean paragraph
+        outage = _run_batch([commands("local/encoder")[0]],
+                            {**base, "HF_ENDPOINT": failing, "HF_TOKEN": "any"}, tmp_path)
+    for result, needle in [*((r, "401") for r in wrong), *((r, "") for r in missing), *((r, "503") for r in outage)]:
         errors = _errors(result["err"])
         text = result["out"] + result["err"]
         clean = result["code"] == 2 and "Traceback" not in text and len(errors) == 1 and needle in errors[0]
@@ -531,8 +572,8 @@ def test_score_with_bad_revisions_and_a_malformed_main_card(hub_endpoint, hub_ro
     for epoch, edit in ((2, lambda c: c.setdefault("model_args", {}).update(no_such_argument=3)),
                         (3, lambda c: c.update(architecture=7))):
         hub.push_revision(_checkpoint(tmp_path / f"bad{epoch}", edit), repo_id, epoch)
-    # the Hub API refuses malformed metadata, so the card comes from outside it (a git push)
-    _commit_behind_the_api(hub_root, repo_id, "main", "README.md", b"---\nrobustness_summary: [unclosed\n---\n")
+    # client and server validate README.md on commit; an edit pushed with git is not checked: commit it that way
+    _commit_with_git(hub_root, repo_id, "main", "README.md", b"---\nrobustness_summary: [unclosed\n---\n")
     fast = ["--num-images", "8", "--image-size", "64", "--batch-size", "8", "--no-progress", "--device", "cpu"]
     code = cli_main(["score", "--repo-id", repo_id, "--target", "skimage-retina", *fast])
     captured = capsys.readouterr()

@@ -6,7 +6,9 @@ dropped), palette GIFs, and numpy arrays. Everything downstream sees ``float32 [
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -45,13 +47,19 @@ def check_tiff_size(path: str | Path) -> None:
         raise _too_large(path, pixels)
 
 
+@contextlib.contextmanager
+def refusing_bombs(what: str) -> Iterator[None]:
+    """Turn PIL's DecompressionBombError inside the block (e.g. ``datasets`` decoding a row) into :class:`DataError`."""
+    try:
+        yield
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image {what} is too large to decode safely ({exc}); remove it or tile it first") from None
+
+
 def open_image(source) -> Image.Image:
     """``PIL.Image.open`` with decompression bombs turned into :class:`DataError` (use as a context manager)."""
-    try:
+    with refusing_bombs(str(source) if isinstance(source, (str, Path)) else "in memory"):
         return Image.open(source)
-    except Image.DecompressionBombError as exc:
-        raise DataError(f"image {source if isinstance(source, (str, Path)) else ''} is too large to decode safely "
-                        f"({exc}); remove it or tile it first") from None
 
 
 def is_image_file(path: str | Path) -> bool:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from hf_transfer_seg.cards.schema import safe_file_key
-from hf_transfer_seg.data.images import is_image_file, load_image, to_rgb_tensor
+from hf_transfer_seg.data.images import is_image_file, load_image, refusing_bombs, to_rgb_tensor
 from hf_transfer_seg.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,8 @@ def _hub_dataset(dataset_id: str, split: str, image_column: str | None, syntheti
         return _hub_volumes(ds, dataset_id, split, column, synthetic, slice_axis, fixed)
 
     def load(index: int) -> torch.Tensor:
-        value = ds[int(index)][column]
+        with refusing_bombs(f"row {index} of {dataset_id}"):
+            value = ds[int(index)][column]
         if hasattr(value, "convert") and getattr(value, "mode", "") in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
             value = value.convert("RGB")
         return to_rgb_tensor(np.asarray(value))

@@ -18,7 +18,7 @@ MAX_JSON_BODY = 16 << 20  # every request body but a commit and an LFS upload
 MAX_JSON_DEPTH = 64  # nesting of any JSON the hub decodes (request bodies, commit lines)
 # a commit line held whole (not streamed) may be at most this long: huggingface_hub writes its
 # file lines content-first, and those past commit_body.STREAM_LINE are decoded as they arrive
-MAX_LINE = 64 << 20
+MAX_LINE = 16 << 20  # held ~3x while parsed (bytes, str, decoded): ~50 MiB per request at most
 MAX_HEADER_BYTES = 64 << 10  # request line plus headers (answered 431 past it)
 BODY_IDLE_SECONDS = 20.0  # a request body that sends nothing for this long is cut off (408)
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from hf_transfer_seg.data.images import to_rgb_tensor
+from hf_transfer_seg.data.images import refusing_bombs, to_rgb_tensor
 from hf_transfer_seg.data.intensity import UNIT8
 from hf_transfer_seg.data.segmentation import (
     IMAGE_COLUMNS, MASK_COLUMNS, SegTarget, _apply_mapping, _assemble, class_names_for, hub_key, label_mapping,
@@ -69,7 +69,9 @@ def load_hub_target(
         return to_rgb_tensor(np.asarray(value))
 
     raw = []
-    for i, row in enumerate(ds):
+    with refusing_bombs(f"in {dataset_id}"):  # datasets decodes every image here
+        rows = list(ds)
+    for i, row in enumerate(rows):
         name = str(row.get("name") or row.get("file_name") or row.get("id") or f"{i:05d}")
         raw.append((name, (lambda v=row[image_column]: image_of(v)), (lambda v=row[mask_column]: read_mask_array(np.asarray(v) if not isinstance(v, Image.Image) else v)), None))
     samples, k = _assemble(raw, num_classes=num_classes, resize_longest=resize_longest)
