@@ -314,9 +314,11 @@ class Demo:
             },
             "space_id": self.s.space_id,
             "report": str(report),
+            # the baselines, the headline score's and top-1's rules (report.md has every predictor's)
             "report_selection": [{k: r.get(k) for k in ("predictor", "rule", "online", "params", "dice_lost_vs_last",
                                                           "dice_lost_vs_oracle", "epochs_saved", "chosen_epoch_mean")}
-                                 for r in rep.get("selection") or []],
+                                 for r in rep.get("selection") or []
+                                 if r.get("predictor") in ("epoch", "top1", rep.get("headline"))],
             "headline_verdict": rep.get("headline_sentence"),
             "stages": {name: asdict(stage) for name, stage in self.stages.items()},
             "wall_seconds": round(time.perf_counter() - started, 1),
@@ -343,13 +345,13 @@ class Demo:
             dice = f"{s['dice']:.4f}" if isinstance(s["dice"], (int, float)) else "n/a"
             print(f"U-Net from the {label} revision ({s['encoder_revision']}): Dice {dice} (seeds: {per_seed})  -> {s['repo_id']}")
         if summary["report_selection"]:
-            print("selection     (Dice lost vs last / epochs saved; from the report)")
+            print(f"selection     {'predictor':<33} {'rule':<31} {'kind':<10} {'lost vs last':>12} {'saved':>6}  (report.md has all)")
             for r in summary["report_selection"]:
                 params = ",".join(f"{k}={v:g}" for k, v in (r.get("params") or {}).items() if isinstance(v, (int, float)))
                 lost = f"{r['dice_lost_vs_last']:+.4f}" if r.get("dice_lost_vs_last") is not None else "n/a"
                 saved = f"{r['epochs_saved']:.0%}" if r.get("epochs_saved") is not None else "n/a"
-                print(f"  {r['predictor']:<34}{r['rule'] + ('(' + params + ')' if params else ''):<28}"
-                      f"{'online' if r['online'] else 'hindsight':<10}{lost:>9}{saved:>6}")
+                rule = r["rule"] + (f"({params})" if params else "")
+                print(f"              {r['predictor']:<33} {rule:<31} {'online' if r['online'] else 'hindsight':<10} {lost:>12} {saved:>6}")
         print(f"report        {summary['report']}")
         print(f"space         {summary['space_id']}")
         times = ", ".join(f"{k} {v['seconds']:.0f}s" + (" (reused)" if v["reused"] else "") for k, v in summary["stages"].items())

@@ -110,6 +110,13 @@ def test_score_every_revision_records_cards_summary_plot_and_best(hub_endpoint, 
     commits = HfApi().list_repo_commits(repo_id, revision="main")
     files_in_summary_commit = HfApi().list_repo_files(repo_id, revision=commits[0].commit_id)
     assert PLOT in files_in_summary_commit and "README.md" in files_in_summary_commit
+    # ties: per-image values stored (revision card and main), every scored row tested against the best, paired
+    per_image = json.loads(Path(hf_hub_download(repo_id, f"robustness/per_image_{BUILTIN_RETINA}.json")).read_text())
+    assert set(per_image) == set(pushed) and len({p["plan"] for p in per_image.values()}) == 1
+    assert len(namespace(repo_id, best)["robustness"][BUILTIN_RETINA][HEADLINE]["per_image"]) == len(per_image[best]["values"])
+    assert rows[best]["tied_with_best"] is True and rows[bad.name]["tied_with_best"] is None
+    assert all(isinstance(rows[n]["tied_with_best"], bool) for n in pushed)
+    assert summary["tied_with_best"] == [n for n in rows if rows[n]["tied_with_best"]] and summary["lowest_revision"] == best
     # the terminal shows the same table
     assert f"| {best} |" in printed and "**best**" in printed and pushed[best][0].sha[:10] in printed
 

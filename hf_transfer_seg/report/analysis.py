@@ -242,18 +242,28 @@ def analyse(
 
 
 def headline_sentence(report: dict[str, Any]) -> str:
-    """One honest sentence on the headline predictor's verdict (for summaries)."""
+    """One honest sentence on the headline predictor's verdict and the noise (for summaries)."""
     name = report.get("headline")
-    if not name:
-        return f"The headline predictor {report.get('headline_requested')} is not in the table: no headline verdict."
-    p = report["predictors"][name]
-    extra = ""
-    if p["verdict"] == "insufficient_evidence":
-        extra = " Only more series (encoders x targets), checkpoints and seeds could test it."
-    noise_info = report.get("noise") or {}
-    if noise_info.get("known"):
-        extra += (f" Seed SD of Dice {noise_info['seed_sd']:.4f}; the best-vs-last gap "
-                  f"{'exceeds' if noise_info['gap_exceeds_noise'] else 'does not exceed'} seed noise.")
+    n = report.get("noise") or {}
+    if n.get("known"):
+        gap = n.get("best_vs_last_gap_mean")
+        noise = (f"; seed SD of Dice {n['seed_sd']:.4f} ({n['num_seeds']} seeds), and the best-vs-last gap"
+                 f"{f' ({gap:.4f})' if gap is not None else ''} {'exceeds' if n['gap_exceeds_noise'] else 'is within'} seed noise")
     else:
-        extra += " Seed noise unknown (one seed per checkpoint)."
-    return f"Headline {name}: {p['verdict_text']}{extra}"
+        noise = "; seed noise unknown (one seed per checkpoint)"
+    if not name:
+        return f"The headline predictor {report.get('headline_requested')} is not in the table, so there is no headline verdict{noise}."
+    p = report["predictors"][name]
+    rho = f"mean Spearman {p['mean_spearman']:+.2f}" if p.get("mean_spearman") is not None else "no Spearman"
+    if p["verdict"] == "insufficient_evidence":
+        return (f"Headline {name}: insufficient evidence ({p['n_series_evidence']} series with >= {MIN_POINTS} fine-tuned checkpoints, "
+                f"{MIN_SERIES} needed), so this run cannot say whether it predicts Dice{noise}.")
+    if p["verdict"] == "direction_unknown":
+        return f"Headline {name} has no declared direction, so no verdict ({rho}){noise}."
+    pv = p.get("p_value")
+    stat = f"{rho}, p = {pv:.3g}" if pv is not None else rho
+    if p["verdict"] == "predicts":
+        beyond = ("" if p.get("adds_beyond_epoch") is None else
+                  ", adding information beyond training length" if p["adds_beyond_epoch"] else ", but not beyond training length")
+        return f"Headline {name} predicts Dice across {p['n_series_evidence']} series ({stat}){beyond}{noise}."
+    return f"Headline {name} does not predict Dice across {p['n_series_evidence']} series ({stat}){noise}."
