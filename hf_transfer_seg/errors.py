@@ -41,3 +41,7 @@ class WeightsError(HfTransferSegError):
 
 class LocalHubError(HfTransferSegError):
     """The local hub server could not start or was given a bad root."""
+
+
+class DiskFullError(HfTransferSegError, OSError):
+    """The disk filled up while saving; the message says what to free and how to continue."""

@@ -190,7 +190,7 @@ def test_sweep_records_mean_and_spread_resumes_and_feeds_the_report(encoder_repo
     preds = report["predictors"]
     assert {"robustness:cosine_m0.5_L-1_flat", "logme", "linear_probe_dice"} <= set(preds)
     score = preds["robustness:cosine_m0.5_L-1_flat"]
-    assert score["series"][encoder_repo]["n"] == 3 and score["lower_is_better"]
+    assert score["series"][encoder_repo]["n"] == 3 and score["direction"] == "lower"
     assert report["n_rows"] == 3 and report["synthetic"] == {"pretraining": None, "target": False}
     assert (out / "score_vs_dice.png").is_file() and (out / "report.md").read_text().startswith("# ")
 

@@ -122,7 +122,7 @@ def test_bad_inputs_fail_with_clear_errors(tmp_path):
 
     with pytest.raises(DataError, match="no images folder"):
         load_target(str(tmp_path))
-    with pytest.raises(DataError, match="not an embedded target"):
+    with pytest.raises(DataError, match="neither an existing file or folder nor a Hub dataset id"):
         load_target("no-such-thing")
 
 

@@ -516,7 +516,7 @@ def test_local_hub_rejects_a_file_as_root(tmp_path):
 def _feed_in_pieces(repo, body: bytes, sizes: list[int]):
     import asyncio
 
-    from hf_transfer_seg.localhub.app import CommitReader
+    from hf_transfer_seg.localhub.commit_body import CommitReader
 
     async def run():
         reader = CommitReader(repo)
@@ -538,7 +538,7 @@ def test_streamed_commit_lines_decode_across_any_chunking(tmp_path):
     import base64
     import random
 
-    from hf_transfer_seg.localhub.app import HTTPError
+    from hf_transfer_seg.localhub.responses import HTTPError
     from hf_transfer_seg.localhub.storage import Storage
 
     repo = Storage(tmp_path / "root").create("model", "test-org/stream")

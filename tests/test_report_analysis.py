@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 from hf_transfer_seg.errors import DataError
-from hf_transfer_seg.report.analysis import analyse, select
-from hf_transfer_seg.report.table import check_table, load_csv, lower_is_better, predictor_columns
+from hf_transfer_seg.report.analysis import analyse
+from hf_transfer_seg.report.table import check_table, load_csv, predictor_columns
+from hf_transfer_seg.selection import Lowest, Patience, known_direction, resolve_directions
 
 # --- hand-computed rank statistics (no ties), independent of scipy ------------------------------
 
@@ -68,7 +69,7 @@ def test_hand_formulas_give_the_values_worked_out_on_paper():
 def test_correlations_match_hand_computation_and_missing_values_are_per_predictor():
     result = analyse(check_table(table()), n_boot=500)
     score = result["predictors"]["robustness:cosine_m0.5_L-1_flat"]
-    assert score["lower_is_better"] and score["expected_sign"] == "negative"
+    assert score["direction"] == "lower"
     per = score["series"]
     assert per["a"]["spearman"] == pytest.approx(spearman_by_hand(A["score"], A["dice"]))
     assert per["a"]["kendall"] == pytest.approx(kendall_by_hand(A["score"], A["dice"]))
@@ -81,11 +82,11 @@ def test_correlations_match_hand_computation_and_missing_values_are_per_predicto
     assert score["fraction_expected_sign"] == pytest.approx(2 / 3)
     lo, hi = score["mean_spearman_ci"]
     assert -0.9 - 1e-9 <= lo <= score["mean_spearman"] <= hi <= 1.0 + 1e-9
-    # a weak mean correlation is reported plainly as a failure to predict
-    assert score["predicted_dice"] is False and "did NOT" in score["verdict"]
+    # three series (one of them with 3 checkpoints): below the minimum evidence, no verdict either way
+    assert score["verdict"] == "insufficient_evidence" and "insufficient evidence (n = 2" in score["verdict_text"]
 
     top1 = result["predictors"]["imagenet_top1"]
-    assert top1["lower_is_better"] is False and top1["expected_sign"] == "positive"
+    assert top1["direction"] == "higher"
     # series a: 4 rows with top-1 (epoch 20 dropped), monotone with Dice -> +1; series b has 2 points -> undefined
     assert top1["series"]["a"]["n"] == 4 and top1["series"]["a"]["spearman"] == pytest.approx(1.0)
     assert top1["series"]["b"]["spearman"] is None and top1["series"]["c"]["n"] == 0
@@ -98,34 +99,34 @@ def test_selection_rules_pick_the_expected_checkpoints():
     score = [0.9, 0.5, 0.6, 0.7, 0.4, 0.3]
     dice = [0.10, 0.50, 0.40, 0.45, 0.60, 0.55]
     df = pd.DataFrame({"series": "s", "epoch": epochs, "dice": dice, "robustness:x": score})
-    rules = analyse(df, tolerance=0.2, patience=2, n_boot=0)["predictors"]["robustness:x"]["rules"]
-    lowest, tol, pat = rules["lowest"]["series"]["s"], rules["within_tolerance"]["series"]["s"], rules["patience"]["series"]["s"]
+    rows = {(r["predictor"], r["rule"]): r for r in analyse(df, tolerance=0.2, patience=2, n_boot=0)["selection"]}
+    lowest, tol, pat = (rows[("robustness:x", k)]["series"]["s"] for k in ("lowest", "within_tolerance", "patience"))
     assert lowest["chosen_epoch"] == 6 and lowest["lost_vs_oracle"] == pytest.approx(0.05)
-    assert lowest["lost_vs_last"] == pytest.approx(0.0) and lowest["epochs_saved"] == pytest.approx(0.0)
-    # range 0.6, tolerance 0.2 -> anything <= 0.42: the earliest is epoch 5
+    assert lowest["lost_vs_last"] == pytest.approx(0.0) and lowest["epochs_saved"] == 0.0
+    # range 0.6, tolerance 0.2 -> anything <= 0.42: the earliest is epoch 5; hindsight: nothing saved
     assert tol["chosen_epoch"] == 5 and tol["lost_vs_oracle"] == pytest.approx(0.0)
-    assert tol["lost_vs_last"] == pytest.approx(-0.05) and tol["epochs_saved"] == pytest.approx(1 - 5 / 6)
-    # no improvement at epochs 3 and 4 -> stop at 4 with the best so far (epoch 2)
+    assert tol["lost_vs_last"] == pytest.approx(-0.05) and tol["epochs_saved"] == 0.0
+    # no improvement at epochs 3 and 4 -> stop at 4 with the best so far (epoch 2); online: 2 of 6 epochs saved
     assert pat["chosen_epoch"] == 2 and pat["stop_epoch"] == 4
     assert pat["lost_vs_oracle"] == pytest.approx(0.10) and pat["lost_vs_last"] == pytest.approx(0.05)
     assert pat["epochs_saved"] == pytest.approx(1 - 4 / 6)
-    assert rules["patience"]["mean_epochs_saved"] == pytest.approx(1 / 3)
+    assert rows[("robustness:x", "patience")]["online"] and not rows[("robustness:x", "lowest")]["online"]
 
 
 def test_select_higher_is_better_is_negated_and_ties_take_the_earliest():
-    assert select(np.array([1, 2, 3]), np.array([0.5, 0.2, 0.2]), "lowest") == (1, 1)
-    assert select(np.array([1, 2, 3, 4]), np.array([0.5, 0.4, 0.3, 0.2]), "patience", patience=1) == (3, 3)
-    df = pd.DataFrame({"series": "s", "epoch": [1, 2, 3], "dice": [0.2, 0.5, 0.4], "imagenet_top1": [0.1, 0.3, 0.2]})
-    rules = analyse(df, n_boot=0)["predictors"]["imagenet_top1"]["rules"]
-    assert rules["lowest"]["series"]["s"]["chosen_epoch"] == 2  # highest top-1
+    assert Lowest().apply([1, 2, 3], [0.5, 0.2, 0.2]).chosen == 1
+    assert Patience(1).apply([1, 2, 3, 4], [0.5, 0.4, 0.3, 0.2]).chosen == 3
+    df = pd.DataFrame({"series": "s", "epoch": [1, 2, 3], "dice": [0.2, 0.5, 0.4], "top1": [0.1, 0.3, 0.2]})
+    rows = {(r["predictor"], r["rule"]): r for r in analyse(df, n_boot=0)["selection"]}
+    assert rows[("top1", "lowest")]["series"]["s"]["chosen_epoch"] == 2  # highest top-1
 
 
 def test_direction_rule_and_predictor_columns():
-    assert lower_is_better("robustness:cosine_m0.5_L-1_flat")
-    assert lower_is_better("score_pooled") and lower_is_better("val_loss") and lower_is_better("hd95")
-    assert not lower_is_better("imagenet_top1") and not lower_is_better("logme")
-    assert not lower_is_better("robustness:x", higher=["robustness:x"])
-    assert lower_is_better("my_metric", lower=["my_metric"])
+    assert known_direction("robustness:cosine_m0.5_L-1_flat") == "lower"
+    assert known_direction("top1") == known_direction("logme") == known_direction("epoch") == "higher"
+    assert known_direction("score_pooled") is None and known_direction("val_loss") is None  # never guessed from a name
+    assert resolve_directions(["robustness:x", "my_metric"], higher=["robustness:x"], lower=["my_metric"]) == {
+        "robustness:x": "higher", "my_metric": "lower"}
     df = check_table(pd.DataFrame({"series": ["a"], "epoch": [1], "dice": [0.5], "note": ["x"], "logme": [1.0]}))
     assert predictor_columns(df) == ["logme"]
 
@@ -147,13 +148,14 @@ def test_report_cli_from_csv_writes_json_markdown_and_plots(tmp_path):
     report = json.loads((out / "report.json").read_text())
     score = report["predictors"]["robustness:cosine_m0.5_L-1_flat"]
     assert score["series"]["a"]["spearman"] == pytest.approx(-0.9)
-    assert set(score["rules"]) == {"lowest", "within_tolerance", "patience"}
-    for rule in score["rules"].values():
-        for key in ("mean_lost_vs_oracle", "mean_lost_vs_last", "mean_epochs_saved"):
-            assert key in rule and (rule[key] is None or math.isfinite(rule[key]))
+    rules = {r["rule"] for r in report["selection"] if r["predictor"] == "robustness:cosine_m0.5_L-1_flat"}
+    assert rules == {"lowest", "within_tolerance", "patience"}
+    for row in report["selection"]:
+        for key in ("dice_lost_vs_oracle", "dice_lost_vs_last", "epochs_saved"):
+            assert row[key] is None or math.isfinite(row[key])
     assert report["primary_predictor"] == "robustness:cosine_m0.5_L-1_flat"
     md = (out / "report.md").read_text()
-    assert "did NOT predict Dice" in md and "| robustness:cosine_m0.5_L-1_flat |" in md
+    assert "insufficient evidence" in md and "| robustness:cosine_m0.5_L-1_flat |" in md
     for name in ("score_vs_epoch.png", "dice_vs_epoch.png", "score_vs_dice.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
 

@@ -101,7 +101,7 @@ def test_score_every_revision_records_cards_summary_plot_and_best(hub_endpoint, 
     best = min(scores, key=scores.get)
     assert summary["config"] == HEADLINE and summary["best_revision"] == best
     assert summary["best_sha"] == pushed[best][0].sha
-    assert rows["epoch-0005"]["imagenet_top1"] == 11.0
+    assert rows["epoch-0005"]["top1"] == 11.0
     section = get_section_text(card.text, "robustness")
     assert f"| {best} | " in section and "**best**" in section and PLOT in section
     assert all(f"| {n} |" in section for n in rows)

@@ -117,7 +117,7 @@ def test_too_few_images_is_a_clear_error(tmp_path):
         build_plan(resolve_target(str(tmp_path)), num_images=16, progress=False)
     with pytest.raises(DataError, match="at least 4"):
         build_plan(resolve_target(BUILTIN_RETINA), num_images=3, progress=False)
-    with pytest.raises(DataError, match="neither an existing folder nor a Hub dataset id"):
+    with pytest.raises(DataError, match="neither an existing file or folder nor a Hub dataset id"):
         resolve_target("./no/such/folder")
 
 

@@ -26,6 +26,8 @@ import math
 import re
 from typing import Any
 
+from hf_transfer_seg.cards.dataset_ref import eval_dataset
+
 NAMESPACE = "hf_transfer_seg"
 
 # ------------------------------------------------------------------ keys of the hf_transfer_seg mapping
@@ -35,6 +37,7 @@ ROBUSTNESS = "robustness"
 ROBUSTNESS_TARGETS = "robustness_targets"
 DOWNSTREAM = "downstream"
 TRANSFERABILITY = "transferability"
+MODEL_RANKING = "model_ranking"  # written by `rank --write-cards`: {target: {headline, score, rank, rankme, ...}}
 # main's card
 CHECKPOINTS = "checkpoints"
 LATEST_REVISION = "latest_revision"
@@ -80,8 +83,7 @@ def robustness_result(target_key: str, config: str, score: float):
     return EvalResult(
         task_type=ROBUSTNESS_TASK,
         task_name="Label-free robustness score (lower is better)",
-        dataset_type=target_key,
-        dataset_name=target_key,
+        **eval_dataset(target_key),
         metric_type=ROBUSTNESS_METRIC,
         metric_name=f"robustness score {config}",
         metric_value=score,
@@ -94,7 +96,7 @@ def segmentation_result(target_key: str, metric_type: str, value: float, *, froz
     from huggingface_hub import EvalResult
 
     return EvalResult(
-        task_type=SEGMENTATION_TASK, dataset_type=target_key, dataset_name=target_key, dataset_split="validation",
+        task_type=SEGMENTATION_TASK, **{**eval_dataset(target_key), "dataset_split": "validation"},
         metric_type=metric_type, metric_value=float(value), metric_config=metric_config(frozen),
     )
 
@@ -104,7 +106,7 @@ def accuracy_result(dataset: str, name: str, value: float):
     from huggingface_hub import EvalResult
 
     return EvalResult(
-        task_type=CLASSIFICATION_TASK, dataset_type=dataset, dataset_name=dataset, dataset_split="validation",
+        task_type=CLASSIFICATION_TASK, **{**eval_dataset(dataset), "dataset_split": "validation"},
         metric_type="accuracy", metric_name=name, metric_value=float(value),
     )
 

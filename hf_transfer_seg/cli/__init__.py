@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 
 from hf_transfer_seg import __version__
 from hf_transfer_seg.errors import HfTransferSegError
@@ -21,6 +22,7 @@ SUBCOMMANDS = {
     "pretrain": "pretrain",
     "push-pending": "pretrain",
     "score": "score",
+    "rank": "rank",
     "finetune": "finetune",
     "sweep": "finetune",
     "report": "report",
@@ -71,7 +73,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except HfTransferSegError as exc:
+        if args.verbose:
+            traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - a failed Hub request ends every command the same way
+        from hf_transfer_seg.cli.failures import explain
+
+        message = explain(exc)
+        if message is None:
+            raise
+        if args.verbose:
+            traceback.print_exc()
+        print(f"error: {message} (Run with -v for the traceback.)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

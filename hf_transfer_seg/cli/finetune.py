@@ -12,7 +12,8 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
         "--target", default="mni152-tissue",
         help="segmentation target: 'mni152-tissue' (3 classes) or 'mni152-wm' (binary), real MNI152 slices shipped with "
         "nilearn (offline); a folder with images/ and masks/ (or DRIVE's images/ + 1st_manual/ [+ mask/ field of view]); "
-        "or a Hub dataset id with image and mask columns",
+        "an nnU-Net raw / MSD folder (dataset.json, imagesTr/, labelsTr/); a NIfTI volume or a DICOM series folder "
+        "with --labels; or a Hub dataset id with image and mask columns (Image or Nifti)",
     )
     t.add_argument("--target-key", default=None, help="key under which results are recorded (default: derived from --target, as the scorer does)")
     t.add_argument("--num-classes", type=int, default=None, help="number of classes incl. background (default: inferred; 0/255 masks are binary)")
@@ -22,7 +23,8 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--image-column", default=None, help="image column of a Hub dataset target")
     t.add_argument("--mask-column", default=None, help="mask column of a Hub dataset target")
     t.add_argument("--resize-longest", type=int, default=None, help="downscale images so the longer side is at most this (default: keep size)")
-    t.add_argument("--limit", type=int, default=None, help="use at most this many images")
+    t.add_argument("--limit", type=int, default=None, help="use at most this many images (volumes: slices, spread over the cases)")
+    add_volume_args(t, labelled=True)
     t.add_argument("--val-fraction", type=float, default=0.2, help="fraction of images held out for validation")
     t.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split (kept fixed across seeds and revisions)")
     r = p.add_argument_group("recipe (paper defaults)")
@@ -44,13 +46,27 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def add_volume_args(group, *, labelled: bool) -> None:
+    """Options of volumetric and raw-valued targets (NIfTI, DICOM, nnU-Net folders, 16-bit images)."""
+    group.add_argument("--slice-axis", default=None,
+                       help="volumes are cut into 2-D slices along this axis: axial (default, from the affine / DICOM "
+                       "orientation), coronal, sagittal, or an array axis 0/1/2")
+    if labelled:
+        group.add_argument("--labels", default=None, help="label volume (NIfTI, on the image's voxel grid) of a NIfTI or DICOM target")
+    group.add_argument("--window", default=None,
+                       help="CT window instead of fitted percentiles: soft-tissue, lung, bone, bone-wide, brain or WIDTH,LEVEL in HU")
+    group.add_argument("--intensity-range", default=None,
+                       help="fixed LO,HI intensity range instead of the 0.5-99.5 percentiles of the training cases")
+
+
 def _config(args: argparse.Namespace, **overrides):
     from hf_transfer_seg.finetune.config import FinetuneConfig
 
     return FinetuneConfig(
         target=args.target, target_key=args.target_key, num_classes=args.num_classes, mask_dir=args.mask_dir,
         fov_dir=args.fov_dir, split=args.split, image_column=args.image_column, mask_column=args.mask_column,
-        resize_longest=args.resize_longest, limit=args.limit, val_fraction=args.val_fraction, split_seed=args.split_seed,
+        resize_longest=args.resize_longest, limit=args.limit, slice_axis=args.slice_axis, labels=args.labels,
+        window=args.window, intensity_range=args.intensity_range, val_fraction=args.val_fraction, split_seed=args.split_seed,
         freeze_encoder=args.freeze_encoder, frozen_batchnorm_train=args.frozen_batchnorm_train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, loss=args.loss, image_size=args.image_size,
         crops_per_image=args.crops_per_image, augment=not args.no_augment, eval_every=args.eval_every,
@@ -134,9 +150,11 @@ def run_finetune(args: argparse.Namespace) -> int:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
     print(
-        f"\n{result.target['key']}: Dice {f(m['dice_mean'])}  IoU {f(m['iou_mean'])}  HD95 {f(m['hd95_mean'], 2)} px  "
+        f"\n{result.target['key']}: Dice {f(m['dice_mean'])}  IoU {f(m['iou_mean'])}  HD95 {f(m['hd95_mean'], 2)} {m.get('hd95_unit', 'px')}  "
         f"({m['num_images']} validation images; {result.train_images_per_second:.1f} train images/s)"
     )
+    if m.get("dice_volume_mean") is not None:
+        print(f"  per-volume Dice {f(m['dice_volume_mean'])} over {m['num_volumes']} validation volumes")
     for name, row in m["per_class"].items():
         print(f"  {name:>20}: Dice {f(row['dice'])}  IoU {f(row['iou'])}")
     if seg:
@@ -167,4 +185,11 @@ def run_sweep(args: argparse.Namespace) -> int:
     summary = out.get("summary")
     if summary and summary.get("best_revision"):
         print(f"best Dice: {summary['best_revision']} ({summary['best_dice']:.4f})")
+    if out.get("failed"):
+        from hf_transfer_seg.errors import WeightsError
+
+        raise WeightsError(
+            f"{len(out['failed'])} revision(s) could not be fine-tuned and were skipped (the others are recorded): "
+            + "; ".join(f"{name}: {why}" for name, why in out["failed"].items())
+        )
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 TOKEN_ENV = "HF_TRANSFER_SEG_HUB_TOKEN"
 
@@ -31,7 +32,7 @@ def add_parser(subparsers) -> None:
         "--token",
         default=None,
         help=f"require 'Authorization: Bearer TOKEN' on every request (default: ${TOKEN_ENV} if set, else open). "
-        "Clients send it from HF_TOKEN.",
+        f"Prefer ${TOKEN_ENV}: a --token value is visible to other users in ps. Clients send it from HF_TOKEN.",
     )
     serve.add_argument(
         "--lfs-uploads",
@@ -54,6 +55,12 @@ def _serve(args: argparse.Namespace) -> int:
     from hf_transfer_seg.errors import ConfigError
     from hf_transfer_seg.localhub.server import serve, warn_if_exposed
 
+    if args.token is not None:
+        print(
+            f"warning: --token is visible to every user of this machine (ps, /proc/PID/cmdline); set it in the "
+            f"environment instead: {TOKEN_ENV}=... hf-transfer-seg hub serve ...",
+            file=sys.stderr,
+        )
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be between 0 and 65535, got {args.port}")
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None

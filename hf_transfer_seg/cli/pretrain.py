@@ -52,6 +52,9 @@ def _add_pretrain_options(p: argparse.ArgumentParser) -> None:
                    help="linear warm-up (default: the paper's 20 of 300 epochs kept in proportion, epochs/15, at most 20)")
     g.add_argument("--weight-decay", type=float, default=S, help="AdamW weight decay (default 0.05)")
     g.add_argument("--clip-grad", type=float, default=S, help="clip the gradient norm (default off)")
+    g.add_argument("--early-stop", default=S, metavar="RULE",
+                   help="stop with an online selection rule (the report's rule objects): patience=N (live robustness score, "
+                   "needs --score-target), top1:threshold=X, top1:patience=N, epoch:fixed_fraction=F")
     g = p.add_argument_group("hub and output")
     g.add_argument("--repo-id", default=S, help="model repo receiving one branch per checkpoint (none: keep them local)")
     g.add_argument("--private", action=flag, default=S, help="create the repo private")
@@ -101,14 +104,25 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def run_pretrain(args: argparse.Namespace) -> int:
     from hf_transfer_seg.pretrain.config import build_config
+    from hf_transfer_seg.pretrain.early_stop import make_early_stop
     from hf_transfer_seg.pretrain.loop import run_pretraining
     from hf_transfer_seg.scoring import live_cli
 
+    from hf_transfer_seg.disk import check_writable_dir
+    from hf_transfer_seg.errors import HubError
+
     config = build_config(_overrides(args), args.config_file)
-    callbacks = live_cli.make_callbacks(args, config)
+    check_writable_dir(config.output_dir)
+    callbacks = live_cli.make_callbacks(args, config) + make_early_stop(config.early_stop, config, args)
     result = run_pretraining(config, callbacks)
     if result.exit_code:
         return result.exit_code
+    if config.repo_id and result.pending:
+        raise HubError(
+            f"{len(result.pending)} checkpoint(s) could not be pushed and are still pending: {', '.join(result.pending)}. "
+            f"They are safe in {config.output_dir}/pending; deliver them with `hf-transfer-seg push-pending "
+            f"--output-dir {config.output_dir} --repo-id {config.repo_id}` once the Hub is reachable."
+        )
     where = f"{config.repo_id} (branches {', '.join(result.revisions)})" if config.repo_id else f"{config.output_dir}/pending"
     if result.revisions:
         log.info("done: step %d, %d checkpoint(s) in %s", result.global_step, len(result.revisions), where)

@@ -13,23 +13,30 @@ def add_parser(subparsers) -> None:
             "Read every checkpoint revision's card (robustness scores, downstream Dice, ImageNet top-1, LogME, "
             "linear-probe Dice) or a CSV table (columns series, epoch, dice + one numeric column per predictor) and "
             "write DIR/report.json, DIR/report.md and plots: per-series Spearman/Kendall, the fraction of series with "
-            "the expected sign, checkpoint selection rules (Dice lost vs the best and the last checkpoint, epochs "
-            "saved), bootstrap intervals over series. Predictors named robustness*/score* or containing "
-            "loss/error/hd95 are lower-is-better; others higher-is-better."
+            "the declared sign, one headline predictor tested in advance (others exploratory, Holm-corrected), a "
+            "minimum-evidence gate, epoch-controlled partial correlations, seed noise, and checkpoint selection rules "
+            "(online vs hindsight, honest epochs saved, fixed-fraction/last/oracle baselines; leave-one-group-out with "
+            "--group-by). Directions are never guessed: the tool's own columns (robustness:*, logme, linear_probe_dice, "
+            "top1, epoch) have known ones; declare any other with --lower-is-better/--higher-is-better."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--repo-id", action="append", help="model repo(s) with checkpoint revisions; repeat for several series")
     src.add_argument("--table", help="CSV with columns series, epoch, dice and predictor columns")
+    src.add_argument("--results-repo", help="dataset repo written by `rank` (models instead of checkpoints; Dice from results.csv or the models' cards)")
     p.add_argument("--target", default=None, help="target key whose scores and Dice are read from the cards (e.g. mni152-tissue, local:data/drive-train)")
     p.add_argument("--score-target", default=None, help="target key of the robustness scores, when they were computed on other images (default: --target)")
     p.add_argument("--frozen", action="store_true", help="use the frozen-encoder Dice from the cards")
     p.add_argument("--revisions", default="all", help="'all' or a comma list of revisions (cards mode)")
     p.add_argument("--output", required=True, help="folder for report.json, report.md, table.csv and the plots")
-    p.add_argument("--predictor", default=None, help="predictor shown in the plots (default: the best-correlated robustness column)")
-    p.add_argument("--lower-is-better", default="", help="comma list of predictor columns to treat as lower-is-better")
-    p.add_argument("--higher-is-better", default="", help="comma list of predictor columns to treat as higher-is-better")
+    p.add_argument("--predictor", default=None, help="predictor shown in the plots (default: the headline)")
+    p.add_argument("--headline", default="robustness:cosine_m0.5_L-1_flat",
+                   help="the one predictor declared in advance (tested alone); every other one is exploratory")
+    p.add_argument("--lower-is-better", nargs="+", default=[], metavar="COL", help="predictor columns where lower is better (commas also split)")
+    p.add_argument("--higher-is-better", nargs="+", default=[], metavar="COL", help="predictor columns where higher is better (commas also split)")
+    p.add_argument("--group-by", default=None, metavar="COL",
+                   help="a per-series column (e.g. dataset, model): tune rule parameters leave-one-group-out and report out-of-sample figures")
     p.add_argument("--tolerance", type=float, default=0.05, help="'within tolerance' rule: fraction of the series' score range")
     p.add_argument("--patience", type=int, default=2, help="'patience' rule: checkpoints without improvement before stopping")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (over series) for intervals")
@@ -37,8 +44,10 @@ def add_parser(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _names(text: str) -> list[str]:
-    return [s.strip() for s in (text or "").split(",") if s.strip()]
+def _names(values) -> list[str]:
+    if isinstance(values, str):
+        values = [values]
+    return [s.strip() for v in values or [] for s in v.split(",") if s.strip()]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,28 +55,38 @@ def run(args: argparse.Namespace) -> int:
     from hf_transfer_seg.report.table import load_csv, table_from_cards
     from hf_transfer_seg.report.write import write_report
 
+    lower = _names(args.lower_is_better)
     if args.table:
         df = load_csv(args.table)
         source = f"table {args.table}"
+    elif args.results_repo:
+        from hf_transfer_seg.report.results import load_results_table
+
+        df, directions, sha = load_results_table(args.results_repo, args.target, frozen=args.frozen)
+        lower += [p for p in directions if p not in _names(args.higher_is_better)]
+        source = f"results repo {args.results_repo}@{sha[:10]} ({len(df)} models{', target ' + args.target if args.target else ''})"
     else:
         if not args.target:
             raise ConfigError("--target is required with --repo-id: the key of the target whose Dice and scores to read")
         df = table_from_cards(args.repo_id, args.target, frozen=args.frozen, revisions=args.revisions, score_key=args.score_target)
         source = f"cards of {', '.join(args.repo_id)} (target {args.target}{', frozen encoder' if args.frozen else ''})"
+    declared = _names(args.lower_is_better) + _names(args.higher_is_better) + ([args.group_by] if args.group_by else [])
+    missing = [n for n in declared if n not in df.columns]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} named in --lower-is-better/--higher-is-better/--group-by but not a column of "
+                          f"the table; its columns are: {', '.join(map(str, df.columns))}")
     report = write_report(
-        df, args.output, source=source, predictor=args.predictor, lower=_names(args.lower_is_better),
-        higher=_names(args.higher_is_better), tolerance=args.tolerance, patience=args.patience, n_boot=args.bootstrap, seed=args.seed,
+        df, args.output, source=source, predictor=args.predictor, lower=lower,
+        higher=_names(args.higher_is_better), headline=args.headline, group_by=args.group_by, tolerance=args.tolerance,
+        patience=args.patience, n_boot=args.bootstrap, seed=args.seed,
     )
     print(f"wrote {args.output}/report.md and report.json ({report['n_series']} series, {report['n_rows']} checkpoints with Dice)")
-    _print_verdicts(report["predictors"])
+    if report["undeclared"]:
+        print(f"  {len(report['undeclared'])} predictor(s) have no declared direction (correlations only); "
+              "declare them with --lower-is-better/--higher-is-better")
+    counts = {}
+    for p in report["predictors"].values():
+        counts[p["verdict"]] = counts.get(p["verdict"], 0) + 1
+    print("  verdicts: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    print("  " + report["headline_sentence"])
     return 0
-
-
-def _print_verdicts(predictors: dict) -> None:
-    from hf_transfer_seg.report.write import key_predictors
-
-    shown = key_predictors(predictors)
-    for name in shown:
-        print(f"  {name}: {predictors[name]['verdict']}")
-    if len(predictors) > len(shown):
-        print(f"  ... {len(predictors) - len(shown)} more predictors in report.md")

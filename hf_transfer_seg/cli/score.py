@@ -23,9 +23,13 @@ def add_parser(subparsers) -> None:
     p.add_argument(
         "--target",
         default="skimage-retina",
-        help="target images: a folder (recursive; mask folders skipped), a Hub dataset id with an image column, "
+        help="target images: a folder (recursive; mask folders skipped), a NIfTI volume, a DICOM series folder, an "
+        "nnU-Net raw / MSD folder (imagesTr only; labels never read), a Hub dataset id with an Image or Nifti column, "
         "or 'skimage-retina' (the fundus photograph shipped with scikit-image, tiled; works offline)",
     )
+    from hf_transfer_seg.cli.finetune import add_volume_args
+
+    add_volume_args(p, labelled=False)
     p.add_argument("--revisions", default="all", help="'all' or a comma list of branch names / epochs, e.g. epoch-0005,20")
     p.add_argument("--num-images", type=int, default=256, help="images drawn (with the seed) from the target")
     p.add_argument("--seed", type=int, default=0, help="one seed for image subset, jitter of both views, negatives, bootstrap")
@@ -38,6 +42,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--split", default="train", help="split of a Hub dataset target")
     p.add_argument("--image-column", default=None, help="image column of a Hub dataset target (default: the first non-mask image column)")
     p.add_argument("--target-synthetic", action="store_true", help="declare that the target images are synthetic (cards say so)")
+    p.add_argument("--prefer", choices=("lowest", "earliest-tied"), default="lowest",
+                   help="which revision main's card calls best: the lowest score, or the earliest revision statistically "
+                   "tied with it (paired test on per-image values; cheaper, cf. 'shorter pretraining often transfers better')")
     p.add_argument("--dry-run", action="store_true", help="score and print the table but write nothing to the Hub")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -58,11 +65,25 @@ def _quiet_libraries() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from hf_transfer_seg.scoring.pipeline import run_score
+    from hf_transfer_seg.scoring.pipeline import ScoresNotRecorded, run_score
 
     _quiet_libraries()
 
-    outcome = run_score(
+    try:
+        outcome = _score(args, run_score)
+    except ScoresNotRecorded as exc:  # print what was computed, then the clean error (exit 2)
+        if exc.outcome.is_main:
+            print(exc.outcome.report())
+        raise
+    if outcome.is_main:
+        print(outcome.report())
+        if any(not r.ok for r in outcome.results):
+            print("Failed revisions were recorded as failed in their cards.")
+    return 0
+
+
+def _score(args: argparse.Namespace, run_score):
+    return run_score(
         args.repo_id,
         args.target,
         revisions=args.revisions,
@@ -79,17 +100,6 @@ def run(args: argparse.Namespace) -> int:
         target_synthetic=args.target_synthetic,
         write=not args.dry_run,
         progress=not args.no_progress,
+        prefer=args.prefer,
+        target_options={"slice_axis": args.slice_axis, "window": args.window, "intensity_range": args.intensity_range},
     )
-    if outcome.is_main:
-        plan = outcome.plan
-        print(
-            f"\nRobustness score on {plan.target_key} ({plan.num_images} images, {plan.image_size} px, seed {plan.seed}, "
-            f"{args.config}; lower is better)\n"
-        )
-        print(outcome.table())
-        if outcome.num_processes > 1:
-            print(f"\n{len(outcome.results)} revisions scored by {outcome.num_processes} processes.")
-        failed = [r for r in outcome.results if not r.ok]
-        if failed:
-            print(f"\n{len(failed)} revision(s) failed and were recorded as failed in their cards.")
-    return 0

@@ -18,6 +18,7 @@ def _common(parser: argparse.ArgumentParser, *, target_required: bool) -> None:
     parser.add_argument("--seg-revision", default=None, help="branch, tag or sha of --seg-repo (default: main, pinned to its sha)")
     parser.add_argument("--max-side", type=int, default=None, help="downscale larger images to this many pixels on the longest side (1024)")
     parser.add_argument("--max-megapixels", type=float, default=None, help="refuse images larger than this (40)")
+    parser.add_argument("--results-repo", default=None, help="dataset repo written by `rank`: its model ranking is shown in the Leaderboard tab")
 
 
 def add_parser(subparsers) -> None:
@@ -65,6 +66,7 @@ def _config(args: argparse.Namespace):
         seg_revision=args.seg_revision,
         max_side=args.max_side,
         max_megapixels=args.max_megapixels,
+        results_repo=args.results_repo,
     )
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hf_transfer_seg.data.images import is_image_file, to_rgb_tensor
+from hf_transfer_seg.data.images import is_image_file, open_image, to_rgb_tensor
 from hf_transfer_seg.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def to_pil(source: Any) -> Image.Image:
         source = source.get("bytes") or source.get("path")
     if isinstance(source, (bytes, bytearray)):
         source = io.BytesIO(source)
-    img = source if isinstance(source, Image.Image) else Image.open(source)
+    img = source if isinstance(source, Image.Image) else open_image(source)
     img.load()  # truncated or corrupt files fail here, not later inside a transform
     if img.mode == "RGB":
         return img
@@ -516,6 +516,12 @@ def build_classification_data(
         return ClassificationData(
             train, val, n_classes, train.class_names, SYNTHETIC, "synthetic", synthetic=True, train_size=train_n
         )
+    if dataset == "digits":  # scikit-learn's bundled real digits (hf_transfer_seg.data.digits)
+        from hf_transfer_seg.data.digits import DIGITS, digits_datasets
+
+        train, val, names = digits_datasets(_MapDataset, image_size=image_size, train_transform=train_transform,
+                                            val_transform=val_transform, seed=seed, train_size=train_size, val_size=val_size)
+        return ClassificationData(train, val, 10, names, DIGITS, "bundled", synthetic=False, train_size=len(train))
     local = Path(dataset).expanduser()
     saved = local.is_dir() and ((local / "dataset_dict.json").is_file() or (local / "state.json").is_file())
     if local.is_dir() and not saved:

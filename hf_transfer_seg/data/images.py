@@ -16,6 +16,43 @@ from hf_transfer_seg.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".webp", ".ppm", ".pgm")
 
+# The one decompression-bomb limit of the package (PIL's own default error threshold, about 179
+# megapixels): PIL refuses larger images by itself, and TIFFs read with tifffile are checked against it
+# from their header before any pixel is decoded. Every reader in data/ goes through this module.
+MAX_IMAGE_PIXELS = 2 * 89_478_485
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS // 2  # PIL raises DecompressionBombError above twice this
+
+
+def _too_large(path: str | Path, pixels: int) -> DataError:
+    return DataError(
+        f"image {path} has {pixels:,} pixels, more than the {MAX_IMAGE_PIXELS:,} that are decoded safely "
+        "(a decompression bomb or a whole-slide scan): remove it from the folder or tile it first"
+    )
+
+
+def check_tiff_size(path: str | Path) -> None:
+    """Refuse a TIFF whose first series is larger than :data:`MAX_IMAGE_PIXELS`, reading only its header."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        shape = tif.series[0].shape if tif.series else ()
+        axes = tif.series[0].axes if tif.series else ""
+    pixels = 1
+    for size, axis in zip(shape, axes):
+        if axis not in "SC":  # samples/channels are not pixels
+            pixels *= int(size)
+    if pixels > MAX_IMAGE_PIXELS:
+        raise _too_large(path, pixels)
+
+
+def open_image(source) -> Image.Image:
+    """``PIL.Image.open`` with decompression bombs turned into :class:`DataError` (use as a context manager)."""
+    try:
+        return Image.open(source)
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"image {source if isinstance(source, (str, Path)) else ''} is too large to decode safely "
+                        f"({exc}); remove it or tile it first") from None
+
 
 def is_image_file(path: str | Path) -> bool:
     return Path(path).suffix.lower() in IMAGE_SUFFIXES and not Path(path).name.startswith(".")
@@ -29,10 +66,13 @@ def read_array(path: str | Path) -> np.ndarray:
             import tifffile
 
             try:
+                check_tiff_size(path)
                 return np.asarray(tifffile.imread(path))
+            except DataError:
+                raise
             except Exception:  # noqa: BLE001 - some TIFFs are only readable by PIL
                 pass
-        with Image.open(path) as img:
+        with open_image(path) as img:
             if img.mode == "P":
                 img = img.convert("RGBA" if "transparency" in img.info else "RGB")
             return np.asarray(img)
@@ -41,18 +81,21 @@ def read_array(path: str | Path) -> np.ndarray:
 
 
 def to_unit_float(array: np.ndarray) -> np.ndarray:
-    """Scale integer or float pixel values into [0, 1] as float32."""
+    """Scale integer or float pixel values into [0, 1] as float32, by a rule fixed per data type.
+
+    8-bit: / 255. Other integers: / the container's maximum (65535 for uint16), the same for every
+    image, so two files with the same content load the same whatever their maximum. Floats already in
+    [0, 1] are kept; other float images have no fixed scale and are min-max scaled (pass a dataset-level
+    :class:`~hf_transfer_seg.data.intensity.Intensity` instead, as the target sources do).
+    """
     array = np.asarray(array)
     if array.dtype == np.bool_:
         return array.astype(np.float32)
     if np.issubdtype(array.dtype, np.integer):
-        info = np.iinfo(array.dtype)
         if array.dtype == np.uint8:
             return array.astype(np.float32) / 255.0
-        top = float(array.max()) if array.size else 1.0
-        # 16-bit files often use 12 bits or fewer: scale by the container unless values exceed 8 bits only slightly
-        scale = float(info.max) if top > 4095 else (4095.0 if top > 255 else 255.0)
-        return np.clip(array.astype(np.float32) / scale, 0.0, 1.0)
+        info = np.iinfo(array.dtype)
+        return np.clip((array.astype(np.float32) - max(info.min, 0)) / float(info.max), 0.0, 1.0)
     array = array.astype(np.float32)
     if not np.isfinite(array).all():
         array = np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0)
@@ -64,26 +107,38 @@ def to_unit_float(array: np.ndarray) -> np.ndarray:
     return (array - lo) / (hi - lo)
 
 
-def to_rgb_tensor(array: np.ndarray) -> torch.Tensor:
-    """``float32 [3, H, W]`` in [0, 1] from a decoded pixel array of any common layout."""
-    array = to_unit_float(array)
+def channels_first(array: np.ndarray, name: str = "image") -> np.ndarray:
+    """A 2-D image as ``[C, H, W]`` (C <= 4), keeping values; a volume or >4 channels is an error naming the fix."""
+    array = np.asarray(array)
     if array.ndim == 2:
-        array = np.repeat(array[:, :, None], 3, axis=2)
-    elif array.ndim == 3:
-        if array.shape[0] in (1, 3, 4) and array.shape[2] not in (1, 3, 4):  # channels first
-            array = np.moveaxis(array, 0, 2)
-        channels = array.shape[2]
-        if channels == 1:
-            array = np.repeat(array, 3, axis=2)
-        elif channels == 2:  # grey + alpha
-            array = np.repeat(array[:, :, :1], 3, axis=2)
-        elif channels >= 4:
-            array = array[:, :, :3]
-    else:
-        raise DataError(f"expected a 2-D image, got an array of shape {array.shape}")
-    return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+        return array[None]
+    if array.ndim == 3:
+        if array.shape[2] <= 4 and array.shape[0] > 4:
+            return np.moveaxis(array, 2, 0)
+        if array.shape[0] <= 4 and array.shape[2] > 4:
+            return array
+        if array.shape[2] <= 4:  # both small: channels last is the usual layout of PNG/TIFF readers
+            return np.moveaxis(array, 2, 0)
+    raise DataError(
+        f"{name} has shape {tuple(array.shape)}: more than 4 channels or a third spatial axis where a 2-D image is "
+        "expected. Pass a volume as a NIfTI file or a DICOM series (sliced along --slice-axis), or split the stack "
+        "into 2-D image files (at most 4 channels each)"
+    )
+
+
+def to_rgb_tensor(array: np.ndarray, name: str = "image") -> torch.Tensor:
+    """``float32 [3, H, W]`` in [0, 1] from a decoded pixel array of any common 2-D layout."""
+    array = channels_first(np.asarray(array), name)
+    if array.shape[0] == 2:  # grey + alpha
+        array = array[:1]
+    array = to_unit_float(array)
+    if array.shape[0] == 1:
+        array = np.repeat(array, 3, axis=0)
+    elif array.shape[0] >= 4:
+        array = array[:3]
+    return torch.from_numpy(np.ascontiguousarray(array))
 
 
 def load_image(path: str | Path) -> torch.Tensor:
     """Read an image file as ``float32 [3, H, W]`` in [0, 1]."""
-    return to_rgb_tensor(read_array(path))
+    return to_rgb_tensor(read_array(path), str(path))

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from hf_transfer_seg.data.images import is_image_file, load_image, to_rgb_tensor
+from hf_transfer_seg.data.images import check_tiff_size, is_image_file, load_image, open_image, to_rgb_tensor
+from hf_transfer_seg.data.intensity import UNIT8
 from hf_transfer_seg.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,8 @@ class SegSample:
     image: torch.Tensor  # float32 [3, H, W] in [0, 1]
     mask: torch.Tensor  # int64 [H, W] in [0, num_classes)
     valid: torch.Tensor | None = None  # bool [H, W]: field of view (pixels outside are not scored)
+    case: str | None = None  # the volume (case) a slice comes from; splits never cut a case
+    spacing: tuple[float, float] | None = None  # pixel size (rows, columns) in mm, when the source says
 
 
 @dataclass
@@ -63,12 +66,35 @@ class SegTarget:
     synthetic: bool = False
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # dataset-level normalisation (data/intensity.py): None while images still hold raw values to fit it on
+    intensity: dict[str, Any] | None = None
+    resize_longest: int | None = None  # applied after normalisation when images are raw
+    volumetric: bool = False
+
+    @property
+    def pending(self) -> bool:
+        """True while the images hold raw values: :meth:`normalise` fits and applies the intensity range."""
+        return self.intensity is None
+
+    def normalise(self, train: "SegTarget | None" = None, fixed: Any = None) -> "SegTarget":
+        """Fit the intensity range on ``train``'s images (all images without it), apply it to every image, in place."""
+        from hf_transfer_seg.data.intensity import Intensity, fit_percentiles, to_three_channels
+
+        if not self.pending:
+            return self
+        intensity = fixed if isinstance(fixed, Intensity) else fit_percentiles(s.image for s in (train or self).samples)
+        for i, sample in enumerate(self.samples):
+            sample.image = to_three_channels(intensity.apply(sample.image))
+            resized = _resize(sample, self.resize_longest)
+            sample.image, sample.mask, sample.valid, sample.spacing = resized.image, resized.mask, resized.valid, resized.spacing
+        self.intensity = intensity.to_dict()
+        return self
 
     def subset(self, names: list[str]) -> "SegTarget":
         by_name = {s.name: s for s in self.samples}
         return SegTarget(
             self.key, [by_name[n] for n in names], self.num_classes, self.class_names, self.source,
-            self.synthetic, self.description, dict(self.extra),
+            self.synthetic, self.description, dict(self.extra), self.intensity, self.resize_longest, self.volumetric,
         )
 
     def info(self) -> dict[str, Any]:
@@ -81,6 +107,9 @@ class SegTarget:
             "num_images": len(self.samples),
             "synthetic": self.synthetic,
             "description": self.description,
+            **({"intensity": self.intensity} if self.intensity else {}),
+            **({"volumetric": True, "cases": len({s.case for s in self.samples})} if self.volumetric else {}),
+            **({"spacing_mm": True} if any(s.spacing for s in self.samples) else {}),
         }
 
 
@@ -99,12 +128,15 @@ def read_mask_array(source: str | Path | Image.Image | np.ndarray) -> np.ndarray
             import tifffile
 
             try:
+                check_tiff_size(source)
                 array = np.asarray(tifffile.imread(source))
+            except DataError:
+                raise
             except Exception:  # noqa: BLE001 - fall back on PIL for odd TIFFs
-                with Image.open(source) as img:
+                with open_image(source) as img:
                     array = _pil_mask(img)
         else:
-            with Image.open(source) as img:
+            with open_image(source) as img:
                 array = _pil_mask(img)
     except (OSError, ValueError) as exc:
         raise DataError(f"cannot read mask {name}: {exc}") from exc
@@ -208,7 +240,10 @@ def _resize(sample: SegSample, longest: int | None) -> SegSample:
         return torch.nn.functional.interpolate(t[None, None].float(), size=size, mode="nearest-exact")[0, 0]
 
     valid = nearest(sample.valid).bool() if sample.valid is not None else None
-    return SegSample(sample.name, image, nearest(sample.mask).long(), valid)
+    spacing = None
+    if sample.spacing is not None:
+        spacing = (sample.spacing[0] * h / size[0], sample.spacing[1] * w / size[1])
+    return SegSample(sample.name, image, nearest(sample.mask).long(), valid, sample.case, spacing)
 
 
 # ---------------------------------------------------------------------------------------- assembling
@@ -366,16 +401,31 @@ def load_folder_target(
     log.info("target %s: %d images paired with masks by %s", root, len(images), strategy)
     if limit:
         images = images[:limit]
+    from hf_transfer_seg.data.images import channels_first, read_array
+
+    raw_values = read_array(images[0]).dtype != np.uint8  # 16-bit / float data: one range for the whole dataset
+
+    def load(p: Path) -> torch.Tensor:
+        array = read_array(p)
+        if (array.dtype != np.uint8) != raw_values:
+            raise DataError(
+                f"{p.name} is {array.dtype} but {images[0].name} is {read_array(images[0]).dtype}; a target's images "
+                "must share one bit depth so that one intensity range fits them all (convert them first)"
+            )
+        if not raw_values:
+            return load_image(p)
+        return torch.from_numpy(channels_first(array, str(p)).astype(np.float32))
+
     raw = [
         (
             p.stem,
-            (lambda p=p: load_image(p)),
+            (lambda p=p: load(p)),
             (lambda p=p: read_mask_array(pairs[p])),
             (lambda p=p: read_mask_array(fov_pairs[p])) if fov_pairs else None,
         )
         for p in images
     ]
-    samples, k = _assemble(raw, num_classes=num_classes, resize_longest=resize_longest)
+    samples, k = _assemble(raw, num_classes=num_classes, resize_longest=None if raw_values else resize_longest)
     return SegTarget(
         key=key or folder_key(root),
         samples=samples,
@@ -386,6 +436,8 @@ def load_folder_target(
         description=f"{len(samples)} images from {root.name}/{image_dir.name} with masks from {masks_dir.name}"
         + (f" and field of view from {fov.name}" if fov_pairs else ""),
         extra={"pairing": strategy, "field_of_view": bool(fov_pairs)},
+        intensity=None if raw_values else UNIT8.to_dict(),
+        resize_longest=resize_longest if raw_values else None,
     )
 
 
@@ -398,73 +450,6 @@ def folder_key(root: str | Path) -> str:
 def hub_key(dataset_id: str, split: str = "train") -> str:
     """Target key of a Hub dataset (as the robustness scorer records it): the id, ``:split`` unless train."""
     return dataset_id if split == "train" else f"{dataset_id}:{split}"
-
-
-# --------------------------------------------------------------------------------------- Hub dataset
-
-
-def load_hub_target(
-    dataset_id: str,
-    *,
-    split: str = "train",
-    revision: str | None = None,
-    image_column: str | None = None,
-    mask_column: str | None = None,
-    num_classes: int | None = None,
-    resize_longest: int | None = None,
-    limit: int | None = None,
-    key: str | None = None,
-    class_names: list[str] | None = None,
-) -> SegTarget:
-    """A Hub dataset (or anything :func:`datasets.load_dataset` accepts) with an image and a mask column."""
-    import datasets
-
-    try:
-        ds = datasets.load_dataset(dataset_id, split=split, revision=revision)
-    except Exception as exc:  # noqa: BLE001 - say which dataset and how to fix
-        from hf_transfer_seg.redact import redact
-
-        raise DataError(
-            f"cannot load dataset {dataset_id!r} (split {split!r}): {redact(exc)}. Check the id, the split "
-            "(--split) and HF_ENDPOINT/HF_TOKEN; a local folder target needs images/ and masks/ subfolders."
-        ) from exc
-    columns = list(ds.column_names)
-    image_column = image_column or next((c for c in IMAGE_COLUMNS if c in columns), None)
-    mask_column = mask_column or next((c for c in MASK_COLUMNS if c in columns), None)
-    for role, col in (("image", image_column), ("mask", mask_column)):
-        if col is None or col not in columns:
-            raise DataError(
-                f"dataset {dataset_id} has no {role} column (columns: {', '.join(columns)}); pass --{role}-column"
-            )
-    if limit:
-        ds = ds.select(range(min(limit, len(ds))))
-
-    def image_of(value: Any) -> torch.Tensor:
-        if isinstance(value, Image.Image):
-            value = np.asarray(value.convert("RGB") if value.mode in ("P", "CMYK", "YCbCr") else value)
-        return to_rgb_tensor(np.asarray(value))
-
-    raw = []
-    for i, row in enumerate(ds):
-        name = str(row.get("name") or row.get("file_name") or row.get("id") or f"{i:05d}")
-        raw.append((name, (lambda v=row[image_column]: image_of(v)), (lambda v=row[mask_column]: read_mask_array(np.asarray(v) if not isinstance(v, Image.Image) else v)), None))
-    samples, k = _assemble(raw, num_classes=num_classes, resize_longest=resize_longest)
-    names = class_names
-    if names is None:
-        feature = ds.features.get(mask_column)
-        names = list(getattr(feature, "names", None) or []) or None
-        if names is not None and len(names) != k:
-            names = None
-    return SegTarget(
-        key=key or hub_key(dataset_id, split),
-        samples=samples,
-        num_classes=k,
-        class_names=class_names_for(k, names),
-        source=f"hub-dataset:{dataset_id}" + (f"@{revision}" if revision else ""),
-        synthetic=False,
-        description=f"{len(samples)} rows of {dataset_id} (split {split}), columns {image_column}/{mask_column}",
-        extra={"dataset_id": dataset_id, "split": split, "revision": revision},
-    )
 
 
 # ------------------------------------------------------------------------------------- MNI152 target
@@ -499,7 +484,8 @@ def load_mni152_target(
     zs = [z for z in range(0, t1.shape[2], step) if tissue_area[z] >= min_brain_fraction * tissue_area.max()]
     if limit:
         zs = zs[:: max(1, len(zs) // limit)][:limit]
-    t1 = (t1 - t1.min()) / max(float(t1.max() - t1.min()), 1e-6)
+    t1_range = (float(t1.min()), float(t1.max()))  # one range for the whole template volume
+    t1 = (t1 - t1_range[0]) / max(t1_range[1] - t1_range[0], 1e-6)
     samples = []
     for z in zs:
         # (x, y) voxel axes -> image rows = anterior at the top, columns = left-right
@@ -526,75 +512,63 @@ def load_mni152_target(
             "(an average of 152 adult brains), not synthetic; adjacent slices are correlated."
         ),
         extra={"step_mm": step, "threshold": threshold, "slices": zs},
+        intensity={"mode": "range", "lo": [t1_range[0]], "hi": [t1_range[1]], "source": "min-max of the template volume"},
     )
 
 
 # --------------------------------------------------------------------------------------- dispatching
 
 
-def load_target(
-    spec: str,
-    *,
-    num_classes: int | None = None,
-    resize_longest: int | None = None,
-    mask_dir: str | None = None,
-    fov_dir: str | None = None,
-    split: str = "train",
-    revision: str | None = None,
-    image_column: str | None = None,
-    mask_column: str | None = None,
-    limit: int | None = None,
-    key: str | None = None,
-    class_names: list[str] | None = None,
-) -> SegTarget:
-    """Load a target from a spec (embedded name, local folder or Hub dataset id); see the module docstring."""
-    if not spec:
-        raise ConfigError("no target given; pass --target mni152-tissue, a folder of images+masks, or a Hub dataset id")
-    if spec in EMBEDDED_TARGETS:
-        target = load_mni152_target(spec, resize_longest=resize_longest, limit=limit)
-        if num_classes is not None and num_classes != target.num_classes:
-            raise ConfigError(f"{spec} has {target.num_classes} classes, not {num_classes}")
-        if key:
-            target.key = key
-        return target
-    if spec.startswith("hf-dataset:"):
-        spec_id = spec.split(":", 1)[1]
-    elif Path(spec).expanduser().exists():
-        path = Path(spec).expanduser()
-        if not path.is_dir():
-            raise DataError(f"target {spec} is a file; pass a folder holding images/ and masks/")
-        return load_folder_target(
-            path, num_classes=num_classes, resize_longest=resize_longest, mask_dir=mask_dir, fov_dir=fov_dir,
-            limit=limit, key=key, class_names=class_names,
-        )
-    elif "/" in spec and not spec.startswith((".", "/", "~")):
-        spec_id = spec
-    else:
-        raise DataError(
-            f"target {spec!r} is not an embedded target ({', '.join(EMBEDDED_TARGETS)}), not an existing folder "
-            "and not a Hub dataset id (owner/name)"
-        )
-    return load_hub_target(
-        spec_id, split=split, revision=revision, image_column=image_column, mask_column=mask_column,
-        num_classes=num_classes, resize_longest=resize_longest, limit=limit, key=key, class_names=class_names,
-    )
+def load_target(spec: str, **options: Any) -> SegTarget:
+    """A labelled target from a ``--target`` spec, through the registry (:mod:`hf_transfer_seg.data.registry`).
+
+    Options: num_classes, resize_longest, mask_dir, fov_dir, split, revision, image_column, mask_column, limit,
+    key, class_names, slice_axis, labels. Raw-valued targets come back pending normalisation.
+    """
+    from hf_transfer_seg.data.registry import create_target
+
+    return create_target(spec, labelled=True, **options)
+
+
+def split_groups(target: SegTarget, slabs: int = 5) -> tuple[dict[str, str], str]:
+    """(sample name -> split unit, what a unit is): the case of volumetric samples, else the image itself.
+
+    A single volume is cut into ``slabs`` contiguous blocks of slices, so validation slices are never
+    neighbours of training slices except at one border.
+    """
+    cases = {s.name: s.case for s in target.samples}
+    if not any(cases.values()):
+        return {name: name for name in cases}, "image"
+    if len(set(cases.values())) > 1:
+        return {name: str(case) for name, case in cases.items()}, "case"
+    names = [s.name for s in target.samples]  # in slice order
+    per = max(1, -(-len(names) // slabs))
+    return {name: f"slab{i // per}" for i, name in enumerate(names)}, "slab of contiguous slices (single volume)"
 
 
 def split_target(target: SegTarget, *, val_fraction: float = 0.2, seed: int = 0) -> tuple[SegTarget, SegTarget, dict[str, Any]]:
-    """Seeded train/validation split by image; returns (train, val, record of the split)."""
+    """Seeded train/validation split by case (volume) when samples come from volumes, else by image.
+
+    Returns (train, val, record of the split); the record lists the cases of each side too.
+    """
     if not 0.0 < val_fraction < 1.0:
         raise ConfigError(f"--val-fraction must be between 0 and 1, got {val_fraction}")
     names = sorted(s.name for s in target.samples)
     if len(set(names)) != len(names):
         raise DataError(f"target {target.key} has duplicate image names; names must be unique to record the split")
-    n_val = int(round(len(names) * val_fraction))
-    if n_val < 1 or n_val >= len(names):
+    groups, unit = split_groups(target)
+    units = sorted(set(groups.values()))
+    n_val = int(round(len(units) * val_fraction))
+    if n_val < 1 or n_val >= len(units):
         raise DataError(
-            f"splitting {len(names)} images with --val-fraction {val_fraction} leaves "
-            f"{'no validation' if n_val < 1 else 'no training'} images; add images or change --val-fraction"
+            f"splitting {len(units)} {unit}s with --val-fraction {val_fraction} leaves "
+            f"{'no validation' if n_val < 1 else 'no training'} {unit}s; add data or change --val-fraction"
         )
-    order = np.random.default_rng(seed).permutation(len(names))
-    val_names = sorted(names[i] for i in order[:n_val])
-    train_names = sorted(names[i] for i in order[n_val:])
+    order = np.random.default_rng(seed).permutation(len(units))
+    val_units = {units[i] for i in order[:n_val]}
+    val_names = sorted(n for n in names if groups[n] in val_units)
+    train_names = sorted(n for n in names if groups[n] not in val_units)
     record = {"seed": seed, "val_fraction": val_fraction, "train": train_names, "val": val_names}
+    if unit != "image":
+        record.update(by=unit, train_units=sorted(set(units) - val_units), val_units=sorted(val_units))
     return target.subset(train_names), target.subset(val_names), record

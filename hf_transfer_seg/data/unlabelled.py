@@ -41,7 +41,6 @@ MASK_DIR_NAMES = {
     "1st_manual", "2nd_manual", "manual", "segmentation", "segmentations", "targets",
 }  # fmt: skip
 _MASK_COLUMN_RE = re.compile(r"mask|label|annotation|segment|gt|target", re.IGNORECASE)
-_HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass
@@ -151,7 +150,11 @@ def list_image_files(folder: Path) -> list[Path]:
     return files
 
 
-def _folder(folder: Path, synthetic: bool) -> ImageTarget:
+def _folder(folder: Path, synthetic: bool, fixed=None) -> ImageTarget:
+    """Every image below ``folder``; 16-bit/float images share one range (``fixed``, else fitted percentiles)."""
+    from hf_transfer_seg.data.images import channels_first, read_array
+    from hf_transfer_seg.data.intensity import fit_percentiles, to_three_channels
+
     files = list_image_files(folder)
     if not files:
         raise DataError(
@@ -161,19 +164,29 @@ def _folder(folder: Path, synthetic: bool) -> ImageTarget:
     parts = folder.resolve().parts
     key = "local:" + "/".join(parts[-2:])
     kind = "synthetic" if synthetic else "real"
-    return ImageTarget(
+    target = ImageTarget(
         key=key,
         description=f"{len(files)} {kind} images from the local folder {'/'.join(parts[-2:])}",
         count=len(files),
         loader=lambda i: load_image(files[i]),
         synthetic=synthetic,
     )
+    if fixed is None and read_array(files[0]).dtype == np.uint8:
+        return target
+    if fixed is None:  # one range for the whole folder, from up to 32 images spread over it
+        picks = sorted(set(np.linspace(0, len(files) - 1, min(32, len(files))).round().astype(int).tolist()))
+        fixed = fit_percentiles(channels_first(read_array(files[i]), str(files[i])) for i in picks)
+    target.loader = lambda i: to_three_channels(fixed.apply(channels_first(read_array(files[i]), str(files[i])).astype(np.float32)))
+    target.description += f", intensities: {fixed.source}"
+    return target
 
 
 def _pick_image_column(features, requested: str | None, dataset_id: str) -> str:
     from datasets import Image as ImageFeature
 
-    image_columns = [name for name, feature in features.items() if isinstance(feature, ImageFeature)]
+    image_columns = [
+        name for name, feature in features.items() if isinstance(feature, ImageFeature) or type(feature).__name__ == "Nifti"
+    ]
     if requested:
         if requested not in features:
             raise DataError(f"dataset {dataset_id} has no column {requested!r}; its columns: {', '.join(features)}")
@@ -187,7 +200,7 @@ def _pick_image_column(features, requested: str | None, dataset_id: str) -> str:
     return candidates[0]
 
 
-def _hub_dataset(dataset_id: str, split: str, image_column: str | None, synthetic: bool) -> ImageTarget:
+def _hub_dataset(dataset_id: str, split: str, image_column: str | None, synthetic: bool, slice_axis=None, fixed=None) -> ImageTarget:
     import datasets
 
     try:
@@ -202,6 +215,8 @@ def _hub_dataset(dataset_id: str, split: str, image_column: str | None, syntheti
         ) from exc
     column = _pick_image_column(ds.features, image_column, dataset_id)
     ds = ds.select_columns([column])
+    if type(ds.features[column]).__name__ == "Nifti":
+        return _hub_volumes(ds, dataset_id, split, column, synthetic, slice_axis, fixed)
 
     def load(index: int) -> torch.Tensor:
         value = ds[int(index)][column]
@@ -218,27 +233,29 @@ def _hub_dataset(dataset_id: str, split: str, image_column: str | None, syntheti
     )
 
 
-def resolve_target(
-    spec: str, *, split: str = "train", image_column: str | None = None, synthetic: bool = False
-) -> ImageTarget:
-    """The target named by ``--target``: ``skimage-retina``, a folder of images, or a Hub dataset id."""
-    spec = str(spec).strip()
-    if spec == BUILTIN_RETINA:
-        return _builtin_retina()
-    from hf_transfer_seg.data.segmentation import EMBEDDED_TARGETS
+def _hub_volumes(ds, dataset_id, split, column, synthetic, slice_axis, fixed) -> ImageTarget:
+    """A Hub dataset whose image column holds NIfTI volumes: every row a case, sliced along ``slice_axis``."""
+    from hf_transfer_seg.data.sources.cases import Case, image_slices
+    from hf_transfer_seg.data.sources.volumes import _nibabel_volume
 
-    if spec in EMBEDDED_TARGETS:
-        return _embedded_segmentation(spec)
-    if spec.startswith("hf-dataset:"):
-        return _hub_dataset(spec.split(":", 1)[1], split, image_column, synthetic)
-    path = Path(spec).expanduser()
-    if path.is_dir():
-        return _folder(path, synthetic)
-    if path.exists():
-        raise DataError(f"--target {spec} is a file; pass the folder that holds the images")
-    if not _HUB_ID_RE.match(spec) or spec.startswith((".", "/", "~")):
-        raise DataError(
-            f"--target {spec!r} is neither an existing folder nor a Hub dataset id (org/name); "
-            f"check the path, or use {BUILTIN_RETINA!r} or 'mni152-tissue' for a built-in offline target"
-        )
-    return _hub_dataset(spec, split, image_column, synthetic)
+    cases = [Case(f"row{i:05d}", lambda i=i: _nibabel_volume(ds[i][column], f"{dataset_id} row {i}")) for i in range(len(ds))]
+    count, load, intensity = image_slices(cases, slice_axis=slice_axis, fixed=fixed)
+    return ImageTarget(
+        key=dataset_id if split == "train" else f"{dataset_id}:{split}",
+        description=f"{count} 2-D slices of {len(ds)} NIfTI volumes from Hub dataset {dataset_id} (split {split}, column {column}), intensities: {intensity.source}",
+        count=count,
+        loader=load,
+        synthetic=synthetic,
+    )
+
+
+def resolve_target(
+    spec: str, *, split: str = "train", image_column: str | None = None, synthetic: bool = False, **options
+) -> ImageTarget:
+    """The unlabelled images of a ``--target`` spec, through the registry (:mod:`hf_transfer_seg.data.registry`).
+
+    Options: slice_axis, window, intensity_range, limit (volumes); labels are never read.
+    """
+    from hf_transfer_seg.data.registry import create_target
+
+    return create_target(spec, labelled=False, split=split, image_column=image_column, synthetic=synthetic, **options)

@@ -24,6 +24,10 @@ class FinetuneConfig:
     image_column: str | None = None
     mask_column: str | None = None
     resize_longest: int | None = None
+    slice_axis: str | None = None  # volumes: axial (default), coronal, sagittal or 0/1/2
+    labels: str | None = None  # label volume of a NIfTI / DICOM target
+    window: str | None = None  # CT window (name or W,L) instead of fitted percentiles
+    intensity_range: str | None = None  # explicit LO,HI instead of fitted percentiles
     limit: int | None = None
     val_fraction: float = 0.2
     split_seed: int = 0  # fixed across training seeds and revisions so that runs compare on the same images
@@ -83,6 +87,9 @@ class FinetuneConfig:
             **({"frozen_batchnorm_train": True} if self.freeze_encoder and self.frozen_batchnorm_train else {}),
             "augment": self.augment,
             "resize_longest": self.resize_longest,
+            **({"slice_axis": self.slice_axis} if self.slice_axis else {}),
+            **({"window": self.window} if self.window else {}),
+            **({"intensity_range": self.intensity_range} if self.intensity_range else {}),
             "val_fraction": self.val_fraction,
             "split_seed": self.split_seed,
             "decoder_channels": list(self.decoder_channels),

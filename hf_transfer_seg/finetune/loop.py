@@ -20,10 +20,11 @@ from typing import Any
 import torch
 
 from hf_transfer_seg.data.segmentation import SegSample, SegTarget, load_target, split_target
+from hf_transfer_seg.data import intensity
+from hf_transfer_seg.errors import ConfigError
 from hf_transfer_seg.finetune.config import FinetuneConfig
 from hf_transfer_seg.finetune.losses import build_loss
 from hf_transfer_seg.finetune.tiles import RandomCropDataset, crops_per_image
-from hf_transfer_seg.metrics import SegmentationMetrics
 from hf_transfer_seg.models.checkpoint import download_checkpoint
 from hf_transfer_seg.models.segmentation import SegmentationModel, build_model, encoder_architecture, sliding_window_probs
 
@@ -83,9 +84,18 @@ def prepare_target(config: FinetuneConfig, target: SegTarget | None = None) -> t
             config.target, num_classes=config.num_classes, resize_longest=config.resize_longest,
             mask_dir=config.mask_dir, fov_dir=config.fov_dir, split=config.split,
             image_column=config.image_column, mask_column=config.mask_column, limit=config.limit,
-            key=config.target_key,
+            key=config.target_key, slice_axis=config.slice_axis, labels=config.labels,
         )
     train, val, split = split_target(target, val_fraction=config.val_fraction, seed=config.split_seed)
+    fixed = intensity.from_options(config.window, config.intensity_range)
+    if target.pending:  # raw values (volumes, 16-bit): one range fitted on the training cases only, applied to all
+        target.normalise(train, fixed)
+        train.intensity = val.intensity = target.intensity
+    elif fixed is not None:
+        raise ConfigError(
+            f"--window / --intensity-range apply to raw-valued data (CT/MR volumes, 16-bit or float images); "
+            f"{target.key} is already scaled ({(target.intensity or {}).get('source', '8-bit images')})"
+        )
     return target, train, val, split
 
 
@@ -131,16 +141,23 @@ def train_epoch(model, loader, loss_fn, optimizer, scheduler=None, *, accelerato
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, samples: list[SegSample], target: SegTarget, *, window: int, overlap: float = 0.5) -> dict[str, Any]:
     """Validation metrics of ``model`` over whole images (sliding window), see :mod:`.metrics`."""
+    from hf_transfer_seg.metrics import load_metric
+
     was_training = model.training
     model.eval()
-    metrics = SegmentationMetrics(target.num_classes, target.class_names)
+    metric = load_metric("segmentation")  # the evaluate module shipped in the package (hf_transfer_seg/metrics)
     try:
-        for sample in samples:
-            pred = sliding_window_probs(model, sample.image, window, overlap=overlap).argmax(0)
-            metrics.update(pred, sample.mask, sample.valid)
+        preds = [sliding_window_probs(model, s.image, window, overlap=overlap).argmax(0).numpy() for s in samples]
     finally:
         model.train(was_training)
-    return metrics.compute()
+    spaced = all(s.spacing is not None for s in samples)
+    return metric.compute(
+        predictions=preds, references=[s.mask.numpy() for s in samples], num_classes=target.num_classes,
+        class_names=target.class_names,
+        valid=[s.valid.numpy() if s.valid is not None else None for s in samples] if any(s.valid is not None for s in samples) else None,
+        spacing=[s.spacing for s in samples] if spaced else None,
+        cases=[s.case for s in samples] if all(s.case for s in samples) else None,
+    )
 
 
 def finetune(config: FinetuneConfig, *, target: SegTarget | None = None, progress: bool = True) -> FinetuneResult:
@@ -161,7 +178,7 @@ def finetune(config: FinetuneConfig, *, target: SegTarget | None = None, progres
     )
     model.config.update(
         image_size=config.image_size, eval_overlap=config.eval_overlap, class_names=target.class_names,
-        resize_longest=config.resize_longest,
+        resize_longest=config.resize_longest, intensity=target.intensity,
     )
     generator = torch.Generator().manual_seed(config.seed)
     loader, loss_fn, optimizer = build_training(model, train.samples, config, generator=generator)

@@ -42,9 +42,9 @@ def results_markdown(metrics: dict[str, Any]) -> str:
         "## Validation results",
         "",
         f"Mean over foreground classes: Dice **{_fmt(metrics.get('dice_mean'))}**, IoU {_fmt(metrics.get('iou_mean'))}, "
-        f"HD95 {_fmt(metrics.get('hd95_mean'), 2)} px ({metrics.get('num_images', 0)} images).",
+        f"HD95 {_fmt(metrics.get('hd95_mean'), 2)} {metrics.get('hd95_unit', 'px')} ({metrics.get('num_images', 0)} images).",
         "",
-        "| class | Dice | IoU | HD95 (px) | images with HD95 |",
+        f"| class | Dice | IoU | HD95 ({metrics.get('hd95_unit', 'px')}) | images with HD95 |",
         "|---|---|---|---|---|",
     ]
     for name, row in (metrics.get("per_class") or {}).items():
@@ -69,10 +69,11 @@ def segmentation_card(result, repo_id: str, *, revision: str | None = None) -> M
         tags=[schema.SEGMENTATION_TASK, "medical-imaging", "unet", "segmentation-models-pytorch", "timm", "hf-transfer-seg"]
         + (["synthetic-data"] if target.get("synthetic") else []),
         pipeline_tag=schema.SEGMENTATION_TASK,
+        library_name="segmentation-models-pytorch",
         datasets=[target["source"].split(":", 1)[1].split("@")[0]] if target["source"].startswith("hub-dataset:") else None,
         model_name=repo_id.split("/")[-1],
     )
-    for metric_type, value in (("dice", metrics.get("dice_mean")), ("iou", metrics.get("iou_mean")), ("hd95", metrics.get("hd95_mean"))):
+    for metric_type, value in (("dice", metrics.get("dice_mean")), ("iou", metrics.get("iou_mean")), (f"hd95_{metrics.get('hd95_unit', 'px')}", metrics.get("hd95_mean"))):
         if value is not None:
             upsert_eval_result(data, schema.segmentation_result(key, metric_type, value, frozen=frozen))
     set_namespace(data, schema.BASE, {"repo": enc.get("repo"), "revision": enc.get("revision"), "sha": enc.get("sha"), "architecture": enc.get("architecture")})
@@ -147,6 +148,7 @@ def run_record(result, seg_push: dict[str, str] | None = None) -> dict[str, Any]
         "dice": result.metrics.get("dice_mean"),
         "iou": result.metrics.get("iou_mean"),
         "hd95": result.metrics.get("hd95_mean"),
+        "hd95_unit": result.metrics.get("hd95_unit", "px"),
         "dice_per_class": per_class,
     }
     if seg_push:
@@ -174,6 +176,7 @@ def merge_run(entry: dict[str, Any] | None, run: dict[str, Any], *, recipe: dict
         "dice_std": float(np.std(dice, ddof=1)) if len(dice) > 1 else 0.0 if dice else None,
         "iou_mean": _mean([r.get("iou") for r in runs]),
         "hd95_mean": _mean([r.get("hd95") for r in runs]),
+        "hd95_unit": runs[-1].get("hd95_unit", "px"),
         "dice_per_class": {c: _mean([(r.get("dice_per_class") or {}).get(c) for r in runs]) for c in classes},
         "seeds": [r["seed"] for r in runs],
         "frozen": bool(recipe.get("frozen")),
@@ -199,7 +202,7 @@ def downstream_markdown(namespace: dict[str, Any]) -> str:
         "U-Nets fine-tuned from this checkpoint (hf-transfer-seg finetune/sweep); Dice over foreground classes on the "
         "validation split, mean ± std over seeds.",
         "",
-        "| target | encoder | data | seeds | Dice | IoU | HD95 (px) | epochs | model |",
+        "| target | encoder | data | seeds | Dice | IoU | HD95 | epochs | model |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for key, e in sorted(downstream.items()):
@@ -208,7 +211,7 @@ def downstream_markdown(namespace: dict[str, Any]) -> str:
             f"| {key.split('@')[0]} | {'frozen' if e.get('frozen') else 'fine-tuned'} | "
             f"{'SYNTHETIC' if e.get('synthetic') else 'real'} | {len(e.get('seeds') or [])} | "
             f"{_fmt(e.get('dice_mean'))}{' ± ' + _fmt(std) if std else ''} | {_fmt(e.get('iou_mean'))} | "
-            f"{_fmt(e.get('hd95_mean'), 2)} | {e.get('epochs')} | {e.get('seg_repo') or ''} |"
+            f"{_fmt(e.get('hd95_mean'), 2)} {e.get('hd95_unit', 'px')} | {e.get('epochs')} | {e.get('seg_repo') or ''} |"
         )
     transfer = namespace.get(schema.TRANSFERABILITY) or {}
     if transfer:

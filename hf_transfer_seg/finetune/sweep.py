@@ -14,9 +14,17 @@ import dataclasses
 import logging
 from typing import Any
 
+from hf_transfer_seg.errors import WeightsError
 from hf_transfer_seg.finetune.config import FinetuneConfig
+from hf_transfer_seg.safe_yaml import CardYAMLError
 
 log = logging.getLogger(__name__)
+
+
+def _failed(out: dict, revision: str, exc: Exception, bar, runs_left: int) -> None:
+    out["failed"][revision] = str(exc)
+    log.warning("sweep: %s failed and is skipped: %s", revision, exc)
+    bar.update(max(runs_left, 0))
 
 
 def parse_seeds(spec: str | int) -> list[int]:
@@ -64,10 +72,14 @@ def run_sweep(
     key = downstream_key(target.key, base.freeze_encoder)
     recipe = base.recipe()
     is_main = PartialState().is_main_process  # under accelerate launch only the main process writes
-    out: dict[str, Any] = {"is_main": is_main, "target": target.key, "key": key, "revisions": {}, "skipped": [], "transferability": {}}
+    out: dict[str, Any] = {"is_main": is_main, "target": target.key, "key": key, "revisions": {}, "skipped": [], "transferability": {}, "failed": {}}
     bar = tqdm(total=len(infos) * len(seeds), desc=f"sweep {repo_id}", unit="run", disable=not (progress and is_main))
     for info in infos:
-        card = hub.card_at_sha(repo_id, info.sha)
+        try:
+            card = hub.card_at_sha(repo_id, info.sha)
+        except CardYAMLError as exc:  # recorded as failed; the sweep goes on
+            _failed(out, info.name, exc, bar, len(seeds))
+            continue
         done = seeds_done(card, key, recipe) if skip_done else set()
         dice: dict[int, float | None] = {}
         for seed in seeds:
@@ -76,13 +88,19 @@ def run_sweep(
                 bar.update(1)
                 continue
             config = dataclasses.replace(base, revision=info.name, seed=seed)
-            result = finetune(config, target=target, progress=False)
+            try:
+                result = finetune(config, target=target, progress=False)
+            except WeightsError as exc:  # a bad checkpoint (config.json, weights): the other revisions go on
+                _failed(out, info.name, exc, bar, len(seeds) - len(dice) - sum(s in done for s in seeds))
+                break
             if is_main:
                 seg = push_segmentation_model(result, push_to, revision=f"{info.name}-seed{seed}") if push_to else None
                 record_downstream(result, seg_push=seg)
             dice[seed] = result.metrics.get("dice_mean")
             bar.set_postfix(revision=info.name, seed=seed, dice=f"{dice[seed] or 0:.3f}")
             bar.update(1)
+        if info.name in out["failed"]:
+            continue
         out["revisions"][info.name] = dice
         if transfer and is_main:
             from hf_transfer_seg.baselines.transferability import transferability

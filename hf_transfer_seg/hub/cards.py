@@ -20,6 +20,7 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 from hf_transfer_seg.errors import CardConflictError
 from hf_transfer_seg.hub.retry import with_retries
 from hf_transfer_seg.hub.revisions import branch_sha
+from hf_transfer_seg.safe_yaml import load_card
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def card_at_sha(repo_id: str, sha: str, *, repo_type: str = "model") -> ModelCar
         )
     except EntryNotFoundError:
         return ModelCard("---\n{}\n---\n")
-    return ModelCard.load(path)
+    return load_card(Path(path), where=f"README.md of {repo_id}@{sha[:10]}")
 
 
 def _is_conflict(exc: BaseException) -> bool:

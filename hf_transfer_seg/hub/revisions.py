@@ -12,13 +12,13 @@ from pathlib import Path
 from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-from hf_transfer_seg.errors import ConfigError, HubWriteAccessError, RevisionNotFound
+from hf_transfer_seg.errors import ConfigError, HubError, HubWriteAccessError, RevisionNotFound
 from hf_transfer_seg.hub.retry import with_retries
 from hf_transfer_seg.redact import redact
 
 log = logging.getLogger(__name__)
 
-_REVISION_RE = re.compile(r"^epoch-(\d{4,})(?:\.(\d+))?$")
+_REVISION_RE = re.compile(r"^epoch-(\d{4,})(?:\.(\d+))?\Z")
 
 
 def revision_name(epoch: float) -> str:
@@ -106,42 +106,109 @@ def push_revision(
 ) -> RevisionInfo:
     """Push a local checkpoint folder as branch ``revision_name(epoch)``, created from main's first commit.
 
+    The revision appears whole or not at all: every file goes into ONE ``create_commit`` (uploads,
+    LFS or Xet, finish before the commit is made; ``upload_folder`` may split a large folder into
+    several commits). A new revision is committed on a staging branch first, its file list checked at
+    the new sha, and only then is ``epoch-NNNN`` created at that sha: a reader never sees the branch
+    half-filled, and a kill at any point leaves either no branch or the whole checkpoint.
+
     Idempotent: pushing the same folder again makes no new commit (the client skips unchanged
     files), so a retried or resumed push never duplicates a revision. With ``also_main`` the
-    same files are committed to ``main`` too (latest weights on the default branch).
+    same files are committed to ``main`` too (latest weights on the default branch), also in one commit.
     """
     api = _api(api)
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"checkpoint folder {folder} does not exist")
     name = revision_name(epoch)
+    files = _local_files(folder)
+    if not files:
+        raise ConfigError(f"checkpoint folder {folder} is empty")
     ensure_repo(repo_id, repo_type=repo_type, api=api)
-    root = _initial_commit(repo_id, repo_type=repo_type, api=api)
-    with_retries(
-        lambda: api.create_branch(repo_id, branch=name, revision=root, repo_type=repo_type, exist_ok=True),
-        what=f"create branch {name} of {repo_id}",
-    )
     message = commit_message or f"Checkpoint at epoch {epoch:g}"
-    with_retries(
-        lambda: api.upload_folder(
-            repo_id=repo_id, folder_path=folder, revision=name, repo_type=repo_type, commit_message=message
-        ),
-        what=f"upload {folder} to {repo_id}@{name}",
-    )
-    if also_main:
+    existing = _branch_head(repo_id, name, repo_type=repo_type, api=api)
+    if existing is not None:  # a retried push: complete the branch in place (unchanged files are skipped)
+        sha = _commit_all(repo_id, name, files, message, repo_type=repo_type, api=api) or existing
+    else:
+        root = _initial_commit(repo_id, repo_type=repo_type, api=api)
+        staging = f"{STAGING_PREFIX}{name}-{uuid.uuid4().hex[:8]}"  # not a checkpoint name: never listed
         with_retries(
-            lambda: api.upload_folder(
-                repo_id=repo_id,
-                folder_path=folder,
-                repo_type=repo_type,
-                commit_message=f"Latest weights: {message}",
-                ignore_patterns=["README.md"],
-            ),
-            what=f"upload {folder} to {repo_id}@main",
+            lambda: api.create_branch(repo_id, branch=staging, revision=root, repo_type=repo_type, exist_ok=True),
+            what=f"create staging branch {staging} of {repo_id}",
         )
+        try:
+            sha = _commit_all(repo_id, staging, files, message, repo_type=repo_type, api=api) or root
+            _verify(repo_id, sha, files, repo_type=repo_type, api=api)
+            try:
+                with_retries(
+                    lambda: api.create_branch(repo_id, branch=name, revision=sha, repo_type=repo_type),
+                    what=f"create branch {name} of {repo_id}",
+                )
+            except HfHubHTTPError as exc:  # another pusher created it meanwhile: complete that one
+                if getattr(getattr(exc, "response", None), "status_code", None) != 409:
+                    raise
+                sha = _commit_all(repo_id, name, files, message, repo_type=repo_type, api=api) or sha
+        finally:
+            try:
+                api.delete_branch(repo_id, branch=staging, repo_type=repo_type)
+            except Exception as exc:  # noqa: BLE001 - a leftover staging branch is harmless (never listed)
+                log.debug("could not delete staging branch %s: %s", staging, redact(exc))
     sha = branch_sha(repo_id, name, repo_type=repo_type, api=api)
+    _verify(repo_id, sha, files, repo_type=repo_type, api=api)
+    if also_main:
+        main_files = {path: local for path, local in files.items() if path != "README.md"}
+        _commit_all(repo_id, "main", main_files, f"Latest weights: {message}", repo_type=repo_type, api=api)
     log.info("pushed %s@%s (%s)", repo_id, name, sha[:10])
     return RevisionInfo(name=name, epoch=float(epoch), sha=sha)
+
+
+STAGING_PREFIX = "hf-transfer-seg-staging-"
+
+
+def _local_files(folder: Path) -> dict[str, Path]:
+    """Repository path -> local file, for every file under ``folder`` (hidden files and folders left out)."""
+    out = {}
+    for path in sorted(folder.rglob("*")):
+        rel = path.relative_to(folder)
+        if path.is_file() and not any(part.startswith(".") for part in rel.parts):
+            out[rel.as_posix()] = path
+    return out
+
+
+def _branch_head(repo_id: str, branch: str, *, repo_type: str, api: HfApi) -> str | None:
+    refs = with_retries(lambda: api.list_repo_refs(repo_id, repo_type=repo_type), what=f"list refs of {repo_id}")
+    return next((b.target_commit for b in refs.branches if b.name == branch), None)
+
+
+def _commit_all(repo_id: str, branch: str, files: dict[str, Path], message: str, *, repo_type: str,
+                api: HfApi) -> str | None:
+    """One commit with every file of ``files`` on ``branch``; its sha (None when nothing changed)."""
+    from huggingface_hub import CommitOperationAdd
+
+    def commit():
+        operations = [CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(local)) for path, local in files.items()]
+        return api.create_commit(repo_id, operations=operations, commit_message=message, revision=branch,
+                                 repo_type=repo_type)
+
+    info = with_retries(commit, what=f"commit {len(files)} file(s) to {repo_id}@{branch}")
+    return getattr(info, "oid", None)
+
+
+def _verify(repo_id: str, sha: str, files: dict[str, Path], *, repo_type: str, api: HfApi) -> None:
+    """Every file of ``files`` is at ``sha`` with its local size, or HubError (nothing is reported pushed)."""
+    from huggingface_hub.hf_api import RepoFile
+
+    tree = with_retries(
+        lambda: list(api.list_repo_tree(repo_id, revision=sha, recursive=True, repo_type=repo_type)),
+        what=f"list files of {repo_id}@{sha[:10]}",
+    )
+    remote = {item.path: item.size for item in tree if isinstance(item, RepoFile)}
+    wrong = [path for path, local in files.items() if remote.get(path) != local.stat().st_size]
+    if wrong:
+        raise HubError(
+            f"after the push, {repo_id}@{sha[:10]} lacks or differs in {len(wrong)} file(s) ({', '.join(wrong[:5])}); "
+            "the checkpoint stays pending and will be pushed again (`hf-transfer-seg push-pending`)"
+        )
 
 
 def _initial_commit(repo_id: str, *, repo_type: str, api: HfApi) -> str:

@@ -1,10 +1,9 @@
-"""The HTTP side of the local Hub: a Starlette app answering what huggingface_hub's client asks.
+"""The HTTP side of the local Hub: an ASGI app (Starlette requests and responses) answering what huggingface_hub asks.
 
-Routing works on the *raw* request path, split on '/' before percent-decoding, because the client
-sends revisions URL-encoded as one segment (``refs%2Fpr%2F1``, ``feature%2Fx``) and file paths as
-the segments after it. Every route reads the whole request body before answering, errors included
-(leftover bytes on a keep-alive connection would corrupt the next request). Blocking git work runs
-in Starlette's thread pool; commits stream their NDJSON body line by line, so a large upload is
+Routes are a table (:mod:`.routes`: method, pattern, handler) matched on the raw path's segments.
+Every route reads the whole request body before answering, errors included (leftover bytes on a
+keep-alive connection would corrupt the next request). Blocking git work runs in Starlette's thread
+pool; commits stream their NDJSON body (:mod:`.commit_body`) line by line, so a large upload is
 decoded and written as it arrives instead of being held in memory several times.
 
 Uploads: preupload answers uploadMode "regular" (bytes base64 inside the commit) by default. With
@@ -22,70 +21,42 @@ typed exceptions.
 
 from __future__ import annotations
 
-import asyncio
-import binascii
-import contextlib
 import hashlib
 import hmac
-import json
 import logging
 import mimetypes
 import os
 import re
-import tempfile
-from typing import Any, Callable
-from urllib.parse import parse_qs, quote, unquote_to_bytes
+from types import SimpleNamespace
+from typing import Any
+from urllib.parse import parse_qs, quote
 
 import yaml
-from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
 
+from hf_transfer_seg import safe_yaml
+from hf_transfer_seg.localhub import limits, routes
 from hf_transfer_seg.localhub import storage as st
+from hf_transfer_seg.localhub.commit_body import CommitReader
+from hf_transfer_seg.localhub.lfs import LfsRoutes
+from hf_transfer_seg.localhub.metadata_rules import check_metadata
+from hf_transfer_seg.localhub.responses import HTTPError, error_response, header_value
 
 log = logging.getLogger(__name__)
 
-MAX_JSON_BODY = 16 << 20  # every request but a commit and an LFS upload
 LFS_THRESHOLD = 1 << 20  # with lfs_uploads, files at least this big are uploaded through the LFS batch API
-LFS_WRITE_BATCH = 4 << 20  # LFS upload bytes handed to a worker thread at a time
-# a commit line longer than this that starts like STREAM_PREFIX has its content decoded as it arrives
-STREAM_LINE = 1 << 20
-MAX_LINE = 2 << 30
-STREAM_PREFIX = b'{"key": "file", "value": {"content": "'
-TYPE_BY_PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space"}
 URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
-ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
-# same pattern as huggingface_hub.repocard.REGEX_YAML_BLOCK
-_YAML_BLOCK = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ \t]*(\r\n|\n|$))")
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
-class HTTPError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None, body: dict | None = None,
-                 headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.code = status, message, code
-        self.body, self.headers = body, headers
-
-
-def error_response(status: int, message: str, code: str | None = None, body: dict | None = None,
-                   headers: dict | None = None) -> Response:
-    header_message = message.encode("ascii", "replace").decode().replace("\r", " ").replace("\n", " ")[:2000]
-    out = {"X-Error-Message": header_message, **(headers or {})}
-    if code:
-        out["X-Error-Code"] = code
-    return JSONResponse({"error": message, **(body or {})}, status_code=status, headers=out)
-
-
 def parse_card(text: str) -> dict | None:
-    """YAML front matter of a README.md as a dict, or None (no block, or not a mapping)."""
-    match = _YAML_BLOCK.search(text)
-    if not match:
-        return None
-    data = yaml.safe_load(match.group(2))
-    return data if isinstance(data, dict) else None
+    """YAML front matter of a README.md as a dict, or None (no block, or not a mapping).
+
+    Read with the package's one bounded YAML loader: too deep, too many aliases or an alias
+    expansion too large raise :class:`yaml.YAMLError` like any other bad YAML."""
+    return safe_yaml.front_matter(text)
 
 
 def _truthy(value: str | None) -> bool:
@@ -117,22 +88,23 @@ class Ctx:
     def json(self) -> dict:
         if not self.body.strip():
             return {}
-        try:
-            data = json.loads(self.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise HTTPError(400, f"request body is not valid JSON: {exc}") from None
+        data = limits.loads(self.body, "request body")
         if not isinstance(data, dict):
             raise HTTPError(400, "request body must be a JSON object")
         return data
 
 
-class HubApp:
+class HubApp(LfsRoutes):
     """State shared by the routes: the storage, the optional token, page sizes."""
 
     def __init__(self, root, *, token: str | None = None, user: str = st.DEFAULT_USER,
                  commits_page_size: int = 50, tree_page_size: int = 1000, lfs_uploads: bool = False,
                  lfs_threshold: int = LFS_THRESHOLD):
         self.storage = st.Storage(root)
+        # what a killed server left half-written (uploads, staging folders) is of no use to anyone
+        removed = self.storage.clean_tmp()
+        if removed:
+            log.info("local hub: removed %d temporary upload file(s) left in %s", removed, self.storage.tmp_dir)
         self.token = token or None
         # answer uploadMode "lfs" to preupload for files of at least lfs_threshold bytes (see module doc)
         self.lfs_uploads = bool(lfs_uploads)
@@ -147,36 +119,42 @@ class HubApp:
 
     async def handle(self, request: Request) -> Response:
         try:
+            return await self._answer(request)
+        except limits.BodyTimeout:
+            # the client stopped sending its body: answer and close (the rest of it would never come)
+            return error_response(408, "request body incomplete: nothing received for a while (a body shorter than "
+                                       "its Content-Length?)", headers={"Connection": "close"})
+
+    async def _answer(self, request: Request) -> Response:
+        try:
             return await self._dispatch(request)
         except ClientDisconnect:
             return Response(status_code=400)
+        except limits.BodyTimeout:
+            raise
         except HTTPError as exc:
-            await _drain(request)
+            await limits.drain(request)
             return error_response(exc.status, exc.message, exc.code, exc.body, exc.headers)
         except st.StorageError as exc:
-            await _drain(request)
+            await limits.drain(request)
             return error_response(exc.status, exc.message, exc.code)
         except Exception as exc:  # noqa: BLE001 - answer instead of dropping the connection
             log.exception("local hub: internal error on %s %s", request.method, request.url.path)
-            await _drain(request)
+            await limits.drain(request)
             return error_response(500, f"internal error: {type(exc).__name__}: {exc}")
 
     async def _dispatch(self, request: Request) -> Response:
-        segments = _segments(request.scope.get("raw_path") or request.scope["path"].encode())
-        method = request.method
-        if segments in ([], [""]):
-            await _drain(request)
-            return JSONResponse({"localhub": True, "message": "hf-transfer-seg local Hub"})
-        upload = self._match_lfs_upload(method, segments)
-        if upload is not None:  # authorized by the signature in its URL (the client sends no token)
-            return await self.lfs_upload(request, *upload)
-        user = self._authenticate(request)
-        commit = self._match_commit(method, segments)
-        if commit is not None:
-            return await self.commit(request, user, *commit)
-        handler, args = self._route(method, segments)
-        body = await _read_body(request)
-        ctx = Ctx(request, segments, body, user)
+        seg = routes.segments(request.scope.get("raw_path") or request.scope["path"].encode())
+        found = routes.match(request.method, seg)
+        user = self._authenticate(request) if found is None or found[0].auth else self.user
+        if found is None:
+            raise routes.not_found(seg)
+        route, args = found
+        handler = getattr(self, route.handler)
+        if route.kind == "stream":
+            return await handler(request, user, *args)
+        body = await limits.read_body(request)
+        ctx = Ctx(request, seg, body, user)
         return await run_in_threadpool(handler, ctx, *args)
 
     def _authenticate(self, request: Request) -> str:
@@ -190,111 +168,6 @@ class HubApp:
         if not hmac.compare_digest(value.encode("utf-8", "replace"), self.token.encode("utf-8")):
             raise HTTPError(401, "Invalid credentials in Authorization header")
         return self.user
-
-    # -- routing ---------------------------------------------------------------------------------
-
-    @staticmethod
-    def _match_commit(method: str, seg: list[str]):
-        if method == "POST" and len(seg) >= 5 and seg[0] == "api" and seg[1] in TYPE_BY_PLURAL and seg[4] == "commit":
-            return TYPE_BY_PLURAL[seg[1]], f"{seg[2]}/{seg[3]}", "/".join(seg[5:]) or "main"
-        return None
-
-    @staticmethod
-    def _match_lfs_upload(method: str, seg: list[str]):
-        if (method == "PUT" and len(seg) == 6 and seg[0] == "api" and seg[1] in TYPE_BY_PLURAL
-                and seg[4] == "lfs-upload"):
-            return TYPE_BY_PLURAL[seg[1]], f"{seg[2]}/{seg[3]}", seg[5]
-        return None
-
-    def _route(self, method: str, seg: list[str]) -> tuple[Callable[..., Response], tuple]:
-        def need(*methods: str) -> None:
-            if method not in methods:
-                raise HTTPError(405, f"method {method} not allowed here", headers={"Allow": ", ".join(methods)})
-
-        # git-lfs batch API: /{prefix}{repo}.git/info/lfs/objects/batch
-        lfs_type, lfs_rest = "model", seg
-        if seg[0] in ("datasets", "spaces") and len(seg) == 7:
-            lfs_type, lfs_rest = TYPE_BY_PLURAL[seg[0]], seg[1:]
-        if len(lfs_rest) == 6 and lfs_rest[1].endswith(".git") and lfs_rest[2:] == ["info", "lfs", "objects", "batch"]:
-            need("POST")
-            return self.lfs_batch, (lfs_type, f"{lfs_rest[0]}/{lfs_rest[1][:-4]}")
-
-        if seg[0] == "api":
-            rest = seg[1:]
-            if rest == ["whoami-v2"]:
-                need("GET", "HEAD")
-                return self.whoami, ()
-            if rest == ["repos", "create"]:
-                need("POST")
-                return self.create_repo, ()
-            if rest == ["repos", "delete"]:
-                need("DELETE", "POST")
-                return self.delete_repo, ()
-            if rest == ["agent-harnesses"]:  # the client's user-agent registry: nothing to detect offline
-                need("GET", "HEAD")
-                return (lambda ctx: JSONResponse({"standardEnvVars": [], "harnesses": {}})), ()
-            if rest == ["validate-yaml"]:
-                need("POST")
-                return self.validate_yaml, ()
-            if len(rest) == 1 and rest[0] in TYPE_BY_PLURAL:
-                need("GET", "HEAD")
-                return self.list_repos, (TYPE_BY_PLURAL[rest[0]],)
-            if len(rest) >= 3 and rest[0] in TYPE_BY_PLURAL:
-                repo_type, repo_id = TYPE_BY_PLURAL[rest[0]], f"{rest[1]}/{rest[2]}"
-                tail = rest[3:]
-                if not tail:
-                    need("GET", "HEAD")
-                    return self.repo_info, (repo_type, repo_id, None)
-                action, args = tail[0], tail[1:]
-                joined = "/".join(args)
-                if action == "revision" and joined:
-                    need("GET", "HEAD")
-                    return self.repo_info, (repo_type, repo_id, joined)
-                if action == "preupload":
-                    need("POST")
-                    return self.preupload, (repo_type, repo_id, joined or "main")
-                if action == "branch" and joined:
-                    need("POST", "DELETE")
-                    return self.branch, (repo_type, repo_id, joined)
-                if action == "tag" and joined:
-                    need("POST", "DELETE")
-                    return self.tag, (repo_type, repo_id, joined)
-                if action == "refs" and not args:
-                    need("GET", "HEAD")
-                    return self.refs, (repo_type, repo_id)
-                if action == "commits":
-                    need("GET", "HEAD")
-                    return self.commits, (repo_type, repo_id, joined or "main")
-                if action == "tree":
-                    need("GET", "HEAD")
-                    revision, path = _split_revision(args)
-                    return self.tree, (repo_type, repo_id, revision, path)
-                if action == "paths-info":
-                    need("POST")
-                    return self.paths_info, (repo_type, repo_id, joined or "main")
-                if action in ("xet-write-token", "xet-read-token"):
-                    # hf_xet makes this request itself and shows only the status: say it in the log too
-                    log.warning("local hub: a client asked for a Xet token (%s); it needs HF_HUB_DISABLE_XET=1 "
-                                "when the server runs with lfs_uploads=True", repo_id)
-                    raise HTTPError(
-                        501,
-                        "the local hub does not speak Xet. It answered uploadMode 'lfs' because it runs with "
-                        "lfs_uploads=True, which needs clients with Xet off: set HF_HUB_DISABLE_XET=1 in the "
-                        "client, or serve without lfs_uploads (uploads then go inline, base64 in the commit)",
-                    )
-                if action == "auth-check":
-                    need("GET", "HEAD")
-                    return self.auth_check, (repo_type, repo_id)
-            raise HTTPError(404, f"unknown API route /{'/'.join(seg)} (not served by the local hub)")
-        # file downloads: /{repo}/resolve/..., /datasets/{repo}/resolve/..., /spaces/{repo}/resolve/...
-        repo_type, rest = "model", seg
-        if seg[0] in ("datasets", "spaces") and len(seg) >= 4 and seg[3] == "resolve":
-            repo_type, rest = TYPE_BY_PLURAL[seg[0]], seg[1:]
-        if len(rest) >= 4 and rest[2] == "resolve":
-            need("GET", "HEAD")
-            revision, path = _split_revision(rest[3:])
-            return self.resolve, (repo_type, f"{rest[0]}/{rest[1]}", revision, path)
-        raise HTTPError(404, f"unknown route /{'/'.join(seg)} (not served by the local hub)")
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -315,6 +188,24 @@ class HubApp:
             return None
 
     # -- account and repositories ----------------------------------------------------------------
+
+    def index(self, ctx: Ctx) -> Response:
+        return JSONResponse({"localhub": True, "message": "hf-transfer-seg local Hub"})
+
+    def agent_harnesses(self, ctx: Ctx) -> Response:
+        """The client's user-agent registry: nothing to detect offline."""
+        return JSONResponse({"standardEnvVars": [], "harnesses": {}})
+
+    def xet_token(self, ctx: Ctx, repo_type: str, repo_id: str, _rest: str) -> Response:
+        # hf_xet makes this request itself and shows only the status: say it in the log too
+        log.warning("local hub: a client asked for a Xet token (%s); it needs HF_HUB_DISABLE_XET=1 "
+                    "when the server runs with lfs_uploads=True", repo_id)
+        raise HTTPError(
+            501,
+            "the local hub does not speak Xet. It answered uploadMode 'lfs' because it runs with "
+            "lfs_uploads=True, which needs clients with Xet off: set HF_HUB_DISABLE_XET=1 in the "
+            "client, or serve without lfs_uploads (uploads then go inline, base64 in the commit)",
+        )
 
     def whoami(self, ctx: Ctx) -> Response:
         return JSONResponse({
@@ -357,11 +248,13 @@ class HubApp:
         if not isinstance(content, str):
             raise HTTPError(400, "'content' must be a string")
         try:
-            parse_card(content)
+            problems = check_metadata(parse_card(content), ctx.json().get("repoType") or "model")
         except yaml.YAMLError as exc:
-            message = f"Invalid YAML in README.md front matter: {exc}"
-            return JSONResponse({"errors": [{"message": message}], "warnings": []}, status_code=400,
-                                headers={"X-Error-Message": message.splitlines()[0][:500]})
+            problems = [f"Invalid YAML in README.md front matter: {safe_yaml.describe(exc)}"]
+        if problems:
+            message = "Invalid metadata in README.md: " + "; ".join(problems)
+            return JSONResponse({"errors": [{"message": p} for p in problems], "warnings": []}, status_code=400,
+                                headers={"X-Error-Message": header_value(message, 500)})
         return JSONResponse({"errors": [], "warnings": []})
 
     def list_repos(self, ctx: Ctx, repo_type: str) -> Response:
@@ -388,7 +281,7 @@ class HubApp:
         self._repo(repo_type, repo_id)
         return JSONResponse({})
 
-    def repo_info(self, ctx: Ctx, repo_type: str, repo_id: str, revision: str | None) -> Response:
+    def repo_info(self, ctx: Ctx, repo_type: str, repo_id: str, revision: str | None = None) -> Response:
         repo = self._repo(repo_type, repo_id)
         sha = repo.resolve(revision or "main")
         tree = repo.tree(sha)
@@ -466,104 +359,6 @@ class HubApp:
                            "shouldIgnore": False, "oid": oid})
         return JSONResponse({"files": answer, "commitOid": sha})
 
-    # -- LFS (basic transfer) ----------------------------------------------------------------------
-
-    def _lfs_signature(self, repo_type: str, repo_id: str, oid: str, size: int) -> str:
-        message = f"{repo_type}\0{repo_id}\0{oid}\0{size}".encode("utf-8")
-        return hmac.new(self._lfs_key, message, hashlib.sha256).hexdigest()
-
-    def lfs_batch(self, ctx: Ctx, repo_type: str, repo_id: str) -> Response:
-        """``POST /{repo}.git/info/lfs/objects/batch``: where to PUT each object, or nothing when stored."""
-        repo = self._repo(repo_type, repo_id)
-        data = ctx.json()
-        operation = data.get("operation")
-        objects = data.get("objects")
-        if operation not in ("upload", "download") or not isinstance(objects, list):
-            raise HTTPError(400, "LFS batch: 'operation' must be 'upload' or 'download' and 'objects' a list")
-        transfers = data.get("transfers") or ["basic"]
-        if not isinstance(transfers, list) or "basic" not in transfers:
-            raise HTTPError(400, "LFS batch: only the 'basic' transfer is served by the local hub")
-        if (data.get("hash_algo") or "sha256") != "sha256":
-            raise HTTPError(400, "LFS batch: only hash_algo 'sha256' is supported")
-        answer = []
-        for obj in objects:
-            oid = obj.get("oid") if isinstance(obj, dict) else None
-            size = obj.get("size") if isinstance(obj, dict) else None
-            if not isinstance(oid, str) or not st._HEX64.match(oid) or not isinstance(size, int) or size < 0:
-                raise HTTPError(400, "LFS batch: each object needs 'oid' (sha256, lowercase hex) and 'size' >= 0")
-            item: dict[str, Any] = {"oid": oid, "size": size, "authenticated": True}
-            if operation == "download":
-                # downloads go through /resolve/ (the client never asks the batch API for them)
-                item["error"] = {"code": 501, "message": "LFS downloads are served by /resolve/, not the batch API"}
-            elif repo.lfs_blob(oid) is None:
-                sig = self._lfs_signature(repo_type, repo_id, oid, size)
-                href = f"{ctx.base}/api/{repo_type}s/{repo_id}/lfs-upload/{oid}?size={size}&sig={sig}"
-                item["actions"] = {"upload": {"href": href, "expires_in": 86400}}
-            # else: stored already, no "actions": the client skips the upload
-            answer.append(item)
-        return JSONResponse({"transfer": "basic", "objects": answer, "hash_algo": "sha256"},
-                            media_type="application/vnd.git-lfs+json")
-
-    async def lfs_upload(self, request: Request, repo_type: str, repo_id: str, oid: str) -> Response:
-        """``PUT .../lfs-upload/{sha256}?size=&sig=``: the raw bytes, stored as a git blob as they arrive.
-
-        The git sha1, the sha256 and the deflate are computed in one pass; the object is kept only if
-        both the size and the sha256 match what the URL promised.
-        """
-        try:
-            size = int(request.query_params.get("size", ""))
-        except ValueError:
-            raise HTTPError(400, "LFS upload: missing or invalid 'size'") from None
-        if not st._HEX64.match(oid) or size < 0:
-            raise HTTPError(400, "LFS upload: invalid object id")
-        expected = self._lfs_signature(repo_type, repo_id, oid, size)
-        if not hmac.compare_digest(expected, request.query_params.get("sig", "")):
-            raise HTTPError(403, "LFS upload: invalid or missing signature; ask the batch API for an upload URL")
-        repo = self._repo(repo_type, repo_id)
-        if repo.lfs_blob(oid) is not None:
-            await _drain(request)
-            return Response(status_code=200)
-        writer = await run_in_threadpool(st.BlobWriter, repo, size)
-        sha256 = hashlib.sha256()
-
-        async def digest(piece: bytes) -> None:
-            # hashlib and the blob writer release the GIL: the sha256 and the git object (sha1,
-            # Adler-32, write) are computed in two worker threads, i.e. on two cores
-            await asyncio.gather(run_in_threadpool(sha256.update, piece), run_in_threadpool(writer.write, piece))
-
-        working: asyncio.Future | None = None  # the previous piece, digested while the next one arrives
-        try:
-            pending: list[bytes] = []
-            pending_size = 0
-            async for chunk in request.stream():
-                if not chunk:
-                    continue
-                pending.append(chunk)
-                pending_size += len(chunk)
-                if pending_size >= LFS_WRITE_BATCH:
-                    piece, pending, pending_size = b"".join(pending), [], 0
-                    if working is not None:
-                        await working
-                    working = asyncio.ensure_future(digest(piece))
-            if working is not None:
-                await working
-            working = None
-            if pending:
-                await digest(b"".join(pending))
-            blob = await run_in_threadpool(writer.finish)
-        except st.BadRequest as exc:
-            raise HTTPError(400, f"LFS upload of {oid}: {exc.message}") from None
-        finally:
-            if working is not None:  # never discard the file under a worker still writing it
-                await asyncio.wait([working])
-                if not working.cancelled():
-                    working.exception()  # retrieved: the error being raised already says what went wrong
-            writer.discard()
-        if sha256.hexdigest() != oid:
-            raise HTTPError(400, f"LFS upload: content sha256 {sha256.hexdigest()} is not {oid}")
-        await run_in_threadpool(repo.record_lfs, oid, blob)
-        return Response(status_code=200)
-
     async def commit(self, request: Request, user: str, repo_type: str, repo_id: str, revision: str) -> Response:
         """``POST /api/{type}s/{repo}/commit/{rev}``: an NDJSON body, processed as it arrives."""
         repo = self._repo(repo_type, repo_id)  # 404 before reading megabytes (the body is drained on error)
@@ -578,6 +373,14 @@ class HubApp:
         finally:
             reader.discard()
         header = reader.header
+        readme = next((op.blob for op in reader.ops if op.path == "README.md" and op.blob), None)
+        if readme is not None:  # the Hub refuses a commit whose card metadata breaks its rules
+            try:
+                problems = check_metadata(parse_card((await run_in_threadpool(repo.read_blob, readme)).decode("utf-8", "replace")), repo_type)
+            except yaml.YAMLError as exc:
+                problems = [f"invalid YAML front matter: {safe_yaml.describe(exc)}"]
+            if problems:
+                raise HTTPError(400, "Invalid metadata in README.md: " + "; ".join(problems))
         sha = await run_in_threadpool(
             repo.commit, revision, reader.ops, summary=header["summary"], description=header["description"],
             parent_commit=header["parent"], author=user,
@@ -636,7 +439,8 @@ class HubApp:
         sha = repo.resolve(revision)
         page = _int_param(ctx, "p", 0)
         limit = min(max(_int_param(ctx, "limit", self.commits_page_size), 1), 1000)
-        found = repo.log(sha, skip=page * limit, limit=limit + 1)
+        # a page past the end of history is empty (as on the Hub); git cannot even be asked past 2**31
+        found = repo.log(sha, skip=page * limit, limit=limit + 1) if page * limit < (1 << 31) else []
         formatted = "formatted" in ctx.query.getlist("expand[]") + ctx.query.getlist("expand")
         items = []
         for meta in found[:limit]:
@@ -757,290 +561,7 @@ class HubApp:
 
 
 # --------------------------------------------------------------------------------------------------
-# commit bodies
-
-
-class _StreamedContent:
-    """The base64 ``content`` of one large ``file`` line, decoded into a temporary file as it arrives."""
-
-    def __init__(self, repo: st.Repo):
-        fd, self.path = tempfile.mkstemp(prefix="upload-", dir=repo.storage.tmp_dir)
-        self.out = os.fdopen(fd, "wb")
-        self.size = 0
-        self.pending = b""  # base64 characters not yet decodable (fewer than 4), or a split escape
-        self.padded = False
-
-    def feed(self, data: bytes) -> None:
-        if self.pending:
-            data = self.pending + data
-        hold = b""
-        if b"\\" in data:  # JSON may escape '/' as '\/'; any other escape is invalid base64 anyway
-            if data.endswith(b"\\"):
-                data, hold = data[:-1], b"\\"
-            data = data.replace(b"\\/", b"/")
-        usable = len(data) - len(data) % 4
-        self.pending = data[usable:] + hold
-        if usable <= 0:
-            return
-        if self.padded:
-            raise HTTPError(400, "file content is not valid base64 (data after padding)")
-        try:
-            decoded = binascii.a2b_base64(data[:usable], strict_mode=True)
-        except (binascii.Error, ValueError) as exc:
-            raise HTTPError(400, f"file content is not valid base64 ({exc})") from None
-        self.padded = data[usable - 1: usable] == b"="
-        self.out.write(decoded)
-        self.size += len(decoded)
-
-    def close(self) -> None:
-        self.out.close()
-        if self.pending:
-            raise HTTPError(400, "file content is not valid base64 (length is not a multiple of 4)")
-
-    def discard(self) -> None:
-        with contextlib.suppress(OSError):
-            self.out.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.path)
-
-
-class CommitReader:
-    """Parse a commit's NDJSON body chunk by chunk.
-
-    Lines are ``{"key": ..., "value": ...}`` objects: one ``header`` first, then ``file`` (path,
-    base64 content), ``deletedFile``, ``deletedFolder``. Small lines are parsed whole. A ``file`` line
-    that grows past :data:`STREAM_LINE` bytes and starts the way huggingface_hub writes it
-    (``{"key": "file", "value": {"content": "``) is streamed: its base64 content is decoded while it
-    is received and the rest of the line (path, encoding) parsed at its end, so a 100 MB upload is
-    never held as one 133 MB line plus a 133 MB string plus the decoded bytes.
-
-    The first error is kept in :attr:`error` (the caller keeps draining the body) and raised by
-    :meth:`finish`.
-    """
-
-    def __init__(self, repo: st.Repo):
-        self.repo = repo
-        self.header: dict | None = None
-        self.ops: list[st.FileOp] = []
-        self.error: Exception | None = None
-        self.lines = 0
-        self.buffer = bytearray()
-        self.scan_from = 0
-        self.streamed: _StreamedContent | None = None
-        self.tail: bytearray | None = None  # rest of a streamed line, after its content
-
-    async def feed(self, chunk: bytes) -> None:
-        """Consume the next piece of the body (ignored once an error was found: the caller drains)."""
-        if self.error is not None:
-            return
-        try:
-            await self._feed(chunk)
-        except (HTTPError, st.StorageError) as exc:
-            self.error = exc
-            self.buffer = bytearray()
-            self.discard()
-
-    async def _feed(self, chunk: bytes) -> None:
-        if self.streamed is not None and self.tail is None:
-            quote_at = chunk.find(b'"')
-            if quote_at < 0:
-                self.streamed.feed(chunk)
-                return
-            self.streamed.feed(chunk[:quote_at])
-            self.tail = bytearray()
-            chunk = chunk[quote_at + 1:]
-        if self.tail is not None:
-            newline = chunk.find(b"\n")
-            self.tail += chunk if newline < 0 else chunk[:newline]
-            if len(self.tail) > (1 << 16):
-                raise HTTPError(400, f"commit body line {self.lines + 1}: file entry too long after its content")
-            if newline < 0:
-                return
-            await self._finish_streamed()
-            chunk = chunk[newline + 1:]
-        self.scan_from = len(self.buffer)
-        self.buffer += chunk
-        while True:
-            newline = self.buffer.find(b"\n", self.scan_from)
-            if newline < 0:
-                break
-            line = bytes(self.buffer[:newline])
-            del self.buffer[: newline + 1]
-            self.scan_from = 0
-            await self._line(line)
-        if len(self.buffer) > MAX_LINE:
-            raise HTTPError(413, f"commit body line {self.lines + 1} is longer than {MAX_LINE} bytes")
-        if len(self.buffer) > STREAM_LINE and self.header is not None and self.buffer.startswith(STREAM_PREFIX):
-            self.streamed = _StreamedContent(self.repo)
-            rest = bytes(self.buffer[len(STREAM_PREFIX):])
-            self.buffer = bytearray()
-            self.scan_from = 0
-            await self._feed(rest)
-
-    async def _finish_streamed(self) -> None:
-        self.lines += 1
-        streamed, tail = self.streamed, bytes(self.tail or b"")
-        self.streamed, self.tail = None, None
-        try:
-            streamed.close()
-            item = _parse_line(STREAM_PREFIX + b'"' + tail, self.lines)
-            value = item["value"]
-            path = st.check_path(value.get("path"))
-            if item["key"] != "file" or (value.get("encoding") or "").lower() != "base64":
-                raise HTTPError(400, f"file {path}: large file contents must be sent base64-encoded")
-            blob = await run_in_threadpool(self.repo.write_blob_from_file, streamed.path, streamed.size)
-        finally:
-            streamed.discard()
-        self.ops.append(st.FileOp(path, blob))
-
-    async def finish(self) -> None:
-        if self.error is None:
-            try:
-                if self.streamed is not None:
-                    if self.tail is None:
-                        raise HTTPError(400, "commit body ends inside a file's content")
-                    await self._finish_streamed()
-                if self.buffer.strip():
-                    await self._line(bytes(self.buffer))
-            except (HTTPError, st.StorageError) as exc:
-                self.error = exc
-        if self.error is not None:
-            raise self.error
-        if self.header is None:
-            raise HTTPError(400, "commit body has no 'header' line (NDJSON: one JSON object per line)")
-
-    def discard(self) -> None:
-        if self.streamed is not None:
-            self.streamed.discard()
-        self.streamed, self.tail = None, None
-
-    async def _line(self, line: bytes) -> None:
-        self.lines += 1
-        if not line.strip():
-            return
-        if len(line) > (1 << 20):
-            item = await run_in_threadpool(_parse_line, line, self.lines)
-        else:
-            item = _parse_line(line, self.lines)
-        key, value = item["key"], item["value"]
-        if key == "header":
-            if self.header is not None:
-                raise HTTPError(400, "commit body has two 'header' lines")
-            summary, description = value.get("summary"), value.get("description") or ""
-            parent = value.get("parentCommit")
-            if not isinstance(summary, str) or not summary.strip():
-                raise HTTPError(400, "commit header needs a non-empty 'summary'")
-            if not isinstance(description, str) or (parent is not None and not isinstance(parent, str)):
-                raise HTTPError(400, "commit header: 'description' and 'parentCommit' must be strings")
-            self.header = {"summary": summary, "description": description, "parent": parent}
-            return
-        if self.header is None:
-            raise HTTPError(400, "the first line of a commit body must be the 'header'")
-        if key == "file":
-            path = st.check_path(value.get("path"))
-            content = value.get("content")
-            encoding = (value.get("encoding") or "utf-8").lower()
-            if not isinstance(content, str):
-                raise HTTPError(400, f"file {path}: 'content' must be a string")
-            if encoding not in ("base64", "utf-8", "utf8"):
-                raise HTTPError(400, f"file {path}: unknown encoding {encoding!r} (expected base64)")
-            if len(content) > (1 << 20):
-                blob = await run_in_threadpool(_store_content, self.repo, path, content, encoding)
-            else:
-                blob = _store_content(self.repo, path, content, encoding)
-            self.ops.append(st.FileOp(path, blob))
-        elif key == "deletedFile":
-            self.ops.append(st.FileOp(st.check_path(value.get("path"))))
-        elif key == "deletedFolder":
-            path = value.get("path")
-            path = st.check_path(path.rstrip("/") if isinstance(path, str) else path)
-            self.ops.append(st.FileOp(path, folder=True))
-        elif key == "lfsFile":
-            path = st.check_path(value.get("path"))
-            oid, size = value.get("oid"), value.get("size")
-            if (value.get("algo") or "sha256") != "sha256" or not isinstance(oid, str):
-                raise HTTPError(400, f"lfsFile {path}: needs 'algo' sha256 and an 'oid'")
-            blob = await run_in_threadpool(self.repo.lfs_blob, oid)
-            if blob is None:
-                raise HTTPError(
-                    400,
-                    f"lfsFile {path}: LFS object {oid[:80]} has not been uploaded to this repository (upload it "
-                    "through the LFS batch API first; HfApi does this when preupload answers uploadMode 'lfs')",
-                )
-            if size is not None and size != await run_in_threadpool(self.repo.blob_size, blob):
-                raise HTTPError(400, f"lfsFile {path}: size {size} does not match the uploaded object")
-            self.ops.append(st.FileOp(path, blob))
-        else:
-            raise HTTPError(400, f"unknown commit operation {key!r} on line {self.lines}")
-
-
-# --------------------------------------------------------------------------------------------------
 # request plumbing
-
-
-def _segments(raw_path: bytes) -> list[str]:
-    """Path segments, each percent-decoded on its own (so ``%2F`` stays inside its segment)."""
-    raw = raw_path.split(b"?", 1)[0]
-    parts = raw.split(b"/")[1:] if raw.startswith(b"/") else raw.split(b"/")
-    out = []
-    for part in parts:
-        try:
-            out.append(unquote_to_bytes(part).decode("utf-8"))
-        except UnicodeDecodeError:
-            raise HTTPError(400, "request path is not valid UTF-8") from None
-    return out
-
-
-def _split_revision(args: list[str]) -> tuple[str, str]:
-    """``[rev, *path]``; a revision given unencoded as ``refs/pr/1`` (or ``refs/convert/x``) takes three."""
-    if not args or not args[0]:
-        raise HTTPError(400, "missing revision in the URL")
-    if args[0] == "refs" and len(args) >= 3:
-        return "/".join(args[:3]), "/".join(args[3:])
-    return args[0], "/".join(args[1:])
-
-
-async def _read_body(request: Request, limit: int = MAX_JSON_BODY) -> bytes:
-    """The whole body; past ``limit`` the rest is still read (and dropped) before answering 413."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size <= limit:
-            chunks.append(chunk)
-    if size > limit:
-        raise HTTPError(413, f"request body larger than {limit} bytes")
-    return b"".join(chunks)
-
-
-async def _drain(request: Request) -> None:
-    try:
-        async for _ in request.stream():
-            pass
-    except (ClientDisconnect, RuntimeError):  # RuntimeError: stream already consumed
-        pass
-
-
-def _parse_line(line: bytes, number: int) -> dict:
-    try:
-        item = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise HTTPError(400, f"commit body line {number} is not valid JSON: {str(exc)[:200]}") from None
-    if not isinstance(item, dict) or not isinstance(item.get("key"), str) or not isinstance(item.get("value"), dict):
-        raise HTTPError(400, f"commit body line {number} must be an object with 'key' (string) and 'value' (object)")
-    return item
-
-
-def _store_content(repo: st.Repo, path: str, content: str, encoding: str) -> str:
-    if encoding == "base64":
-        try:
-            data = binascii.a2b_base64(content, strict_mode=True)
-        except (binascii.Error, ValueError) as exc:
-            raise HTTPError(400, f"file {path}: content is not valid base64 ({exc})") from None
-    else:
-        data = content.encode("utf-8", "surrogatepass")
-    del content
-    return repo.write_blob(data)
 
 
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
@@ -1080,17 +601,37 @@ def _html(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+class HubASGI:
+    """The ASGI application: every HTTP request goes to :meth:`HubApp.handle` (no Starlette router in
+    between: its path pattern does not match a decoded path holding a newline, and would answer such a
+    request with a bare 404 of its own)."""
+
+    def __init__(self, hub: HubApp, body_idle_seconds: float = limits.BODY_IDLE_SECONDS):
+        self.hub = hub
+        self.state = SimpleNamespace(hub=hub)
+        self._app = limits.BodyIdleTimeout(self._http, seconds=body_idle_seconds)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":  # lifespan is off; websockets are not served
+            return
+        await self._app(scope, receive, send)
+
+    async def _http(self, scope, receive, send) -> None:
+        response = await self.hub.handle(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
 def create_app(root, *, token: str | None = None, user: str = st.DEFAULT_USER, commits_page_size: int = 50,
-               tree_page_size: int = 1000, lfs_uploads: bool = False, lfs_threshold: int = LFS_THRESHOLD) -> Starlette:
-    """The Starlette application serving the repositories under ``root``.
+               tree_page_size: int = 1000, lfs_uploads: bool = False, lfs_threshold: int = LFS_THRESHOLD,
+               body_idle_seconds: float = limits.BODY_IDLE_SECONDS) -> HubASGI:
+    """The ASGI application serving the repositories under ``root``.
 
     ``lfs_uploads=True`` answers uploadMode "lfs" for files of at least ``lfs_threshold`` bytes, so the
     client PUTs their raw bytes instead of base64 inside the commit. Only for clients that will not use
     Xet: huggingface_hub uploads every "lfs" file through Xet whenever ``hf_xet`` is importable and
     ``HF_HUB_DISABLE_XET`` is unset, and this server does not speak Xet (such an upload fails).
+    ``body_idle_seconds``: a request body that sends nothing for this long is answered 408 and closed.
     """
     hub = HubApp(root, token=token, user=user, commits_page_size=commits_page_size, tree_page_size=tree_page_size,
                  lfs_uploads=lfs_uploads, lfs_threshold=lfs_threshold)
-    app = Starlette(routes=[Route("/{rest:path}", hub.handle, methods=ALL_METHODS)])
-    app.state.hub = hub
-    return app
+    return HubASGI(hub, body_idle_seconds)

@@ -43,12 +43,12 @@ from typing import Iterator
 
 REPO_TYPES = ("model", "dataset", "space")
 ZERO_OID = "0" * 40
-_HEX40 = re.compile(r"^[0-9a-f]{40}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_SHORT_HEX = re.compile(r"^[0-9a-fA-F]{5,40}$")
+_HEX40 = re.compile(r"^[0-9a-f]{40}\Z")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+_SHORT_HEX = re.compile(r"^[0-9a-fA-F]{5,40}\Z")
 # Hub rules for a namespace or a repo name: letters, digits, '-', '_', '.'; no '--' or '..';
 # '-' and '.' neither start nor end it; at most 96 characters.
-_NAME_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?\Z")
 _BAD_REF_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
 
 DEFAULT_USER = "local"
@@ -876,6 +876,19 @@ class Storage:
         self.tmp_dir.mkdir(exist_ok=True)
         if shutil.which("git") is None:
             raise RuntimeError("the local hub needs the git command line tool on PATH")
+
+    def clean_tmp(self) -> int:
+        """Remove what a killed server left in ``ROOT/.tmp`` (uploads, staging); called at server start,
+        so one root is served by one server at a time. Returns how many entries were removed."""
+        removed = 0
+        for entry in list(self.tmp_dir.iterdir()):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+            removed += not entry.exists()
+        return removed
 
     def _dir(self, repo_type: str, namespace: str, name: str) -> Path:
         path = self.root / f"{repo_type}s" / namespace / f"{name}.git"

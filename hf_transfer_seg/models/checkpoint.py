@@ -35,11 +35,14 @@ def save_checkpoint(
     model_args: dict[str, Any] | None = None,
     data_config: dict[str, Any] | None = None,
     extra_config: dict[str, Any] | None = None,
+    tag: str | None = None,
 ) -> Path:
     """Write ``model`` (a timm classifier) to ``folder`` in timm Hub format; return the folder.
 
     ``data_config`` (mean, std, input_size, interpolation, crop_pct...) goes into ``pretrained_cfg``
-    so that everything loading the checkpoint preprocesses the same way.
+    so that everything loading the checkpoint preprocesses the same way. ``tag`` (the revision, e.g.
+    ``epoch-0005``) replaces timm's default tag of the architecture (``r160_in1k``...), which would name
+    weights these are not.
     """
     from timm.models import save_for_hf
 
@@ -54,6 +57,11 @@ def save_checkpoint(
     (config.get("model_args") or {}).pop("num_classes", None)
     if not config.get("model_args"):
         config.pop("model_args", None)
+    if tag is not None:
+        cfg = config.setdefault("pretrained_cfg", {})
+        cfg["tag"] = tag
+        for key in ("hf_hub_id", "url", "file", "source"):  # provenance of timm's published weights, not of these
+            cfg.pop(key, None)
     config.update(extra_config or {})
     path.write_text(json.dumps(config, indent=2))
     return folder
@@ -68,8 +76,17 @@ def read_config(folder: str | Path) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise WeightsError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise WeightsError(f"{path} is not a JSON object; expected timm's Hub format (architecture, model_args...)")
     if "architecture" not in config:
         raise WeightsError(f"{path} has no 'architecture' field; expected timm's Hub format")
+    architecture = config["architecture"]
+    if not isinstance(architecture, str) or not architecture.strip():
+        raise WeightsError(f"{path}: 'architecture' must be a timm model name (a string), got {architecture!r:.80}")
+    for key in ("model_args", "pretrained_cfg"):
+        value = config.get(key)
+        if value is not None and not (isinstance(value, dict) and all(isinstance(k, str) for k in value)):
+            raise WeightsError(f"{path}: '{key}' must be a JSON object, got {type(value).__name__}")
     return config
 
 
@@ -170,6 +187,11 @@ def load_encoder(
         )
     except RuntimeError as exc:
         raise WeightsError(f"weights in {folder} do not fit {config['architecture']}: {exc}") from exc
+    except (TypeError, ValueError, KeyError, AttributeError, AssertionError) as exc:  # e.g. a model_args key timm rejects
+        raise WeightsError(
+            f"config.json in {folder} cannot build {config['architecture']} "
+            f"(model_args {sorted(config.get('model_args') or {})}): {type(exc).__name__}: {exc}"
+        ) from exc
     model.pretrained_cfg = {k: v for k, v in pretrained_cfg.items() if k != "state_dict"}
     return model
 

@@ -1,5 +1,6 @@
 """The segmentation network: an smp U-Net whose encoder is the timm model of a checkpoint revision,
-its sliding-window inference, and its save/load (``config.json`` + ``model.safetensors``).
+its sliding-window inference, and its save/load in smp's own Hub format (``config.json`` with
+``_model_class`` + ``model.safetensors``; ``segmentation_models_pytorch.from_pretrained`` loads it).
 
 A pushed segmentation model loads back with one call that needs no other repository::
 
@@ -64,6 +65,7 @@ class SegmentationModel(torch.nn.Module):
         encoder_args: dict[str, Any] | None = None,
         frozen_encoder: bool = False,
         config: dict[str, Any] | None = None,
+        unet: torch.nn.Module | None = None,
     ):
         super().__init__()
         import segmentation_models_pytorch as smp
@@ -73,7 +75,7 @@ class SegmentationModel(torch.nn.Module):
         self.encoder_args = dict(encoder_args or {})
         self.decoder_channels = tuple(int(c) for c in decoder_channels)
         try:
-            self.unet = smp.Unet(
+            self.unet = unet if unet is not None else smp.Unet(
                 encoder_name="tu-" + architecture,
                 encoder_weights=None,
                 classes=num_classes,
@@ -161,7 +163,13 @@ def build_model(
             raise WeightsError("no encoder folder and no architecture: nothing to build")
         return SegmentationModel(architecture, num_classes, decoder_channels=decoder_channels, frozen_encoder=freeze_encoder)
     architecture, encoder_args = encoder_architecture(encoder_folder)
-    model = SegmentationModel(architecture, num_classes, decoder_channels=decoder_channels, encoder_args=encoder_args)
+    try:
+        model = SegmentationModel(architecture, num_classes, decoder_channels=decoder_channels, encoder_args=encoder_args)
+    except (TypeError, ValueError, KeyError, AttributeError, AssertionError, RuntimeError) as exc:
+        raise WeightsError(
+            f"config.json in {encoder_folder} cannot build a {architecture} encoder (model_args "
+            f"{sorted(encoder_args)}): {type(exc).__name__}: {exc}. Fix that revision's config.json or pick another."
+        ) from exc
     out_indices = tuple(model.timm_encoder.feature_info.out_indices)
     encoder = load_encoder(encoder_folder, features_only=True, out_indices=out_indices)
     try:
@@ -216,15 +224,26 @@ def sliding_window_probs(
 
 
 # ------------------------------------------------------------------------------------- save and load
+#
+# smp's own Hub format: ``config.json`` holds ``_model_class: "Unet"`` and the U-Net's init arguments,
+# ``model.safetensors`` the U-Net's weights, so ``segmentation_models_pytorch.from_pretrained(repo)`` returns
+# the network. What smp does not know (the encoder's input normalisation, class names, the intensity
+# normalisation of the training data, the training window) goes under ``_hf_transfer_seg`` in the same
+# config.json: smp drops keys starting with ``_`` before building the model.
+
+EXTRA_KEY = "_hf_transfer_seg"
 
 
 def save_segmentation_model(model: SegmentationModel, folder: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``config.json`` and ``model.safetensors`` of ``model`` to ``folder``."""
-    from safetensors.torch import save_model
-
+    """Write ``model`` to ``folder`` in smp's Hub format (``config.json`` + ``model.safetensors``)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    config = {
+    had_card = (folder / "README.md").exists()
+    model.unet.save_pretrained(folder)  # smp's config.json (with _model_class) and model.safetensors
+    if not had_card:
+        (folder / "README.md").unlink(missing_ok=True)  # the caller writes the card (smp's template says little)
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    config[EXTRA_KEY] = {
         "model_type": MODEL_TYPE,
         "architecture": model.architecture,
         "encoder_args": model.encoder_args,
@@ -236,13 +255,16 @@ def save_segmentation_model(model: SegmentationModel, folder: str | Path, *, ext
         **(extra or {}),
     }
     (folder / CONFIG_NAME).write_text(json.dumps(config, indent=2, default=str))
-    save_model(model, str(folder / WEIGHTS_NAME))
     return folder
 
 
 def load_segmentation_model(repo_id_or_path: str | Path, revision: str | None = None) -> SegmentationModel:
-    """Load a pushed (or saved) segmentation model, in eval mode. Needs no other repository."""
-    from safetensors.torch import load_model
+    """Load a pushed (or saved) segmentation model, in eval mode. Needs no other repository.
+
+    A thin wrapper over ``segmentation_models_pytorch.from_pretrained``: the U-Net comes from smp, the
+    wrapper adds the recorded input normalisation (images in [0, 1] in, logits out) and the config.
+    """
+    import segmentation_models_pytorch as smp
 
     path = Path(repo_id_or_path)
     if path.is_dir():
@@ -257,9 +279,17 @@ def load_segmentation_model(repo_id_or_path: str | Path, revision: str | None = 
             f"{repo_id_or_path} has no {CONFIG_NAME} + {WEIGHTS_NAME}; push it with "
             "`hf-transfer-seg finetune ... --push-to REPO`"
         )
-    config = json.loads((folder / CONFIG_NAME).read_text())
-    if config.get("model_type") != MODEL_TYPE:
-        raise WeightsError(f"{repo_id_or_path} is not an hf-transfer-seg segmentation model (model_type {config.get('model_type')!r})")
+    raw = json.loads((folder / CONFIG_NAME).read_text())
+    config = raw.get(EXTRA_KEY) or {}
+    if config.get("model_type") != MODEL_TYPE or raw.get("_model_class") != "Unet":
+        raise WeightsError(
+            f"{repo_id_or_path} is not an hf-transfer-seg segmentation model (no smp Unet config with {EXTRA_KEY}); "
+            "save it with hf-transfer-seg finetune --push-to / --output-dir"
+        )
+    try:
+        unet = smp.from_pretrained(str(folder))
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise WeightsError(f"weights of {repo_id_or_path} do not fit its config: {exc}") from exc
     model = SegmentationModel(
         config["architecture"],
         int(config["num_classes"]),
@@ -268,9 +298,6 @@ def load_segmentation_model(repo_id_or_path: str | Path, revision: str | None = 
         decoder_channels=tuple(config.get("decoder_channels") or DECODER_CHANNELS),
         encoder_args=config.get("encoder_args") or {},
         config=config,
+        unet=unet,
     )
-    try:
-        load_model(model, str(folder / WEIGHTS_NAME), strict=True)
-    except RuntimeError as exc:
-        raise WeightsError(f"weights of {repo_id_or_path} do not fit its config: {exc}") from exc
     return model.eval()

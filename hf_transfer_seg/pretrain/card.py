@@ -19,7 +19,12 @@ from hf_transfer_seg.cards import get_namespace, render_card, replace_section, s
 
 REPO_NAME_PLACEHOLDER = "<your-repo>"
 REPO_PLACEHOLDER = f"<your-namespace>/{REPO_NAME_PLACEHOLDER}"
-SUMMARY_ROW_KEYS = ("imagenet_top1", "imagenet_top5", "train_loss", "global_step", "images_seen", "wall_clock_hours")
+SUMMARY_ROW_KEYS = ("top1", "top5", "top1_dataset", "train_loss", "global_step", "images_seen", "wall_clock_hours")
+
+
+def top1_of(facts: dict[str, Any], k: int = 1) -> Any:
+    """Validation top-k (%), from ``top{k}`` (or the older ``imagenet_top{k}``)."""
+    return facts.get(f"top{k}", facts.get(f"imagenet_top{k}"))
 
 
 def _tags(facts: dict[str, Any]) -> list[str]:
@@ -44,18 +49,29 @@ def _pct(value: Any) -> str:
     return "n/a" if value is None else f"{value:.2f}%"
 
 
+def _lr_note(facts: dict[str, Any]) -> str:
+    """Say when the LR is not the paper's linear scaling (4e-3 x batch / 4096)."""
+    batch, lr = facts.get("batch_size"), facts.get("peak_lr")
+    if not batch or not lr:
+        return ""
+    paper = 4e-3 * float(batch) / 4096
+    if abs(float(lr) - paper) <= 1e-3 * paper:
+        return " (the paper's linear scaling)"
+    return f" (set explicitly; the paper's linear scaling 4e-3 x {batch}/4096 would give {paper:.2g})"
+
+
 def training_table(facts: dict[str, Any]) -> str:
     rows = [
         ("Epoch", f"{facts['epoch']:g}"),
         ("Optimizer steps", facts["global_step"]),
         ("Images seen", facts["images_seen"]),
-        ("Validation top-1", _pct(facts.get("imagenet_top1"))),
-        ("Validation top-5", _pct(facts.get("imagenet_top5"))),
+        (f"Validation top-1 ({facts.get('top1_dataset') or facts.get('dataset')})", _pct(top1_of(facts))),
+        ("Validation top-5", _pct(top1_of(facts, 5))),
         ("Train loss (since previous checkpoint)", "n/a" if facts.get("train_loss") is None else f"{facts['train_loss']:.4f}"),
         ("Recipe", facts["recipe"]),
         ("Dataset", f"{facts['dataset']} ({'synthetic' if facts.get('synthetic') else 'real'})"),
         ("Unreadable images skipped", facts.get("skipped_images", 0)),
-        ("Global batch / peak LR", f"{facts.get('batch_size')} / {facts.get('peak_lr', 0):.3g}"),
+        ("Global batch / peak LR", f"{facts.get('batch_size')} / {facts.get('peak_lr', 0):.3g}{_lr_note(facts)}"),
         ("Processes", facts.get("num_processes")),
         ("Wall-clock hours", f"{facts.get('wall_clock_hours', 0):.3f}"),
         ("Code version", facts.get("code_version")),
@@ -66,10 +82,10 @@ def training_table(facts: dict[str, Any]) -> str:
 
 def accuracy_results(facts: dict[str, Any]) -> list[EvalResult]:
     results = []
-    for key, name in (("imagenet_top1", "top-1"), ("imagenet_top5", "top-5")):
-        if facts.get(key) is None:
+    for k, name in ((1, "top-1"), (5, "top-5")):
+        if top1_of(facts, k) is None:
             continue
-        results.append(schema.accuracy_result(facts["dataset"], name, facts[key]))
+        results.append(schema.accuracy_result(facts["dataset"], name, top1_of(facts, k)))
     return results
 
 
@@ -156,8 +172,8 @@ def checkpoints_table(rows: list[dict[str, Any]], repo_id: str, latest: str | No
         loss = "n/a" if r.get("train_loss") is None else f"{r['train_loss']:.4f}"
         lines.append(
             f"| [`{r['revision']}`](https://huggingface.co/{repo_id}/tree/{r['revision']}) | {r['epoch']:g} | "
-            f"{r.get('global_step')} | {r.get('images_seen')} | {_pct(r.get('imagenet_top1'))} | "
-            f"{_pct(r.get('imagenet_top5'))} | {loss} | `{str(r['sha'])[:10]}` |"
+            f"{r.get('global_step')} | {r.get('images_seen')} | {_pct(top1_of(r))} | "
+            f"{_pct(top1_of(r, 5))} | {loss} | `{str(r['sha'])[:10]}` |"
         )
     return "\n".join(lines)
 

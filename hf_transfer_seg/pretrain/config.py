@@ -58,6 +58,7 @@ class PretrainConfig:
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     clip_grad: float | None = None
+    early_stop: str | None = None  # [PREDICTOR:]RULE[=VALUE], see hf_transfer_seg.selection.parse_rule
     # hub and output
     repo_id: str | None = None
     private: bool = False
@@ -132,11 +133,13 @@ def parse_epochs(value: Any) -> list[float]:
 def load_yaml(path: str | Path) -> dict[str, Any]:
     import yaml
 
+    from hf_transfer_seg import safe_yaml
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"recipe file {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = safe_yaml.load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"recipe file {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -198,6 +201,24 @@ def check_encoder(name: str) -> None:
     )
 
 
+def _check_schedule(schedule: list[float]) -> None:
+    """Every checkpoint epoch is > 0 and has a branch name of its own (names keep 6 decimals)."""
+    from hf_transfer_seg.hub.revisions import parse_revision_name, revision_name
+
+    names: dict[str, float] = {}
+    for epoch in schedule:
+        if not (math.isfinite(epoch) and epoch > 0):
+            raise ConfigError(f"--checkpoint-epochs must be > 0, got {epoch:g}")
+        name = revision_name(epoch)
+        if parse_revision_name(name) <= 0:
+            raise ConfigError(f"--checkpoint-epochs {epoch:g} is too small: its branch would be {name} (epoch 0); "
+                              "use at least 0.000001")
+        if name in names:
+            raise ConfigError(f"--checkpoint-epochs {names[name]:g} and {epoch:g} would both be branch {name}; "
+                              "epochs must differ in their first 6 decimals")
+        names[name] = epoch
+
+
 def validate(config: PretrainConfig) -> None:
     if config.recipe not in RECIPES:
         raise ConfigError(f"--recipe must be one of {', '.join(RECIPES)}, got {config.recipe!r}")
@@ -222,6 +243,11 @@ def validate(config: PretrainConfig) -> None:
         raise ConfigError("learning rates must be > 0 and weight decay >= 0")
     if config.warmup < 0 or config.warmup >= config.epochs:
         raise ConfigError(f"--warmup-epochs ({config.warmup:g}) must be >= 0 and below --epochs ({config.epochs:g})")
+    for name in ("train_size", "val_size"):
+        value = getattr(config, name, None)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 1 (leave it out to use every image), got {value}")
+    _check_schedule(config.schedule)
     late = [e for e in config.schedule if e > config.epochs + 1e-9]
     if late:
         raise ConfigError(f"checkpoint epochs {late} are after the last epoch ({config.epochs:g}); raise --epochs")

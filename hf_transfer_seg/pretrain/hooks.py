@@ -32,13 +32,18 @@ class CheckpointCallback(Protocol):
 
 
 def run_callbacks(
-    callbacks: list[Callable], folder: Path, epoch: float, revision: str
+    callbacks: list[Callable], folder: Path, epoch: float, revision: str, facts: dict[str, Any] | None = None
 ) -> tuple[dict[str, Any], bool, str | None]:
-    """Merged metadata of every callback, whether one asked to stop, and why."""
+    """Merged metadata of every callback, whether one asked to stop, and why. A callback with
+    ``wants_context = True`` is also given ``facts`` (the checkpoint's training facts) and ``merged`` (what the
+    callbacks before it returned), e.g. the early-stop rule reading top-1 or the live score."""
     merged: dict[str, Any] = {}
     stop, reason = False, None
     for callback in callbacks:
-        result = callback(folder, epoch, revision) or {}
+        if getattr(callback, "wants_context", False):
+            result = callback(folder, epoch, revision, facts=dict(facts or {}), merged=merged) or {}
+        else:
+            result = callback(folder, epoch, revision) or {}
         result = dict(result)
         if result.pop("stop", False):
             stop = True

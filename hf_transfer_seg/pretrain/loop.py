@@ -206,8 +206,10 @@ class CheckpointStep:
             "global_step": state.global_step,
             "images_seen": state.images_seen,
             "recipe": config.recipe,
-            "imagenet_top1": top1,
-            "imagenet_top5": top5,
+            "top1": top1,  # validation top-1 (%) on top1_dataset; imagenet_top1 only when that is ImageNet
+            "top5": top5,
+            "top1_dataset": data.dataset_id,
+            **({"imagenet_top1": top1, "imagenet_top5": top5} if "imagenet" in str(data.dataset_id).lower() else {}),
             "train_loss": round(loss_total / n, 6) if n else None,
             "wall_clock_hours": round(self.wall() / 3600.0, 6),
             "code_version": code_version(),
@@ -242,8 +244,9 @@ class CheckpointStep:
                 folder,
                 data_config=self.data_config,
                 extra_config={"label_names": label_names} if label_names else None,
+                tag=revision,
             )
-            extra, decision[0], decision[1] = run_callbacks(self.callbacks, folder, epoch, revision)
+            extra, decision[0], decision[1] = run_callbacks(self.callbacks, folder, epoch, revision, facts)
             card = cards.revision_card(config.repo_id, revision, facts)
             card = cards.apply_extra(card, extra)
             card.save(folder / "README.md")
@@ -255,7 +258,7 @@ class CheckpointStep:
             raise
         log.info(
             "checkpoint %s: step %d, top-1 %s, top-5 %s, loss %s", revision, self.state.global_step,
-            facts["imagenet_top1"], facts["imagenet_top5"], facts["train_loss"],
+            facts["top1"], facts["top5"], facts["train_loss"],
         )
         return decision[0], decision[1]
 

@@ -27,13 +27,13 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from huggingface_hub import ModelCard
-
 from hf_transfer_seg.cards import get_namespace, schema
+from hf_transfer_seg.disk import disk_full_is_clean
 from hf_transfer_seg.errors import HfTransferSegError, HubError
 from hf_transfer_seg.hub import parse_revision_name, push_revision, update_card
 from hf_transfer_seg.pretrain import card as cards
 from hf_transfer_seg.redact import redact
+from hf_transfer_seg.safe_yaml import load_card
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -84,7 +84,8 @@ def stage_checkpoint(output_dir: str | Path, revision: str, build) -> Path:
     tmp = pending / f".tmp-{revision}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    build(tmp)
+    with disk_full_is_clean(output_dir, f"checkpoint {revision}", partial=tmp):
+        build(tmp)
     final = pending / revision
     if final.exists():  # a resumed run recomputed a checkpoint that was never confirmed: the new one wins
         shutil.rmtree(final)
@@ -134,7 +135,7 @@ def push_one(output_dir: str | Path, revision: str, repo_id: str) -> dict | None
             return None
         folder = pending_dir(output_dir) / revision
         readme = folder / "README.md"
-        card = ModelCard.load(readme)
+        card = load_card(readme, where=str(readme))
         facts = dict(get_namespace(card.data, schema.TRAINING, {}) or {})
         if cards.REPO_NAME_PLACEHOLDER in readme.read_text():  # written by a run without --repo-id
             readme.write_text(cards.set_repo_id(readme.read_text(), repo_id))

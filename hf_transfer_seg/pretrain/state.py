@@ -17,6 +17,8 @@ import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from hf_transfer_seg.disk import disk_full_is_clean
+
 log = logging.getLogger(__name__)
 TRAINER_STATE = "trainer_state.json"
 
@@ -69,13 +71,14 @@ def save(accelerator, output_dir: str | Path, state: TrainerState, batches_per_e
     root = state_root(output_dir)
     path = root / f"step-{state.global_step:08d}"
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(path))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (path / TRAINER_STATE).write_text(json.dumps(asdict(state), indent=2))
-        tmp = root / "LATEST.tmp"
-        tmp.write_text(path.name)
-        os.replace(tmp, root / "LATEST")
+    with disk_full_is_clean(output_dir, f"the training state at step {state.global_step}", partial=path):
+        accelerator.save_state(str(path))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (path / TRAINER_STATE).write_text(json.dumps(asdict(state), indent=2))
+            tmp = root / "LATEST.tmp"
+            tmp.write_text(path.name)
+            os.replace(tmp, root / "LATEST")
         for old in root.glob("step-*"):
             if old != path:
                 shutil.rmtree(old, ignore_errors=True)

@@ -1,41 +1,48 @@
-"""Did a predictor predict Dice? Rank correlations per series and checkpoint selection rules.
+"""Did a predictor predict Dice? Correlations per series, one pre-declared test, honest verdicts.
 
-Per predictor and series (a series is one encoder/target/setting across its checkpoints):
-Spearman and Kendall (tau-b) correlation of Dice with the predictor over the checkpoints where both
-are known (at least 3). The *expected sign* is negative for lower-is-better predictors (robustness
-scores) and positive otherwise.
+Per predictor and series (one encoder/target/setting across its checkpoints): Spearman and Kendall
+(tau-b) of Dice with the predictor over the checkpoints where both are known, and the *partial*
+Spearman controlling for the pretraining epoch (rank correlations; the part of the link that is not
+the shared trend with training length). Epoch alone is reported as the baseline.
 
-Selection rules turn a predictor into a checkpoint choice (higher-is-better predictors are negated
-first, so "lowest" always means "best"):
+Directions are declared (``lower``/``higher``), or known for the tool's own columns
+(:func:`hf_transfer_seg.selection.known_direction`). A predictor without a direction gets its
+correlations only: verdict ``direction_unknown``.
 
-- ``lowest``: the checkpoint with the best value (earliest on ties).
-- ``within_tolerance``: the earliest checkpoint whose value is within ``tolerance`` x (range of the
-  series' values) of the best.
-- ``patience``: walk the checkpoints in epoch order as live scoring would; stop once the best value has
-  not improved for ``patience`` checkpoints; choose the best checkpoint seen. Pretraining stops at the
-  stopping checkpoint, so that is the epoch cost.
+Verdicts (``predicts``, ``does_not_predict``, ``insufficient_evidence``, ``direction_unknown``):
 
-For each rule and series: Dice lost against the oracle best checkpoint and against the last checkpoint
-(positive = worse than that), and the fraction of pretraining epochs saved (``1 - cost epoch / last
-epoch``). Means over series come with percentile bootstrap intervals over series when there are at
-least two series.
+- Minimum evidence: at least ``MIN_SERIES`` series with at least ``MIN_POINTS`` checkpoints each;
+  below that the verdict is ``insufficient_evidence`` whatever the correlation.
+- Test: one-sided Wilcoxon signed-rank test across series of the per-series Spearman oriented so that
+  positive = "in the declared direction". The *headline* predictor (declared before seeing results)
+  is tested alone at ``ALPHA``; every other predictor is exploratory and its p-value is Holm-corrected
+  over all exploratory predictors tested. ``predicts`` needs the (adjusted) p-value below ``ALPHA``.
+- Beyond training length: "adds information beyond training length" only when the bootstrap interval
+  of the mean partial Spearman excludes 0 on the declared side.
+- Noise: where Dice has several seeds per checkpoint (``dice_std`` with ``num_seeds`` >= 2), the
+  seed SD and whether the best-vs-last gap exceeds it; otherwise the noise is unknown.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hf_transfer_seg.report.table import lower_is_better, predictor_columns
+from hf_transfer_seg.cards import schema
+from hf_transfer_seg.report.rules import bootstrap_mean, selection_table
+from hf_transfer_seg.report.table import predictor_columns
+from hf_transfer_seg.selection import HIGHER, LOWER, resolve_directions
 
-RULES = ("lowest", "within_tolerance", "patience")
-MIN_POINTS = 3
-STRONG = 0.3  # |mean Spearman| needed to call a predictor useful
+MIN_POINTS = 4  # checkpoints per series for a series to count as evidence (Spearman over 3 points is noise)
+MIN_SERIES = 5  # series needed before any verdict; a one-sided Wilcoxon over 5 series can reach p = 1/32
+ALPHA = 0.05
+HEADLINE = f"robustness:{schema.HEADLINE}"  # the tool's headline configuration, declared in advance
+VERDICTS = ("predicts", "does_not_predict", "insufficient_evidence", "direction_unknown")
 
 
 def _clean(value: Any) -> float | None:
@@ -45,164 +52,208 @@ def _clean(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def bootstrap_mean(values: Iterable[float], *, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> list[float] | None:
-    """Percentile bootstrap interval of the mean of ``values`` (resampling them), or None for fewer than 2."""
-    values = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=float)
-    if len(values) < 2 or n_boot < 1:
+def _spearman(x, y) -> float | None:
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return None
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return [float(lo), float(hi)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _clean(stats.spearmanr(x, y).statistic)
+
+
+def _kendall(x, y) -> float | None:
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _clean(stats.kendalltau(x, y).statistic)
+
+
+def partial_spearman(x, y, z) -> float | None:
+    """Spearman of x and y controlling for z (partial correlation of the ranks); None when undefined
+    (fewer than 4 points, or x or y a monotone function of z)."""
+    if len(x) < 4:
+        return None
+    rxy, rxz, ryz = _spearman(x, y), _spearman(x, z), _spearman(y, z)
+    if rxy is None or rxz is None or ryz is None:
+        return None
+    den = (1 - rxz * rxz) * (1 - ryz * ryz)
+    if den <= 1e-12:
+        return None
+    return _clean((rxy - rxz * ryz) / math.sqrt(den))
 
 
 def series_points(df: pd.DataFrame, predictor: str) -> dict[str, pd.DataFrame]:
     """Per series: rows (epoch order) where both Dice and the predictor are known."""
     out = {}
+    cols = ["epoch", "dice"] + ([predictor] if predictor != "epoch" else [])
     for name, group in df.groupby("series", sort=True):
-        group = group[["epoch", "dice", predictor]].apply(pd.to_numeric, errors="coerce").dropna()
-        out[str(name)] = group.sort_values("epoch").reset_index(drop=True)
+        g = group[cols].apply(pd.to_numeric, errors="coerce").dropna().sort_values("epoch").reset_index(drop=True)
+        if predictor == "epoch":
+            g = g.assign(_value=g["epoch"])
+        else:
+            g = g.assign(_value=g[predictor])
+        out[str(name)] = g
     return out
 
 
-def correlation(dice: np.ndarray, values: np.ndarray) -> tuple[float | None, float | None]:
-    """(Spearman, Kendall tau-b) of Dice against the predictor; None when undefined."""
-    if len(dice) < MIN_POINTS or np.ptp(dice) == 0 or np.ptp(values) == 0:
-        return None, None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        rho = stats.spearmanr(values, dice).statistic
-        tau = stats.kendalltau(values, dice).statistic
-    return _clean(rho), _clean(tau)
-
-
-def correlations(df: pd.DataFrame, predictor: str, *, lower_better: bool, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    expected = -1 if lower_better else 1
+def correlations(df: pd.DataFrame, predictor: str, direction: str | None, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    sign = {LOWER: -1, HIGHER: 1}.get(direction)
     per_series = {}
-    for name, points in series_points(df, predictor).items():
-        rho, tau = correlation(points["dice"].to_numpy(), points[predictor].to_numpy())
-        per_series[name] = {"spearman": rho, "kendall": tau, "n": int(len(points))}
+    for name, p in series_points(df, predictor).items():
+        x, y, e = p["_value"].to_numpy(float), p["dice"].to_numpy(float), p["epoch"].to_numpy(float)
+        per_series[name] = {
+            "spearman": _spearman(x, y), "kendall": _kendall(x, y),
+            "partial_spearman": partial_spearman(x, y, e) if predictor != "epoch" else None, "n": int(len(p)),
+        }
     rhos = [s["spearman"] for s in per_series.values() if s["spearman"] is not None]
     taus = [s["kendall"] for s in per_series.values() if s["kendall"] is not None]
-    signs = [np.sign(r) == expected for r in rhos]
+    partial = [s["partial_spearman"] for s in per_series.values() if s["partial_spearman"] is not None]
+    evidence = [s for s in per_series.values() if s["spearman"] is not None and s["n"] >= MIN_POINTS]
     return {
-        "lower_is_better": lower_better,
-        "expected_sign": "negative" if expected < 0 else "positive",
+        "direction": direction,
         "mean_spearman": float(np.mean(rhos)) if rhos else None,
-        "mean_kendall": float(np.mean(taus)) if taus else None,
-        "fraction_expected_sign": float(np.mean(signs)) if signs else None,
-        "n_series": len(rhos),
         "mean_spearman_ci": bootstrap_mean(rhos, n_boot=n_boot, seed=seed),
+        "mean_kendall": float(np.mean(taus)) if taus else None,
+        "partial_spearman": float(np.mean(partial)) if partial else None,
+        "partial_spearman_ci": bootstrap_mean(partial, n_boot=n_boot, seed=seed),
+        "fraction_expected_sign": float(np.mean([np.sign(r) == sign for r in rhos])) if rhos and sign else None,
+        "n_series": len(rhos),
+        "n_series_evidence": len(evidence),
         "series": per_series,
     }
 
 
-def select(epochs: np.ndarray, values: np.ndarray, rule: str, *, tolerance: float = 0.05, patience: int = 2) -> tuple[int, int]:
-    """(chosen index, index of the checkpoint where pretraining could stop) for lower-is-better ``values``."""
-    n = len(values)
-    if n == 0:
-        raise ValueError("no checkpoints")
-    if rule == "lowest":
-        best = int(np.argmin(values))  # argmin takes the first (earliest) of ties
-        return best, best
-    if rule == "within_tolerance":
-        lo, span = float(np.min(values)), float(np.ptp(values))
-        ok = np.nonzero(values <= lo + tolerance * span + 1e-12)[0]
-        chosen = int(ok[0])
-        return chosen, chosen
-    if rule == "patience":
-        best, since = 0, 0
-        for i in range(1, n):
-            if values[i] < values[best]:
-                best, since = i, 0
-            else:
-                since += 1
-            if since >= patience:
-                return best, i
-        return best, n - 1
-    raise ValueError(f"unknown rule {rule!r}")
+def one_sided_p(corr: dict[str, Any]) -> float | None:
+    """Wilcoxon signed-rank p-value that the per-series Spearman lies on the declared side of 0."""
+    sign = {LOWER: -1, HIGHER: 1}[corr["direction"]]
+    oriented = [sign * s["spearman"] for s in corr["series"].values() if s["spearman"] is not None and s["n"] >= MIN_POINTS]
+    if not oriented:
+        return None
+    if all(v == 0 for v in oriented):
+        return 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _clean(stats.wilcoxon(oriented, alternative="greater", zero_method="zsplit").pvalue)
 
 
-def selection(df: pd.DataFrame, predictor: str, *, lower_better: bool, tolerance: float, patience: int, n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    points = series_points(df, predictor)
-    for rule in RULES:
-        per_series = {}
-        for name, p in points.items():
-            if len(p) < 2:
-                continue
-            epochs = p["epoch"].to_numpy(float)
-            dice = p["dice"].to_numpy(float)
-            values = p[predictor].to_numpy(float) * (1 if lower_better else -1)
-            chosen, stop = select(epochs, values, rule, tolerance=tolerance, patience=patience)
-            last_epoch = float(epochs[-1])
-            per_series[name] = {
-                "chosen_epoch": float(epochs[chosen]),
-                "stop_epoch": float(epochs[stop]),
-                "dice": float(dice[chosen]),
-                "oracle_epoch": float(epochs[int(np.argmax(dice))]),
-                "dice_oracle": float(dice.max()),
-                "dice_last": float(dice[-1]),
-                "lost_vs_oracle": float(dice.max() - dice[chosen]),
-                "lost_vs_last": float(dice[-1] - dice[chosen]),
-                "epochs_saved": float(1.0 - epochs[stop] / last_epoch) if last_epoch > 0 else None,
-            }
-        summary: dict[str, Any] = {"series": per_series, "n_series": len(per_series)}
-        for metric in ("lost_vs_oracle", "lost_vs_last", "epochs_saved"):
-            values = [s[metric] for s in per_series.values() if s[metric] is not None]
-            summary[f"mean_{metric}"] = float(np.mean(values)) if values else None
-            summary[f"mean_{metric}_ci"] = bootstrap_mean(values, n_boot=n_boot, seed=seed)
-        out[rule] = summary
+def holm(pvalues: dict[str, float]) -> dict[str, float]:
+    """Holm step-down adjusted p-values."""
+    order = sorted(pvalues, key=pvalues.get)
+    m, running, out = len(order), 0.0, {}
+    for i, name in enumerate(order):
+        running = max(running, min(1.0, (m - i) * pvalues[name]))
+        out[name] = running
     return out
 
 
-def verdict(corr: dict[str, Any]) -> tuple[bool, str]:
-    """(predicted, one plain sentence) for a predictor's correlation summary."""
-    rho, ci, frac = corr["mean_spearman"], corr["mean_spearman_ci"], corr["fraction_expected_sign"]
-    want = corr["expected_sign"]
-    if rho is None:
-        return False, f"did NOT predict Dice: too few checkpoints with both values (need {MIN_POINTS} per series)."
-    right_sign = rho < 0 if want == "negative" else rho > 0
-    if not right_sign:
-        return False, f"did NOT predict Dice: mean Spearman {rho:+.2f} has the wrong sign (expected {want})."
-    if abs(rho) < STRONG:
-        return False, f"did NOT predict Dice: mean Spearman {rho:+.2f} is too weak (|rho| < {STRONG})."
-    if ci is not None and (ci[0] <= 0 <= ci[1]):
-        return False, f"did NOT reliably predict Dice: mean Spearman {rho:+.2f} but its 95% interval [{ci[0]:+.2f}, {ci[1]:+.2f}] includes 0."
-    note = "" if corr["n_series"] > 1 else " (one series only: weak evidence)"
-    return True, f"predicted Dice: mean Spearman {rho:+.2f}, expected sign in {frac:.0%} of series{note}."
+def noise(df: pd.DataFrame) -> dict[str, Any]:
+    """Seed noise of Dice: pooled per-checkpoint seed SD, and the best-vs-last gap against it."""
+    if "dice_std" not in df or "num_seeds" not in df:
+        return {"known": False, "reason": "the table has no per-checkpoint seed SD (dice_std with num_seeds)"}
+    k = pd.to_numeric(df["num_seeds"], errors="coerce")
+    sd = pd.to_numeric(df["dice_std"], errors="coerce")
+    ok = (k >= 2) & sd.notna()
+    if not ok.any():
+        return {"known": False, "reason": "every checkpoint has one seed"}
+    seed_sd = float(np.sqrt(np.mean(sd[ok] ** 2)))
+    seeds = int(k[ok].min())
+    se_diff = seed_sd * math.sqrt(2.0 / seeds)  # SE of a difference between two checkpoints' seed means
+    gaps = []
+    for _, g in df[df["dice"].notna()].sort_values("epoch").groupby("series"):
+        if len(g) >= 2:
+            gaps.append(float(g["dice"].max() - g["dice"].iloc[-1]))
+    gap = float(np.mean(gaps)) if gaps else None
+    return {
+        "known": True, "seed_sd": seed_sd, "num_seeds": seeds, "checkpoints_with_seeds": int(ok.sum()),
+        "se_of_difference": se_diff, "best_vs_last_gap_mean": gap,
+        "gap_exceeds_noise": bool(gap is not None and gap > 2 * se_diff),
+    }
+
+
+def _verdict(name: str, corr: dict[str, Any], p: float | None, headline: bool) -> tuple[str, str]:
+    rho = corr["mean_spearman"]
+    rho_text = f"mean Spearman {rho:+.2f}" if rho is not None else "no Spearman (too few checkpoints)"
+    n_text = f"n = {corr['n_series_evidence']} series with >= {MIN_POINTS} checkpoints; needs {MIN_SERIES}"
+    if corr["direction"] is None:
+        return "direction_unknown", f"direction not declared: {rho_text}, no verdict (pass --lower-is-better or --higher-is-better {name})."
+    if corr["n_series_evidence"] < MIN_SERIES or p is None:
+        return "insufficient_evidence", f"insufficient evidence ({n_text}): {rho_text}, no verdict."
+    which = "p" if headline else "Holm-adjusted p"
+    if p < ALPHA and rho is not None and (rho < 0 if corr["direction"] == LOWER else rho > 0):
+        return "predicts", f"predicts Dice: {rho_text}, one-sided Wilcoxon across {corr['n_series_evidence']} series {which} = {p:.3g}."
+    return "does_not_predict", f"does not predict Dice: {rho_text}, {which} = {p:.3g} (needs < {ALPHA})."
+
+
+def _beyond_epoch(corr: dict[str, Any], verdict: str) -> bool | None:
+    if verdict in ("direction_unknown", "insufficient_evidence"):
+        return None
+    ci = corr["partial_spearman_ci"]
+    if ci is None:
+        return False
+    return bool(ci[1] < 0) if corr["direction"] == LOWER else bool(ci[0] > 0)
 
 
 def analyse(
     df: pd.DataFrame,
     *,
     predictors: list[str] | None = None,
-    lower: Iterable[str] = (),
-    higher: Iterable[str] = (),
+    lower: list[str] | tuple = (),
+    higher: list[str] | tuple = (),
+    headline: str | None = HEADLINE,
     tolerance: float = 0.05,
     patience: int = 2,
+    group_by: str | None = None,
     n_boot: int = 2000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Correlations and selection rules for every predictor of ``df``; see the module docstring."""
-    predictors = predictors or predictor_columns(df)
+    """Correlations, verdicts, noise and the selection table for ``df``; see the module docstring."""
+    predictors = predictors or predictor_columns(df, exclude=[group_by] if group_by else ())
     df = df[df["dice"].notna()]
-    lower, higher = list(lower), list(higher)
-    result: dict[str, Any] = {
-        "settings": {"tolerance": tolerance, "patience": patience, "bootstrap": n_boot, "seed": seed, "min_points": MIN_POINTS},
+    directions = resolve_directions(predictors, lower=list(lower), higher=list(higher))
+    corrs = {name: correlations(df, name, directions[name], n_boot=n_boot, seed=seed) for name in predictors}
+    raw_p = {name: one_sided_p(c) for name, c in corrs.items() if c["direction"] and c["n_series_evidence"] >= MIN_SERIES}
+    exploratory = {n: p for n, p in raw_p.items() if n != headline and p is not None}
+    adjusted = holm(exploratory) if exploratory else {}
+    out_predictors = {}
+    for name, corr in corrs.items():
+        is_headline = name == headline
+        p = raw_p.get(name) if is_headline else adjusted.get(name)
+        verdict, sentence = _verdict(name, corr, p, is_headline)
+        out_predictors[name] = {
+            **corr, "verdict": verdict, "verdict_text": sentence, "headline": is_headline,
+            "p_value": raw_p.get(name), "p_adjusted": None if is_headline else adjusted.get(name),
+            "adds_beyond_epoch": _beyond_epoch(corr, verdict),
+        }
+    base = correlations(df, "epoch", HIGHER, n_boot=n_boot, seed=seed)
+    return {
+        "settings": {"tolerance": tolerance, "patience": patience, "bootstrap": n_boot, "seed": seed, "min_points": MIN_POINTS,
+                     "min_series": MIN_SERIES, "alpha": ALPHA, "test": "one-sided Wilcoxon signed-rank over per-series Spearman",
+                     "correction": "Holm over exploratory predictors", "group_by": group_by},
+        "headline": headline if headline in corrs else None,
+        "headline_requested": headline,
+        "undeclared": [n for n, d in directions.items() if d is None],
         "n_series": int(df["series"].nunique()),
         "n_rows": int(len(df)),
-        "predictors": {},
+        "predictors": out_predictors,
+        "epoch_baseline": {k: base[k] for k in ("mean_spearman", "mean_spearman_ci", "n_series")},
+        "noise": noise(df),
+        "selection": selection_table(df, directions, tolerance=tolerance, patience=patience, group_by=group_by, n_boot=n_boot, seed=seed),
     }
-    for name in predictors:
-        lb = lower_is_better(name, lower=lower, higher=higher)
-        corr = correlations(df, name, lower_better=lb, n_boot=n_boot, seed=seed)
-        ok, sentence = verdict(corr)
-        corr.update(predicted_dice=ok, verdict=sentence)
-        corr["rules"] = selection(df, name, lower_better=lb, tolerance=tolerance, patience=patience, n_boot=n_boot, seed=seed)
-        result["predictors"][name] = corr
-    # baseline: how far is "more pretraining = better" from the truth?
-    base = correlations(df.assign(_epoch=df["epoch"]), "_epoch", lower_better=False, n_boot=n_boot, seed=seed)
-    base.pop("lower_is_better")
-    result["epoch_baseline"] = base
-    return result
+
+
+def headline_sentence(report: dict[str, Any]) -> str:
+    """One honest sentence on the headline predictor's verdict (for summaries)."""
+    name = report.get("headline")
+    if not name:
+        return f"The headline predictor {report.get('headline_requested')} is not in the table: no headline verdict."
+    p = report["predictors"][name]
+    extra = ""
+    if p["verdict"] == "insufficient_evidence":
+        extra = " Only more series (encoders x targets), checkpoints and seeds could test it."
+    noise_info = report.get("noise") or {}
+    if noise_info.get("known"):
+        extra += (f" Seed SD of Dice {noise_info['seed_sd']:.4f}; the best-vs-last gap "
+                  f"{'exceeds' if noise_info['gap_exceeds_noise'] else 'does not exceed'} seed noise.")
+    else:
+        extra += " Seed noise unknown (one seed per checkpoint)."
+    return f"Headline {name}: {p['verdict_text']}{extra}"

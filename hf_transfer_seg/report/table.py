@@ -1,17 +1,15 @@
 """The analysis table: one row per (series, checkpoint) with ``series``, ``epoch``, ``dice`` and predictors.
 
 From a CSV (results from anywhere) or from the cards of a repository's checkpoint revisions. Every
-numeric column other than ``series``/``epoch``/``dice`` is a candidate predictor. Predictors are read
-as *lower is better* when their name starts with ``robustness`` or ``score`` or contains ``loss``,
-``error`` or ``hd95`` (the robustness score is a loss); every other predictor (``imagenet_top1``,
-``logme``, ``linear_probe_dice``...) is *higher is better*. Flags override the rule per column.
+numeric column other than ``series``/``epoch``/``dice`` is a candidate predictor. Directions are never
+guessed from names: the tool's own columns have known ones (:mod:`hf_transfer_seg.selection`), any
+other column's direction must be declared (``--lower-is-better`` / ``--higher-is-better``).
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
@@ -22,20 +20,8 @@ from hf_transfer_seg.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 REQUIRED = ("series", "epoch", "dice")
-LOWER_IS_BETTER_PREFIXES = schema.SCORE_PREFIXES
-LOWER_IS_BETTER_WORDS = ("loss", "error", "hd95")
 # columns a card-built table carries that are not predictors
-NOT_PREDICTORS = {"dice_std", "num_seeds", "pretrain_synthetic", "target_synthetic", "synthetic", "revision", "sha"}
-
-
-def lower_is_better(name: str, *, lower: Iterable[str] = (), higher: Iterable[str] = ()) -> bool:
-    """The documented direction rule (see the module docstring), with explicit overrides."""
-    if name in set(higher):
-        return False
-    if name in set(lower):
-        return True
-    low = name.lower()
-    return low.startswith(LOWER_IS_BETTER_PREFIXES) or any(w in low for w in LOWER_IS_BETTER_WORDS)
+NOT_PREDICTORS = {"dice_std", "num_seeds", "pretrain_synthetic", "target_synthetic", "synthetic", "revision", "sha", "seed"}
 
 
 def check_table(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
@@ -59,11 +45,11 @@ def check_table(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
     return df.sort_values(["series", "epoch"]).reset_index(drop=True)
 
 
-def predictor_columns(df: pd.DataFrame) -> list[str]:
+def predictor_columns(df: pd.DataFrame, exclude=()) -> list[str]:
     """Numeric columns that are candidate predictors."""
     out = []
     for col in df.columns:
-        if col in REQUIRED or col in NOT_PREDICTORS:
+        if col in REQUIRED or col in NOT_PREDICTORS or col in exclude:
             continue
         values = pd.to_numeric(df[col], errors="coerce")
         if values.notna().any() and (df[col].isna() | values.notna()).all():
@@ -94,8 +80,9 @@ def rows_from_card(data, *, series: str, revision: str, epoch: float, sha: str, 
     down = (ours.get(schema.DOWNSTREAM) or {}).get(downstream_key(target_key, frozen)) or {}
     row["dice"] = number(down.get("dice_mean"))
     row["dice_std"] = number(down.get("dice_std"))
+    row["num_seeds"] = len(down.get("seeds") or []) or None
     training = ours.get(schema.TRAINING) or {}
-    row["imagenet_top1"] = number(training.get("imagenet_top1"))
+    row["top1"] = number(training.get("top1", training.get("imagenet_top1")))
     row["pretrain_synthetic"] = training.get("synthetic") if "synthetic" in training else None
     row["target_synthetic"] = down.get("synthetic") if "synthetic" in down else None
     for config, entry in ((ours.get(schema.ROBUSTNESS) or {}).get(score_key or target_key) or {}).items():

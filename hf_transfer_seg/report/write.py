@@ -1,4 +1,7 @@
-"""Write ``report.json`` and ``report.md`` (plus the plots) for an analysed table."""
+"""Write ``report.json`` and ``report.md`` (plus the plots) for an analysed table.
+
+The ``report.json`` contract is documented in docs/report-json.md; keep it stable.
+"""
 
 from __future__ import annotations
 
@@ -10,47 +13,31 @@ from typing import Any
 import pandas as pd
 
 from hf_transfer_seg import __version__
-from hf_transfer_seg.cards.schema import HEADLINE, SCORE_PREFIXES
-from hf_transfer_seg.report.analysis import RULES, analyse
+from hf_transfer_seg.report.analysis import ALPHA, HEADLINE, MIN_POINTS, MIN_SERIES, analyse, headline_sentence
 from hf_transfer_seg.report.plots import make_plots
 
+SCHEMA_VERSION = 2
 RULE_TEXT = {
-    "lowest": "best value (lowest score)",
+    "fixed_fraction": "stop at a fixed fraction of the schedule",
+    "last": "always the last checkpoint",
+    "oracle": "oracle: best Dice (hindsight bound)",
+    "lowest": "best value",
     "within_tolerance": "earliest within tolerance of the best",
-    "patience": "stop when no improvement for P checkpoints",
+    "patience": "stop after P checkpoints without improvement",
+    "threshold": "stop once the value reaches a threshold",
 }
+SELECTION_KEYS = ("predictor", "rule", "online", "params", "dice_lost_vs_last", "dice_lost_vs_oracle", "epochs_saved",
+                  "chosen_epoch_mean", "cross_validated")
 
 
 def primary_predictor(analysis: dict[str, Any], requested: str | None = None) -> tuple[str | None, str]:
-    """The predictor the plots show, and why it was picked."""
+    """The predictor the plots show, and why: the user's choice, else the headline (declared in advance)."""
     preds = analysis["predictors"]
     if requested:
         return (requested, "chosen by the user") if requested in preds else (None, f"{requested} is not in the table")
-    robust = [p for p in preds if p.lower().startswith(SCORE_PREFIXES)]
-    headline = [p for p in robust if p.endswith(HEADLINE) and preds[p]["mean_spearman"] is not None]
-    if headline:  # chosen before seeing the results, unlike the best-correlated one
-        return headline[0], "the headline configuration (cosine, margin 0.5, deepest level, not pooled)"
-    pool = robust or list(preds)
-    scored = [p for p in pool if preds[p]["mean_spearman"] is not None]
-    if not scored:
-        return (pool[0], "the only candidate") if pool else (None, "no predictors")
-    sign = {p: (-1 if preds[p]["lower_is_better"] else 1) for p in scored}
-    best = max(scored, key=lambda p: sign[p] * preds[p]["mean_spearman"])
-    why = "the best-correlated of the robustness configurations (picked after seeing the results: optimistic)" if robust and len(scored) > 1 else "the only scored robustness configuration" if robust else "the best-correlated predictor"
-    return best, why
-
-
-def key_predictors(predictors: dict[str, Any], shown: int = 8, headline: str = HEADLINE) -> list[str]:
-    """The predictors worth a verdict line: the headline score, every non-robustness predictor, then the
-    strongest correlations (by |mean Spearman|), ``shown`` in all."""
-    first = [n for n in predictors if headline in n or not n.lower().startswith(SCORE_PREFIXES)]
-
-    def strength(name: str) -> float:
-        rho = predictors[name].get("mean_spearman")
-        return -abs(rho) if rho is not None else 1.0
-
-    rest = sorted((n for n in predictors if n not in first), key=strength)
-    return (first + rest)[:shown]
+    if analysis.get("headline"):
+        return analysis["headline"], "the headline predictor (declared before seeing the results)"
+    return None, "no headline predictor in the table"
 
 
 def _f(value: Any, fmt: str = "+.2f") -> str:
@@ -63,57 +50,110 @@ def _ci(ci: list[float] | None, fmt: str = "+.2f") -> str:
     return f" [{format(ci[0], fmt)}, {format(ci[1], fmt)}]" if ci else ""
 
 
+def _params(params: dict) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else f"{k}={v}" for k, v in params.items())
+
+
 def _data_words(flag: bool | None) -> str:
     return {True: "SYNTHETIC", False: "real"}.get(flag, "not recorded")
 
 
+def selection_markdown(selection: list[dict[str, Any]], settings: dict[str, Any]) -> list[str]:
+    """The selection table (also pasted into summaries)."""
+    cv = any(r.get("cross_validated") for r in selection)
+    head = "| predictor | rule | params | online | Dice lost vs last [95% CI] | Dice lost vs oracle | epochs saved | chosen epoch (mean) |"
+    sep = "|---|---|---|---|---|---|---|---|"
+    if cv:
+        head += f" out-of-sample ({settings.get('group_by')}): lost vs last / saved |"
+        sep += "---|"
+    lines = [head, sep]
+    for r in selection:
+        line = (f"| {r['predictor']} | {RULE_TEXT.get(r['rule'], r['rule'])} | {_params(r['params'])}"
+                f"{' (tuned in-sample)' if r.get('tuned_in_sample') else ''} | {'online' if r['online'] else 'hindsight'} | "
+                f"{_f(r['dice_lost_vs_last'], '+.4f')}{_ci(r.get('dice_lost_vs_last_ci'), '+.4f')} | {_f(r['dice_lost_vs_oracle'], '.4f')} | "
+                f"{_f(r['epochs_saved'], '.0%')} | {_f(r['chosen_epoch_mean'], '.4g')} |")
+        if cv:
+            c = r.get("cross_validated")
+            line += (f" {_f(c['dice_lost_vs_last'], '+.4f')}{_ci(c.get('dice_lost_vs_last_ci'), '+.4f')} / {_f(c['epochs_saved'], '.0%')} |"
+                     if c else " – |")
+        lines.append(line)
+    return lines
+
+
 def markdown(analysis: dict[str, Any], *, title: str, source: str, primary: str | None, why: str, plots: dict[str, str], synthetic: dict[str, bool | None]) -> str:
     preds = analysis["predictors"]
-    lines = [f"# {title}", "", f"Source: {source}. {analysis['n_series']} series, {analysis['n_rows']} checkpoints with a Dice value."]
+    s = analysis["settings"]
+    lines = [f"# {title}", ""]
+    if analysis["undeclared"]:
+        names = " ".join(analysis["undeclared"])
+        lines += [f"> **Directions not declared for {len(analysis['undeclared'])} predictor(s)**: {', '.join(analysis['undeclared'][:12])}"
+                  f"{' ...' if len(analysis['undeclared']) > 12 else ''}. They get correlations only: no verdict and no selection rules. "
+                  f"Declare them with `--lower-is-better COL ...` or `--higher-is-better COL ...` (e.g. `--lower-is-better {names.split()[0]}`).", ""]
+    lines.append(f"Source: {source}. {analysis['n_series']} series, {analysis['n_rows']} checkpoints with a Dice value.")
     if any(v is not None for v in synthetic.values()):
         lines.append(f"Pretraining data: **{_data_words(synthetic.get('pretraining'))}**; target data: "
                      f"**{_data_words(synthetic.get('target'))}** (as recorded in the cards).")
-    lines += ["", "## Verdict", ""]
+    lines += ["", "## Headline", "", headline_sentence(analysis), "",
+              f"Rules of evidence: a verdict needs at least {MIN_SERIES} series with at least {MIN_POINTS} checkpoints each; "
+              f"the test is a one-sided Wilcoxon signed-rank test across series of the per-series Spearman (alpha {ALPHA}). "
+              f"The headline predictor ({analysis.get('headline_requested') or HEADLINE}) was declared in advance and is tested alone; "
+              "every other predictor is exploratory and Holm-corrected over all of them."]
+    exploratory = [n for n, p in preds.items() if not p["headline"] and p["verdict"] == "predicts"]
+    lines += ["", "## Verdicts", ""]
     if not preds:
         lines.append("No predictor columns: nothing to test.")
-    shown = key_predictors(preds)
-    for name in shown:
-        lines.append(f"- **{name}** {preds[name]['verdict']}")
-    if len(preds) > len(shown):
-        lines.append(f"- {len(preds) - len(shown)} other predictors: see the table below.")
-    base = analysis.get("epoch_baseline") or {}
-    if base.get("mean_spearman") is not None:
-        lines += ["", f"Baseline: pretraining length alone (epoch) has mean Spearman {_f(base['mean_spearman'])} with Dice. "
-                  "A score that does no better than that adds little beyond the shared trend with training time."]
-    lines += ["", "## Correlation with Dice (per series, then averaged)", "",
-              "| predictor | better when | mean Spearman [95% CI] | mean Kendall | series with expected sign | series |",
-              "|---|---|---|---|---|---|"]
-    for name, p in preds.items():
-        lines.append(f"| {name} | {'lower' if p['lower_is_better'] else 'higher'} | {_f(p['mean_spearman'])}{_ci(p['mean_spearman_ci'])} | "
-                     f"{_f(p['mean_kendall'])} | {_f(p['fraction_expected_sign'], '.0%')} | {p['n_series']} |")
-    s = analysis["settings"]
-    lines += ["", "## Checkpoint selection rules", "",
-              f"Tolerance {s['tolerance']} of each series' score range; patience {s['patience']} checkpoints. Dice lost is in Dice "
-              "units (positive = worse); epochs saved is the fraction of the last checkpoint's epochs not needed.", "",
-              "| predictor | rule | Dice lost vs oracle | Dice lost vs last | epochs saved |", "|---|---|---|---|---|"]
-    for name, p in preds.items():
-        for rule in RULES:
-            r = p["rules"][rule]
-            lines.append(f"| {name} | {RULE_TEXT[rule]} | {_f(r['mean_lost_vs_oracle'], '.4f')}{_ci(r['mean_lost_vs_oracle_ci'], '.4f')} | "
-                         f"{_f(r['mean_lost_vs_last'], '+.4f')}{_ci(r['mean_lost_vs_last_ci'], '+.4f')} | "
-                         f"{_f(r['mean_epochs_saved'], '.0%')}{_ci(r['mean_epochs_saved_ci'], '.0%')} |")
-    if primary:
-        lines += ["", f"## Plots ({primary}: {why})", ""]
+    counts = {v: sum(p["verdict"] == v for p in preds.values()) for v in ("predicts", "does_not_predict", "insufficient_evidence", "direction_unknown")}
+    lines.append("Verdicts: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()) + ".")
+    for name in ([analysis["headline"]] if analysis.get("headline") else []) + exploratory:
+        p = preds[name]
+        beyond = {True: " Adds information beyond training length (partial Spearman interval excludes 0).",
+                  False: " Does not add information beyond training length (partial Spearman interval includes 0).", None: ""}[p["adds_beyond_epoch"]]
+        lines.append(f"- **{name}**{' (headline)' if p['headline'] else ' (exploratory)'} {p['verdict_text']}{beyond}")
+    base = analysis["epoch_baseline"]
+    lines += ["", f"Baseline: pretraining length alone (epoch) has mean Spearman {_f(base['mean_spearman'])}{_ci(base['mean_spearman_ci'])} with Dice."]
+    n = analysis["noise"]
+    lines += ["", "## Noise", ""]
+    if n["known"]:
+        lines.append(f"Seed SD of Dice per checkpoint (pooled over {n['checkpoints_with_seeds']} checkpoints, >= {n['num_seeds']} seeds): "
+                     f"{n['seed_sd']:.4f}; SE of a difference between two checkpoints: {n['se_of_difference']:.4f}. Mean best-vs-last gap "
+                     f"{_f(n['best_vs_last_gap_mean'], '.4f')}: {'larger than' if n['gap_exceeds_noise'] else 'within'} twice that SE.")
     else:
-        lines += ["", "## Plots", ""]
+        lines.append(f"Noise unknown: {n['reason']}. Differences between checkpoints may be seed noise; fine-tune with several seeds (`sweep --seeds`).")
+    lines += ["", "## Checkpoint selection", "",
+              f"Dice lost in the table's own units (positive = worse than that reference). Epochs saved: the fraction of the last "
+              f"checkpoint's pretraining epochs not run; online rules stop the run, hindsight rules only choose a checkpoint of a finished "
+              f"run and save nothing. Tolerance {s['tolerance']} of each series' range; patience {s['patience']} checkpoints. "
+              "Intervals: percentile bootstrap over series.", ""]
+    lines += selection_markdown(analysis["selection"], s)
+    lines += ["", "## Correlation with Dice (per series, then averaged)", "",
+              "| predictor | better when | mean Spearman [95% CI] | partial (epoch-controlled) [95% CI] | mean Kendall | series | verdict |",
+              "|---|---|---|---|---|---|---|"]
+    for name, p in preds.items():
+        lines.append(f"| {name} | {p['direction'] or 'undeclared'} | {_f(p['mean_spearman'])}{_ci(p['mean_spearman_ci'])} | "
+                     f"{_f(p['partial_spearman'])}{_ci(p['partial_spearman_ci'])} | {_f(p['mean_kendall'])} | {p['n_series']} | {p['verdict']} |")
+    lines += ["", f"## Plots{f' ({primary}: {why})' if primary else ''}", ""]
     for name, file in plots.items():
         lines.append(f"![{name}]({file})")
-    lines += ["", "## Per series", "", "| predictor | series | checkpoints | Spearman | Kendall |", "|---|---|---|---|---|"]
-    for name, p in preds.items():
-        for series, row in p["series"].items():
-            lines.append(f"| {name} | {series} | {row['n']} | {_f(row['spearman'])} | {_f(row['kendall'])} |")
     lines += ["", f"Made with hf-transfer-seg {__version__}."]
     return "\n".join(lines) + "\n"
+
+
+def contract(analysis: dict[str, Any]) -> dict[str, Any]:
+    """The documented report.json keys (docs/report-json.md), plus per-series detail under ``detail``."""
+    preds = {}
+    for name, p in analysis["predictors"].items():
+        preds[name] = {k: p[k] for k in ("direction", "verdict", "headline", "mean_spearman", "partial_spearman")}
+        preds[name].update({k: p[k] for k in ("verdict_text", "mean_spearman_ci", "partial_spearman_ci", "mean_kendall", "n_series",
+                                              "n_series_evidence", "p_value", "p_adjusted", "adds_beyond_epoch", "series")})
+    selection = []
+    for r in analysis["selection"]:
+        row = {k: r[k] for k in SELECTION_KEYS}
+        row.update({k: r[k] for k in ("dice_lost_vs_last_ci", "epochs_saved_ci", "n_series") if k in r})
+        if r.get("tuned_in_sample"):
+            row["tuned_in_sample"] = True
+        row["series"] = r["series"]
+        selection.append(row)
+    return {"predictors": preds, "selection": selection}
 
 
 def write_report(
@@ -125,6 +165,8 @@ def write_report(
     predictor: str | None = None,
     lower: list[str] | None = None,
     higher: list[str] | None = None,
+    headline: str | None = HEADLINE,
+    group_by: str | None = None,
     tolerance: float = 0.05,
     patience: int = 2,
     n_boot: int = 2000,
@@ -132,21 +174,30 @@ def write_report(
 ) -> dict[str, Any]:
     """Analyse ``df`` and write report.json, report.md and the plots to ``output``; return the report."""
     output = Path(output)
+    analysis = analyse(df, lower=lower or (), higher=higher or (), headline=headline, group_by=group_by, tolerance=tolerance,
+                       patience=patience, n_boot=n_boot, seed=seed)
     output.mkdir(parents=True, exist_ok=True)
-    analysis = analyse(df, lower=lower or (), higher=higher or (), tolerance=tolerance, patience=patience, n_boot=n_boot, seed=seed)
     primary, why = primary_predictor(analysis, predictor)
     rho = analysis["predictors"].get(primary, {}).get("mean_spearman") if primary else None
     plots = make_plots(df, primary, output, spearman=rho)
     synthetic = {"pretraining": _any_flag(df, "pretrain_synthetic"), "target": _any_flag(df, "target_synthetic")}
     report = {
+        "schema_version": SCHEMA_VERSION,
         "source": source,
         "code_version": __version__,
+        "headline": analysis["headline"],
+        "headline_sentence": headline_sentence(analysis),
+        "undeclared": analysis["undeclared"],
         "primary_predictor": primary,
         "primary_reason": why,
         "synthetic": synthetic,
-        "direction_rule": "lower is better when the name starts with robustness/score or contains loss/error/hd95; higher otherwise",
+        "settings": analysis["settings"],
+        "n_series": analysis["n_series"],
+        "n_rows": analysis["n_rows"],
+        "epoch_baseline": analysis["epoch_baseline"],
+        "noise": analysis["noise"],
         "plots": plots,
-        **analysis,
+        **contract(analysis),
     }
     (output / "report.json").write_text(json.dumps(report, indent=2, default=_json_default))
     (output / "report.md").write_text(markdown(analysis, title=title, source=source, primary=primary, why=why, plots=plots, synthetic=synthetic))

@@ -11,7 +11,9 @@ committed in the same commit. All edits go through :func:`hf_transfer_seg.hub.up
 from __future__ import annotations
 
 import io
+import json
 import logging
+from pathlib import Path
 from typing import Any
 
 from huggingface_hub import HfApi, ModelCard
@@ -24,6 +26,7 @@ from hf_transfer_seg.errors import CardConflictError
 from hf_transfer_seg.hub import read_card, update_card
 from hf_transfer_seg.scoring.plan import ScoringPlan
 from hf_transfer_seg.scoring.scorer import RevisionScore
+from hf_transfer_seg.scoring.ties import pick, plan_key, ties_with_best
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +37,18 @@ EXPLAIN = (
     "each target image go through the encoder; the score is the mean triplet hinge "
     "max(0, d(view1, view2) - d(view1, other image) + margin). **Lower is better.**"
 )
+
+
+def per_image_path(key: str) -> str:
+    """Main's file of per-image headline values (``{revision: {sha, plan, values}}``) used to pair revisions."""
+    return f"robustness/per_image_{schema.safe_file_key(key)}.json"
+
+
+def per_image_of(results: list[RevisionScore], plan: ScoringPlan) -> dict[str, dict]:
+    """Per-image headline values of freshly scored revisions, keyed by revision, with the plan they share."""
+    key = plan_key(plan.target_key, plan.num_images, plan.seed, plan.image_size)
+    return {r.revision: {"sha": r.sha, "plan": key, "values": [float(f"{v:.6g}") for v in r.per_image]}
+            for r in results if r.ok and r.per_image}
 
 
 def _synthetic_words(flag: Any) -> str:
@@ -139,8 +154,9 @@ def summary_rows(results: list[RevisionScore], training: dict[str, dict]) -> lis
         }
         if r.reason:
             row["reason"] = r.reason
-        if facts.get("imagenet_top1") is not None:
-            row["imagenet_top1"] = facts["imagenet_top1"]
+        top1 = facts.get("top1", facts.get("imagenet_top1"))
+        if top1 is not None:
+            row["top1"] = top1
         if facts.get("synthetic") is not None:
             row["synthetic"] = bool(facts["synthetic"])
         rows.append({k: (round(v, 6) if isinstance(v, float) and k not in ("epoch",) else v) for k, v in row.items()})
@@ -156,17 +172,38 @@ def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
 
 def best_row(rows: list[dict]) -> dict | None:
     """The revision with the lowest headline score (ties: the earliest epoch)."""
-    ok = [r for r in rows if r.get("status", "ok") == "ok" and r.get("score") is not None]
-    return min(ok, key=lambda r: (r["score"], float(r.get("epoch") or 0))) if ok else None
+    return pick(rows, "lowest")
 
 
-def summary_entry(plan: ScoringPlan, config: str, rows: list[dict]) -> dict:
-    best = best_row(rows)
+def mark_ties(rows: list[dict], per_image: dict[str, dict] | None, seed: int = 0) -> list[dict]:
+    """Rows with ``tied_with_best`` (True / False / None = unknown) from a paired test on per-image values."""
+    lowest = best_row(rows)
+    ties = ties_with_best(rows, lowest, per_image or {}, seed=seed)
+    out = []
+    for r in rows:
+        r = {k: v for k, v in r.items() if k not in ("tied_with_best", "difference_vs_best")}
+        t = ties.get(r["revision"]) or {}
+        r["tied_with_best"] = t.get("tied")
+        if t.get("difference"):
+            r["difference_vs_best"] = {k: round(v, 6) for k, v in t["difference"].items()}
+        out.append(r)
+    return out
+
+
+def summary_entry(plan: ScoringPlan, config: str, rows: list[dict], per_image: dict[str, dict] | None = None,
+                  prefer: str = "lowest") -> dict:
+    rows = mark_ties(rows, per_image, seed=plan.seed)
+    lowest = best_row(rows)
+    best = pick(rows, prefer)
     return {
         "config": config,
+        "prefer": prefer,
         "best_revision": best["revision"] if best else None,
         "best_sha": best["sha"] if best else None,
         "best_score": best["score"] if best else None,
+        "lowest_revision": lowest["revision"] if lowest else None,
+        "tied_with_best": [r["revision"] for r in rows if r.get("tied_with_best")],
+        "ties_test": "paired bootstrap over images of the per-image headline values (95% interval of the mean difference includes 0)",
         "rows": rows,
         "num_images": plan.num_images,
         "seed": plan.seed,
@@ -179,15 +216,15 @@ def summary_entry(plan: ScoringPlan, config: str, rows: list[dict]) -> dict:
 def summary_table(entry: dict) -> str:
     """The Markdown table of one target (also printed in the terminal)."""
     best = entry.get("best_revision")
-    lines = ["| revision | epoch | ImageNet top-1 | score | 95% interval | |", "|---|---|---|---|---|---|"]
+    lines = ["| revision | epoch | top-1 (pretraining val) | score | 95% interval | |", "|---|---|---|---|---|---|"]
     for r in entry.get("rows") or []:
-        top1 = r.get("imagenet_top1")
+        top1 = r.get("top1", r.get("imagenet_top1"))
         if r.get("status", "ok") != "ok":
             reason = (r.get("reason") or "").replace("|", "/")
             score, interval = "failed", reason if len(reason) <= 140 else reason[:139] + "…"
         else:
             score, interval = _fmt(r.get("score")), f"[{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}]"
-        mark = "**best**" if r["revision"] == best else ""
+        mark = "**best**" if r["revision"] == best else "tied with best" if r.get("tied_with_best") else ""
         epoch = f"{float(r['epoch']):g}" if r.get("epoch") is not None else "–"
         lines.append(f"| {r['revision']} | {epoch} | {_fmt(top1, 2) if top1 is not None else '–'} | {score} | {interval} | {mark} |")
     return "\n".join(lines)
@@ -196,10 +233,18 @@ def summary_table(entry: dict) -> str:
 def best_line(target_key: str, entry: dict) -> str:
     if not entry.get("best_revision"):
         return f"No revision could be scored on `{target_key}`."
-    return (
+    how = "the earliest revision tied with the lowest score" if entry.get("prefer") == "earliest-tied" else "lowest score"
+    line = (
         f"Best revision on `{target_key}`: **{entry['best_revision']}** (commit `{(entry.get('best_sha') or '')[:10]}`), "
-        f"lowest score {_fmt(entry.get('best_score'))} with `{entry['config']}`."
+        f"{how} {_fmt(entry.get('best_score'))} with `{entry['config']}`."
     )
+    others = [r for r in entry.get("tied_with_best") or [] if r != entry.get("lowest_revision")]
+    if others:
+        line += (f" Statistically tied with the lowest (paired test on the same images and views): {', '.join(others)}; "
+                 "the data do not single out one of them.")
+    elif "tied_with_best" in entry:
+        line += " No other revision is tied with it (paired test on the same images and views)."
+    return line
 
 
 def main_section(summary: dict) -> str:
@@ -257,6 +302,18 @@ def plot_png(target_key: str, entry: dict) -> bytes:
     return buffer.getvalue()
 
 
+def _read_per_image(repo_id: str, path: str, sha: str) -> dict[str, dict]:
+    """Main's per-image values at ``sha`` ({} when the file is absent: older summaries had none)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    try:
+        return json.loads(Path(hf_hub_download(repo_id, path, revision=sha)).read_text())
+    except (EntryNotFoundError, ValueError, OSError) as exc:
+        log.debug("no per-image values at %s@%s: %s", path, sha, exc)
+        return {}
+
+
 class _StaleSummary(Exception):
     """Another scorer changed this target's rows after we drew the plot: rebuild and retry."""
 
@@ -267,16 +324,23 @@ def write_summary(
     config: str,
     new_rows: list[dict],
     *,
+    per_image: dict[str, dict] | None = None,
+    prefer: str = "lowest",
     attempts: int = 8,
     api: HfApi | None = None,
 ) -> dict:
-    """Merge ``new_rows`` into main's ``robustness_summary[target]`` and commit it with its plot; return the entry."""
+    """Merge ``new_rows`` into main's ``robustness_summary[target]`` and commit it with its plot and the
+    per-image values (so ties are tested without re-scoring); return the entry."""
     key = plan.target_key
+    values_path = per_image_path(key)
     for _ in range(attempts):
-        card, _sha = read_card(repo_id, "main", api=api)
+        card, sha = read_card(repo_id, "main", api=api)
         old = (get_namespace(card.data, schema.ROBUSTNESS_SUMMARY, {}) or {}).get(key) or {}
         old_rows = old.get("rows") or [] if old.get("config") == config else []
-        entry = summary_entry(plan, config, merge_rows(old_rows, new_rows))
+        values = {**(_read_per_image(repo_id, values_path, sha) if old_rows else {}), **(per_image or {})}
+        rows = merge_rows(old_rows, new_rows)
+        values = {rev: v for rev, v in values.items() if any(r["revision"] == rev for r in rows)}
+        entry = summary_entry(plan, config, rows, values, prefer)
         png = plot_png(key, entry)
 
         def edit(card: ModelCard) -> ModelCard:
@@ -297,7 +361,8 @@ def write_summary(
                 "main",
                 edit,
                 commit_message=f"Robustness summary on {key}: best {best}",
-                extra_files={schema.plot_path(schema.ROBUSTNESS, key): png},
+                extra_files={schema.plot_path(schema.ROBUSTNESS, key): png,
+                             values_path: json.dumps(values, sort_keys=True).encode()},
                 api=api,
             )
             return entry

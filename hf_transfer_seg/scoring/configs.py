@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from hf_transfer_seg.errors import ConfigError
 from hf_transfer_seg.scoring.robustness import DISTANCES, MARGINS
 
-_NAME_RE = re.compile(r"^(cosine|l2|inv_pearson)_m([0-9]+(?:\.[0-9]+)?)_L(-[1-9][0-9]*)_(flat|pooled)$")
+_NAME_RE = re.compile(r"^(cosine|l2|inv_pearson)_m([0-9]+(?:\.[0-9]+)?)_L(-[1-9][0-9]*)_(flat|pooled)\Z")
 
 
 @dataclass(frozen=True, order=True)

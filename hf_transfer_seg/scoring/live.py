@@ -137,7 +137,12 @@ class LiveScorer:
     @property
     def should_stop(self) -> bool:
         """True once ``patience`` checkpoints in a row brought no improvement of the headline score."""
-        return self.patience is not None and self.since_best >= self.patience
+        if self.patience is None:
+            return False
+        from hf_transfer_seg.selection import Patience  # the report's rule object: the same decision offline and live
+
+        values = [p.score if p.score is not None else float("inf") for p in self.history]
+        return Patience(self.patience, self.min_delta).should_stop([p.epoch for p in self.history], values, 0.0)
 
     @property
     def last_seconds(self) -> float:

@@ -11,10 +11,10 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
 from hf_transfer_seg.cards.schema import HEADLINE
 from hf_transfer_seg.data.unlabelled import resolve_target
-from hf_transfer_seg.errors import HubError
+from hf_transfer_seg.errors import HfTransferSegError, HubError
 from hf_transfer_seg.hub import check_write_access, select_revisions
 from hf_transfer_seg.redact import redact
-from hf_transfer_seg.scoring.card import best_line, summary_entry, summary_rows, summary_table, write_revision_card, write_summary
+from hf_transfer_seg.scoring.card import best_line, per_image_of, summary_entry, summary_rows, summary_table, write_revision_card, write_summary
 from hf_transfer_seg.scoring.configs import parse_config
 from hf_transfer_seg.scoring.plan import ScoringPlan, build_plan
 from hf_transfer_seg.scoring.runner import default_device, distributed_state, score_revisions
@@ -45,6 +45,19 @@ class ScoreOutcome:
     is_main: bool = True
     num_processes: int = 1
     errors: list[str] = field(default_factory=list)
+    config: str = HEADLINE
+
+    def report(self) -> str:
+        """The results as the ``score`` command prints them (also when some could not be written)."""
+        plan = self.plan
+        lines = [f"\nRobustness score on {plan.target_key} ({plan.num_images} images, {plan.image_size} px, seed {plan.seed}, "
+                 f"{self.config}; lower is better)\n", self.table()]
+        if self.num_processes > 1:
+            lines.append(f"\n{len(self.results)} revisions scored by {self.num_processes} processes.")
+        failed = [r for r in self.results if not r.ok]
+        if failed:
+            lines.append(f"\n{len(failed)} revision(s) failed: " + "; ".join(f"{r.revision}: {r.reason}" for r in failed))
+        return "\n".join(lines)
 
     def table(self) -> str:
         if self.summary is None:
@@ -70,6 +83,8 @@ def run_score(
     target_synthetic: bool = False,
     write: bool = True,
     progress: bool = True,
+    prefer: str = "lowest",
+    target_options: dict | None = None,
 ) -> ScoreOutcome:
     """Score the chosen revisions of ``repo_id`` on ``target`` and record the results (see the ``score`` command)."""
     parse_config(config)  # an unknown name fails before any download
@@ -82,7 +97,7 @@ def run_score(
     if write and is_main:
         _check_write_access(repo_id)
     plan = build_plan(
-        resolve_target(target, split=split, image_column=image_column, synthetic=target_synthetic),
+        resolve_target(target, split=split, image_column=image_column, synthetic=target_synthetic, **(target_options or {})),
         num_images=num_images,
         seed=seed,
         image_size=image_size,
@@ -131,16 +146,32 @@ def run_score(
         training = {k: v for part in gathered for k, v in part[1].items()}
         errors = [e for part in gathered for e in part[2]]
     outcome = ScoreOutcome(
-        plan=plan, results=results, is_main=is_main, errors=errors, num_processes=state.num_processes if state else 1
+        plan=plan, results=results, is_main=is_main, errors=errors, num_processes=state.num_processes if state else 1,
+        config=config,
     )
     if is_main:
         rows = summary_rows(results, training)
+        values = per_image_of(results, plan)
+        outcome.summary = summary_entry(plan, config, rows, values, prefer)
         if write:
-            outcome.summary = write_summary(repo_id, plan, config, rows)
-        else:
-            outcome.summary = summary_entry(plan, config, rows)
+            try:
+                outcome.summary = write_summary(repo_id, plan, config, rows, per_image=values, prefer=prefer)
+            except (HfTransferSegError, HfHubHTTPError) as exc:  # the scores are kept: reported below
+                errors.append(f"main's summary: {redact(exc)}")
     if state is not None:
         state.wait_for_everyone()
     if errors:
-        raise HubError("could not record every score: " + "; ".join(errors) + ". Run the command again for those revisions.")
+        raise ScoresNotRecorded(
+            "could not record every score: " + "; ".join(errors) + ". The scores above were computed and every "
+            "other card was written; fix what is named and run the command again for those revisions.",
+            outcome,
+        )
     return outcome
+
+
+class ScoresNotRecorded(HubError):
+    """Some cards could not be written; ``outcome`` holds every score computed (the CLI prints them)."""
+
+    def __init__(self, message: str, outcome: ScoreOutcome):
+        super().__init__(message)
+        self.outcome = outcome

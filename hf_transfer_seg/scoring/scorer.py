@@ -39,6 +39,7 @@ class RevisionScore:
     scores: dict[str, ConfigScore] = field(default_factory=dict)
     num_levels: int = 0
     seconds: float = 0.0
+    per_image: list[float] | None = None  # the headline's per-image values, in the plan's image order (for paired ties)
 
     @property
     def ok(self) -> bool:
@@ -53,10 +54,13 @@ class RevisionScore:
         common = {**plan.facts(), "code_version": code_version()}
         if not self.ok:
             return {self.headline: {"score": None, "ci_low": None, "ci_high": None, **common, "status": "failed", "reason": self.reason}}
-        return {
+        out = {
             name: {"score": _sig(s.score), "ci_low": _sig(s.ci_low), "ci_high": _sig(s.ci_high), **common, "status": "ok"}
             for name, s in self.scores.items()
         }
+        if self.per_image is not None and self.headline in out:
+            out[self.headline]["per_image"] = [_sig(v) for v in self.per_image]
+        return out
 
 
 def score_model(
@@ -69,12 +73,16 @@ def score_model(
     precision: str = "fp32",
     progress: bool = False,
     desc: str = "score",
+    per_image: list | None = None,
 ) -> tuple[dict[str, ConfigScore], int]:
-    """Scores of every configuration (and the number of feature levels) of a loaded encoder."""
+    """Scores of every configuration (and the number of feature levels) of a loaded encoder; the
+    headline's per-image values are appended to ``per_image`` when a list is given."""
     distances = pair_distances(
         model, plan, batch_size=batch_size, device=device, precision=precision, progress=progress, desc=desc
     )
-    parse_config(headline, distances.num_levels)  # the headline must exist for this encoder
+    config = parse_config(headline, distances.num_levels)  # the headline must exist for this encoder
+    if per_image is not None:
+        per_image.extend(float(v) for v in distances.values(config).tolist())
     return grid_scores(distances, plan.weights), distances.num_levels
 
 
@@ -94,7 +102,9 @@ def score_loaded(
     try:
         if isinstance(loaded, BaseException):
             raise loaded
-        result.scores, result.num_levels = score_model(loaded, plan, headline=headline, **kwargs)
+        values: list[float] = []
+        result.scores, result.num_levels = score_model(loaded, plan, headline=headline, per_image=values, **kwargs)
+        result.per_image = values or None
     except (WeightsError, OSError) as exc:
         result.status, result.reason = "failed", redact(exc)
         log.warning("%s failed: %s", revision or "checkpoint", result.reason)

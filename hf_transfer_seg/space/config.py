@@ -27,6 +27,7 @@ ENV_VARS = {
     "seg_revision": "HTS_SEG_REVISION",
     "max_side": "HTS_MAX_SIDE",
     "max_megapixels": "HTS_MAX_MEGAPIXELS",
+    "results_repo": "HTS_RESULTS_REPO",
 }
 
 
@@ -44,6 +45,8 @@ class SpaceConfig:
     """Longer images are downscaled to this many pixels on their longest side, with a notice."""
     max_megapixels: float = 40.0
     """Images with more pixels than this are refused before decoding."""
+    results_repo: str | None = None
+    """Dataset repo written by ``hf-transfer-seg rank``: its model ranking is shown in the Leaderboard tab."""
 
     def __post_init__(self) -> None:
         if not self.model_repo or "/" not in self.model_repo.strip("/"):

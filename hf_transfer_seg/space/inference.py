@@ -54,6 +54,7 @@ class Segmenter:
     threshold: float = 0.5
     pad_multiple: int = 32
     resize_longest: int | None = None
+    intensity: dict | None = None  # the normalisation recorded at training (data/intensity.py)
 
     def __post_init__(self) -> None:
         self.model.eval()

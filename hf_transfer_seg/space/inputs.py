@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from hf_transfer_seg.data.images import read_array, to_rgb_tensor
+from hf_transfer_seg.data.images import channels_first, read_array, to_rgb_tensor
 from hf_transfer_seg.errors import DataError
 
 SUPPORTED = "PNG, JPEG, TIFF, BMP, GIF or WebP"
@@ -46,6 +46,7 @@ class InputImage:
     original_size: tuple[int, int]  # (width, height) of the file
     description: str  # e.g. "16-bit grayscale PNG, 565×584"
     notices: list[str] = field(default_factory=list)
+    raw: torch.Tensor | None = None  # float32 [C, H, W] file values of a non-8-bit file, same size as tensor
 
     @property
     def size(self) -> tuple[int, int]:
@@ -113,15 +114,22 @@ def read_input_image(path: str | Path | None, *, max_side: int = 1024, max_pixel
     if min(width, height) < MIN_SIDE:
         raise DataError(f"{path.name} is {width}×{height}; images need at least {MIN_SIDE} pixels on each side")
     try:
-        tensor = to_rgb_tensor(read_array(path))
+        array = read_array(path)
+        tensor = to_rgb_tensor(array)
     except DataError as exc:
+        if "third spatial axis" in str(exc):
+            raise DataError(f"{path.name} is a volume or multi-page stack ({exc}); upload one 2-D slice") from exc
         raise DataError(f"{path.name} could not be decoded ({exc.__cause__ or exc}); upload a {SUPPORTED} file") from exc
     if tuple(tensor.shape[1:]) != (height, width):
         raise DataError(
             f"{path.name} decodes to an array of shape {tuple(tensor.shape)}, not a single {width}×{height} image "
             "(a volume or multi-page stack?); upload one 2-D slice"
         )
-    image = InputImage(tensor=tensor, original_size=(width, height), description=f"{kind}, {width}×{height}")
+    raw = None
+    if array.dtype != np.uint8:  # the model's recorded normalisation applies to the file's own values
+        raw = torch.from_numpy(channels_first(array).astype(np.float32))
+        raw = raw[:1] if raw.shape[0] == 2 else raw
+    image = InputImage(tensor=tensor, original_size=(width, height), description=f"{kind}, {width}×{height}", raw=raw)
     longest = max(width, height)
     if longest > max_side:
         scale = max_side / longest
@@ -129,6 +137,10 @@ def read_input_image(path: str | Path | None, *, max_side: int = 1024, max_pixel
         image.tensor = torch.nn.functional.interpolate(
             tensor[None], size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
         )[0].clamp_(0.0, 1.0)
+        if image.raw is not None:
+            image.raw = torch.nn.functional.interpolate(
+                image.raw[None], size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
+            )[0]
         image.notices.append(
             f"The image is {width}×{height}; it was downscaled to {new_w}×{new_h} (this demo's limit is {max_side} "
             f"pixels on the longest side), so the overlay and the mask are {new_w}×{new_h}."

@@ -69,6 +69,7 @@ class LeaderboardRow:
     ci_high: float | None = None
     dice: float | None = None
     is_best: bool = False
+    tied_with_best: bool | None = None  # paired test on per-image values (scoring); None = not tested
 
 
 @dataclass
@@ -88,6 +89,7 @@ class Selection:
     plot_path: Path | None = None
     synthetic: bool | None = None
     notices: list[str] = field(default_factory=list)
+    ranking: Any = None  # space.ranking.RankingView of config.results_repo, when one is configured
 
     def others(self) -> list[SegModelRef]:
         """Segmentation models other than the one served (for the compare tab)."""
@@ -186,7 +188,8 @@ def _leaderboard(
     for name in sorted(names, key=lambda n: (parse_revision_name(n) is None, parse_revision_name(n) or 0.0, n)):
         c, s, card = checkpoints.get(name, {}), scored.get(name, {}), cards.get(name) or {}
         training = card.get(schema.TRAINING) or {}
-        top1 = next((v for v in (c.get("imagenet_top1"), s.get("imagenet_top1"), training.get("imagenet_top1")) if v is not None), None)
+        top1 = next((v for v in (c.get("top1"), c.get("imagenet_top1"), s.get("top1"), s.get("imagenet_top1"), training.get("top1"),
+                                 training.get("imagenet_top1")) if v is not None), None)
         dice = [number(e.get("dice_mean")) for e in (card.get(schema.DOWNSTREAM) or {}).values() if isinstance(e, dict)]
         epoch = number(s.get("epoch", c.get("epoch")))
         rows.append(
@@ -200,6 +203,7 @@ def _leaderboard(
                 ci_high=number(s.get("ci_high")),
                 dice=max((d for d in dice if d is not None), default=None),
                 is_best=name == best,
+                tied_with_best=s.get("tied_with_best"),
             )
         )
     return rows
@@ -274,7 +278,16 @@ def select(config: SpaceConfig, *, api: HfApi | None = None) -> Selection:
         plot_path=_plot(repo, main_sha, target, notices) if target and entry else None,
         synthetic=any(flags) if flags else None,
         notices=notices,
+        ranking=_ranking(config, target, notices),
     )
+
+
+def _ranking(config: SpaceConfig, target: str | None, notices: list[str]):
+    if not config.results_repo:
+        return None
+    from hf_transfer_seg.space.ranking import load_ranking
+
+    return load_ranking(config.results_repo, target, notices)
 
 
 def _choose_serving(

@@ -33,7 +33,8 @@ def load_segmenter(repo_id: str, sha: str) -> Segmenter:
     names = [str(n) for n in model.config.get("class_names") or []]
     if len(names) != model.num_classes:
         names = ["background"] + [f"class {i}" for i in range(1, model.num_classes)]
-    return Segmenter(model=model, class_names=names, resize_longest=model.config.get("resize_longest"))
+    return Segmenter(model=model, class_names=names, resize_longest=model.config.get("resize_longest"),
+                     intensity=model.config.get("intensity"))
 
 
 def example_files(app_dir: str | Path | None) -> list[Path]:

@@ -19,6 +19,7 @@ import numpy as np
 from hf_transfer_seg.errors import ConfigError
 from hf_transfer_seg.space.config import SpaceConfig
 from hf_transfer_seg.space.inference import Segmenter, write_mask_png
+from hf_transfer_seg.data.intensity import model_input
 from hf_transfer_seg.space.inputs import InputImage, read_input_image
 from hf_transfer_seg.space.selection import SegModelRef, Selection
 
@@ -92,7 +93,7 @@ class SegmentationService:
             raise ConfigError(" ".join(self.selection.notices) or "no segmentation model to serve")
         segmenter = self.segmenter(ref)
         start = time.perf_counter()
-        mask = segmenter.predict(image.tensor)
+        mask = segmenter.predict(model_input(image.tensor, image.raw, getattr(segmenter, "intensity", None)))
         elapsed = time.perf_counter() - start
         self._prune_outputs()
         out = Path(tempfile.mkdtemp(dir=self._outputs)) / "mask.png"

@@ -28,7 +28,7 @@ CSS = """
 .hts-notice {border-left: 4px solid #f59e0b; padding: 6px 12px; background: rgba(245, 158, 11, 0.08)}
 .hts-mono code {font-size: 0.85em}
 """
-LEADERBOARD_HEADERS = ["", "revision", "epoch", "ImageNet top-1", "robustness score [95% CI]", "Dice", "commit"]
+LEADERBOARD_HEADERS = ["", "revision", "epoch", "top-1 (pretraining)", "robustness score [95% CI]", "Dice", "commit"]
 
 
 def _upload_path(payload) -> str | None:
@@ -80,7 +80,7 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 
 
 def _top1(value: float | None) -> str:
-    """ImageNet top-1 as pretraining records it: a percentage (0-100)."""
+    """Validation top-1 as pretraining records it: a percentage (0-100)."""
     return "—" if value is None else f"{value:.1f}%"
 
 
@@ -92,7 +92,7 @@ def leaderboard_rows(rows: list[LeaderboardRow]) -> list[list[Any]]:
             score += f" [{r.ci_low:.4f}, {r.ci_high:.4f}]"
         out.append(
             [
-                "★ best" if r.is_best else "",
+                "★ best" if r.is_best else "= tied with best" if r.tied_with_best else "",
                 r.revision,
                 _fmt(r.epoch, "g"),
                 _top1(r.imagenet_top1),
@@ -258,6 +258,17 @@ def build_blocks(
                     )
                 else:
                     gr.Markdown("_No score-vs-epoch plot in the repo yet._")
+                if sel.ranking is not None:
+                    from hf_transfer_seg.space.ranking import HEADERS
+
+                    gr.Markdown(
+                        f"### Encoders ranked on `{sel.ranking.target}` (results repo `{sel.ranking.repo_id}` @ "
+                        f"{sel.ranking.sha[:10]}): the same score, same images and views for every model; RankMe (higher is "
+                        "better) and alpha-ReQ gap (lower is better) are label-free alternatives."
+                    )
+                    gr.Dataframe(value=sel.ranking.rows, headers=HEADERS, interactive=False, wrap=True, elem_id="model-ranking")
+                    if sel.ranking.plot_path is not None:
+                        gr.Image(value=str(sel.ranking.plot_path), label="Encoders by robustness score", interactive=False, elem_id="ranking-plot")
 
             with gr.Tab("Compare", id="compare"):
                 others = sel.others()

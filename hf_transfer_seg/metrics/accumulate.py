@@ -4,13 +4,15 @@
   summed over every pixel of every image, then Dice = 2TP / (2TP + FP + FN), IoU = TP / (TP + FP + FN),
   per class. ``dice_mean``/``iou_mean`` average the foreground classes (background is left out;
   for a binary target they are the foreground Dice/IoU).
-- HD95 per image and class: the 95th percentile of the symmetric surface distances (in pixels of the
-  evaluated image), averaged over the images where both the prediction and the reference of that
-  class are non-empty.
+- HD95 per image and class: the 95th percentile of the symmetric surface distances, in mm when every
+  image has a pixel spacing (``hd95_mm``; volumes keep theirs), else in pixels (``hd95_px``), averaged
+  over the images where both the prediction and the reference of that class are non-empty.
+- Per-volume Dice (``dice_per_volume``, ``dice_volume_mean``) for slices of volumes: each case's own
+  accumulated Dice, beside the Dice accumulated over every slice of the set.
 
-``evaluate``'s ``mean_iou`` would give the accumulated IoU, but ``evaluate.load("mean_iou")`` fetches
-the metric's code from the Hub (no network here, and a download at run time), and it has no Dice or
-HD95; a confusion matrix is two lines of torch.
+The fine-tuning loop computes them through the ``evaluate`` metric module shipped in
+``hf_transfer_seg/metrics/segmentation`` (loaded offline by path), which runs this class.
+
 """
 
 from __future__ import annotations
@@ -58,18 +60,30 @@ class SegmentationMetrics:
         self.confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
         self.hd95: list[list[float]] = [[] for _ in range(num_classes)]
         self.num_images = 0
+        self.spaced_images = 0  # images with a known pixel spacing (HD95 in mm when every image has one)
+        self.volumes: dict[str, torch.Tensor] = {}  # case -> its own confusion matrix (per-volume Dice)
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None) -> None:
-        """Add one image: ``pred`` and ``target`` are ``[H, W]`` class maps, ``valid`` an optional field of view."""
+    def update(
+        self, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None,
+        spacing: tuple[float, float] | None = None, case: str | None = None,
+    ) -> None:
+        """Add one image: ``pred`` and ``target`` are ``[H, W]`` class maps, ``valid`` an optional field of view,
+        ``spacing`` the pixel size (rows, columns) in mm when known, ``case`` the volume a slice belongs to."""
         if pred.shape != target.shape:
             raise ValueError(f"prediction {tuple(pred.shape)} and reference {tuple(target.shape)} differ in size")
         pred, target = pred.cpu(), target.cpu()
         valid = valid.cpu().bool() if valid is not None else None
-        self.confusion += confusion_matrix(pred, target, self.num_classes, valid)
+        cm = confusion_matrix(pred, target, self.num_classes, valid)
+        self.confusion += cm
+        if case is not None:
+            self.volumes[case] = self.volumes.get(case, torch.zeros_like(cm)) + cm
         p, t = pred.numpy(), target.numpy()
         v = valid.numpy() if valid is not None else np.ones(p.shape, bool)
+        if spacing is not None:
+            self.spaced_images += 1
+        sampling = tuple(float(x) for x in spacing) if spacing is not None else (1.0, 1.0)
         for c in range(1, self.num_classes):
-            value = hd95((p == c) & v, (t == c) & v)
+            value = hd95((p == c) & v, (t == c) & v, sampling)
             if not math.isnan(value):
                 self.hd95[c].append(value)
         self.num_images += 1
@@ -93,14 +107,38 @@ class SegmentationMetrics:
         fg_dice = [float(dice[c]) for c in fg if not math.isnan(float(dice[c]))]
         fg_iou = [float(iou[c]) for c in fg if not math.isnan(float(iou[c]))]
         fg_hd = [float(np.mean(self.hd95[c])) for c in fg if self.hd95[c]]
+        if 0 < self.spaced_images < self.num_images:
+            raise ValueError("some images have a pixel spacing and some do not; HD95 would mix mm and pixels")
+        unit = "mm" if self.num_images and self.spaced_images == self.num_images else "px"
+        hd95_mean = float(np.mean(fg_hd)) if fg_hd else None
+        out_volumes = {}
+        if self.volumes:
+            per_volume = {case: _dice_of(cm) for case, cm in sorted(self.volumes.items())}
+            means = [float(np.mean(d)) for d in per_volume.values() if d]
+            out_volumes = {
+                "dice_per_volume": {case: (float(np.mean(d)) if d else None) for case, d in per_volume.items()},
+                "dice_volume_mean": float(np.mean(means)) if means else None,
+                "num_volumes": len(per_volume),
+            }
         return {
             "dice_mean": float(np.mean(fg_dice)) if fg_dice else None,
             "iou_mean": float(np.mean(fg_iou)) if fg_iou else None,
-            "hd95_mean": float(np.mean(fg_hd)) if fg_hd else None,
+            "hd95_mean": hd95_mean,
+            "hd95_unit": unit,
+            f"hd95_{unit}": hd95_mean,
+            **out_volumes,
             "pixel_accuracy": float(tp.sum() / cm.sum().clamp_min(1)),
             "per_class": per_class,
             "num_images": self.num_images,
         }
+
+
+def _dice_of(cm: torch.Tensor) -> list[float]:
+    """Foreground Dice per class of one confusion matrix (classes absent from both sides left out)."""
+    cm = cm.double()
+    tp = cm.diag()
+    fp, fn = cm.sum(0) - tp, cm.sum(1) - tp
+    return [float(2 * tp[c] / (2 * tp[c] + fp[c] + fn[c])) for c in range(1, cm.shape[0]) if 2 * tp[c] + fp[c] + fn[c] > 0]
 
 
 def _num(value: Any) -> float | None:

@@ -1,0 +1,19 @@
+"""Segmentation metrics: the accumulator (:mod:`.accumulate`) and the ``evaluate`` metric module shipped with
+the package (``metrics/segmentation``), loaded offline by path with :func:`load_metric`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hf_transfer_seg.metrics.accumulate import SegmentationMetrics, confusion_matrix, hd95
+
+SEGMENTATION = Path(__file__).resolve().parent / "segmentation"
+
+__all__ = ["SEGMENTATION", "SegmentationMetrics", "confusion_matrix", "hd95", "load_metric"]
+
+
+def load_metric(name: str = "segmentation", **kwargs):
+    """``evaluate.load`` of a metric module of this package, from its path (no Hub access)."""
+    import evaluate
+
+    return evaluate.load(str(Path(__file__).resolve().parent / name), **kwargs)

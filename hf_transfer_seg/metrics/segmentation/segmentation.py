@@ -1,0 +1,56 @@
+"""Segmentation metrics as an ``evaluate`` metric: Dice/IoU accumulated over the set, HD95 in mm or pixels,
+per-volume Dice.
+
+Load it offline from the package: ``evaluate.load(str(hf_transfer_seg.metrics.SEGMENTATION))``.
+Inputs per image: ``predictions`` and ``references`` (``[H, W]`` class maps), optional ``valid`` (field of
+view), ``spacing`` (pixel size rows, columns in mm) and ``case`` (the volume of a slice). The
+computation is :class:`hf_transfer_seg.metrics.accumulate.SegmentationMetrics`.
+"""
+
+from __future__ import annotations
+
+import datasets
+import evaluate
+import numpy as np
+import torch
+
+_DESCRIPTION = __doc__
+_KWARGS = """
+Args:
+    predictions: list of [H, W] integer class maps.
+    references: list of [H, W] integer class maps.
+    num_classes: number of classes including background.
+    class_names: optional names, one per class.
+    valid: optional list of [H, W] boolean field-of-view maps (pixels outside are not scored).
+    spacing: optional list of (row, column) pixel sizes in mm; HD95 is in mm when every image has one.
+    cases: optional list of volume names; gives per-volume Dice.
+Returns:
+    dice_mean, iou_mean, hd95_mean with hd95_unit and hd95_mm or hd95_px, pixel_accuracy, per_class,
+    num_images, and for cases dice_per_volume, dice_volume_mean, num_volumes.
+"""
+
+
+class Segmentation(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation="",
+            inputs_description=_KWARGS,
+            features=datasets.Features({
+                "predictions": datasets.Sequence(datasets.Sequence(datasets.Value("int32"))),
+                "references": datasets.Sequence(datasets.Sequence(datasets.Value("int32"))),
+            }),
+        )
+
+    def _compute(self, predictions, references, num_classes: int, class_names=None, valid=None, spacing=None, cases=None):
+        from hf_transfer_seg.metrics.accumulate import SegmentationMetrics
+
+        metrics = SegmentationMetrics(num_classes, class_names)
+        for i, (pred, ref) in enumerate(zip(predictions, references)):
+            metrics.update(
+                torch.as_tensor(np.asarray(pred)), torch.as_tensor(np.asarray(ref)),
+                torch.as_tensor(np.asarray(valid[i], bool)) if valid is not None and valid[i] is not None else None,
+                tuple(spacing[i]) if spacing is not None and spacing[i] is not None else None,
+                cases[i] if cases is not None else None,
+            )
+        return metrics.compute()

@@ -1,0 +1,347 @@
+"""Rank any Hub encoders on the target's images: the score grid, label-free and label-aware predictors.
+
+One plan (image subset, jitter of both views, negatives, bootstrap) is drawn once from the seed and
+shared by every model (common random numbers), built at the largest input size any model asks for;
+each model gets the views resized (antialiased) to its own input size and normalised with its own
+mean/std (timm ``pretrained_cfg`` or the transformers image processor settings). While one model runs
+its forward passes, the next one is downloaded and built in a background thread.
+
+From the same two forward passes per batch: the whole robustness grid with bootstrap intervals, the
+deepest level's pooled view-1 embeddings for RankMe and alpha-ReQ (``hf_transfer_seg.baselines.
+label_free``), and the headline's per-image values for the paired tie analysis. When the target has
+masks, LogME and the linear-probe Dice (label-aware; their own passes over the segmentation images,
+resized to the model's input size) are added.
+
+A model that cannot be resolved or loaded is recorded as ``failed`` and the run goes on; a repository
+without safetensors weights is ``skipped`` with the reason (nothing is unpickled).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from hf_transfer_seg.baselines.label_free import PREDICTORS as LABEL_FREE, label_free
+from hf_transfer_seg.errors import ConfigError, DataError, HfTransferSegError, WeightsError
+from hf_transfer_seg.hub import redact
+from hf_transfer_seg.models.hub_encoder import (
+    ModelSpec, describe, download_spec, family_of, input_side, load_any_encoder, parse_spec, processor_cfg, read_json,
+    resolve_spec, unusable_reason,
+)
+from hf_transfer_seg.cards.schema import HEADLINE
+from hf_transfer_seg.scoring.configs import parse_config
+from hf_transfer_seg.scoring.features import pair_distances, to_nchw
+from hf_transfer_seg.scoring.grid import ConfigScore, grid_scores
+from hf_transfer_seg.scoring.plan import ScoringPlan, build_plan
+from hf_transfer_seg.scoring.ties import plan_key, ties_with_best
+
+log = logging.getLogger(__name__)
+
+LABEL_AWARE = {"logme": False, "linear_probe_dice": False}  # name -> lower is better?
+
+
+def short_reason(exc: BaseException | str, limit: int = 300) -> str:
+    """One line (the first one that says something), at most ``limit`` characters, tokens redacted."""
+    text = exc if isinstance(exc, str) else (f"{type(exc).__name__}: {exc}" if not isinstance(exc, HfTransferSegError) else str(exc))
+    lines = [ln.strip() for ln in redact(text).splitlines() if ln.strip()]
+    line = lines[0] if lines else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+@dataclass
+class ModelResult:
+    spec: ModelSpec
+    status: str = "ok"  # ok / failed / skipped
+    reason: str | None = None
+    family: str | None = None
+    description: str | None = None
+    input_size: int | None = None
+    num_levels: int = 0
+    scores: dict[str, ConfigScore] = field(default_factory=dict)
+    predictors: dict[str, float] = field(default_factory=dict)  # label-free and label-aware
+    headline_values: torch.Tensor | None = None
+    tie: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class Loaded:
+    spec: ModelSpec
+    model: torch.nn.Module | None = None
+    error: BaseException | None = None
+    skipped: str | None = None
+    family: str | None = None
+
+
+def config_side(folder, default: int = 224) -> int:
+    """The input size a downloaded model's configs ask for, without building it."""
+    config = read_json(folder / "config.json")
+    if "architecture" in config:
+        size = (config.get("pretrained_cfg") or {}).get("input_size")
+        return int(size[-1]) if size else default
+    return int(processor_cfg(folder, config)["input_size"][-1])
+
+
+def _resolve(text: str) -> tuple[ModelSpec, str | None, BaseException | None, Any]:
+    """(spec, skip reason, error, config folder) without downloading weights."""
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    spec = parse_spec(text)
+    try:
+        try:
+            resolve_spec(spec)
+        except RevisionNotFoundError:
+            return spec, None, WeightsError(f"revision {spec.revision!r} not found in {spec.repo_id}"), None
+        except RepositoryNotFoundError:
+            return spec, None, WeightsError(f"repository {spec.repo_id} not found (or not visible with this token)"), None
+        reason = unusable_reason(spec)
+        if reason:
+            return spec, reason, None, None
+        from hf_transfer_seg.hub import download_revision
+
+        folder = download_revision(spec.repo_id, spec.sha, allow_patterns=["config.json", "preprocessor_config.json"])
+        family_of(folder)
+        return spec, None, None, folder
+    except Exception as exc:  # noqa: BLE001 - recorded per model; the run goes on
+        return spec, None, exc, None
+
+
+def _load(spec: ModelSpec) -> Loaded:
+    folder = None
+    try:
+        folder = download_spec(spec)
+        return Loaded(spec, model=load_any_encoder(folder), family=family_of(folder))
+    except Exception as exc:  # noqa: BLE001 - recorded per model; the run goes on
+        if folder is not None:  # name the model, not this machine's cache path (the reason goes into a card)
+            text = short_reason(exc).replace(str(folder).rstrip("/"), f"{spec.repo_id}@{(spec.sha or '')[:10]}")
+            exc = WeightsError(text)
+        return Loaded(spec, error=exc)
+
+
+def resized_views(plan: ScoringPlan, side: int, cache: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> ScoringPlan:
+    """``plan`` with both views resized to ``side`` (antialiased bilinear; cached per size)."""
+    if side == plan.image_size:
+        return plan
+    if side not in cache:
+        resize = lambda v: F.interpolate(v, size=(side, side), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)  # noqa: E731
+        cache[side] = (resize(plan.view1), resize(plan.view2))
+    view1, view2 = cache[side]
+    return dataclasses.replace(plan, view1=view1, view2=view2, image_size=side)
+
+
+class EmbeddingTap:
+    """Forward hook keeping the deepest level, globally average-pooled, of view 1 of every batch."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.rows: list[torch.Tensor] = []
+        self.fmt = getattr(model, "output_fmt", "NCHW")
+        self.handle = model.register_forward_hook(self)
+
+    def __call__(self, module, inputs, output) -> None:
+        deepest = output[-1] if isinstance(output, (list, tuple)) else output
+        pooled = to_nchw(deepest, self.fmt).float().mean(dim=(2, 3))
+        self.rows.append(pooled[: pooled.shape[0] // 2].cpu())  # [view1; view2] batches: keep view 1
+
+    def matrix(self) -> torch.Tensor:
+        self.handle.remove()
+        return torch.cat(self.rows).double()
+
+
+def label_aware(model: torch.nn.Module, seg: tuple | None, side: int, seed: int, pixels_per_class: int) -> dict[str, float]:
+    """LogME and linear-probe Dice on the masked target, images resized to the model's input size."""
+    if seg is None:
+        return {}
+    from hf_transfer_seg.baselines import transferability as T
+    from hf_transfer_seg.data.segmentation import SegSample
+
+    def resized(target):
+        out = []
+        for s in target.samples:
+            image = F.interpolate(s.image[None], size=(side, side), mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
+            mask = F.interpolate(s.mask[None, None].float(), size=(side, side), mode="nearest")[0, 0].long()
+            valid = None if s.valid is None else F.interpolate(s.valid[None, None].float(), size=(side, side), mode="nearest")[0, 0].bool()
+            out.append(SegSample(s.name, image, mask, valid))
+        return dataclasses.replace(target, samples=out)
+
+    train, val = (resized(t) for t in seg)
+    cfg = model.pretrained_cfg
+    mean = torch.tensor(cfg.get("mean", (0.0, 0.0, 0.0)), dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(cfg.get("std", (1.0, 1.0, 1.0)), dtype=torch.float32).view(1, -1, 1, 1)
+    feats, labels = T.sampled_features(model, train.samples, train.num_classes, per_class=pixels_per_class, level=-1, mean=mean, std=std, seed=seed)
+    probe = T.fit_linear_probe(feats, labels, train.num_classes)
+    dice = T.probe_dice(model, probe, val.samples, val, level=-1, mean=mean, std=std)["dice_mean"]
+    return {"logme": T.logme(feats, labels), "linear_probe_dice": dice}
+
+
+def _segmentation_split(target: str, seed: int, num_images: int):
+    """(train, val) of the target when it has masks, else None (the label-aware predictors are left out)."""
+    from hf_transfer_seg.data.segmentation import load_target, split_target
+
+    try:
+        seg = load_target(target, limit=num_images)
+        train, val, _ = split_target(seg, seed=seed)
+        return train, val
+    except (DataError, ConfigError, OSError, ValueError) as exc:
+        log.info("target %s has no usable masks (%s): label-aware predictors left out", target, redact(exc))
+        return None
+
+
+def score_one(loaded: Loaded, plan: ScoringPlan, cache: dict, *, headline: str, seg, seed: int, pixels_per_class: int, **kwargs) -> ModelResult:
+    """Grid, label-free and label-aware predictors of one loaded model; failures recorded, not raised."""
+    result = ModelResult(loaded.spec, family=loaded.family)
+    start = time.perf_counter()
+    try:
+        if loaded.error is not None:
+            raise loaded.error
+        model = loaded.model
+        result.description = describe(model)
+        side = input_side(model, plan.image_size)
+        result.input_size = side
+        tap = EmbeddingTap(model)
+        distances = pair_distances(model, resized_views(plan, side, cache), **kwargs)
+        embeddings = tap.matrix()
+        parse_config(headline, distances.num_levels)
+        result.num_levels = distances.num_levels
+        result.scores = grid_scores(distances, plan.weights)
+        result.headline_values = distances.values(parse_config(headline))
+        result.predictors.update(label_free(embeddings))
+        try:
+            result.predictors.update(label_aware(model.cpu(), seg, side, seed, pixels_per_class))
+        except Exception as exc:  # noqa: BLE001 - a label-aware failure does not lose the score
+            log.warning("%s: label-aware predictors failed: %s", loaded.spec.spec, redact(exc))
+    except Exception as exc:  # noqa: BLE001 - any load/forward error of one model: recorded, the run goes on
+        result.status, result.reason = "failed", short_reason(exc)
+    if not result.ok:
+        log.warning("%s failed: %s", loaded.spec.spec, result.reason)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+@dataclass
+class RankOutcome:
+    plan: ScoringPlan
+    target: str
+    headline: str
+    results: list[ModelResult]
+    label_aware: bool
+    table: Any = None  # the rows written (pandas DataFrame)
+    results_sha: str | None = None
+    card_notes: list[str] = field(default_factory=list)
+
+
+def run_rank(
+    models: list[str],
+    target: str,
+    *,
+    num_images: int = 256,
+    seed: int = 0,
+    batch_size: int = 32,
+    headline: str = HEADLINE,
+    image_size: int | None = None,
+    device: str | None = None,
+    precision: str | None = None,
+    split: str = "train",
+    image_column: str | None = None,
+    use_masks: bool = True,
+    pixels_per_class: int = 500,
+    progress: bool = True,
+) -> RankOutcome:
+    """Rank ``models`` (SPECs) on ``target``; see the module docstring. Writes nothing."""
+    from hf_transfer_seg.data.unlabelled import resolve_target
+    from hf_transfer_seg.scoring.runner import default_device
+
+    parse_config(headline)
+    specs = list(dict.fromkeys(str(m).strip() for m in models if str(m).strip()))
+    if not specs:
+        raise ConfigError("--models needs at least one Hub repo id (owner/name or owner/name@revision)")
+    for text in specs:
+        parse_spec(text)  # a malformed SPEC is the user's to fix before any download
+    resolved = [_resolve(text) for text in tqdm(specs, desc="resolve models", unit="model", disable=not progress)]
+    results: dict[str, ModelResult] = {}
+    usable: list[ModelSpec] = []
+    sides = []
+    for spec, skip, error, folder in resolved:
+        if skip:
+            results[spec.spec] = ModelResult(spec, status="skipped", reason=skip)
+            log.warning("%s skipped: %s", spec.spec, skip)
+        elif error is not None:
+            results[spec.spec] = ModelResult(spec, status="failed", reason=short_reason(error))
+            log.warning("%s failed: %s", spec.spec, results[spec.spec].reason)
+        else:
+            usable.append(spec)
+            try:
+                sides.append(config_side(folder))
+            except Exception:  # noqa: BLE001 - a broken config fails at load time, where it is recorded
+                pass
+    base = image_size or max(sides or [224])
+    plan = build_plan(
+        resolve_target(target, split=split, image_column=image_column), num_images=num_images, seed=seed,
+        image_size=base, jitter="image", jitter_batch_size=batch_size, progress=progress,
+    )
+    seg = _segmentation_split(target, seed, num_images) if use_masks else None
+    run_device = torch.device(device) if device else default_device()
+    precision = precision or ("bf16" if run_device.type == "cuda" else "fp32")
+    cache: dict = {}
+    bar = tqdm(usable, desc=f"rank on {plan.target_key}", unit="model", disable=not progress)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+        upcoming: Future | None = pool.submit(_load, usable[0]) if usable else None
+        for i, spec in enumerate(bar):
+            loaded = upcoming.result()
+            upcoming = pool.submit(_load, usable[i + 1]) if i + 1 < len(usable) else None
+            bar.set_postfix_str(spec.spec)
+            results[spec.spec] = score_one(
+                loaded, plan, cache, headline=headline, seg=seg, seed=seed, pixels_per_class=pixels_per_class,
+                batch_size=batch_size, device=run_device, precision=precision,
+            )
+            del loaded
+    ordered = [results[t] for t in specs if t in results]
+    ties = model_ties(ordered, plan, seed)
+    for r in ordered:
+        r.tie = ties.get(r.spec.spec, {})
+    return RankOutcome(plan=plan, target=plan.target_key, headline=headline, results=ordered, label_aware=seg is not None)
+
+
+def model_ties(results: list[ModelResult], plan: ScoringPlan, seed: int) -> dict[str, dict[str, Any]]:
+    """Per scored model: ``rank`` by the headline, ``tie`` (best / tied / worse) from the paired analysis of
+    :mod:`~hf_transfer_seg.scoring.ties` (all models share the plan's images, views and negatives), ``difference``."""
+    scored = [r for r in results if r.ok and r.headline_values is not None]
+    if not scored:
+        return {}
+    key = plan_key(plan.target_key, plan.num_images, plan.seed, plan.image_size)  # one plan, resized per model
+    rows = [{"revision": r.spec.spec, "score": float(r.headline_values.mean())} for r in scored]
+    per_image = {r.spec.spec: {"plan": key, "values": r.headline_values.tolist()} for r in scored}
+    best = min(rows, key=lambda row: row["score"])
+    ties = ties_with_best(rows, best, per_image, seed=seed)
+    order = sorted(rows, key=lambda row: row["score"])
+    out = {}
+    for rank, row in enumerate(order, start=1):
+        name, tie = row["revision"], ties[row["revision"]]
+        label = "best" if row is best else ("tied" if tie["tied"] else "worse")
+        out[name] = {"rank": rank, "tie": label, "difference": tie["difference"]}
+    return out
+
+
+def directions() -> dict[str, bool]:
+    """Lower-is-better flag of every predictor ``rank`` writes (robustness configurations: lower)."""
+    return {**LABEL_FREE, **LABEL_AWARE}
+
+
+def finite(x: Any) -> float | None:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return x if math.isfinite(x) else None
