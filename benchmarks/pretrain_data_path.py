@@ -1,12 +1,12 @@
 """Whole-process pretraining on a JPEG folder, data-bound (a tiny encoder): ``--data-path legacy`` vs ``fast``.
 
 Each run is a fresh ``python -m hf_transfer_seg pretrain`` process on an ImageNet-style folder made of
-``../shared/data/imagenet-sample`` (250 JPEGs, 2 % held out for validation), test_resnet at 64 px (every JPEG
+``../shared/data/imagenet-sample`` (250 JPEGs, 2 % held out for validation), test_resnet at 32 px (every JPEG
 is still decoded in full; the small crop keeps the model's share small on a CPU), the same
 ``--num-workers`` for both paths, alternating. Printed per path: the loop's images/s (from the run's own log
 line; checkpoint time excluded) and the whole process's wall time, then the ratios fast/legacy (medians).
 
-    python benchmarks/pretrain_data_path.py [--rounds 2] [--epochs 2] [--num-workers 1] [--recipe simple] [--image-size 64]
+    python benchmarks/pretrain_data_path.py [--rounds 2] [--epochs 2] [--num-workers 1] [--recipe simple] [--image-size 32]
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--num-workers", type=int, default=1)
     parser.add_argument("--recipe", default="simple")
-    parser.add_argument("--image-size", type=int, default=64, help="crop size (small: the tiny model stays cheaper than the data)")
+    parser.add_argument("--image-size", type=int, default=32, help="crop size (small: the tiny model stays cheaper than the data)")
     args = parser.parse_args()
     if not SAMPLE.is_dir():
         print(f"SKIPPED: the ImageNet sample {SAMPLE} is absent")
