@@ -5,6 +5,9 @@ Each run is a fresh ``python -m hf_transfer_seg pretrain`` process on an ImageNe
 is still decoded in full; the small crop keeps the model's share small on a CPU), the same
 ``--num-workers`` for both paths, alternating. Printed per path: the loop's images/s (from the run's own log
 line; checkpoint time excluded) and the whole process's wall time, then the ratios fast/legacy (medians).
+Data-bound only where the model is cheap next to decoding: on a shared 2-core CPU machine test_resnet's backward
+pass still takes most of the main process (profiled with cProfile: ~60-80 % at 32-64 px, waiting for batches
+~2-5 %), and run-to-run load swings move both numbers by 2x, so read the ratio there with that in mind.
 
     python benchmarks/pretrain_data_path.py [--rounds 2] [--epochs 2] [--num-workers 1] [--recipe simple] [--image-size 32]
 """
