@@ -223,3 +223,22 @@ def test_hub_dataset_image_bytes_take_the_same_fast_decode(folder):
         image, label, skipped = hub[i]
         assert image.dtype == torch.uint8 and skipped == -1
         assert torch.equal(image, local[i][0]) and label == local[i][1]
+
+
+def test_datasets_that_only_load_pil_images_work_on_the_fast_path():
+    """A _MapDataset subclass with only ``_load`` (as the digits set has) gets the uint8 transforms too."""
+    from hf_transfer_seg.data.classification import _MapDataset
+
+    class PilOnly(_MapDataset):
+        def __len__(self):
+            return 4
+
+        def _load(self, index):
+            return Image.fromarray(_photo(np.random.default_rng(index), 20, 30)).convert("L").convert("RGB"), index % 2
+
+    config = build_config({"image_size": 16})
+    train_tf, val_tf = data_path.transforms(config)
+    for transform in (train_tf, val_tf):
+        images, labels, skipped = collate([PilOnly(transform=transform, seed=0)[i] for i in range(4)])
+        assert images.shape == (4, 3, 16, 16) and images.dtype == torch.uint8 and not skipped
+        assert labels.tolist() == [0, 1, 0, 1]

@@ -124,9 +124,15 @@ class _MapDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         self._epoch.fill_(int(epoch))
 
-    def _source(self, index: int) -> tuple[Any, int]:  # pragma: no cover - abstract
-        """The undecoded image (path, bytes, image dict or array) and its label."""
-        raise NotImplementedError
+    def _source(self, index: int) -> tuple[Any, int]:
+        """The undecoded image (path, bytes, image dict or array) and its label.
+
+        A subclass that only implements ``_load`` (PIL images, e.g. the digits set) hands over its PIL image:
+        the uint8 transforms accept those too.
+        """
+        if type(self)._load is _MapDataset._load:
+            raise NotImplementedError(f"{type(self).__name__} implements neither _source nor _load")
+        return self._load(index)
 
     def _load(self, index: int) -> tuple[Image.Image, int]:
         source, label = self._source(index)
