@@ -9,7 +9,7 @@ Data-bound only where the model is cheap next to decoding: on a shared 2-core CP
 pass still takes most of the main process (profiled with cProfile: ~60-80 % at 32-64 px, waiting for batches
 ~2-5 %), and run-to-run load swings move both numbers by 2x, so read the ratio there with that in mind.
 
-    python benchmarks/pretrain_data_path.py [--rounds 2] [--epochs 2] [--num-workers 1] [--recipe simple] [--image-size 32]
+    python benchmarks/pretrain_data_path.py [--rounds 2] [--epochs 16] [--num-workers 1] [--recipe simple] [--image-size 32]
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def run(root: Path, out: Path, data_path: str, args) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=16, help="enough steps that worker start-up and the checkpoint do not dominate")
     parser.add_argument("--num-workers", type=int, default=1)
     parser.add_argument("--recipe", default="simple")
     parser.add_argument("--image-size", type=int, default=32, help="crop size (small: the tiny model stays cheaper than the data)")

@@ -7,7 +7,6 @@ last writer's summary holds every revision recorded so far. The Dice-vs-epoch pl
 
 from __future__ import annotations
 
-import io
 import logging
 from typing import Any
 
@@ -15,7 +14,7 @@ from huggingface_hub import ModelCard
 
 from hf_transfer_seg.cards import get_namespace, replace_section, schema, set_namespace
 from hf_transfer_seg.cards.schema import downstream_key, number
-from hf_transfer_seg.report.plots import _pyplot
+from hf_transfer_seg.plotting import new_figure, png_bytes
 from hf_transfer_seg.report.table import table_from_cards
 
 log = logging.getLogger(__name__)
@@ -65,8 +64,7 @@ def main_section(summary: dict[str, Any]) -> str:
 
 
 def plot_png(df, key: str) -> bytes:
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = new_figure((6, 3.5))
     g = df.dropna(subset=["dice"]).sort_values("epoch")
     ax.errorbar(g["epoch"], g["dice"], yerr=g["dice_std"] if "dice_std" in g else None, marker="o", capsize=3)
     if len(g) and g["epoch"].max() > 20:
@@ -75,11 +73,7 @@ def plot_png(df, key: str) -> bytes:
     ax.set_ylabel("Dice (validation)")
     ax.set_title(f"Downstream Dice on {key}", fontsize=10)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return buffer.getvalue()
+    return png_bytes(fig)
 
 
 def update_main_summary(repo_id: str, target_key: str, *, frozen: bool = False) -> dict[str, Any]:

@@ -10,7 +10,6 @@ committed in the same commit. All edits go through :func:`hf_transfer_seg.hub.up
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from pathlib import Path
@@ -272,13 +271,10 @@ def main_section(summary: dict) -> str:
 
 def plot_png(target_key: str, entry: dict) -> bytes:
     """Score vs epoch with 95% intervals, the best revision marked (PNG bytes, matplotlib Agg)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from hf_transfer_seg.plotting import new_figure, png_bytes
 
     rows = [r for r in entry.get("rows") or [] if r.get("status", "ok") == "ok" and r.get("score") is not None]
-    fig = Figure(figsize=(6.4, 4.0), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
+    fig, ax = new_figure((6.4, 4.0))
     if rows:
         x = [float(r["epoch"]) for r in rows]
         y = [r["score"] for r in rows]
@@ -296,10 +292,7 @@ def plot_png(target_key: str, entry: dict) -> bytes:
     ax.set_ylabel(f"score ({entry.get('config')}), lower is better")
     ax.set_title(f"Robustness score on {target_key}", fontsize=10)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return png_bytes(fig)
 
 
 def _read_per_image(repo_id: str, path: str, sha: str) -> dict[str, dict]:

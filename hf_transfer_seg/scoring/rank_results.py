@@ -11,7 +11,6 @@ every model any run has ranked.
 from __future__ import annotations
 
 import datetime as _dt
-import io
 import logging
 import math
 from typing import Any
@@ -121,13 +120,10 @@ def target_table(df: pd.DataFrame, target: str, headline: str) -> tuple[pd.DataF
 
 
 def plot_png(table: pd.DataFrame, target: str, headline: str) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
+    from hf_transfer_seg.plotting import new_figure, png_bytes
 
     ok = table[table["status"] == "ok"].iloc[::-1]
-    fig, ax = plt.subplots(figsize=(6.5, 0.45 * max(len(ok), 2) + 1.2))
+    fig, ax = new_figure((6.5, 0.45 * max(len(ok), 2) + 1.2), dpi=110)
     y = range(len(ok))
     low = (ok["value"] - ok["ci_low"]).clip(lower=0)
     high = (ok["ci_high"] - ok["value"]).clip(lower=0)
@@ -136,11 +132,7 @@ def plot_png(table: pd.DataFrame, target: str, headline: str) -> bytes:
     ax.set_xlabel(f"robustness score {headline} (lower is better)")
     ax.set_title(f"Encoders on {target}", fontsize=10)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
+    return png_bytes(fig)
 
 
 def render(headline: str):
