@@ -1,0 +1,147 @@
+"""Names, paths and refs the local hub accepts, and the errors its storage raises (no git, no HTTP here).
+
+Every error is a :class:`StorageError` subclass carrying the HTTP status and the ``X-Error-Code`` the Hub would
+answer with; the HTTP layer turns them into responses.
+"""
+
+from __future__ import annotations
+
+import re
+
+REPO_TYPES = ("model", "dataset", "space")
+ZERO_OID = "0" * 40
+_HEX40 = re.compile(r"^[0-9a-f]{40}\Z")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+_SHORT_HEX = re.compile(r"^[0-9a-fA-F]{5,40}\Z")
+# Hub rules for a namespace or a repo name: letters, digits, '-', '_', '.'; no '--' or '..';
+# '-' and '.' neither start nor end it; at most 96 characters.
+_NAME_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?\Z")
+_BAD_REF_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+
+# --------------------------------------------------------------------------------------------------
+# errors
+
+
+class StorageError(Exception):
+    """A request the storage refuses; ``status`` and ``code`` are what the HTTP layer answers."""
+
+    status = 400
+    code: str | None = None
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(StorageError):
+    status = 400
+
+
+class Forbidden(StorageError):
+    status = 403
+
+
+class RepoNotFound(StorageError):
+    status = 404
+    code = "RepoNotFound"
+
+
+class RevisionNotFound(StorageError):
+    status = 404
+    code = "RevisionNotFound"
+
+
+class EntryNotFound(StorageError):
+    status = 404
+    code = "EntryNotFound"
+
+
+class Conflict(StorageError):
+    status = 409
+
+
+class PreconditionFailed(StorageError):
+    status = 412
+
+
+class GitError(StorageError):
+    status = 500
+
+
+# --------------------------------------------------------------------------------------------------
+# validation
+
+
+def check_repo_type(repo_type: str | None) -> str:
+    repo_type = repo_type or "model"
+    if repo_type not in REPO_TYPES:
+        raise BadRequest(f"invalid repo type {repo_type!r}: expected one of {', '.join(REPO_TYPES)}")
+    return repo_type
+
+
+def check_name_part(part: str, what: str) -> str:
+    if (
+        not isinstance(part, str)
+        or not _NAME_RE.match(part)
+        or "--" in part
+        or ".." in part
+        or part.lower().endswith(".git")
+    ):
+        raise BadRequest(
+            f"invalid {what} {part!r}: use letters, digits, '-', '_' or '.', no '--' or '..', "
+            "not starting or ending with '-' or '.', at most 96 characters"
+        )
+    return part
+
+
+def check_repo_id(repo_id: str) -> tuple[str, str]:
+    """``namespace/name`` -> (namespace, name), or :class:`BadRequest`."""
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1:
+        raise BadRequest(f"invalid repo id {repo_id!r}: expected 'namespace/name'")
+    namespace, name = repo_id.split("/")
+    return check_name_part(namespace, "namespace"), check_name_part(name, "repo name")
+
+
+def check_path(path: str, *, allow_empty: bool = False) -> str:
+    """A file path inside a repository, normalized; :class:`BadRequest` for anything that could escape."""
+    if not isinstance(path, str):
+        raise BadRequest("file path must be a string")
+    original = path
+    path = path.strip("/") if allow_empty else path
+    if path == "" and allow_empty:
+        return ""
+    if not path or len(path.encode("utf-8", "surrogatepass")) > 4096:
+        raise BadRequest(f"invalid file path {original!r}: empty or too long")
+    if path.startswith("/") or path.endswith("/"):
+        raise BadRequest(f"invalid file path {original!r}: must be relative, without leading or trailing '/'")
+    if any(ord(c) < 0x20 or c == "\x7f" for c in path) or "\\" in path:
+        raise BadRequest(f"invalid file path {original!r}: control characters and backslashes are not allowed")
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"invalid file path {original!r}: not valid UTF-8") from None
+    for part in path.split("/"):
+        if part in ("", ".", ".."):
+            raise BadRequest(f"invalid file path {original!r}: empty, '.' or '..' components are not allowed")
+        if part.lower() == ".git":
+            raise BadRequest(f"invalid file path {original!r}: '.git' components are not allowed")
+    return path
+
+
+def check_ref_name(name: str, what: str = "branch") -> str:
+    """A branch or tag name git accepts (checked without calling git)."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or len(name) > 255
+        or _BAD_REF_CHARS.search(name)
+        or name.startswith(("-", "/", "."))
+        or name.endswith(("/", ".", ".lock"))
+        or ".." in name
+        or "//" in name
+        or "@{" in name
+        or name == "@"
+        or any(part.startswith(".") or part.endswith(".lock") for part in name.split("/"))
+    ):
+        raise BadRequest(f"invalid {what} name {name!r}")
+    return name
