@@ -254,7 +254,7 @@ class Oracle(Rule):
     def apply(self, epochs, values=None, dice=None) -> Outcome:
         if dice is None:
             raise ValueError("the oracle needs the Dice of every checkpoint")
-        return Outcome(int(np.argmax(np.asarray(dice, float))), None)
+        return Outcome(int(np.nanargmax(np.asarray(dice, float))), None)  # among the fine-tuned checkpoints
 
 
 RULES: dict[str, type[Rule]] = {

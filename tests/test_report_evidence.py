@@ -122,6 +122,23 @@ def test_fixed_fraction_and_hindsight_accounting_by_hand():
     assert FixedFraction(0.667).apply(EPOCHS).stop == EPOCHS.index(200)
 
 
+def test_rules_walk_every_checkpoint_and_never_judge_one_without_dice():
+    # the same run, but only epochs 0, 100, 150 and 300 were fine-tuned (as in the demo: a few U-Nets per run)
+    dice = [0.10, None, None, None, None, 0.60, 0.70, None, None, 0.60]
+    score = [0.90, 0.80, 0.70, 0.60, 0.50, 0.40, 0.45, 0.35, 0.50, 0.55]  # lowest at 200: never fine-tuned
+    df = pd.DataFrame(_rows("s", EPOCHS, dice, **{"robustness:x": score}))
+    report = analyse(df, patience=2, n_boot=0)
+    half = next(r for r in report["selection"] if r["rule"] == "fixed_fraction" and r["params"]["fraction"] == 0.5)
+    assert half["chosen_epoch_mean"] == 150 and half["epochs_saved"] == pytest.approx(0.5)  # epoch 150 is fine-tuned
+    two_thirds = next(r for r in report["selection"] if r["rule"] == "fixed_fraction" and r["params"]["fraction"] == 0.667)
+    # it stops at 200, which has no Dice: not judged (and not replaced by an earlier fine-tuned checkpoint)
+    assert two_thirds["n_series_no_dice_at_choice"] == 1 and two_thirds["dice_lost_vs_last"] is None
+    lowest = _selection(report, "robustness:x", "lowest")
+    assert lowest["n_series_no_dice_at_choice"] == 1 and lowest["chosen_epoch_mean"] is None
+    oracle = _selection(report, "epoch", "oracle")  # the best of the fine-tuned checkpoints
+    assert oracle["chosen_epoch_mean"] == 150 and oracle["n_series_no_dice_at_choice"] == 0
+
+
 def test_leave_one_group_out_tunes_without_seeing_the_held_out_group():
     # score range 1 in every series; tolerance 0.3 picks epoch 2, 0.1/0.2 epoch 3, <= 0.05 epoch 4
     epochs, score = [1, 2, 3, 4], [1.0, 0.25, 0.1, 0.0]

@@ -208,6 +208,7 @@ def analyse(
 ) -> dict[str, Any]:
     """Correlations, verdicts, noise and the selection table for ``df``; see the module docstring."""
     predictors = predictors or predictor_columns(df, exclude=[group_by] if group_by else ())
+    run = df  # every checkpoint: selection rules walk the whole run, fine-tuned or not
     df = df[df["dice"].notna()]
     directions = resolve_directions(predictors, lower=list(lower), higher=list(higher))
     corrs = {name: correlations(df, name, directions[name], n_boot=n_boot, seed=seed) for name in predictors}
@@ -237,7 +238,7 @@ def analyse(
         "predictors": out_predictors,
         "epoch_baseline": {k: base[k] for k in ("mean_spearman", "mean_spearman_ci", "n_series")},
         "noise": noise(df),
-        "selection": selection_table(df, directions, tolerance=tolerance, patience=patience, group_by=group_by, n_boot=n_boot, seed=seed),
+        "selection": selection_table(run, directions, tolerance=tolerance, patience=patience, group_by=group_by, n_boot=n_boot, seed=seed),
     }
 
 

@@ -41,12 +41,15 @@ def bootstrap_mean(values, *, n_boot: int = 2000, seed: int = 0, level: float = 
 
 
 def series_of(df: pd.DataFrame, predictor: str | None, direction: str | None) -> Series:
-    """Per series, the checkpoints where Dice (and the predictor) are known, in epoch order."""
+    """Per series, every checkpoint where the predictor is known, in epoch order, with its Dice (NaN: not
+    fine-tuned). A rule walks all of them, as it would during the run; a series counts only where the last
+    checkpoint and at least one other have a Dice value (the references of the table)."""
     out: Series = {}
     cols = ["epoch", "dice"] + ([predictor] if predictor and predictor != "epoch" else [])
     for name, group in df.groupby("series", sort=True):
-        g = group[cols].apply(pd.to_numeric, errors="coerce").dropna().sort_values("epoch")
-        if len(g) < 2:
+        g = group[cols].apply(pd.to_numeric, errors="coerce")
+        g = g.dropna(subset=[c for c in cols if c != "dice"]).sort_values("epoch")
+        if g["dice"].notna().sum() < 2 or not np.isfinite(g["dice"].iloc[-1]):
             continue
         epochs, dice = g["epoch"].to_numpy(float), g["dice"].to_numpy(float)
         raw = g[predictor].to_numpy(float) if predictor and predictor != "epoch" else epochs
@@ -54,8 +57,11 @@ def series_of(df: pd.DataFrame, predictor: str | None, direction: str | None) ->
     return out
 
 
-def outcome_row(rule: Rule, epochs: np.ndarray, values: np.ndarray, dice: np.ndarray) -> dict[str, float]:
+def outcome_row(rule: Rule, epochs: np.ndarray, values: np.ndarray, dice: np.ndarray) -> dict[str, float] | None:
+    """What ``rule`` did on one series, or None when its chosen checkpoint was never fine-tuned (no Dice)."""
     out = rule.apply(epochs, values, dice)
+    if not np.isfinite(dice[out.chosen]):
+        return None
     last = float(epochs[-1])
     saved = 0.0
     if rule.online and out.stop is not None and last > 0:
@@ -65,13 +71,16 @@ def outcome_row(rule: Rule, epochs: np.ndarray, values: np.ndarray, dice: np.nda
         "stop_epoch": float(epochs[out.stop]) if out.stop is not None else last,
         "dice": float(dice[out.chosen]),
         "lost_vs_last": float(dice[-1] - dice[out.chosen]),
-        "lost_vs_oracle": float(dice.max() - dice[out.chosen]),
+        "lost_vs_oracle": float(np.nanmax(dice) - dice[out.chosen]),
         "epochs_saved": saved,
     }
 
 
 def evaluate(rule: Rule, series: Series) -> dict[str, dict[str, float]]:
-    return {name: outcome_row(rule, *s) for name, s in series.items()}
+    """Per series, :func:`outcome_row`; series where the rule chose a checkpoint without Dice are left out
+    (``summarise`` counts them), never filled in."""
+    rows = {name: outcome_row(rule, *s) for name, s in series.items()}
+    return {name: row for name, row in rows.items() if row is not None}
 
 
 def _mean(rows: dict[str, dict], key: str) -> float | None:
@@ -79,8 +88,9 @@ def _mean(rows: dict[str, dict], key: str) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def summarise(rows: dict[str, dict], *, n_boot: int, seed: int) -> dict[str, Any]:
+def summarise(rows: dict[str, dict], *, n_boot: int, seed: int, n_total: int | None = None) -> dict[str, Any]:
     return {
+        "n_series_no_dice_at_choice": (n_total - len(rows)) if n_total is not None else 0,
         "dice_lost_vs_last": _mean(rows, "lost_vs_last"),
         "dice_lost_vs_last_ci": bootstrap_mean([r["lost_vs_last"] for r in rows.values()], n_boot=n_boot, seed=seed),
         "dice_lost_vs_oracle": _mean(rows, "lost_vs_oracle"),
@@ -96,6 +106,8 @@ def tune(candidates: list[Rule], series: Series) -> Rule:
     best, key = candidates[0], None
     for rule in candidates:
         rows = evaluate(rule, series)
+        if len(rows) < len(series):  # it picks checkpoints nobody fine-tuned: cannot be judged, never tuned to
+            continue
         k = (round(_mean(rows, "lost_vs_last"), 12), -round(_mean(rows, "epochs_saved"), 12))
         if key is None or k < key:
             best, key = rule, k
@@ -136,9 +148,10 @@ def cross_validate(rule: Rule, series: Series, groups: dict[str, str], column: s
             "n_series": s["n_series"]}
 
 
-def _row(predictor: str, rule: Rule, params: dict, rows: dict, *, n_boot: int, seed: int, cv=None, **extra) -> dict[str, Any]:
+def _row(predictor: str, rule: Rule, params: dict, series: Series, *, n_boot: int, seed: int, cv=None, **extra) -> dict[str, Any]:
+    rows = evaluate(rule, series)
     return {"predictor": predictor, "rule": rule.name, "online": rule.online, "params": params,
-            **summarise(rows, n_boot=n_boot, seed=seed), "cross_validated": cv, **extra, "series": rows}
+            **summarise(rows, n_boot=n_boot, seed=seed, n_total=len(series)), "cross_validated": cv, **extra, "series": rows}
 
 
 def selection_table(
@@ -154,10 +167,9 @@ def selection_table(
     """Baselines first, then every rule of every predictor with a known direction."""
     groups = groups_of(df, group_by) if group_by else None
     base = series_of(df, "epoch", HIGHER)
-    table = [_row("epoch", FixedFraction(f), {"fraction": f}, evaluate(FixedFraction(f), base), n_boot=n_boot, seed=seed)
-             for f in BASELINE_FRACTIONS]
-    table.append(_row("epoch", Last(), {}, evaluate(Last(), base), n_boot=n_boot, seed=seed))
-    table.append(_row("epoch", Oracle(), {}, evaluate(Oracle(), base), n_boot=n_boot, seed=seed))
+    table = [_row("epoch", FixedFraction(f), {"fraction": f}, base, n_boot=n_boot, seed=seed) for f in BASELINE_FRACTIONS]
+    table.append(_row("epoch", Last(), {}, base, n_boot=n_boot, seed=seed))
+    table.append(_row("epoch", Oracle(), {}, base, n_boot=n_boot, seed=seed))
     for name, direction in directions.items():
         if direction is None or name == "epoch":
             continue
@@ -182,5 +194,5 @@ def selection_table(
                 best_in = tune(rule.grid([v[1] for v in series.values()]), series)
                 cv["in_sample_tuned"] = {"params": display(best_in), **{k: v for k, v in summarise(evaluate(best_in, series), n_boot=0, seed=seed).items()
                                                                       if k in ("dice_lost_vs_last", "epochs_saved")}}
-            table.append(_row(name, rule, display(rule), evaluate(rule, series), n_boot=n_boot, seed=seed, cv=cv, **extra))
+            table.append(_row(name, rule, display(rule), series, n_boot=n_boot, seed=seed, cv=cv, **extra))
     return table

@@ -58,6 +58,11 @@ def _data_words(flag: bool | None) -> str:
     return {True: "SYNTHETIC", False: "real"}.get(flag, "not recorded")
 
 
+def _no_dice_note(n: int | None) -> str:
+    """Series where the rule chose a checkpoint that was never fine-tuned: left out of its figures, said here."""
+    return f" (chose an un-fine-tuned checkpoint in {n} series: not counted)" if n else ""
+
+
 def selection_markdown(selection: list[dict[str, Any]], settings: dict[str, Any]) -> list[str]:
     """The selection table (also pasted into summaries)."""
     cv = any(r.get("cross_validated") for r in selection)
@@ -71,7 +76,8 @@ def selection_markdown(selection: list[dict[str, Any]], settings: dict[str, Any]
         line = (f"| {r['predictor']} | {RULE_TEXT.get(r['rule'], r['rule'])} | {_params(r['params'])}"
                 f"{' (tuned in-sample)' if r.get('tuned_in_sample') else ''} | {'online' if r['online'] else 'hindsight'} | "
                 f"{_f(r['dice_lost_vs_last'], '+.4f')}{_ci(r.get('dice_lost_vs_last_ci'), '+.4f')} | {_f(r['dice_lost_vs_oracle'], '.4f')} | "
-                f"{_f(r['epochs_saved'], '.0%')} | {_f(r['chosen_epoch_mean'], '.4g')} |")
+                f"{_f(r['epochs_saved'], '.0%')} | {_f(r['chosen_epoch_mean'], '.4g')}"
+                f"{_no_dice_note(r.get('n_series_no_dice_at_choice'))} |")
         if cv:
             c = r.get("cross_validated")
             line += (f" {_f(c['dice_lost_vs_last'], '+.4f')}{_ci(c.get('dice_lost_vs_last_ci'), '+.4f')} / {_f(c['epochs_saved'], '.0%')} |"
@@ -123,7 +129,8 @@ def markdown(analysis: dict[str, Any], *, title: str, source: str, primary: str 
               f"Dice lost in the table's own units (positive = worse than that reference). Epochs saved: the fraction of the last "
               f"checkpoint's pretraining epochs not run; online rules stop the run, hindsight rules only choose a checkpoint of a finished "
               f"run and save nothing. Tolerance {s['tolerance']} of each series' range; patience {s['patience']} checkpoints. "
-              "Intervals: percentile bootstrap over series.", ""]
+              "Intervals: percentile bootstrap over series. Rules walk every checkpoint of a run (fine-tuned or not); a rule "
+              "that chose a checkpoint without a Dice value is left out for that series and the table says so.", ""]
     lines += selection_markdown(analysis["selection"], s)
     lines += ["", "## Correlation with Dice (per series, then averaged)", "",
               "| predictor | better when | mean Spearman [95% CI] | partial (epoch-controlled) [95% CI] | mean Kendall | series | verdict |",
@@ -148,7 +155,7 @@ def contract(analysis: dict[str, Any]) -> dict[str, Any]:
     selection = []
     for r in analysis["selection"]:
         row = {k: r[k] for k in SELECTION_KEYS}
-        row.update({k: r[k] for k in ("dice_lost_vs_last_ci", "epochs_saved_ci", "n_series") if k in r})
+        row.update({k: r[k] for k in ("dice_lost_vs_last_ci", "epochs_saved_ci", "n_series", "n_series_no_dice_at_choice") if k in r})
         if r.get("tuned_in_sample"):
             row["tuned_in_sample"] = True
         row["series"] = r["series"]
