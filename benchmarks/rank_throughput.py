@@ -23,31 +23,14 @@ import argparse
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-_TMP = Path(tempfile.mkdtemp(prefix="rank-bench-"))
+from _hub_env import PORT as _PORT, TMP as _TMP  # noqa: E402 - sets HF_* before huggingface_hub is imported
+
 _ROOT = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-# huggingface_hub reads these at import time: set them before anything imports it.
-_PORT = _free_port()
-os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{_PORT}"
-os.environ["HF_HOME"] = str(_TMP / "hf-home")
-os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
-os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-for _name in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE"):
-    os.environ.pop(_name, None)
 
 HEADLINE = "cosine_m0.5_L-1_flat"
 
