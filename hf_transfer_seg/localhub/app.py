@@ -21,57 +21,32 @@ typed exceptions.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import logging
-import mimetypes
 import os
 import re
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import parse_qs, quote
 
-import yaml
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
-from hf_transfer_seg import safe_yaml
 from hf_transfer_seg.localhub import limits, routes
 from hf_transfer_seg.localhub import storage as st
+from hf_transfer_seg.localhub.cards import add_card_fields, card_problems, read_card
 from hf_transfer_seg.localhub.commit_body import CommitReader
+from hf_transfer_seg.localhub.files import FileRoutes
 from hf_transfer_seg.localhub.lfs import LfsRoutes
-from hf_transfer_seg.localhub.metadata_rules import check_metadata
+from hf_transfer_seg.localhub.params import int_param, truthy
 from hf_transfer_seg.localhub.responses import HTTPError, error_response, header_value
 
 log = logging.getLogger(__name__)
 
 LFS_THRESHOLD = 1 << 20  # with lfs_uploads, files at least this big are uploaded through the LFS batch API
 URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-
-
-def parse_card(text: str) -> dict | None:
-    """YAML front matter of a README.md as a dict, or None (no block, or not a mapping).
-
-    Read with the package's one bounded YAML loader: too deep, too many aliases or an alias
-    expansion too large raise :class:`yaml.YAMLError` like any other bad YAML."""
-    return safe_yaml.front_matter(text)
-
-
-def _truthy(value: str | None) -> bool:
-    return (value or "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _json_safe(value: Any) -> Any:
-    """YAML can hold dates and other non-JSON scalars: stringify them."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return str(value)
 
 
 class Ctx:
@@ -94,7 +69,7 @@ class Ctx:
         return data
 
 
-class HubApp(LfsRoutes):
+class HubApp(LfsRoutes, FileRoutes):
     """State shared by the routes: the storage, the optional token, page sizes."""
 
     def __init__(self, root, *, token: str | None = None, user: str = st.DEFAULT_USER,
@@ -138,6 +113,13 @@ class HubApp(LfsRoutes):
         except st.StorageError as exc:
             await limits.drain(request)
             return error_response(exc.status, exc.message, exc.code)
+        except OSError as exc:
+            await limits.drain(request)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                log.error("local hub: %s %s: disk full under %s", request.method, request.url.path, self.storage.root)
+                return error_response(507, st.DISK_FULL_HINT, st.DiskFull.code)
+            log.exception("local hub: I/O error on %s %s", request.method, request.url.path)
+            return error_response(500, f"I/O error in the local hub's storage: {exc.strerror or exc}")
         except Exception as exc:  # noqa: BLE001 - answer instead of dropping the connection
             log.exception("local hub: internal error on %s %s", request.method, request.url.path)
             await limits.drain(request)
@@ -176,16 +158,6 @@ class HubApp(LfsRoutes):
 
     def _repo(self, repo_type: str, repo_id: str) -> st.Repo:
         return self.storage.get(repo_type, repo_id)
-
-    @staticmethod
-    def _card(repo: st.Repo, tree: dict[str, st.Entry]) -> dict | None:
-        entry = tree.get("README.md")
-        if entry is None or entry.kind != "file" or entry.size > (4 << 20):
-            return None
-        try:
-            return parse_card(repo.read_blob(entry.oid).decode("utf-8", "replace"))
-        except yaml.YAMLError:
-            return None
 
     # -- account and repositories ----------------------------------------------------------------
 
@@ -247,10 +219,7 @@ class HubApp(LfsRoutes):
         content = ctx.json().get("content", "")
         if not isinstance(content, str):
             raise HTTPError(400, "'content' must be a string")
-        try:
-            problems = check_metadata(parse_card(content), ctx.json().get("repoType") or "model")
-        except yaml.YAMLError as exc:
-            problems = [f"Invalid YAML in README.md front matter: {safe_yaml.describe(exc)}"]
+        problems = card_problems(content, ctx.json().get("repoType") or "model")
         if problems:
             message = "Invalid metadata in README.md: " + "; ".join(problems)
             return JSONResponse({"errors": [{"message": p} for p in problems], "warnings": []}, status_code=400,
@@ -288,7 +257,7 @@ class HubApp(LfsRoutes):
         commit = repo.commit_meta(sha)
         meta = repo.meta()
         files = sorted((e for e in tree.values() if e.kind == "file"), key=lambda e: e.path)
-        card = self._card(repo, tree)
+        card = read_card(repo, tree)
         info: dict[str, Any] = {
             "_id": _object_id(repo),
             "id": repo.repo_id,
@@ -305,31 +274,18 @@ class HubApp(LfsRoutes):
             "siblings": [{"rfilename": e.path, "size": e.size, "blobId": e.oid} for e in files],
             "usedStorage": sum(e.size for e in files),
         }
-        if card is not None:
-            card = _json_safe(card)
-            info["cardData"] = card
-            tags = card.get("tags")
-            info["tags"] = [str(t) for t in tags] if isinstance(tags, list) else ([str(tags)] if tags else [])
+        add_card_fields(info, card, repo_type, meta)
         if repo_type == "model":
             info["modelId"] = repo.repo_id
-            if card:
-                for key in ("library_name", "pipeline_tag"):
-                    if isinstance(card.get(key), str):
-                        info[key] = card[key]
-                        if key == "library_name" and card[key] not in info["tags"]:
-                            info["tags"].append(card[key])
         elif repo_type == "space":
-            info["sdk"] = (card or {}).get("sdk") or meta.get("sdk")
             info["subdomain"] = f"{repo.namespace}-{repo.name}".lower().replace(".", "-").replace("_", "-")
-        elif repo_type == "dataset":
-            info["description"] = (card or {}).get("pretty_name") or ""
         return JSONResponse(info)
 
     # -- uploads ---------------------------------------------------------------------------------
 
     def preupload(self, ctx: Ctx, repo_type: str, repo_id: str, revision: str) -> Response:
         repo = self._repo(repo_type, repo_id)
-        if _truthy(ctx.query.get("create_pr")):
+        if truthy(ctx.query.get("create_pr")):
             raise HTTPError(400, "pull requests are not supported by the local hub; commit to a branch instead")
         files = ctx.json().get("files")
         if not isinstance(files, list):
@@ -362,7 +318,7 @@ class HubApp(LfsRoutes):
     async def commit(self, request: Request, user: str, repo_type: str, repo_id: str, revision: str) -> Response:
         """``POST /api/{type}s/{repo}/commit/{rev}``: an NDJSON body, processed as it arrives."""
         repo = self._repo(repo_type, repo_id)  # 404 before reading megabytes (the body is drained on error)
-        if _truthy(request.query_params.get("create_pr")):
+        if truthy(request.query_params.get("create_pr")):
             raise HTTPError(400, "pull requests are not supported by the local hub; commit to a branch instead")
         reader = CommitReader(repo)
         try:
@@ -375,10 +331,8 @@ class HubApp(LfsRoutes):
         header = reader.header
         readme = next((op.blob for op in reader.ops if op.path == "README.md" and op.blob), None)
         if readme is not None:  # the Hub refuses a commit whose card metadata breaks its rules
-            try:
-                problems = check_metadata(parse_card((await run_in_threadpool(repo.read_blob, readme)).decode("utf-8", "replace")), repo_type)
-            except yaml.YAMLError as exc:
-                problems = [f"invalid YAML front matter: {safe_yaml.describe(exc)}"]
+            problems = await run_in_threadpool(
+                lambda: card_problems(repo.read_blob(readme).decode("utf-8", "replace"), repo_type))
             if problems:
                 raise HTTPError(400, "Invalid metadata in README.md: " + "; ".join(problems))
         sha = await run_in_threadpool(
@@ -430,15 +384,15 @@ class HubApp(LfsRoutes):
                     for name, sha in sorted(refs[table].items())]
 
         body = {"branches": items("branches", "refs/heads/"), "tags": items("tags", "refs/tags/"), "converts": []}
-        if _truthy(ctx.query.get("include_prs")):
+        if truthy(ctx.query.get("include_prs")):
             body["pullRequests"] = items("prs", "refs/")
         return JSONResponse(body)
 
     def commits(self, ctx: Ctx, repo_type: str, repo_id: str, revision: str) -> Response:
         repo = self._repo(repo_type, repo_id)
         sha = repo.resolve(revision)
-        page = _int_param(ctx, "p", 0)
-        limit = min(max(_int_param(ctx, "limit", self.commits_page_size), 1), 1000)
+        page = int_param(ctx, "p", 0)
+        limit = min(max(int_param(ctx, "limit", self.commits_page_size), 1), 1000)
         # a page past the end of history is empty (as on the Hub); git cannot even be asked past 2**31
         found = repo.log(sha, skip=page * limit, limit=limit + 1) if page * limit < (1 << 31) else []
         formatted = "formatted" in ctx.query.getlist("expand[]") + ctx.query.getlist("expand")
@@ -457,140 +411,8 @@ class HubApp(LfsRoutes):
             headers["Link"] = f'<{url}>; rel="next"'
         return JSONResponse(items, headers=headers)
 
-    # -- files -----------------------------------------------------------------------------------
-
-    @staticmethod
-    def _entry_json(entry: st.Entry) -> dict:
-        return {"type": entry.kind, "oid": entry.oid, "size": entry.size, "path": entry.path}
-
-    def tree(self, ctx: Ctx, repo_type: str, repo_id: str, revision: str, path: str) -> Response:
-        repo = self._repo(repo_type, repo_id)
-        path = st.check_path(path, allow_empty=True)
-        sha = repo.resolve(revision)
-        tree = repo.tree(sha)
-        if path:
-            entry = tree.get(path)
-            if entry is None:
-                raise HTTPError(404, f"Entry not found: {path} does not exist at {revision}", "EntryNotFound")
-            if entry.kind != "directory":
-                raise HTTPError(404, f"Entry not found: {path} is a file, not a folder", "EntryNotFound")
-        recursive = _truthy(ctx.query.get("recursive"))
-        prefix = f"{path}/" if path else ""
-        selected = [
-            e for p, e in tree.items()
-            if p.startswith(prefix) and (recursive or "/" not in p[len(prefix):])
-        ]
-        selected.sort(key=lambda e: e.path)
-        limit = min(max(_int_param(ctx, "limit", self.tree_page_size), 1), 10000)
-        start = _int_param(ctx, "cursor", 0)
-        page = selected[start: start + limit]
-        headers = {}
-        if start + limit < len(selected):
-            encoded = f"/{quote(path, safe='')}" if path else ""
-            url = (f"{ctx.base}/api/{repo_type}s/{repo_id}/tree/{sha}{encoded}?recursive={str(recursive).lower()}"
-                   f"&expand={str(_truthy(ctx.query.get('expand'))).lower()}&limit={limit}&cursor={start + limit}")
-            headers["Link"] = f'<{url}>; rel="next"'
-        return JSONResponse([self._entry_json(e) for e in page], headers=headers)
-
-    def paths_info(self, ctx: Ctx, repo_type: str, repo_id: str, revision: str) -> Response:
-        repo = self._repo(repo_type, repo_id)
-        content_type = ctx.request.headers.get("content-type", "")
-        if "json" in content_type:
-            paths = ctx.json().get("paths", [])
-        elif "multipart/" in content_type:
-            raise HTTPError(415, "send paths-info as a urlencoded form or JSON")
-        else:
-            try:
-                paths = parse_qs(ctx.body.decode("utf-8"), keep_blank_values=True).get("paths", [])
-            except UnicodeDecodeError:
-                raise HTTPError(400, "paths-info form is not UTF-8") from None
-        if isinstance(paths, str):
-            paths = [paths]
-        if not isinstance(paths, list):
-            raise HTTPError(400, "'paths' must be a list of file paths")
-        sha = repo.resolve(revision)
-        tree = repo.tree(sha)
-        found = []
-        for raw in paths:
-            path = st.check_path(raw.strip("/") if isinstance(raw, str) else raw, allow_empty=True)
-            entry = tree.get(path) if path else None
-            if entry is not None:
-                found.append(self._entry_json(entry))
-        return JSONResponse(found)
-
-    def resolve(self, ctx: Ctx, repo_type: str, repo_id: str, revision: str, path: str) -> Response:
-        repo = self._repo(repo_type, repo_id)
-        try:
-            path = st.check_path(path)
-        except st.BadRequest as exc:
-            raise HTTPError(400, exc.message) from None
-        sha = repo.resolve(revision)
-        entry = repo.tree(sha).get(path)
-        if entry is None or entry.kind != "file":
-            raise HTTPError(404, f"Entry not found: {path} does not exist at {revision}", "EntryNotFound",
-                            headers={"X-Repo-Commit": sha})
-        size = entry.size
-        # the Hub's ETag of an LFS file is its sha256 (X-Linked-Etag/-Size name the content behind it)
-        sha256 = repo.blob_sha256(entry.oid) if size >= self.lfs_threshold else None
-        headers = {
-            "X-Repo-Commit": sha,
-            "ETag": f'"{sha256 or entry.oid}"',
-            "Accept-Ranges": "bytes",
-            "Content-Type": mimetypes.guess_type(path)[0] or "application/octet-stream",
-            "Content-Disposition": f"inline; filename*=UTF-8''{quote(path.rsplit('/', 1)[-1], safe='')}",
-            "Cache-Control": "private, max-age=0, must-revalidate",
-        }
-        start, end, status = 0, size, 200
-        range_header = ctx.request.headers.get("range")
-        if range_header and ctx.request.method == "GET":
-            parsed = _parse_range(range_header, size)
-            if parsed is None:
-                raise HTTPError(416, f"Range {range_header!r} not satisfiable for {size} bytes",
-                                headers={"Content-Range": f"bytes */{size}", **headers})
-            if parsed != (0, size) or range_header.strip() != "bytes=0-":
-                start, end = parsed
-                status = 206
-                headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
-        if sha256 is not None:
-            headers["X-Linked-Etag"] = f'"{sha256}"'
-            headers["X-Linked-Size"] = str(size)
-        headers["Content-Length"] = str(end - start)
-        if ctx.request.method == "HEAD":
-            return Response(b"", status_code=200, headers=headers)
-        return StreamingResponse(repo.iter_blob(entry.oid, start, end), status_code=status, headers=headers)
-
-
 # --------------------------------------------------------------------------------------------------
 # request plumbing
-
-
-def _parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """A single ``bytes=a-b`` range as ``[start, end)``; None when it cannot be satisfied."""
-    match = _RANGE.match(header.strip().replace(" ", ""))
-    if not match or (not match.group(1) and not match.group(2)):
-        return None
-    first, last = match.group(1), match.group(2)
-    if first:
-        start = int(first)
-        end = min(int(last) + 1, size) if last else size
-    else:  # suffix range: the last N bytes
-        start, end = max(size - int(last), 0), size
-    if start >= size or end <= start:
-        return None if size else (0, 0)
-    return start, end
-
-
-def _int_param(ctx: Ctx, name: str, default: int) -> int:
-    value = ctx.query.get(name)
-    if value in (None, ""):
-        return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise HTTPError(400, f"query parameter {name!r} must be an integer") from None
-    if number < 0:
-        raise HTTPError(400, f"query parameter {name!r} must be >= 0")
-    return number
 
 
 def _object_id(repo: st.Repo) -> str:

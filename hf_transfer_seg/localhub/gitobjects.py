@@ -19,7 +19,9 @@ import zlib
 from pathlib import Path
 from typing import Iterator
 
-from hf_transfer_seg.localhub.names import _HEX40, _HEX64, BadRequest, EntryNotFound, GitError
+from hf_transfer_seg.localhub.names import (
+    _HEX40, _HEX64, DISK_FULL_HINT, BadRequest, DiskFull, EntryNotFound, GitError,
+)
 
 DEFAULT_USER = "local"
 LARGE_BLOB = 1 << 20  # blobs at least this big are stored with zlib level 0 (weights do not compress)
@@ -49,7 +51,10 @@ def _run_git(git_dir: Path, args: list[str], *, input: bytes | None = None, env:
     cmd = ["git", "-c", "safe.directory=*", "--git-dir", str(git_dir), *args]
     proc = subprocess.run(cmd, input=input, capture_output=True, env=_git_env(env))
     if check and proc.returncode != 0:
-        raise GitError(f"git {args[0]} failed: {proc.stderr.decode('utf-8', 'replace').strip()[:500]}")
+        stderr = proc.stderr.decode("utf-8", "replace").strip()
+        if "No space left on device" in stderr or "Disk quota exceeded" in stderr:
+            raise DiskFull(f"{DISK_FULL_HINT} (git {args[0]}: {stderr[:200]})")
+        raise GitError(f"git {args[0]} failed: {stderr[:500]}")
     return proc
 
 

@@ -9,11 +9,23 @@ documented model-card / dataset-card / Space configuration reference:
 - ``library_name``, ``pipeline_tag``, ``base_model``, ``tags``, ``datasets``: their value types;
 - Space configuration: ``sdk`` in gradio/streamlit/docker/static, colours from the Hub's palette,
   ``short_description`` at most 60 characters, ``python_version`` a string, ``app_port`` an integer,
-  ``pinned`` a boolean, ``models``/``datasets`` lists of repo ids.
+  ``pinned`` a boolean, ``models``/``datasets`` lists of repo ids;
+- every number anywhere in the metadata: finite and at most :data:`MAX_NUMBER` in magnitude (``.nan``,
+  ``.inf`` and a 5,000-digit integer would be stored, then read back as ``null`` or break JSON readers);
+- a model card's metadata must also be readable by huggingface_hub's own ``ModelCardData`` (strict, as
+  ``ModelCard.load`` reads it): the client's parser of ``model-index`` is the authority on what it can read.
+
+Why the rules are ours and not only the client's: huggingface_hub validates card metadata by asking the
+server (``RepoCard.validate`` posts to ``/api/validate-yaml``, the endpoint this module answers), and its
+card data classes check little locally: ``ModelCardData`` needs ``model-index``'s required keys but
+accepts a ``dataset.type`` that is a path, a ``value`` of None, a non-boolean ``verified``, any
+``license`` string; ``DatasetCardData`` and ``SpaceCardData`` check nothing. The Hub server checks those
+(it answers 400 "Invalid metadata"), so the rules below do, and the client's parser runs after them.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -31,6 +43,7 @@ llama4 gemma unknown other
 SPACE_SDKS = ("gradio", "streamlit", "docker", "static")
 SPACE_COLORS = ("red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray")
 SHORT_DESCRIPTION_MAX = 60
+MAX_NUMBER = 1.7976931348623157e308  # the largest double: what a JSON reader (the Hub's JavaScript) can hold
 _REPO_ID = re.compile(r"^(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*$")
 
 
@@ -143,6 +156,37 @@ def check_space(meta: dict) -> list[str]:
     return problems
 
 
+def check_numbers(meta: Any, limit: int = 20) -> list[str]:
+    """Non-finite or out-of-range numbers anywhere in ``meta`` (at most ``limit`` reported), with their path."""
+    problems: list[str] = []
+    stack: list[tuple[Any, str]] = [(meta, "")]
+    while stack and len(problems) < limit:
+        value, where = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((v, f"{where}.{k}" if where else str(k)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            what = "NaN" if math.isnan(value) else "infinite (or an integer too long to hold)"
+            problems.append(f"{where}: {what}; numbers must be finite and at most {MAX_NUMBER:.4g} in magnitude "
+                            "(write null or leave the key out when there is no value)")
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
+            problems.append(f"{where}: integer of {len(str(abs(value)))} digits; numbers must be at most "
+                            f"{MAX_NUMBER:.4g} in magnitude")
+    return problems
+
+
+def check_client_readable(meta: dict) -> list[str]:
+    """Problems huggingface_hub's strict ``ModelCardData`` (as ``ModelCard.load`` builds it) finds in ``meta``."""
+    from huggingface_hub import ModelCardData
+
+    try:
+        ModelCardData(**{str(k): v for k, v in meta.items()}, ignore_metadata_errors=False)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        return [f"huggingface_hub cannot read this model card's metadata: {' '.join(str(exc).split())[:300]}"]
+    return []
+
+
 def check_metadata(meta: dict | None, repo_type: str = "model") -> list[str]:
     """Problems the Hub would refuse in a README.md's YAML front matter (``meta``); empty when accepted."""
     if not meta:
@@ -170,4 +214,7 @@ def check_metadata(meta: dict | None, repo_type: str = "model") -> list[str]:
         problems += check_model_index(meta["model-index"])
     if repo_type == "space":
         problems += check_space(meta)
+    problems += check_numbers(meta)
+    if not problems and repo_type == "model":
+        problems += check_client_readable(meta)
     return problems

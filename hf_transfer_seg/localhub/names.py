@@ -68,6 +68,17 @@ class GitError(StorageError):
     status = 500
 
 
+class DiskFull(StorageError):
+    """The filesystem under the hub root is full (or over quota): nothing was changed."""
+
+    status = 507
+    code = "InsufficientStorage"
+
+
+DISK_FULL_HINT = ("no space left on the local hub's disk (its root folder); nothing was changed. "
+                  "Free space there (or raise the quota) and retry")
+
+
 # --------------------------------------------------------------------------------------------------
 # validation
 
@@ -128,8 +139,22 @@ def check_path(path: str, *, allow_empty: bool = False) -> str:
     return path
 
 
+_SHA_LIKE = re.compile(r"^(?:[0-9a-fA-F]{7}|[0-9a-fA-F]{40})\Z")
+
+
 def check_ref_name(name: str, what: str = "branch") -> str:
-    """A branch or tag name git accepts (checked without calling git)."""
+    """A branch or tag name git accepts (checked without calling git) and that cannot shadow a commit.
+
+    As on the Hub, a name that looks like a commit sha (7 or 40 hex digits) or starts with ``refs/``
+    is refused: ``resolve/<sha>`` must always mean that commit."""
+    if isinstance(name, str) and (_SHA_LIKE.match(name) or name.startswith("refs/")):
+        raise BadRequest(f"invalid {what} name {name!r}: a name that looks like a commit sha (7 or 40 hex digits) "
+                         "or starts with 'refs/' would shadow a commit or a ref; choose another name")
+    if isinstance(name, str):
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise BadRequest(f"invalid {what} name {name!r}: not valid UTF-8 (a lone surrogate?)") from None
     if (
         not isinstance(name, str)
         or not name

@@ -41,8 +41,8 @@ from hf_transfer_seg.localhub.gitobjects import (  # noqa: F401 - re-exported: t
     DEFAULT_USER, LARGE_BLOB, BlobStore, BlobWriter, _git_env, _run_git,
 )
 from hf_transfer_seg.localhub.names import (  # noqa: F401 - re-exported: the HTTP layer uses st.*
-    _BAD_REF_CHARS, _HEX40, _HEX64, _NAME_RE, _SHORT_HEX, REPO_TYPES, ZERO_OID, BadRequest, Conflict, EntryNotFound,
-    Forbidden, GitError, PreconditionFailed, RepoNotFound, RevisionNotFound, StorageError, check_name_part, check_path,
+    _BAD_REF_CHARS, _HEX40, _HEX64, _NAME_RE, _SHORT_HEX, DISK_FULL_HINT, REPO_TYPES, ZERO_OID, BadRequest, Conflict,
+    DiskFull, EntryNotFound, Forbidden, GitError, PreconditionFailed, RepoNotFound, RevisionNotFound, StorageError, check_name_part, check_path,
     check_ref_name, check_repo_id, check_repo_type,
 )
 
@@ -224,9 +224,15 @@ class Repo(BlobStore):
         return self.refs()["branches"].get(branch)
 
     def resolve(self, revision: str) -> str:
-        """Commit sha of a branch, tag, ``refs/...`` name or (possibly short) commit sha."""
+        """Commit sha of a full commit sha (first: no ref can shadow it), branch, tag, ``refs/...`` name or short sha."""
         if not isinstance(revision, str) or not revision or _BAD_REF_CHARS.search(revision) or ".." in revision:
             raise RevisionNotFound(f"Invalid rev id: {revision!r}")
+        if _HEX40.match(revision.lower()):
+            # a full sha is that commit, whatever a ref (made with git, past the name check) is called
+            proc = _run_git(self.path, ["rev-parse", "--verify", "--quiet", f"{revision.lower()}^{{commit}}"],
+                            check=False)
+            if proc.returncode == 0:
+                return proc.stdout.decode().strip()
         refs = self.refs()
         if revision in refs["branches"]:
             return refs["branches"][revision]
@@ -442,9 +448,20 @@ class Repo(BlobStore):
             self.git("update-ref", "-d", f"refs/tags/{tag}")
 
 
+def _valid_text(text: str) -> str:
+    """``text`` without NULs, lone surrogates (``\\ud800`` from JSON) replaced by U+FFFD: git stores UTF-8, and
+    that is what the Hub's JavaScript does when it encodes such a string."""
+    text = (text or "").replace("\0", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
 def _clean_message(summary: str, description: str) -> str:
-    summary = (summary or "").replace("\0", "").strip() or "Update files"
-    description = (description or "").replace("\0", "").strip()
+    summary = _valid_text(summary).strip() or "Update files"
+    description = _valid_text(description).strip()
     return f"{summary}\n\n{description}\n" if description else f"{summary}\n"
 
 
