@@ -53,61 +53,15 @@ def endpoint_url(sock: socket.socket) -> str:
     return f"http://{host}:{port}"
 
 
-def _http_protocol(http: str):
-    """uvicorn's HTTP protocol with :data:`~hf_transfer_seg.localhub.limits.MAX_HEADER_BYTES` enforced.
-
-    h11 has the limit built in (``h11_max_incomplete_event_size``); the httptools parser has none,
-    so the subclass counts the request line and headers as they are parsed and answers 431."""
-    if http not in ("auto", "httptools"):
-        return http
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:  # httptools not installed
-        if http == "httptools":
-            raise
-        return "h11"
-    from hf_transfer_seg.localhub.limits import MAX_HEADER_BYTES
-
-    class _HeadersTooLarge(Exception):
-        pass
-
-    class LimitedHttpToolsProtocol(HttpToolsProtocol):
-        _header_bytes = 0
-        _too_large = False
-
-        def on_message_begin(self) -> None:
-            self._header_bytes = 0
-            super().on_message_begin()
-
-        def _count(self, size: int) -> None:
-            self._header_bytes += size
-            if self._header_bytes > MAX_HEADER_BYTES:
-                self._too_large = True
-                raise _HeadersTooLarge()  # stops the parser: uvicorn then calls send_400_response
-
-        def on_url(self, url: bytes) -> None:
-            self._count(len(url))
-            super().on_url(url)
-
-        def on_header(self, name: bytes, value: bytes) -> None:
-            self._count(len(name) + len(value) + 4)
-            super().on_header(name, value)
-
-        def send_400_response(self, msg: str) -> None:
-            if not self._too_large:
-                return super().send_400_response(msg)
-            text = f"request line and headers larger than {MAX_HEADER_BYTES} bytes".encode("ascii")
-            self.transport.write(
-                b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
-                b"content-length: " + str(len(text)).encode() + b"\r\nconnection: close\r\n"
-                b"x-error-message: " + text + b"\r\n\r\n" + text
-            )
-            self.transport.close()
-
-    return LimitedHttpToolsProtocol
+# connection guards (see :mod:`.protocol`); the keyword arguments of local_hub() and serve() override them
+HEADER_TIMEOUT = 10.0  # seconds from opening (or a request's first byte) to a complete request head
+KEEP_ALIVE_TIMEOUT = 30.0  # seconds an idle connection stays open between requests
+MAX_CONNECTIONS_PER_CLIENT = 256  # open connections per client IP address
 
 
-def _make_server(root: str | Path, *, token: str | None, verbose: bool, http: str = "auto", **app_kwargs):
+def _make_server(root: str | Path, *, token: str | None, verbose: bool, http: str = "auto",
+                 header_timeout: float | None = HEADER_TIMEOUT, keep_alive_timeout: float = KEEP_ALIVE_TIMEOUT,
+                 max_connections_per_client: int | None = MAX_CONNECTIONS_PER_CLIENT, **app_kwargs):
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -133,6 +87,7 @@ def _make_server(root: str | Path, *, token: str | None, verbose: bool, http: st
 
     from hf_transfer_seg.localhub.app import create_app
     from hf_transfer_seg.localhub.limits import MAX_HEADER_BYTES
+    from hf_transfer_seg.localhub.protocol import http_protocol
 
     root = Path(root)
     if root.exists() and not root.is_dir():
@@ -149,10 +104,10 @@ def _make_server(root: str | Path, *, token: str | None, verbose: bool, http: st
         lifespan="off",
         # "auto": the httptools parser when it is installed (much less CPU per request and per body
         # chunk than the pure-Python h11), else h11
-        http=_http_protocol(http),
+        http=http_protocol(http, header_timeout=header_timeout, max_per_client=max_connections_per_client),
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         server_header=False,
-        timeout_keep_alive=30,
+        timeout_keep_alive=keep_alive_timeout,
         timeout_graceful_shutdown=5,
     )
     return Server(config)
@@ -175,7 +130,9 @@ def local_hub(
     ``port=None`` picks a free port. With ``token``, every request must carry ``Authorization:
     Bearer <token>`` (the client sends ``HF_TOKEN``). Extra keyword arguments go to
     :func:`hf_transfer_seg.localhub.app.create_app` (e.g. ``commits_page_size``, ``lfs_uploads``).
-    ``http`` picks uvicorn's HTTP parser ("auto", "httptools" or "h11").
+    ``http`` picks uvicorn's HTTP parser ("auto", "httptools" or "h11"). ``header_timeout``,
+    ``keep_alive_timeout`` and ``max_connections_per_client`` guard the connections (:mod:`.protocol`;
+    None turns the header timeout or the cap off).
     """
     server = _make_server(root, token=token, verbose=verbose, http=http, **app_kwargs)
     sock = _bind(host, port or 0)
