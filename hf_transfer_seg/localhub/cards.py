@@ -23,6 +23,10 @@ from hf_transfer_seg.localhub.metadata_rules import MAX_NUMBER, check_metadata
 log = logging.getLogger(__name__)
 
 MAX_README_READ = 4 << 20  # a README.md larger than this is not read for its card on repo_info
+CACHE_CARD_BELOW = 64 << 10  # parsed cards of READMEs smaller than this are kept (by blob sha); verdicts always
+# README blob sha -> (card,): blobs are content-addressed, so a card refused once (up to ~1 s to find out for
+# 100,000 nodes) is not parsed again by every repo_info
+_CARDS = st._LRU(512)
 
 
 def parse_card(text: str) -> dict | None:
@@ -62,15 +66,21 @@ def read_card(repo: st.Repo, tree: dict[str, st.Entry]) -> dict | None:
     entry = tree.get("README.md")
     if entry is None or entry.kind != "file" or entry.size > MAX_README_READ:
         return None
+    cached = _CARDS.get(entry.oid)
+    if cached is not None:
+        return cached[0]
+    card = None
     try:
-        card = parse_card(repo.read_blob(entry.oid).decode("utf-8", "replace"))
-        return json_safe(card) if card is not None else None
+        parsed = parse_card(repo.read_blob(entry.oid).decode("utf-8", "replace"))
+        card = json_safe(parsed) if parsed is not None else None
     except yaml.YAMLError:
-        return None
+        pass
     except (ValueError, TypeError, RecursionError, MemoryError) as exc:  # a read must answer, card or not
         log.warning("local hub: README.md of %s (%s) cannot be read as a card: %s", repo.repo_id, entry.oid,
                     type(exc).__name__)
-        return None
+    if card is None or entry.size < CACHE_CARD_BELOW:
+        _CARDS.put(entry.oid, (card,))
+    return card
 
 
 def add_card_fields(info: dict, card: dict | None, repo_type: str, meta: dict) -> None:
