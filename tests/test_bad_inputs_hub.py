@@ -359,3 +359,60 @@ def test_a_full_disk_answers_507_with_the_reason_and_keeps_every_commit(tmp_path
         after = api.upload_file(path_or_fileobj=noise, path_in_repo="big.bin", repo_id=repo_id).oid
         assert api.model_info(repo_id).sha == after
         assert len(api.list_repo_commits(repo_id)) == 3  # initial, kept, big
+
+
+# --------------------------------------------------------------------------------------------------
+# the client side: which hub answers are retried (huggingface_hub's own retry policy)
+
+
+@contextlib.contextmanager
+def _answering(status: int, headers: dict[str, str]):
+    """A real HTTP server on loopback answering every request with ``status``; yields (endpoint, hits)."""
+    import http.server
+    import threading
+
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            hits.append(self.path)
+            body = json.dumps({"error": f"status {status}"}).encode()
+            self.send_response(status)
+            for name, value in {**headers, "Content-Type": "application/json",
+                                "Content-Length": str(len(body))}.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_HEAD = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", hits
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("status, headers, calls", [
+    (507, {}, 1),  # disk full: the next try would fail the same way
+    (501, {}, 1),  # not implemented (a Xet token from the local hub)
+    (503, {"Retry-After": "0"}, 3),  # busy, and says when to come back
+    (429, {"RateLimit": '"api";r=0;t=0', "RateLimit-Policy": '"fixed window";"api";q=500;w=300'}, 3),
+])
+def test_hub_answers_are_retried_only_when_another_try_can_succeed(status, headers, calls):
+    from hf_transfer_seg.errors import HubError
+    from hf_transfer_seg.hub.retry import with_retries
+
+    with _answering(status, headers) as (endpoint, hits):
+        api = HfApi(endpoint=endpoint)
+        with pytest.raises((HfHubHTTPError, HubError)) as info:
+            with_retries(lambda: api.list_repo_refs("org/x"), what="list refs", attempts=3, max_delay=1)
+    assert len(hits) == calls, hits
+    assert isinstance(info.value, HubError) == (calls > 1)
+    _count("retried" if calls > 1 else "raised at once")
