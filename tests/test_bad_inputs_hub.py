@@ -355,10 +355,24 @@ def test_a_full_disk_answers_507_with_the_reason_and_keeps_every_commit(tmp_path
         fsck = subprocess.run(["git", "--git-dir", str(repo.path), "fsck", "--strict"], capture_output=True, text=True)
         assert fsck.returncode == 0, fsck.stderr[-2000:]
         assert not list((disk / "root" / ".tmp").iterdir())  # no half-written upload left behind
+        for i in range(100):  # new repositories until the disk is full: the last one is refused the same way
+            with contextlib.suppress(HfHubHTTPError):
+                api.create_repo(f"hostile/more-{i}")
+                continue
+            with pytest.raises(HfHubHTTPError) as info:
+                api.create_repo(f"hostile/more-{i}")
+            assert _status(info.value) == 507 and "no space left" in str(info.value), str(info.value)[:500]
+            _count("clean 507")
+            break
+        else:
+            pytest.fail("100 repositories fitted on a 2 MiB disk")
+        assert not list((disk / "root" / ".tmp").iterdir())
         subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
         after = api.upload_file(path_or_fileobj=noise, path_in_repo="big.bin", repo_id=repo_id).oid
         assert api.model_info(repo_id).sha == after
         assert len(api.list_repo_commits(repo_id)) == 3  # initial, kept, big
+        assert api.model_info(repo_id).sha == after and api.list_repo_files(repo_id) == [
+            ".gitattributes", "big.bin", "kept.txt"]
 
 
 # --------------------------------------------------------------------------------------------------

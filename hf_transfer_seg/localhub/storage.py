@@ -525,7 +525,11 @@ class Storage:
             capture_output=True, env=_git_env(),
         )
         if proc.returncode != 0:
-            raise GitError(f"git init failed: {proc.stderr.decode('utf-8', 'replace')[:500]}")
+            shutil.rmtree(staging, ignore_errors=True)
+            stderr = proc.stderr.decode("utf-8", "replace")
+            if "No space left on device" in stderr or "Disk quota exceeded" in stderr:
+                raise DiskFull(f"{DISK_FULL_HINT} (git init: {stderr.strip()[:200]})")
+            raise GitError(f"git init failed: {stderr[:500]}")
         try:
             meta = {"private": bool(private), "createdAt": iso_date(time.time())}
             if sdk:
