@@ -322,6 +322,24 @@ def test_lone_surrogates_in_commit_and_tag_messages_are_stored_as_replacement_ch
     response = _post_escaped(endpoint, f"/api/models/{repo_id}/tag/main", {"tag": "bad\ud800"})
     assert _clean_4xx(response) and "UTF-8" in response.json()["error"], response.text[:300]
     _count("clean 4xx")
+    response = _post_escaped(endpoint, f"/api/models/{repo_id}/branch/b", {"startingPoint": "main\ud800"})
+    assert _clean_4xx(response) and response.headers["x-error-code"] == "RevisionNotFound", response.text[:300]
+    _count("clean 4xx")
+
+
+def test_a_file_name_that_is_not_utf8_pushed_with_git_does_not_break_reads(hub):
+    """Git allows any bytes in a file name; JSON answers write such a name with \\u escapes instead of a 500."""
+    _, root, api = hub
+    repo_id = _new_repo(api)
+    repo = st.Storage(root).get("model", repo_id)
+    head = repo.branch_head("main")
+    name = b"weights-\xff.bin".decode("utf-8", "surrogateescape")
+    new = repo._write_commit(head, [f"100644 {repo.write_blob(b'x')}\t{name}"], "pushed with git", "", "git")
+    repo.git("update-ref", "refs/heads/main", new, head)
+    info = api.model_info(repo_id)
+    assert info.sha == new and name in {s.rfilename for s in info.siblings}
+    assert name in {e.path for e in api.list_repo_tree(repo_id)}
+    _count("read: 200")
 
 
 @contextlib.contextmanager

@@ -32,7 +32,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from hf_transfer_seg.localhub import limits, routes
 from hf_transfer_seg.localhub import storage as st
@@ -41,7 +41,7 @@ from hf_transfer_seg.localhub.commit_body import CommitReader
 from hf_transfer_seg.localhub.files import FileRoutes
 from hf_transfer_seg.localhub.lfs import LfsRoutes
 from hf_transfer_seg.localhub.params import int_param, truthy
-from hf_transfer_seg.localhub.responses import HTTPError, error_response, header_value
+from hf_transfer_seg.localhub.responses import HTTPError, JSONResponse, error_response, header_value
 
 log = logging.getLogger(__name__)
 

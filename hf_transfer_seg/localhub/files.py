@@ -10,11 +10,11 @@ from __future__ import annotations
 import mimetypes
 from urllib.parse import parse_qs, quote
 
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from hf_transfer_seg.localhub import storage as st
 from hf_transfer_seg.localhub.params import int_param, parse_range, truthy
-from hf_transfer_seg.localhub.responses import HTTPError
+from hf_transfer_seg.localhub.responses import HTTPError, JSONResponse
 
 
 class FileRoutes:

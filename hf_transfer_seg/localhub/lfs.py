@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from hf_transfer_seg.localhub import storage as st
 from hf_transfer_seg.localhub.limits import drain
-from hf_transfer_seg.localhub.responses import HTTPError
+from hf_transfer_seg.localhub.responses import HTTPError, JSONResponse
 
 if TYPE_CHECKING:
     from hf_transfer_seg.localhub.app import Ctx

@@ -3,12 +3,27 @@
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
-from starlette.responses import JSONResponse, Response
+from starlette import responses
+from starlette.responses import Response
 
 _UNSAFE_IN_HEADER = re.compile(r"[^\x20-\x7e]+")
 MAX_HEADER_MESSAGE = 2000
+
+
+class JSONResponse(responses.JSONResponse):
+    """Starlette's JSON response, except that text UTF-8 cannot hold (a lone surrogate: a request value echoed in
+    an error, a file name pushed with git that is not UTF-8) is written as a ``\\uXXXX`` escape, which JSON
+    allows, instead of failing the answer with a 500 (or, inside an error answer, a bare text 500)."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
 class HTTPError(Exception):

@@ -227,6 +227,10 @@ class Repo(BlobStore):
         """Commit sha of a full commit sha (first: no ref can shadow it), branch, tag, ``refs/...`` name or short sha."""
         if not isinstance(revision, str) or not revision or _BAD_REF_CHARS.search(revision) or ".." in revision:
             raise RevisionNotFound(f"Invalid rev id: {revision!r}")
+        try:
+            revision.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate from a JSON body (startingPoint): no ref is named so
+            raise RevisionNotFound(f"Invalid rev id: {revision!r}") from None
         if _HEX40.match(revision.lower()):
             # a full sha is that commit, whatever a ref (made with git, past the name check) is called
             proc = _run_git(self.path, ["rev-parse", "--verify", "--quiet", f"{revision.lower()}^{{commit}}"],
