@@ -78,6 +78,10 @@ def parse_target_spec(spec: str | TargetSpec) -> TargetSpec:
             )
         if is_nnunet_folder(path):
             return TargetSpec("nnunet", text)
+        if (path / "imagesTr").is_dir():
+            from hf_transfer_seg.data.sources.nnunet import read_dataset_json
+
+            read_dataset_json(path)  # says what is missing and how to write it
         if looks_like_dicom_folder(path):
             return TargetSpec("dicom", text)
         if any(is_nifti(p) for p in path.iterdir()) and not (path / "images").is_dir():

@@ -82,7 +82,9 @@ class SegTarget:
 
         if not self.pending:
             return self
-        intensity = fixed if isinstance(fixed, Intensity) else fit_percentiles(s.image for s in (train or self).samples)
+        intensity = fixed if isinstance(fixed, Intensity) else fit_percentiles(
+            (s.image for s in (train or self).samples), what=f"the training images of {(train or self).key}"
+        )
         for i, sample in enumerate(self.samples):
             sample.image = to_three_channels(intensity.apply(sample.image))
             resized = _resize(sample, self.resize_longest)

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from hf_transfer_seg.cards.schema import safe_file_key
+from hf_transfer_seg.data import limits
 from hf_transfer_seg.data.images import is_image_file, load_image, refusing_bombs, to_rgb_tensor
 from hf_transfer_seg.errors import DataError
 
@@ -65,11 +66,21 @@ class ImageTarget:
         return safe_file_key(self.key)
 
 
-def fit_to_size(image: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize the shorter side to ``size`` (antialiased bilinear) and centre-crop to ``size x size``."""
+def check_fit(image: torch.Tensor | np.ndarray, name: str, size: int = TILE) -> None:
+    """Refuse (naming ``name``) an image whose resize to ``size`` on its shorter side would exceed the shared cap."""
+    limits.check_fit(name, tuple(image.shape[-2:]), size)
+
+
+def fit_to_size(image: torch.Tensor, size: int, name: str = "an image") -> torch.Tensor:
+    """Resize the shorter side to ``size`` (antialiased bilinear) and centre-crop to ``size x size``.
+
+    The resize's output is bounded by the shared cap (:mod:`~hf_transfer_seg.data.limits`): a 100000 x 1 strip
+    is refused instead of asking for tens of GB.
+    """
     from torchvision.transforms.v2 import functional as TF
 
     if image.shape[-2:] != (size, size):
+        check_fit(image, name, size)
         image = TF.resize(image, [size], antialias=True)
         image = TF.center_crop(image, [size, size])
     return image.clamp_(0.0, 1.0)
@@ -153,10 +164,18 @@ def list_image_files(folder: Path) -> list[Path]:
 def _folder(folder: Path, synthetic: bool, fixed=None) -> ImageTarget:
     """Every image below ``folder``; 16-bit/float images share one range (``fixed``, else fitted percentiles)."""
     from hf_transfer_seg.data.images import channels_first, read_array
-    from hf_transfer_seg.data.intensity import fit_percentiles, to_three_channels
+    from hf_transfer_seg.data.intensity import constant_error, constant_value, fit_percentiles, to_three_channels
 
     files = list_image_files(folder)
     if not files:
+        from hf_transfer_seg.data.sources.volumes import NIFTI_SUFFIXES
+
+        volumes = [p for p in folder.rglob("*") if p.name.lower().endswith(NIFTI_SUFFIXES)][:3]
+        if volumes:
+            raise DataError(
+                f"no 2-D image files below {folder}, but NIfTI volumes such as {volumes[0].relative_to(folder)}: pass the "
+                "folder that holds the volumes themselves, one volume file, or an nnU-Net folder (imagesTr/ + dataset.json)"
+            )
         raise DataError(
             f"no image files found below {folder} (looked recursively for {', '.join(('png', 'jpg', 'tif', 'gif', '...'))}, "
             f"skipping folders named {', '.join(sorted(MASK_DIR_NAMES)[:4])}...); point --target at the folder of images"
@@ -164,19 +183,28 @@ def _folder(folder: Path, synthetic: bool, fixed=None) -> ImageTarget:
     parts = folder.resolve().parts
     key = "local:" + "/".join(parts[-2:])
     kind = "synthetic" if synthetic else "real"
+    def checked(i: int, image: torch.Tensor) -> torch.Tensor:
+        check_fit(image, f"image {files[i]}")
+        return image
+
     target = ImageTarget(
         key=key,
         description=f"{len(files)} {kind} images from the local folder {'/'.join(parts[-2:])}",
         count=len(files),
-        loader=lambda i: load_image(files[i]),
+        loader=lambda i: checked(i, load_image(files[i])),
         synthetic=synthetic,
     )
+    # up to 32 images spread over the folder: they fit the intensity range and show a constant set
+    picks = sorted(set(np.linspace(0, len(files) - 1, min(32, len(files))).round().astype(int).tolist()))
+    what = f"the {len(picks)} images sampled from {folder}" if len(picks) < len(files) else f"the {len(files)} images of {folder}"
     if fixed is None and read_array(files[0]).dtype == np.uint8:
+        single = constant_value(read_array(files[i]) for i in picks)
+        if single is not None:
+            raise constant_error(what, single)
         return target
-    if fixed is None:  # one range for the whole folder, from up to 32 images spread over it
-        picks = sorted(set(np.linspace(0, len(files) - 1, min(32, len(files))).round().astype(int).tolist()))
-        fixed = fit_percentiles(channels_first(read_array(files[i]), str(files[i])) for i in picks)
-    target.loader = lambda i: to_three_channels(fixed.apply(channels_first(read_array(files[i]), str(files[i])).astype(np.float32)))
+    if fixed is None:  # one range for the whole folder
+        fixed = fit_percentiles((channels_first(read_array(files[i]), str(files[i])) for i in picks), what=what)
+    target.loader = lambda i: checked(i, to_three_channels(fixed.apply(channels_first(read_array(files[i]), str(files[i])).astype(np.float32))))
     target.description += f", intensities: {fixed.source}"
     return target
 
@@ -223,7 +251,9 @@ def _hub_dataset(dataset_id: str, split: str, image_column: str | None, syntheti
             value = ds[int(index)][column]
         if hasattr(value, "convert") and getattr(value, "mode", "") in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
             value = value.convert("RGB")
-        return to_rgb_tensor(np.asarray(value))
+        image = to_rgb_tensor(np.asarray(value))
+        check_fit(image, f"row {index} of {dataset_id}")
+        return image
 
     return ImageTarget(
         key=dataset_id if split == "train" else f"{dataset_id}:{split}",
