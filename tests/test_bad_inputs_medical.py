@@ -140,6 +140,7 @@ def _dicom_series(folder: Path, edit=None, n: int = 3, rows: int = 16, columns: 
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.ImagePositionPatient = [0.0, 0.0, 2.0 * i]
         ds.RescaleSlope, ds.RescaleIntercept = 1.0, -1024.0
+        ds.InstanceNumber = i + 1
         ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
         ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
         ds.PixelData = rng.integers(0, 2000, (rows, columns)).astype(np.uint16).tobytes()

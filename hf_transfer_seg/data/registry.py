@@ -157,12 +157,12 @@ def _unlabelled(
     fixed = fixed_intensity(window, intensity_range)
     if spec.kind == "builtin":
         if spec.location == unlabelled.BUILTIN_RETINA:
-            return unlabelled._builtin_retina()
-        return unlabelled._embedded_segmentation(spec.location)
+            return unlabelled.builtin_retina()
+        return unlabelled.embedded_images(spec.location)
     if spec.kind in ("nifti", "dicom", "nnunet"):
         from hf_transfer_seg.data.sources.medical import image_target
 
         return image_target(spec.kind, spec.path, slice_axis=slice_axis, limit=limit, fixed=fixed, synthetic=synthetic)
     if spec.kind == "folder":
-        return unlabelled._folder(spec.path, synthetic, fixed=fixed)
-    return unlabelled._hub_dataset(spec.location, split, image_column, synthetic, slice_axis=slice_axis, fixed=fixed)
+        return unlabelled.folder_images(spec.path, synthetic, fixed=fixed)
+    return unlabelled.hub_images(spec.location, split, image_column, synthetic, slice_axis=slice_axis, fixed=fixed)

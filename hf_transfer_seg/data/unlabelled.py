@@ -119,7 +119,7 @@ def retina_tiles(tile: int = TILE, min_inside: float = 0.6) -> tuple[np.ndarray,
     return (full, half), tiles  # type: ignore[return-value]
 
 
-def _builtin_retina() -> ImageTarget:
+def builtin_retina() -> ImageTarget:
     (full, half), tiles = retina_tiles()
     arrays = {1: full, 2: half}
 
@@ -138,7 +138,7 @@ def _builtin_retina() -> ImageTarget:
     )
 
 
-def _embedded_segmentation(name: str) -> ImageTarget:
+def embedded_images(name: str) -> ImageTarget:
     """The images (masks ignored) of an embedded segmentation target, e.g. ``mni152-tissue`` slices."""
     from hf_transfer_seg.data.segmentation import load_mni152_target
 
@@ -161,7 +161,7 @@ def list_image_files(folder: Path) -> list[Path]:
     return files
 
 
-def _folder(folder: Path, synthetic: bool, fixed=None) -> ImageTarget:
+def folder_images(folder: Path, synthetic: bool = False, fixed=None) -> ImageTarget:
     """Every image below ``folder``; 16-bit/float images share one range (``fixed``, else fitted percentiles)."""
     from hf_transfer_seg.data.images import channels_first, read_array
     from hf_transfer_seg.data.intensity import constant_error, constant_value, fit_percentiles, to_three_channels
@@ -228,7 +228,7 @@ def _pick_image_column(features, requested: str | None, dataset_id: str) -> str:
     return candidates[0]
 
 
-def _hub_dataset(dataset_id: str, split: str, image_column: str | None, synthetic: bool, slice_axis=None, fixed=None) -> ImageTarget:
+def hub_images(dataset_id: str, split: str, image_column: str | None, synthetic: bool, slice_axis=None, fixed=None) -> ImageTarget:
     import datasets
 
     try:
@@ -244,7 +244,7 @@ def _hub_dataset(dataset_id: str, split: str, image_column: str | None, syntheti
     column = _pick_image_column(ds.features, image_column, dataset_id)
     ds = ds.select_columns([column])
     if type(ds.features[column]).__name__ == "Nifti":
-        return _hub_volumes(ds, dataset_id, split, column, synthetic, slice_axis, fixed)
+        return hub_volumes(ds, dataset_id, split, column, synthetic, slice_axis, fixed)
 
     def load(index: int) -> torch.Tensor:
         with refusing_bombs(f"row {index} of {dataset_id}"):
@@ -264,12 +264,12 @@ def _hub_dataset(dataset_id: str, split: str, image_column: str | None, syntheti
     )
 
 
-def _hub_volumes(ds, dataset_id, split, column, synthetic, slice_axis, fixed) -> ImageTarget:
+def hub_volumes(ds, dataset_id, split, column, synthetic, slice_axis, fixed) -> ImageTarget:
     """A Hub dataset whose image column holds NIfTI volumes: every row a case, sliced along ``slice_axis``."""
     from hf_transfer_seg.data.sources.cases import Case, image_slices
-    from hf_transfer_seg.data.sources.volumes import _nibabel_volume
+    from hf_transfer_seg.data.sources.volumes import nibabel_volume
 
-    cases = [Case(f"row{i:05d}", lambda i=i: _nibabel_volume(ds[i][column], f"{dataset_id} row {i}")) for i in range(len(ds))]
+    cases = [Case(f"row{i:05d}", lambda i=i: nibabel_volume(ds[i][column], f"{dataset_id} row {i}")) for i in range(len(ds))]
     count, load, intensity = image_slices(cases, slice_axis=slice_axis, fixed=fixed)
     return ImageTarget(
         key=dataset_id if split == "train" else f"{dataset_id}:{split}",
@@ -278,6 +278,10 @@ def _hub_volumes(ds, dataset_id, split, column, synthetic, slice_axis, fixed) ->
         loader=load,
         synthetic=synthetic,
     )
+
+
+# the former private names, for old callers
+_builtin_retina, _embedded_segmentation, _folder, _hub_dataset = builtin_retina, embedded_images, folder_images, hub_images
 
 
 def resolve_target(

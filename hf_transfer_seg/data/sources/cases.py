@@ -38,7 +38,7 @@ def _evenly(indices: list[int], limit: int | None) -> list[int]:
 
 def labelled_slices(cases: list[Case], *, slice_axis=None, limit: int | None = None):
     """(samples with raw images, raw label values seen, axis used per case)."""
-    from hf_transfer_seg.data.segmentation import SegSample
+    from hf_transfer_seg.data.sources.base import SegSample
 
     if not cases:
         raise DataError("the target holds no cases")

@@ -106,7 +106,7 @@ def _read_image(path: Path, channels: int | None = None) -> Volume:
 def _read_labels(path: Path) -> np.ndarray:
     if is_nifti(path):
         return read_nifti_labels(path)
-    from hf_transfer_seg.data.segmentation import read_mask_array
+    from hf_transfer_seg.data.sources.base import read_mask_array
 
     return read_mask_array(path)[:, :, None]
 
