@@ -279,15 +279,13 @@ def load_mni152_target(
 # --------------------------------------------------------------------------------------- dispatching
 
 
-def load_target(spec: str, **options: Any) -> SegTarget:
-    """A labelled target from a ``--target`` spec, through the registry (:mod:`hf_transfer_seg.data.registry`).
+def __getattr__(name: str):
+    """``load_target`` moved to the registry (:func:`hf_transfer_seg.data.registry.load_target`); this keeps the old import working."""
+    if name == "load_target":
+        from hf_transfer_seg.data import registry
 
-    Options: num_classes, resize_longest, mask_dir, fov_dir, split, revision, image_column, mask_column, limit,
-    key, class_names, slice_axis, labels. Raw-valued targets come back pending normalisation.
-    """
-    from hf_transfer_seg.data.registry import create_target
-
-    return create_target(spec, labelled=True, **options)
+        return registry.load_target
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def split_groups(target: SegTarget, slabs: int = 5) -> tuple[dict[str, str], str]:

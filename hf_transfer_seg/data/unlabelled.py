@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
-from hf_transfer_seg.cards.schema import safe_file_key
 from hf_transfer_seg.data import limits
+from hf_transfer_seg.data.sources.base import ImageTarget  # noqa: F401 - re-exported: scoring imports it from here
 from hf_transfer_seg.data.images import is_image_file, load_image, refusing_bombs, to_rgb_tensor
 from hf_transfer_seg.errors import DataError
 
@@ -42,28 +40,6 @@ MASK_DIR_NAMES = {
     "1st_manual", "2nd_manual", "manual", "segmentation", "segmentations", "targets",
 }  # fmt: skip
 _MASK_COLUMN_RE = re.compile(r"mask|label|annotation|segment|gt|target", re.IGNORECASE)
-
-
-@dataclass
-class ImageTarget:
-    """A set of target images addressable by index."""
-
-    key: str  # names the target in cards: model-index dataset_name, YAML key, plot file name
-    description: str  # one line for cards: what the images are and where they come from
-    count: int
-    loader: Callable[[int], torch.Tensor] = field(repr=False)
-    synthetic: bool = False  # True only when the images were generated rather than acquired
-
-    def __len__(self) -> int:
-        return self.count
-
-    def load(self, index: int) -> torch.Tensor:
-        """Image ``index`` as ``float32 [3, H, W]`` in [0, 1]."""
-        return self.loader(index)
-
-    @property
-    def file_key(self) -> str:
-        return safe_file_key(self.key)
 
 
 def check_fit(image: torch.Tensor | np.ndarray, name: str, size: int = TILE) -> None:
@@ -164,7 +140,7 @@ def list_image_files(folder: Path) -> list[Path]:
 def folder_images(folder: Path, synthetic: bool = False, fixed=None) -> ImageTarget:
     """Every image below ``folder``; 16-bit/float images share one range (``fixed``, else fitted percentiles)."""
     from hf_transfer_seg.data.images import channels_first, read_array
-    from hf_transfer_seg.data.intensity import constant_error, constant_value, fit_percentiles, to_three_channels
+    from hf_transfer_seg.data.intensity import fit_percentiles, to_three_channels
 
     files = list_image_files(folder)
     if not files:
@@ -194,15 +170,11 @@ def folder_images(folder: Path, synthetic: bool = False, fixed=None) -> ImageTar
         loader=lambda i: checked(i, load_image(files[i])),
         synthetic=synthetic,
     )
-    # up to 32 images spread over the folder: they fit the intensity range and show a constant set
-    picks = sorted(set(np.linspace(0, len(files) - 1, min(32, len(files))).round().astype(int).tolist()))
-    what = f"the {len(picks)} images sampled from {folder}" if len(picks) < len(files) else f"the {len(files)} images of {folder}"
     if fixed is None and read_array(files[0]).dtype == np.uint8:
-        single = constant_value(read_array(files[i]) for i in picks)
-        if single is not None:
-            raise constant_error(what, single)
-        return target
-    if fixed is None:  # one range for the whole folder
+        return target  # 8-bit images: / 255, no dataset range to fit
+    if fixed is None:  # one range for the whole folder, from up to 32 images spread over it; a constant set is refused
+        picks = sorted(set(np.linspace(0, len(files) - 1, min(32, len(files))).round().astype(int).tolist()))
+        what = f"the {len(picks)} images sampled from {folder}" if len(picks) < len(files) else f"the {len(files)} images of {folder}"
         fixed = fit_percentiles((channels_first(read_array(files[i]), str(files[i])) for i in picks), what=what)
     target.loader = lambda i: checked(i, to_three_channels(fixed.apply(channels_first(read_array(files[i]), str(files[i])).astype(np.float32))))
     target.description += f", intensities: {fixed.source}"
@@ -284,13 +256,10 @@ def hub_volumes(ds, dataset_id, split, column, synthetic, slice_axis, fixed) -> 
 _builtin_retina, _embedded_segmentation, _folder, _hub_dataset = builtin_retina, embedded_images, folder_images, hub_images
 
 
-def resolve_target(
-    spec: str, *, split: str = "train", image_column: str | None = None, synthetic: bool = False, **options
-) -> ImageTarget:
-    """The unlabelled images of a ``--target`` spec, through the registry (:mod:`hf_transfer_seg.data.registry`).
+def __getattr__(name: str):
+    """``resolve_target`` moved to the registry (:func:`hf_transfer_seg.data.registry.resolve_target`); this keeps the old import working."""
+    if name == "resolve_target":
+        from hf_transfer_seg.data import registry
 
-    Options: slice_axis, window, intensity_range, limit (volumes); labels are never read.
-    """
-    from hf_transfer_seg.data.registry import create_target
-
-    return create_target(spec, labelled=False, split=split, image_column=image_column, synthetic=synthetic, **options)
+        return registry.resolve_target
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

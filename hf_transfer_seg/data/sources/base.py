@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from hf_transfer_seg.cards.schema import safe_file_key
 from hf_transfer_seg.data.images import check_tiff_size, open_image
 from hf_transfer_seg.errors import ConfigError, DataError
 
@@ -266,3 +267,25 @@ def assemble(
         for name, image, mask, valid in decoded
     ]
     return samples, k
+
+
+@dataclass
+class ImageTarget:
+    """A set of target images addressable by index."""
+
+    key: str  # names the target in cards: model-index dataset_name, YAML key, plot file name
+    description: str  # one line for cards: what the images are and where they come from
+    count: int
+    loader: Callable[[int], torch.Tensor] = field(repr=False)
+    synthetic: bool = False  # True only when the images were generated rather than acquired
+
+    def __len__(self) -> int:
+        return self.count
+
+    def load(self, index: int) -> torch.Tensor:
+        """Image ``index`` as ``float32 [3, H, W]`` in [0, 1]."""
+        return self.loader(index)
+
+    @property
+    def file_key(self) -> str:
+        return safe_file_key(self.key)

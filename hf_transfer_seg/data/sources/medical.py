@@ -91,7 +91,7 @@ def labelled_target(kind: str, path: Path, *, labels=None, slice_axis=None, num_
 
 
 def image_target(kind: str, path: Path, *, slice_axis=None, limit=None, fixed: Intensity | None = None, synthetic=False):
-    from hf_transfer_seg.data.unlabelled import ImageTarget
+    from hf_transfer_seg.data.sources.base import ImageTarget
 
     cases, key, description, _ = medical_cases(kind, path, labelled=False)
     count, load, intensity = image_slices(cases, slice_axis=slice_axis, limit=limit, fixed=fixed)

@@ -215,23 +215,31 @@ _integer_labels = integer_labels  # the former private name
 # ---------------------------------------------------------------------------------------------- DICOM
 
 
-def dicom_files(folder: Path) -> list:
-    """The DICOM datasets with pixel data below ``folder``; a file that looks like DICOM but cannot be read is an error."""
+def _dcmread(path: Path, *, headers_only: bool, looks_dicom: bool = True):
+    """pydicom's dataset of ``path`` (without pixel data when ``headers_only``); None for a non-DICOM file."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=headers_only, force=looks_dicom and path.suffix.lower() == ".dcm")
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as exc:
+        if looks_dicom:
+            raise DataError(f"cannot read DICOM file {path} ({type(exc).__name__}: {exc}); {_reexport(path.name)}, or remove it from the folder") from None
+        return None
+
+
+def dicom_files(folder: Path) -> list:
+    """(path, headers) of the DICOM images below ``folder``, read without their pixel data.
+
+    A file that looks like DICOM (``.dcm`` or the ``DICM`` preamble) but cannot be read is an error naming it;
+    other files, and DICOM files without an image (DICOMDIR, reports), are skipped.
+    """
     out = []
     for path in sorted(folder.rglob("*")):
         if not path.is_file() or path.name.startswith("."):
             continue
-        looks_dicom = path.suffix.lower() == ".dcm" or _has_dicm_preamble(path)
-        try:
-            ds = pydicom.dcmread(path, force=looks_dicom and path.suffix.lower() == ".dcm")
-        except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as exc:
-            if looks_dicom:
-                raise DataError(f"cannot read DICOM file {path} ({type(exc).__name__}: {exc}); {_reexport(path.name)}, or remove it from the folder") from None
-            continue
-        if "PixelData" in ds:
+        ds = _dcmread(path, headers_only=True, looks_dicom=path.suffix.lower() == ".dcm" or _has_dicm_preamble(path))
+        if ds is not None and "Rows" in ds and "Columns" in ds:
             out.append((path, ds))
     return out
 
@@ -392,6 +400,9 @@ def read_dicom_series(folder: str | Path) -> Volume:
         raise DataError(f"{folder}: several DICOM files share a slice position; the folder mixes acquisitions")
     slices = []
     for path, ds in items:
+        ds = _dcmread(path, headers_only=False)  # one file's pixel data at a time, once every header passed
+        if "PixelData" not in ds:
+            raise DataError(f"DICOM file {path} has no PixelData: {_reexport(path.name)}")
         slope = dicom_numbers(ds, "RescaleSlope", 1, path, [1.0])[0] or 1.0
         intercept = dicom_numbers(ds, "RescaleIntercept", 1, path, [0.0])[0]
         pixels = _decode(ds, path, *sizes[path])
