@@ -405,6 +405,44 @@ def test_hostile_file_is_a_clean_error_naming_the_file_and_the_fix(case, tmp_pat
     assert peak < PEAK_LIMIT, f"{case} traced {peak / 2**20:.0f} MiB"
 
 
+def _label_edit(edit):
+    def build(tmp: Path) -> Path:
+        _nnunet(tmp / "ds")
+        path = tmp / "ds" / "labelsTr" / "case_002.nii.gz"
+        edit(path)
+        return path
+
+    return build
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:200])
+
+
+def _nan_labels(path: Path) -> None:
+    labels = (_volume() > 100).astype(np.float32)
+    labels[0, 0, 0] = np.nan
+    _nifti(path, labels)
+
+
+def _two_channel_labels(path: Path) -> None:
+    _nifti(path, np.stack([(_volume() > 100).astype(np.uint8)] * 2, -1))
+
+
+@pytest.mark.parametrize("edit, words", [
+    (_truncate, ["truncated", "re-export"]),
+    (_nan_labels, ["NaN", "replace"]),
+    (_two_channel_labels, ["2 volumes"]),
+], ids=["truncated", "nan", "two-channels"])
+def test_hostile_label_volumes_are_clean_errors_when_fine_tuning(edit, words, tmp_path):
+    """The labelled path reads labelsTr with the same checked reader."""
+    path = _label_edit(edit)(tmp_path)
+    with pytest.raises(HfTransferSegError) as info:
+        _finetune_images(tmp_path / "ds")
+    message = str(info.value)
+    assert path.name in message and all(w in message for w in words), message
+
+
 def test_a_constant_labelled_16_bit_set_is_refused_before_training(tmp_path):
     """19.8: the fine-tuning path refuses a constant image set the way the volume path does."""
     with pytest.raises(HfTransferSegError, match="constant") as info:

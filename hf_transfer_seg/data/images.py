@@ -19,14 +19,15 @@ from hf_transfer_seg.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".webp", ".ppm", ".pgm")
 
-# The one size cap of the package lives in data/limits.py (default: PIL's own decompression-bomb error
-# threshold, about 179 megapixels; override HF_TRANSFER_SEG_MAX_VOXELS). PIL refuses larger images by itself
-# (its threshold is kept in step with the cap), TIFFs read with tifffile are checked from their header.
-MAX_IMAGE_PIXELS = limits.DEFAULT_MAX_VOXELS  # the default cap; read limits.max_voxels() for the one in force
+# The one size cap of the package lives in data/limits.py (decoded values; for a 2-D image 3 per pixel, so
+# 178,956,970 pixels by default: PIL's own decompression-bomb error threshold; override HF_TRANSFER_SEG_MAX_VOXELS).
+# PIL refuses larger images by itself (its threshold is kept in step with the cap), TIFFs read with tifffile are
+# checked from their header.
+MAX_IMAGE_PIXELS = limits.DEFAULT_MAX_VOXELS // limits.IMAGE_CHANNELS  # the default; limits.max_pixels() is the one in force
 
 
 def _sync_pil_cap() -> None:
-    Image.MAX_IMAGE_PIXELS = max(1, limits.max_voxels() // 2)  # PIL raises DecompressionBombError above twice this
+    Image.MAX_IMAGE_PIXELS = max(1, limits.max_pixels() // 2)  # PIL raises DecompressionBombError above twice this
 
 
 _sync_pil_cap()
@@ -39,7 +40,7 @@ def check_tiff_size(path: str | Path) -> None:
     with tifffile.TiffFile(path) as tif:
         shape = tif.series[0].shape if tif.series else ()
         axes = tif.series[0].axes if tif.series else ""
-    limits.check_voxels(f"image {path}", [int(s) for s, a in zip(shape, axes) if a not in "SC"], "pixels")  # samples/channels are not pixels
+    limits.check_pixels(f"image {path}", [int(s) for s, a in zip(shape, axes) if a not in "SC"])  # samples/channels are not pixels
 
 
 @contextlib.contextmanager
@@ -51,7 +52,7 @@ def refusing_bombs(what: str) -> Iterator[None]:
     except Image.DecompressionBombError as exc:
         raise DataError(
             f"image {what} is too large to decode safely ({exc}); remove it or tile it first, or raise the cap with "
-            f"{limits.ENV}=N (now {limits.max_voxels():,} pixels) if you trust it"
+            f"{limits.ENV}=N (now {limits.max_voxels():,} values, {limits.max_pixels():,} pixels) if you trust it"
         ) from None
 
 

@@ -1,13 +1,16 @@
 """The one size cap of every reader in ``data/``: 2-D images, NIfTI volumes, DICOM series, resizes.
 
-A file may hold at most :func:`max_voxels` decoded elements (the pixels of a 2-D image, the voxels x
-channels of a volume or a DICOM series; the output of a resize counts its pixels), i.e. at most
-:func:`max_bytes` per channel once held as float32. The default is PIL's own decompression-bomb error threshold (about 179 million), so a
-2-D image that PIL decodes is never refused by the others. It is checked against what a file's *header*
-declares, before any pixel is decoded or decompressed.
+The cap counts *decoded values*, the float32 numbers a reader would hold: a volume's voxels x channels,
+a DICOM series' slices x rows x columns, and for 2-D images (always decoded to ``[3, H, W]``) and the
+output of a resize, pixels x 3. Default: :data:`DEFAULT_MAX_VOXELS` = 536,870,910 values (2 GiB as
+float32), i.e. 178,956,970 pixels for a 2-D image, exactly PIL's own decompression-bomb error threshold,
+which the package used before for images (so no image PIL decodes is refused), and e.g. a 512 x 512 x 2048
+CT volume. Every reader checks what a file's *header* declares against it before any pixel is decoded or
+any gzip stream inflated.
 
-Override: the environment variable ``HF_TRANSFER_SEG_MAX_VOXELS`` (a positive integer), e.g.
-``HF_TRANSFER_SEG_MAX_VOXELS=600000000`` for a trusted 600-million-voxel volume.
+Override: the environment variable ``HF_TRANSFER_SEG_MAX_VOXELS`` (a positive whole number of values),
+e.g. ``HF_TRANSFER_SEG_MAX_VOXELS=2000000000`` for a trusted 2-billion-voxel volume and the memory it takes
+(4 bytes per value, more while decoding).
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ from typing import Iterable
 from hf_transfer_seg.errors import ConfigError, DataError
 
 ENV = "HF_TRANSFER_SEG_MAX_VOXELS"
-DEFAULT_MAX_VOXELS = 2 * 89_478_485  # PIL's DecompressionBombError threshold (2 x Image.MAX_IMAGE_PIXELS)
+IMAGE_CHANNELS = 3  # a 2-D image is decoded to [3, H, W]: its pixels count three times
+DEFAULT_MAX_VOXELS = IMAGE_CHANNELS * 2 * 89_478_485  # 3 x PIL's DecompressionBombError threshold in pixels
 BYTES_PER_VOXEL = 4  # float32, how every reader holds decoded values
 
 
 def max_voxels() -> int:
-    """The cap in decoded elements: ``HF_TRANSFER_SEG_MAX_VOXELS`` when set, else :data:`DEFAULT_MAX_VOXELS`."""
+    """The cap in decoded values: ``HF_TRANSFER_SEG_MAX_VOXELS`` when set, else :data:`DEFAULT_MAX_VOXELS`."""
     text = os.environ.get(ENV, "").strip()
     if not text:
         return DEFAULT_MAX_VOXELS
@@ -37,8 +41,13 @@ def max_voxels() -> int:
     return value
 
 
+def max_pixels() -> int:
+    """The cap for a 2-D image, in pixels (each decoded to :data:`IMAGE_CHANNELS` values)."""
+    return max(1, max_voxels() // IMAGE_CHANNELS)
+
+
 def max_bytes() -> int:
-    """The cap in bytes of decoded float32 values (and of a gzip stream inflated while reading a volume)."""
+    """The cap in bytes of decoded float32 values (also bounds the gzip stream inflated while reading a volume)."""
     return max_voxels() * BYTES_PER_VOXEL
 
 
@@ -49,12 +58,12 @@ def count(shape: Iterable[int]) -> int:
 def _fix() -> str:
     return (
         f"crop or downsample it first, or, if you trust the file and have the memory, raise the cap with "
-        f"{ENV}=N (now {max_voxels():,})"
+        f"{ENV}=N (now {max_voxels():,} values)"
     )
 
 
 def check_voxels(name: str, shape: Iterable[int], what: str = "voxels") -> None:
-    """Refuse ``name`` when its declared ``shape`` holds more elements than the cap (header only; nothing decoded)."""
+    """Refuse ``name`` when its declared ``shape`` (voxels x channels) exceeds the cap; nothing is decoded."""
     shape = tuple(int(s) for s in shape)
     n = count(shape)
     if n > max_voxels():
@@ -62,23 +71,34 @@ def check_voxels(name: str, shape: Iterable[int], what: str = "voxels") -> None:
         raise DataError(f"{name} declares {dims} = {n:,} {what}, more than the {max_voxels():,} read safely; {_fix()}")
 
 
+def check_pixels(name: str, hw: Iterable[int]) -> None:
+    """Refuse a 2-D image of ``hw`` pixels whose decoded ``[3, H, W]`` would exceed the cap."""
+    hw = tuple(int(s) for s in hw)
+    if count(hw) > max_pixels():
+        dims = " x ".join(str(s) for s in hw)
+        raise DataError(
+            f"{name} declares {dims} = {count(hw):,} pixels, more than the {max_pixels():,} decoded safely (the cap of "
+            f"{max_voxels():,} values over 3 channels); {_fix()}"
+        )
+
+
 def check_bytes(name: str, nbytes: int, what: str) -> None:
     """Refuse ``name`` when reading it would inflate more than :func:`max_bytes` (e.g. a gzip stream)."""
     if nbytes > max_bytes():
         raise DataError(
             f"{name}: {what} needs {nbytes:,} bytes, more than the {max_bytes():,} read safely "
-            f"({max_voxels():,} voxels as float32); {_fix()}"
+            f"({max_voxels():,} values as float32); {_fix()}"
         )
 
 
 def check_resize(name: str, size_hw: tuple[int, int], out_hw: tuple[int, int]) -> None:
-    """Refuse a resize of ``name`` from ``size_hw`` to ``out_hw`` pixels whose output would exceed the cap."""
+    """Refuse a resize of ``name`` from ``size_hw`` to ``out_hw`` pixels whose ``[3, H, W]`` output would exceed the cap."""
     n = int(out_hw[0]) * int(out_hw[1])
-    if n > max_voxels():
+    if n > max_pixels():
         h, w = size_hw
         raise DataError(
             f"{name} is {w}x{h} pixels (WxH); bringing its shorter side to {min(out_hw)} pixels would make a "
-            f"{out_hw[1]}x{out_hw[0]} image ({n:,} pixels, more than the {max_voxels():,} allowed): crop it to the "
+            f"{out_hw[1]}x{out_hw[0]} image ({n:,} pixels, more than the {max_pixels():,} allowed): crop it to the "
             f"region of interest (an aspect ratio near the model's square input), or remove it from the target"
         )
 

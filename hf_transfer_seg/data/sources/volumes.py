@@ -20,6 +20,9 @@ from hf_transfer_seg.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# vox_offset sanity bound: header extensions (e.g. dcm2niix's DICOM headers) take kilobytes; a file whose voxels
+# start further in than this and than their own size is refused instead of inflating a gzip stream up to there
+MAX_HEADER_BYTES = 64 * 2**20
 PLANES = {"sagittal": 0, "coronal": 1, "axial": 2}  # patient axis (x: left-right, y: front-back, z: head-feet)
 
 
@@ -77,10 +80,11 @@ def check_nifti_header(header, name: str, *, file_size: int | None = None) -> No
         raise DataError(f"{name} declares the shape {shape}, which holds no voxel; {_reexport(name)}")
     limits.check_voxels(f"NIfTI file {name}", shape)
     data_bytes = limits.count(shape) * dtype.itemsize
-    if offset > limits.max_bytes():
+    if offset > max(MAX_HEADER_BYTES, data_bytes):
         raise DataError(
-            f"{name}: its header puts the voxel data {offset:,} bytes into the file (vox_offset), beyond the "
-            f"{limits.max_bytes():,} bytes read safely; the header is corrupt or hostile: re-export the volume"
+            f"{name}: its header puts the voxel data {offset:,} bytes into the file (vox_offset), after more header "
+            f"extensions than the {MAX_HEADER_BYTES:,} bytes (or the voxel data's own size) a NIfTI file carries; the "
+            "header is corrupt or hostile: re-export the volume"
         )
     limits.check_bytes(name, offset + data_bytes, f"reading vox_offset {offset:,} + {data_bytes:,} bytes of voxel data")
     if file_size is not None and file_size < offset + data_bytes:
