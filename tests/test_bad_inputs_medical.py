@@ -450,6 +450,16 @@ def test_a_constant_labelled_16_bit_set_is_refused_before_training(tmp_path):
     assert "777" in str(info.value)
 
 
+def test_a_constant_16_bit_set_is_refused_with_a_fixed_range_too(tmp_path):
+    """With --intensity-range / --window there is no range to fit; the constant set is still refused."""
+    from hf_transfer_seg.data.registry import resolve_target
+
+    folder = png16_constant(tmp_path)
+    for options in ({"intensity_range": "0,4095"}, {"window": "400,40"}):
+        with pytest.raises(HfTransferSegError, match="constant: every value is 1234"):
+            resolve_target(str(folder), **options)
+
+
 def test_the_voxel_cap_is_one_setting_shared_by_every_reader(tmp_path, monkeypatch):
     """Lowering HF_TRANSFER_SEG_MAX_VOXELS refuses an ordinary volume, DICOM series and PNG alike; unset, they load."""
     from PIL import Image

@@ -140,7 +140,7 @@ def list_image_files(folder: Path) -> list[Path]:
 def folder_images(folder: Path, synthetic: bool = False, fixed=None) -> ImageTarget:
     """Every image below ``folder``; 16-bit/float images share one range (``fixed``, else fitted percentiles)."""
     from hf_transfer_seg.data.images import channels_first, read_array
-    from hf_transfer_seg.data.intensity import fit_percentiles, to_three_channels
+    from hf_transfer_seg.data.intensity import constant_error, constant_value, fit_percentiles, to_three_channels
 
     files = list_image_files(folder)
     if not files:
@@ -172,10 +172,15 @@ def folder_images(folder: Path, synthetic: bool = False, fixed=None) -> ImageTar
     )
     if fixed is None and read_array(files[0]).dtype == np.uint8:
         return target  # 8-bit images: / 255, no dataset range to fit
-    if fixed is None:  # one range for the whole folder, from up to 32 images spread over it; a constant set is refused
-        picks = sorted(set(np.linspace(0, len(files) - 1, min(32, len(files))).round().astype(int).tolist()))
-        what = f"the {len(picks)} images sampled from {folder}" if len(picks) < len(files) else f"the {len(files)} images of {folder}"
+    # one range for the whole folder, from up to 32 images spread over it; a constant set is refused either way
+    picks = sorted(set(np.linspace(0, len(files) - 1, min(32, len(files))).round().astype(int).tolist()))
+    what = f"the {len(picks)} images sampled from {folder}" if len(picks) < len(files) else f"the {len(files)} images of {folder}"
+    if fixed is None:
         fixed = fit_percentiles((channels_first(read_array(files[i]), str(files[i])) for i in picks), what=what)
+    else:
+        single = constant_value(read_array(files[i]) for i in picks)
+        if single is not None:
+            raise constant_error(what, single)
     target.loader = lambda i: checked(i, to_three_channels(fixed.apply(channels_first(read_array(files[i]), str(files[i])).astype(np.float32))))
     target.description += f", intensities: {fixed.source}"
     return target
