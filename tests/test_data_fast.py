@@ -242,3 +242,24 @@ def test_datasets_that_only_load_pil_images_work_on_the_fast_path():
         images, labels, skipped = collate([PilOnly(transform=transform, seed=0)[i] for i in range(4)])
         assert images.shape == (4, 3, 16, 16) and images.dtype == torch.uint8 and not skipped
         assert labels.tolist() == [0, 1, 0, 1]
+
+
+def test_data_sources_use_a_public_interface_and_never_import_the_registry():
+    """20.12: the registry imports the sources, not the reverse; no module imports a private name of data/."""
+    import ast
+
+    package = Path(__file__).resolve().parents[1] / "hf_transfer_seg"
+    sources = {package / "data" / "segmentation.py", package / "data" / "unlabelled.py", *(package / "data" / "sources").glob("*.py")}
+    offences = []
+    for path in sorted(package.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        shims = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == "__getattr__" for n in ast.walk(f)}
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith("hf_transfer_seg.data"):
+                continue
+            where = f"{path.relative_to(package)}:{node.lineno}"
+            offences += [f"{where} imports the private {a.name} from {node.module}" for a in node.names if a.name.startswith("_")]
+            names = {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
+            if path in sources and "hf_transfer_seg.data.registry" in names and id(node) not in shims:
+                offences.append(f"{where}: a source imports the registry (only a deprecated-name __getattr__ may)")
+    assert not offences, offences

@@ -14,46 +14,46 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from hf_transfer_seg.data import limits
 from hf_transfer_seg.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".gif", ".bmp", ".webp", ".ppm", ".pgm")
 
-# The one decompression-bomb limit of the package (PIL's own default error threshold, about 179
-# megapixels): PIL refuses larger images by itself, and TIFFs read with tifffile are checked against it
-# from their header before any pixel is decoded. Every reader in data/ goes through this module.
-MAX_IMAGE_PIXELS = 2 * 89_478_485
-Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS // 2  # PIL raises DecompressionBombError above twice this
+# The one size cap of the package lives in data/limits.py (decoded values; for a 2-D image 3 per pixel, so
+# 178,956,970 pixels by default: PIL's own decompression-bomb error threshold; override HF_TRANSFER_SEG_MAX_VOXELS).
+# PIL refuses larger images by itself (its threshold is kept in step with the cap), TIFFs read with tifffile are
+# checked from their header.
+MAX_IMAGE_PIXELS = limits.DEFAULT_MAX_VOXELS // limits.IMAGE_CHANNELS  # the default; limits.max_pixels() is the one in force
 
 
-def _too_large(path: str | Path, pixels: int) -> DataError:
-    return DataError(
-        f"image {path} has {pixels:,} pixels, more than the {MAX_IMAGE_PIXELS:,} that are decoded safely "
-        "(a decompression bomb or a whole-slide scan): remove it from the folder or tile it first"
-    )
+def _sync_pil_cap() -> None:
+    Image.MAX_IMAGE_PIXELS = max(1, limits.max_pixels() // 2)  # PIL raises DecompressionBombError above twice this
+
+
+_sync_pil_cap()
 
 
 def check_tiff_size(path: str | Path) -> None:
-    """Refuse a TIFF whose first series is larger than :data:`MAX_IMAGE_PIXELS`, reading only its header."""
+    """Refuse a TIFF whose first series is larger than the cap (:mod:`~hf_transfer_seg.data.limits`), reading only its header."""
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
         shape = tif.series[0].shape if tif.series else ()
         axes = tif.series[0].axes if tif.series else ""
-    pixels = 1
-    for size, axis in zip(shape, axes):
-        if axis not in "SC":  # samples/channels are not pixels
-            pixels *= int(size)
-    if pixels > MAX_IMAGE_PIXELS:
-        raise _too_large(path, pixels)
+    limits.check_pixels(f"image {path}", [int(s) for s, a in zip(shape, axes) if a not in "SC"])  # samples/channels are not pixels
 
 
 @contextlib.contextmanager
 def refusing_bombs(what: str) -> Iterator[None]:
     """Turn PIL's DecompressionBombError inside the block (e.g. ``datasets`` decoding a row) into :class:`DataError`."""
+    _sync_pil_cap()
     try:
         yield
     except Image.DecompressionBombError as exc:
-        raise DataError(f"image {what} is too large to decode safely ({exc}); remove it or tile it first") from None
+        raise DataError(
+            f"image {what} is too large to decode safely ({exc}); remove it or tile it first, or raise the cap with "
+            f"{limits.ENV}=N (now {limits.max_voxels():,} values, {limits.max_pixels():,} pixels) if you trust it"
+        ) from None
 
 
 def open_image(source) -> Image.Image:

@@ -116,11 +116,51 @@ def from_options(window_spec: str | None = None, intensity_range: str | None = N
     return None
 
 
-def fit_percentiles(arrays: Iterable[np.ndarray | torch.Tensor], percentiles: tuple[float, float] = PERCENTILES) -> Intensity:
-    """nnU-Net-style clipping range: the percentiles of all values of ``arrays`` (``[C, ...]`` each), per channel."""
+def constant_error(what: str, value: float) -> DataError:
+    """The one message for an image set without contrast (every value the same), shared by every reader."""
+    return DataError(
+        f"{what} are constant: every value is {value:g}, so there is nothing to score or learn (blank or "
+        "wrongly exported images, e.g. a 16-bit export that lost its data); check the files, or point --target at images "
+        "with content"
+    )
+
+
+def _finite_range(array: np.ndarray | torch.Tensor) -> tuple[float, float] | None:
+    a = np.asarray(array)
+    if a.dtype.kind == "f":
+        a = a[np.isfinite(a)]
+    return (float(a.min()), float(a.max())) if a.size else None
+
+
+def constant_value(arrays: Iterable[np.ndarray | torch.Tensor]) -> float | None:
+    """The single value every finite element of ``arrays`` holds, or None when they vary (or hold nothing finite)."""
+    lo = hi = None
+    for array in arrays:
+        r = _finite_range(array)
+        if r is None:
+            continue
+        lo, hi = (r if lo is None else (min(lo, r[0]), max(hi, r[1])))
+        if hi > lo:
+            return None
+    return lo
+
+
+def fit_percentiles(
+    arrays: Iterable[np.ndarray | torch.Tensor], percentiles: tuple[float, float] = PERCENTILES,
+    what: str = "the training images",
+) -> Intensity:
+    """nnU-Net-style clipping range: the percentiles of all values of ``arrays`` (``[C, ...]`` each), per channel.
+
+    A set whose values are all one (``what`` names it in the error) is refused, as slices of volumes are.
+    """
     pooled: list[list[np.ndarray]] = []
+    lo_all = hi_all = None  # range of every finite value, not just of the strided subset
     for array in arrays:
         a = np.asarray(array, dtype=np.float32)
+        if lo_all is None or hi_all == lo_all:
+            r = _finite_range(a)
+            if r is not None:
+                lo_all, hi_all = r if lo_all is None else (min(lo_all, r[0]), max(hi_all, r[1]))
         if a.ndim == 2:
             a = a[None]
         a = a.reshape(a.shape[0], -1)
@@ -132,6 +172,8 @@ def fit_percentiles(arrays: Iterable[np.ndarray | torch.Tensor], percentiles: tu
             pooled[c].append(values[np.isfinite(values)])
     if not pooled:
         raise DataError("no images to fit the intensity normalisation on")
+    if lo_all is not None and hi_all == lo_all:
+        raise constant_error(what, lo_all)
     lo, hi = [], []
     for chunks in pooled:
         values = np.concatenate(chunks)

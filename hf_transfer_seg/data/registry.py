@@ -1,9 +1,14 @@
 """One registry of target sources: a ``--target`` spec is parsed once, then its source builds the data.
 
 Modelled on timm's ``create_dataset`` + reader factory: :func:`parse_target_spec` decides the kind
-(optionally forced by a ``kind:`` prefix), :func:`create_target` asks that kind's source for labelled
-samples (fine-tuning, a :class:`~hf_transfer_seg.data.segmentation.SegTarget`) or unlabelled images
-(scoring, an :class:`~hf_transfer_seg.data.unlabelled.ImageTarget`).
+(optionally forced by a ``kind:`` prefix), :func:`create_target` (or :func:`load_target` /
+:func:`resolve_target`) asks that kind's source for labelled samples (fine-tuning, a
+:class:`~hf_transfer_seg.data.sources.base.SegTarget`) or unlabelled images (scoring, an
+:class:`~hf_transfer_seg.data.sources.base.ImageTarget`).
+
+Dependencies run one way: the registry imports the sources; the sources build on the public names of
+``data/sources/base.py`` (plus ``images``, ``intensity``, ``limits``) and never import the registry
+(``segmentation.load_target`` / ``unlabelled.resolve_target`` still resolve, forwarded here).
 
 ==========  ================================================  ==================================
 kind        spec                                              source
@@ -78,6 +83,10 @@ def parse_target_spec(spec: str | TargetSpec) -> TargetSpec:
             )
         if is_nnunet_folder(path):
             return TargetSpec("nnunet", text)
+        if (path / "imagesTr").is_dir():
+            from hf_transfer_seg.data.sources.nnunet import read_dataset_json
+
+            read_dataset_json(path)  # says what is missing and how to write it
         if looks_like_dicom_folder(path):
             return TargetSpec("dicom", text)
         if any(is_nifti(p) for p in path.iterdir()) and not (path / "images").is_dir():
@@ -105,6 +114,23 @@ def create_target(spec: str | TargetSpec, *, labelled: bool, **options: Any):
     """
     parsed = parse_target_spec(spec)
     return (_labelled if labelled else _unlabelled)(parsed, **options)
+
+
+def load_target(spec: str | TargetSpec, **options: Any):
+    """A labelled target (:class:`~hf_transfer_seg.data.sources.base.SegTarget`) from a ``--target`` spec.
+
+    Options: num_classes, resize_longest, mask_dir, fov_dir, split, revision, image_column, mask_column, limit,
+    key, class_names, slice_axis, labels. Raw-valued targets come back pending normalisation.
+    """
+    return create_target(spec, labelled=True, **options)
+
+
+def resolve_target(spec: str | TargetSpec, *, split: str = "train", image_column: str | None = None, synthetic: bool = False, **options):
+    """The unlabelled images (:class:`~hf_transfer_seg.data.sources.base.ImageTarget`) of a ``--target`` spec.
+
+    Options: slice_axis, window, intensity_range, limit (volumes); labels are never read.
+    """
+    return create_target(spec, labelled=False, split=split, image_column=image_column, synthetic=synthetic, **options)
 
 
 def _labelled(
@@ -153,12 +179,12 @@ def _unlabelled(
     fixed = fixed_intensity(window, intensity_range)
     if spec.kind == "builtin":
         if spec.location == unlabelled.BUILTIN_RETINA:
-            return unlabelled._builtin_retina()
-        return unlabelled._embedded_segmentation(spec.location)
+            return unlabelled.builtin_retina()
+        return unlabelled.embedded_images(spec.location)
     if spec.kind in ("nifti", "dicom", "nnunet"):
         from hf_transfer_seg.data.sources.medical import image_target
 
         return image_target(spec.kind, spec.path, slice_axis=slice_axis, limit=limit, fixed=fixed, synthetic=synthetic)
     if spec.kind == "folder":
-        return unlabelled._folder(spec.path, synthetic, fixed=fixed)
-    return unlabelled._hub_dataset(spec.location, split, image_column, synthetic, slice_axis=slice_axis, fixed=fixed)
+        return unlabelled.folder_images(spec.path, synthetic, fixed=fixed)
+    return unlabelled.hub_images(spec.location, split, image_column, synthetic, slice_axis=slice_axis, fixed=fixed)

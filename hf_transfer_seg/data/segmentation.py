@@ -24,16 +24,18 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
-from PIL import Image
 
-from hf_transfer_seg.data.images import check_tiff_size, is_image_file, load_image, open_image, to_rgb_tensor
+from hf_transfer_seg.data.images import is_image_file, load_image, to_rgb_tensor
 from hf_transfer_seg.data.intensity import UNIT8
+from hf_transfer_seg.data.sources.base import (  # noqa: F401 - re-exported: SegSample, SegTarget... are imported from here
+    IMAGE_COLUMNS, MASK_COLUMNS, SegSample, SegTarget, apply_mapping, assemble, class_names_for, label_mapping,
+    read_mask_array, resize_sample,
+)
 from hf_transfer_seg.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -42,252 +44,10 @@ EMBEDDED_TARGETS = ("mni152-tissue", "mni152-wm")
 IMAGE_DIRS = ("images", "image", "imgs", "img")
 MASK_DIRS = ("masks", "labels", "label", "1st_manual", "manual", "annotations", "groundtruth", "gt", "segmentations")
 FOV_DIRS = ("mask", "fov", "roi")  # DRIVE calls its field-of-view folder "mask"
-IMAGE_COLUMNS = ("image", "img", "pixel_values", "input")
-MASK_COLUMNS = ("mask", "label", "annotation", "segmentation", "seg", "labels", "segmentation_mask")
 
 
-@dataclass
-class SegSample:
-    name: str
-    image: torch.Tensor  # float32 [3, H, W] in [0, 1]
-    mask: torch.Tensor  # int64 [H, W] in [0, num_classes)
-    valid: torch.Tensor | None = None  # bool [H, W]: field of view (pixels outside are not scored)
-    case: str | None = None  # the volume (case) a slice comes from; splits never cut a case
-    spacing: tuple[float, float] | None = None  # pixel size (rows, columns) in mm, when the source says
-
-
-@dataclass
-class SegTarget:
-    key: str
-    samples: list[SegSample]
-    num_classes: int
-    class_names: list[str]
-    source: str
-    synthetic: bool = False
-    description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-    # dataset-level normalisation (data/intensity.py): None while images still hold raw values to fit it on
-    intensity: dict[str, Any] | None = None
-    resize_longest: int | None = None  # applied after normalisation when images are raw
-    volumetric: bool = False
-
-    @property
-    def pending(self) -> bool:
-        """True while the images hold raw values: :meth:`normalise` fits and applies the intensity range."""
-        return self.intensity is None
-
-    def normalise(self, train: "SegTarget | None" = None, fixed: Any = None) -> "SegTarget":
-        """Fit the intensity range on ``train``'s images (all images without it), apply it to every image, in place."""
-        from hf_transfer_seg.data.intensity import Intensity, fit_percentiles, to_three_channels
-
-        if not self.pending:
-            return self
-        intensity = fixed if isinstance(fixed, Intensity) else fit_percentiles(s.image for s in (train or self).samples)
-        for i, sample in enumerate(self.samples):
-            sample.image = to_three_channels(intensity.apply(sample.image))
-            resized = _resize(sample, self.resize_longest)
-            sample.image, sample.mask, sample.valid, sample.spacing = resized.image, resized.mask, resized.valid, resized.spacing
-        self.intensity = intensity.to_dict()
-        return self
-
-    def subset(self, names: list[str]) -> "SegTarget":
-        by_name = {s.name: s for s in self.samples}
-        return SegTarget(
-            self.key, [by_name[n] for n in names], self.num_classes, self.class_names, self.source,
-            self.synthetic, self.description, dict(self.extra), self.intensity, self.resize_longest, self.volumetric,
-        )
-
-    def info(self) -> dict[str, Any]:
-        """Facts about the target worth recording in a card."""
-        return {
-            "key": self.key,
-            "source": self.source,
-            "num_classes": self.num_classes,
-            "class_names": list(self.class_names),
-            "num_images": len(self.samples),
-            "synthetic": self.synthetic,
-            "description": self.description,
-            **({"intensity": self.intensity} if self.intensity else {}),
-            **({"volumetric": True, "cases": len({s.case for s in self.samples})} if self.volumetric else {}),
-            **({"spacing_mm": True} if any(s.spacing for s in self.samples) else {}),
-        }
-
-
-# ---------------------------------------------------------------------------------------------- masks
-
-
-def read_mask_array(source: str | Path | Image.Image | np.ndarray) -> np.ndarray:
-    """Raw label values of a mask as a 2-D integer array (palette indices kept, grey RGB collapsed)."""
-    name = str(source) if isinstance(source, (str, Path)) else "mask"
-    try:
-        if isinstance(source, np.ndarray):
-            array = source
-        elif isinstance(source, Image.Image):
-            array = _pil_mask(source)
-        elif Path(source).suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            try:
-                check_tiff_size(source)
-                array = np.asarray(tifffile.imread(source))
-            except DataError:
-                raise
-            except Exception:  # noqa: BLE001 - fall back on PIL for odd TIFFs
-                with open_image(source) as img:
-                    array = _pil_mask(img)
-        else:
-            with open_image(source) as img:
-                array = _pil_mask(img)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read mask {name}: {exc}") from exc
-    array = np.asarray(array)
-    if array.ndim == 3:
-        colour = array[:, :, :1] if array.shape[2] <= 2 else array[:, :, :3]  # drop an alpha channel
-        if all(np.array_equal(colour[:, :, 0], colour[:, :, c]) for c in range(1, colour.shape[2])):
-            array = colour[:, :, 0]
-        else:
-            raise DataError(
-                f"mask {name} is a colour image; masks must hold one class index per pixel "
-                "(a greyscale or palette image). Convert colours to class indices first."
-            )
-    if array.ndim != 2:
-        raise DataError(f"mask {name} has shape {array.shape}; expected a 2-D label image")
-    if array.dtype == np.bool_:
-        array = array.astype(np.uint8)
-    if np.issubdtype(array.dtype, np.floating):
-        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
-            raise DataError(f"mask {name} holds non-integer values; masks must hold integer class indices")
-    return array.astype(np.int64)
-
-
-def _pil_mask(img: Image.Image) -> np.ndarray:
-    if img.mode in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L", "F"):
-        return np.asarray(img)
-    if img.mode in ("LA", "PA"):
-        return np.asarray(img)[:, :, 0]
-    return np.asarray(img.convert("RGB"))
-
-
-def label_mapping(values: set[int], num_classes: int | None) -> tuple[int, dict[int, int]]:
-    """(number of classes, raw value -> class index) for the union of raw mask values.
-
-    Binary masks stored as 0/255 (or 0/any single value) map to 0/1. With ``num_classes`` given,
-    every value must be a class index (or the binary 0/v case); otherwise it is a :class:`DataError`.
-    """
-    values = set(int(v) for v in values)
-    if num_classes is not None and num_classes < 2:
-        raise ConfigError(f"--num-classes must be >= 2 (background + at least one class), got {num_classes}")
-    binary_like = 0 in values and len(values) <= 2 or values <= {0, 1}
-    if num_classes is None:
-        if values <= {0, 1} or (binary_like and len(values) == 2):
-            num_classes = 2
-        elif min(values) < 0:
-            raise DataError(f"mask values {sorted(values)[:10]} include negative numbers; masks must hold class indices >= 0")
-        else:
-            num_classes = max(values) + 1
-            if num_classes > 256 or (num_classes > 32 and len(values) < num_classes / 4):
-                raise DataError(
-                    f"mask values go up to {max(values)}; that is not a class index set. Masks must hold class "
-                    "indices 0..K-1 (or 0/255 for binary masks); pass --num-classes to check them."
-                )
-    if values <= set(range(num_classes)):
-        return num_classes, {v: v for v in values}
-    if num_classes == 2 and binary_like:
-        return 2, {v: (1 if v else 0) for v in values}
-    outside = sorted(v for v in values if v < 0 or v >= num_classes)
-    raise DataError(
-        f"mask values {outside[:10]} are outside the class set 0..{num_classes - 1}; fix the masks or pass "
-        f"the right --num-classes (binary masks may use 0 and one other value such as 255)"
-    )
-
-
-def _apply_mapping(array: np.ndarray, mapping: dict[int, int]) -> torch.Tensor:
-    out = np.zeros(array.shape, dtype=np.int64)
-    for raw, label in mapping.items():
-        if raw != label:
-            out[array == raw] = label
-        else:
-            out[array == raw] = raw
-    return torch.from_numpy(out)
-
-
-def class_names_for(num_classes: int, names: list[str] | None = None) -> list[str]:
-    if names:
-        if len(names) != num_classes:
-            raise ConfigError(f"{len(names)} class names given for {num_classes} classes")
-        return list(names)
-    if num_classes == 2:
-        return ["background", "foreground"]
-    return ["background"] + [f"class_{i}" for i in range(1, num_classes)]
-
-
-# ------------------------------------------------------------------------------------------ resizing
-
-
-def _resize(sample: SegSample, longest: int | None) -> SegSample:
-    if not longest:
-        return sample
-    h, w = sample.mask.shape
-    scale = longest / max(h, w)
-    if scale >= 1.0:
-        return sample
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    image = torch.nn.functional.interpolate(
-        sample.image[None], size=size, mode="bilinear", antialias=True, align_corners=False
-    )[0].clamp_(0, 1)
-
-    def nearest(t: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.interpolate(t[None, None].float(), size=size, mode="nearest-exact")[0, 0]
-
-    valid = nearest(sample.valid).bool() if sample.valid is not None else None
-    spacing = None
-    if sample.spacing is not None:
-        spacing = (sample.spacing[0] * h / size[0], sample.spacing[1] * w / size[1])
-    return SegSample(sample.name, image, nearest(sample.mask).long(), valid, sample.case, spacing)
-
-
-# ---------------------------------------------------------------------------------------- assembling
-
-
-def _assemble(
-    raw: list[tuple[str, Callable[[], torch.Tensor], Callable[[], np.ndarray], Callable[[], np.ndarray] | None]],
-    *,
-    num_classes: int | None,
-    resize_longest: int | None,
-) -> tuple[list[SegSample], int]:
-    """Decode (name, image loader, mask loader, fov loader) rows, check them, map labels, resize."""
-    decoded = []
-    values: set[int] = set()
-    for name, load_img, load_mask, load_fov in raw:
-        image = load_img()
-        mask = load_mask()
-        if tuple(image.shape[1:]) != tuple(mask.shape):
-            raise DataError(
-                f"image {name} is {image.shape[2]}x{image.shape[1]} (WxH) but its mask is {mask.shape[1]}x{mask.shape[0]}; "
-                "image and mask must have the same size (check the pairing or resize the mask)"
-            )
-        valid = None
-        if load_fov is not None:
-            fov = load_fov()
-            if tuple(fov.shape) != tuple(mask.shape):
-                raise DataError(f"field-of-view mask of {name} is {fov.shape[::-1]} but the image is {tuple(mask.shape[::-1])}")
-            valid = torch.from_numpy(fov > 0)
-        per_image = set(np.unique(mask).tolist())
-        if num_classes is not None:
-            try:
-                label_mapping(per_image, num_classes)
-            except DataError as exc:
-                raise DataError(f"mask of {name}: {exc}") from None
-        values |= per_image
-        decoded.append((name, image, mask, valid))
-    if not decoded:
-        raise DataError("the target holds no images")
-    k, mapping = label_mapping(values, num_classes)
-    samples = [
-        _resize(SegSample(name, image.float(), _apply_mapping(mask, mapping), valid), resize_longest)
-        for name, image, mask, valid in decoded
-    ]
-    return samples, k
+# the shared interface now lives in data/sources/base.py; the former private names stay for old callers
+_apply_mapping, _assemble, _resize = apply_mapping, assemble, resize_sample
 
 
 # ------------------------------------------------------------------------------------- folder target
@@ -425,7 +185,7 @@ def load_folder_target(
         )
         for p in images
     ]
-    samples, k = _assemble(raw, num_classes=num_classes, resize_longest=None if raw_values else resize_longest)
+    samples, k = assemble(raw, num_classes=num_classes, resize_longest=None if raw_values else resize_longest)
     return SegTarget(
         key=key or folder_key(root),
         samples=samples,
@@ -497,7 +257,7 @@ def load_mni152_target(
         else:
             labels[np.rot90(white[:, :, z])] = 1
         sample = SegSample(f"mni152-z{z:03d}", to_rgb_tensor(image), torch.from_numpy(labels))
-        samples.append(_resize(sample, resize_longest))
+        samples.append(resize_sample(sample, resize_longest))
     names = ["background", "grey_matter", "white_matter"] if variant == "mni152-tissue" else ["background", "white_matter"]
     return SegTarget(
         key=variant,
@@ -519,15 +279,13 @@ def load_mni152_target(
 # --------------------------------------------------------------------------------------- dispatching
 
 
-def load_target(spec: str, **options: Any) -> SegTarget:
-    """A labelled target from a ``--target`` spec, through the registry (:mod:`hf_transfer_seg.data.registry`).
+def __getattr__(name: str):
+    """``load_target`` moved to the registry (:func:`hf_transfer_seg.data.registry.load_target`); this keeps the old import working."""
+    if name == "load_target":
+        from hf_transfer_seg.data import registry
 
-    Options: num_classes, resize_longest, mask_dir, fov_dir, split, revision, image_column, mask_column, limit,
-    key, class_names, slice_axis, labels. Raw-valued targets come back pending normalisation.
-    """
-    from hf_transfer_seg.data.registry import create_target
-
-    return create_target(spec, labelled=True, **options)
+        return registry.load_target
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def split_groups(target: SegTarget, slabs: int = 5) -> tuple[dict[str, str], str]:

@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
-from hf_transfer_seg.cards.schema import safe_file_key
+from hf_transfer_seg.data import limits
+from hf_transfer_seg.data.sources.base import ImageTarget  # noqa: F401 - re-exported: scoring imports it from here
 from hf_transfer_seg.data.images import is_image_file, load_image, refusing_bombs, to_rgb_tensor
 from hf_transfer_seg.errors import DataError
 
@@ -43,33 +42,21 @@ MASK_DIR_NAMES = {
 _MASK_COLUMN_RE = re.compile(r"mask|label|annotation|segment|gt|target", re.IGNORECASE)
 
 
-@dataclass
-class ImageTarget:
-    """A set of target images addressable by index."""
-
-    key: str  # names the target in cards: model-index dataset_name, YAML key, plot file name
-    description: str  # one line for cards: what the images are and where they come from
-    count: int
-    loader: Callable[[int], torch.Tensor] = field(repr=False)
-    synthetic: bool = False  # True only when the images were generated rather than acquired
-
-    def __len__(self) -> int:
-        return self.count
-
-    def load(self, index: int) -> torch.Tensor:
-        """Image ``index`` as ``float32 [3, H, W]`` in [0, 1]."""
-        return self.loader(index)
-
-    @property
-    def file_key(self) -> str:
-        return safe_file_key(self.key)
+def check_fit(image: torch.Tensor | np.ndarray, name: str, size: int = TILE) -> None:
+    """Refuse (naming ``name``) an image whose resize to ``size`` on its shorter side would exceed the shared cap."""
+    limits.check_fit(name, tuple(image.shape[-2:]), size)
 
 
-def fit_to_size(image: torch.Tensor, size: int) -> torch.Tensor:
-    """Resize the shorter side to ``size`` (antialiased bilinear) and centre-crop to ``size x size``."""
+def fit_to_size(image: torch.Tensor, size: int, name: str = "an image") -> torch.Tensor:
+    """Resize the shorter side to ``size`` (antialiased bilinear) and centre-crop to ``size x size``.
+
+    The resize's output is bounded by the shared cap (:mod:`~hf_transfer_seg.data.limits`): a 100000 x 1 strip
+    is refused instead of asking for tens of GB.
+    """
     from torchvision.transforms.v2 import functional as TF
 
     if image.shape[-2:] != (size, size):
+        check_fit(image, name, size)
         image = TF.resize(image, [size], antialias=True)
         image = TF.center_crop(image, [size, size])
     return image.clamp_(0.0, 1.0)
@@ -108,7 +95,7 @@ def retina_tiles(tile: int = TILE, min_inside: float = 0.6) -> tuple[np.ndarray,
     return (full, half), tiles  # type: ignore[return-value]
 
 
-def _builtin_retina() -> ImageTarget:
+def builtin_retina() -> ImageTarget:
     (full, half), tiles = retina_tiles()
     arrays = {1: full, 2: half}
 
@@ -127,7 +114,7 @@ def _builtin_retina() -> ImageTarget:
     )
 
 
-def _embedded_segmentation(name: str) -> ImageTarget:
+def embedded_images(name: str) -> ImageTarget:
     """The images (masks ignored) of an embedded segmentation target, e.g. ``mni152-tissue`` slices."""
     from hf_transfer_seg.data.segmentation import load_mni152_target
 
@@ -150,13 +137,21 @@ def list_image_files(folder: Path) -> list[Path]:
     return files
 
 
-def _folder(folder: Path, synthetic: bool, fixed=None) -> ImageTarget:
+def folder_images(folder: Path, synthetic: bool = False, fixed=None) -> ImageTarget:
     """Every image below ``folder``; 16-bit/float images share one range (``fixed``, else fitted percentiles)."""
     from hf_transfer_seg.data.images import channels_first, read_array
-    from hf_transfer_seg.data.intensity import fit_percentiles, to_three_channels
+    from hf_transfer_seg.data.intensity import constant_error, constant_value, fit_percentiles, to_three_channels
 
     files = list_image_files(folder)
     if not files:
+        from hf_transfer_seg.data.sources.volumes import NIFTI_SUFFIXES
+
+        volumes = [p for p in folder.rglob("*") if p.name.lower().endswith(NIFTI_SUFFIXES)][:3]
+        if volumes:
+            raise DataError(
+                f"no 2-D image files below {folder}, but NIfTI volumes such as {volumes[0].relative_to(folder)}: pass the "
+                "folder that holds the volumes themselves, one volume file, or an nnU-Net folder (imagesTr/ + dataset.json)"
+            )
         raise DataError(
             f"no image files found below {folder} (looked recursively for {', '.join(('png', 'jpg', 'tif', 'gif', '...'))}, "
             f"skipping folders named {', '.join(sorted(MASK_DIR_NAMES)[:4])}...); point --target at the folder of images"
@@ -164,19 +159,29 @@ def _folder(folder: Path, synthetic: bool, fixed=None) -> ImageTarget:
     parts = folder.resolve().parts
     key = "local:" + "/".join(parts[-2:])
     kind = "synthetic" if synthetic else "real"
+    def checked(i: int, image: torch.Tensor) -> torch.Tensor:
+        check_fit(image, f"image {files[i]}")
+        return image
+
     target = ImageTarget(
         key=key,
         description=f"{len(files)} {kind} images from the local folder {'/'.join(parts[-2:])}",
         count=len(files),
-        loader=lambda i: load_image(files[i]),
+        loader=lambda i: checked(i, load_image(files[i])),
         synthetic=synthetic,
     )
     if fixed is None and read_array(files[0]).dtype == np.uint8:
-        return target
-    if fixed is None:  # one range for the whole folder, from up to 32 images spread over it
-        picks = sorted(set(np.linspace(0, len(files) - 1, min(32, len(files))).round().astype(int).tolist()))
-        fixed = fit_percentiles(channels_first(read_array(files[i]), str(files[i])) for i in picks)
-    target.loader = lambda i: to_three_channels(fixed.apply(channels_first(read_array(files[i]), str(files[i])).astype(np.float32)))
+        return target  # 8-bit images: / 255, no dataset range to fit
+    # one range for the whole folder, from up to 32 images spread over it; a constant set is refused either way
+    picks = sorted(set(np.linspace(0, len(files) - 1, min(32, len(files))).round().astype(int).tolist()))
+    what = f"the {len(picks)} images sampled from {folder}" if len(picks) < len(files) else f"the {len(files)} images of {folder}"
+    if fixed is None:
+        fixed = fit_percentiles((channels_first(read_array(files[i]), str(files[i])) for i in picks), what=what)
+    else:
+        single = constant_value(read_array(files[i]) for i in picks)
+        if single is not None:
+            raise constant_error(what, single)
+    target.loader = lambda i: checked(i, to_three_channels(fixed.apply(channels_first(read_array(files[i]), str(files[i])).astype(np.float32))))
     target.description += f", intensities: {fixed.source}"
     return target
 
@@ -200,7 +205,7 @@ def _pick_image_column(features, requested: str | None, dataset_id: str) -> str:
     return candidates[0]
 
 
-def _hub_dataset(dataset_id: str, split: str, image_column: str | None, synthetic: bool, slice_axis=None, fixed=None) -> ImageTarget:
+def hub_images(dataset_id: str, split: str, image_column: str | None, synthetic: bool, slice_axis=None, fixed=None) -> ImageTarget:
     import datasets
 
     try:
@@ -216,14 +221,16 @@ def _hub_dataset(dataset_id: str, split: str, image_column: str | None, syntheti
     column = _pick_image_column(ds.features, image_column, dataset_id)
     ds = ds.select_columns([column])
     if type(ds.features[column]).__name__ == "Nifti":
-        return _hub_volumes(ds, dataset_id, split, column, synthetic, slice_axis, fixed)
+        return hub_volumes(ds, dataset_id, split, column, synthetic, slice_axis, fixed)
 
     def load(index: int) -> torch.Tensor:
         with refusing_bombs(f"row {index} of {dataset_id}"):
             value = ds[int(index)][column]
         if hasattr(value, "convert") and getattr(value, "mode", "") in ("P", "CMYK", "YCbCr", "LAB", "HSV"):
             value = value.convert("RGB")
-        return to_rgb_tensor(np.asarray(value))
+        image = to_rgb_tensor(np.asarray(value))
+        check_fit(image, f"row {index} of {dataset_id}")
+        return image
 
     return ImageTarget(
         key=dataset_id if split == "train" else f"{dataset_id}:{split}",
@@ -234,12 +241,12 @@ def _hub_dataset(dataset_id: str, split: str, image_column: str | None, syntheti
     )
 
 
-def _hub_volumes(ds, dataset_id, split, column, synthetic, slice_axis, fixed) -> ImageTarget:
+def hub_volumes(ds, dataset_id, split, column, synthetic, slice_axis, fixed) -> ImageTarget:
     """A Hub dataset whose image column holds NIfTI volumes: every row a case, sliced along ``slice_axis``."""
     from hf_transfer_seg.data.sources.cases import Case, image_slices
-    from hf_transfer_seg.data.sources.volumes import _nibabel_volume
+    from hf_transfer_seg.data.sources.volumes import nibabel_volume
 
-    cases = [Case(f"row{i:05d}", lambda i=i: _nibabel_volume(ds[i][column], f"{dataset_id} row {i}")) for i in range(len(ds))]
+    cases = [Case(f"row{i:05d}", lambda i=i: nibabel_volume(ds[i][column], f"{dataset_id} row {i}")) for i in range(len(ds))]
     count, load, intensity = image_slices(cases, slice_axis=slice_axis, fixed=fixed)
     return ImageTarget(
         key=dataset_id if split == "train" else f"{dataset_id}:{split}",
@@ -250,13 +257,14 @@ def _hub_volumes(ds, dataset_id, split, column, synthetic, slice_axis, fixed) ->
     )
 
 
-def resolve_target(
-    spec: str, *, split: str = "train", image_column: str | None = None, synthetic: bool = False, **options
-) -> ImageTarget:
-    """The unlabelled images of a ``--target`` spec, through the registry (:mod:`hf_transfer_seg.data.registry`).
+# the former private names, for old callers
+_builtin_retina, _embedded_segmentation, _folder, _hub_dataset = builtin_retina, embedded_images, folder_images, hub_images
 
-    Options: slice_axis, window, intensity_range, limit (volumes); labels are never read.
-    """
-    from hf_transfer_seg.data.registry import create_target
 
-    return create_target(spec, labelled=False, split=split, image_column=image_column, synthetic=synthetic, **options)
+def __getattr__(name: str):
+    """``resolve_target`` moved to the registry (:func:`hf_transfer_seg.data.registry.resolve_target`); this keeps the old import working."""
+    if name == "resolve_target":
+        from hf_transfer_seg.data import registry
+
+        return registry.resolve_target
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,6 +14,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from hf_transfer_seg.data import limits
 from hf_transfer_seg.data.intensity import Intensity, fit_percentiles, to_three_channels
 from hf_transfer_seg.data.sources.volumes import Volume
 from hf_transfer_seg.errors import DataError
@@ -37,7 +38,7 @@ def _evenly(indices: list[int], limit: int | None) -> list[int]:
 
 def labelled_slices(cases: list[Case], *, slice_axis=None, limit: int | None = None):
     """(samples with raw images, raw label values seen, axis used per case)."""
-    from hf_transfer_seg.data.segmentation import SegSample
+    from hf_transfer_seg.data.sources.base import SegSample
 
     if not cases:
         raise DataError("the target holds no cases")
@@ -88,7 +89,10 @@ def image_slices(cases: list[Case], *, slice_axis=None, limit: int | None = None
         if fixed is None and c in fit_cases:
             fit_arrays.append(volume.array)
     if not index:
-        raise DataError("every slice of the target is constant (empty)")
+        raise DataError(
+            f"every slice of {', '.join(c.name for c in cases[:3])}{', ...' if len(cases) > 3 else ''} is constant (blank), "
+            "so there is nothing to score; check the volumes, or point --target at images with content"
+        )
     intensity = fixed or fit_percentiles(fit_arrays)
     cache: dict[int, Volume] = {}
 
@@ -97,6 +101,8 @@ def image_slices(cases: list[Case], *, slice_axis=None, limit: int | None = None
         if c not in cache:
             cache.clear()
             cache[c] = cases[c].image()
-        return to_three_channels(intensity.apply(np.take(cache[c].array, i, axis=axis + 1)))
+        image = np.take(cache[c].array, i, axis=axis + 1)
+        limits.check_fit(f"slice {i} of {cases[c].name}", image.shape[-2:])
+        return to_three_channels(intensity.apply(image))
 
     return len(index), load, intensity

@@ -10,9 +10,9 @@ from PIL import Image
 
 from hf_transfer_seg.data.images import refusing_bombs, to_rgb_tensor
 from hf_transfer_seg.data.intensity import UNIT8
-from hf_transfer_seg.data.segmentation import (
-    IMAGE_COLUMNS, MASK_COLUMNS, SegTarget, _apply_mapping, _assemble, class_names_for, hub_key, label_mapping,
-    read_mask_array,
+from hf_transfer_seg.data.segmentation import hub_key
+from hf_transfer_seg.data.sources.base import (
+    IMAGE_COLUMNS, MASK_COLUMNS, SegTarget, apply_mapping, assemble, class_names_for, label_mapping, read_mask_array,
 )
 from hf_transfer_seg.errors import DataError
 
@@ -74,7 +74,7 @@ def load_hub_target(
     for i, row in enumerate(rows):
         name = str(row.get("name") or row.get("file_name") or row.get("id") or f"{i:05d}")
         raw.append((name, (lambda v=row[image_column]: image_of(v)), (lambda v=row[mask_column]: read_mask_array(np.asarray(v) if not isinstance(v, Image.Image) else v)), None))
-    samples, k = _assemble(raw, num_classes=num_classes, resize_longest=resize_longest)
+    samples, k = assemble(raw, num_classes=num_classes, resize_longest=resize_longest)
     names = class_names
     if names is None:
         feature = ds.features.get(mask_column)
@@ -102,21 +102,21 @@ def _hub_volume_target(ds, dataset_id, split, image_column, mask_column, *, num_
                        slice_axis, resize_longest, revision) -> SegTarget:
     """Rows of NIfTI volumes (image and mask columns) as cases of a volumetric target."""
     from hf_transfer_seg.data.sources.cases import Case, labelled_slices
-    from hf_transfer_seg.data.sources.volumes import _integer_labels, _nibabel_volume
+    from hf_transfer_seg.data.sources.volumes import integer_labels, nibabel_volume
 
     def case(i: int) -> Case:
         def image():
-            return _nibabel_volume(ds[i][image_column], f"{dataset_id} row {i} {image_column}")
+            return nibabel_volume(ds[i][image_column], f"{dataset_id} row {i} {image_column}")
 
         def labels(volume):
-            return _integer_labels(_nibabel_volume(ds[i][mask_column], f"{dataset_id} row {i} {mask_column}").array[0], f"row {i}")
+            return integer_labels(nibabel_volume(ds[i][mask_column], f"{dataset_id} row {i} {mask_column}").array[0], f"row {i}")
 
         return Case(f"row{i:05d}", image, labels)
 
     samples, values = labelled_slices([case(i) for i in range(len(ds))], slice_axis=slice_axis, limit=limit)
     k, mapping = label_mapping(values, num_classes)
     for sample in samples:
-        sample.mask = _apply_mapping(sample.mask.numpy(), mapping)
+        sample.mask = apply_mapping(sample.mask.numpy(), mapping)
     return SegTarget(
         key=key or hub_key(dataset_id, split), samples=samples, num_classes=k, class_names=class_names_for(k, class_names),
         source=f"hub-dataset:{dataset_id}" + (f"@{revision}" if revision else ""),

@@ -62,7 +62,7 @@ def medical_cases(kind: str, path: Path, *, labelled: bool, labels: str | None =
 
 def labelled_target(kind: str, path: Path, *, labels=None, slice_axis=None, num_classes=None, limit=None,
                     key=None, class_names=None, resize_longest=None):
-    from hf_transfer_seg.data.segmentation import SegTarget, _apply_mapping, class_names_for, label_mapping
+    from hf_transfer_seg.data.sources.base import SegTarget, apply_mapping, class_names_for, label_mapping
 
     cases, default_key, description, names = medical_cases(kind, path, labelled=True, labels=labels)
     samples, values = labelled_slices(cases, slice_axis=slice_axis, limit=limit)
@@ -74,7 +74,7 @@ def labelled_target(kind: str, path: Path, *, labels=None, slice_axis=None, num_
         num_classes = len(names)
     k, mapping = label_mapping(values, num_classes)
     for sample in samples:
-        sample.mask = _apply_mapping(sample.mask.numpy(), mapping)
+        sample.mask = apply_mapping(sample.mask.numpy(), mapping)
     spacing = samples[0].spacing
     return SegTarget(
         key=key or default_key,
@@ -91,7 +91,7 @@ def labelled_target(kind: str, path: Path, *, labels=None, slice_axis=None, num_
 
 
 def image_target(kind: str, path: Path, *, slice_axis=None, limit=None, fixed: Intensity | None = None, synthetic=False):
-    from hf_transfer_seg.data.unlabelled import ImageTarget
+    from hf_transfer_seg.data.sources.base import ImageTarget
 
     cases, key, description, _ = medical_cases(kind, path, labelled=False)
     count, load, intensity = image_slices(cases, slice_axis=slice_axis, limit=limit, fixed=fixed)

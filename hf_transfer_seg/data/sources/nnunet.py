@@ -25,39 +25,78 @@ def is_nnunet_folder(path: Path) -> bool:
     return (path / "dataset.json").is_file() and (path / "imagesTr").is_dir()
 
 
+EXAMPLE_JSON = '{"channel_names": {"0": "CT"}, "labels": {"background": 0, "organ": 1}, "numTraining": N, "file_ending": ".nii.gz"}'
+
+
 def read_dataset_json(root: Path) -> dict[str, Any]:
+    """``dataset.json`` of an nnU-Net raw / MSD folder, its ``labels``, ``channel_names`` and ``file_ending`` checked."""
+    path = root / "dataset.json"
+    if not path.is_file():
+        raise DataError(
+            f"{root} has imagesTr/ but no dataset.json; an nnU-Net raw folder needs one naming channel_names, labels and "
+            f"file_ending, e.g. {EXAMPLE_JSON}. Write it, or pass a single volume (.nii.gz) or a folder of volumes instead"
+        )
     try:
-        meta = json.loads((root / "dataset.json").read_text())
+        meta = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read {root / 'dataset.json'}: {exc}") from exc
+        raise DataError(f"cannot read {path}: {exc}; it must be a JSON object such as {EXAMPLE_JSON}") from exc
     if not isinstance(meta, dict) or "labels" not in meta:
-        raise DataError(f"{root / 'dataset.json'} has no 'labels'; an nnU-Net dataset.json maps label names to indices")
+        raise DataError(f"{path} has no 'labels'; an nnU-Net dataset.json maps label names to indices, e.g. {EXAMPLE_JSON}")
+    class_names(meta, path)
+    channel_names(meta, path)
+    if not isinstance(meta.get("file_ending", ".nii.gz"), str):
+        raise DataError(f"{path}: file_ending {meta['file_ending']!r} must be a string such as \".nii.gz\"")
     return meta
 
 
-def class_names(meta: dict[str, Any]) -> list[str]:
+def _index(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def class_names(meta: dict[str, Any], path: Path | str = "dataset.json") -> list[str]:
     """Class names by index from ``labels`` (v2: name -> index; MSD: index -> name)."""
     labels = meta["labels"]
+    if not isinstance(labels, dict) or not labels:
+        raise DataError(f"{path}: labels must be an object mapping each name to an integer index, e.g. {EXAMPLE_JSON}")
+    msd = all(_index(k) is not None for k in labels) and all(isinstance(v, str) for v in labels.values())
     pairs = []
     for k, v in labels.items():
         if isinstance(v, (list, tuple)):
-            raise DataError(f"dataset.json label {k!r} is a region (list of labels); region-based training is not supported")
-        index, name = (int(v), str(k)) if str(k).lstrip("-").isdigit() is False else (int(k), str(v))
+            raise DataError(f"{path}: label {k!r} is a region (list of labels); region-based training is not supported")
+        index, name = (_index(k), str(v)) if msd else (_index(v), str(k))
+        if index is None:
+            raise DataError(
+                f"{path}: label {k!r} has the index {v!r}; every label must map its name to an integer index "
+                f"(nnU-Net v2: {{\"background\": 0, \"{k}\": 1}}; MSD: {{\"0\": \"background\", \"1\": \"{k}\"}})"
+            )
         pairs.append((index, name))
     pairs.sort()
     if [i for i, _ in pairs] != list(range(len(pairs))):
-        raise DataError(f"dataset.json labels {dict(labels)} are not the indices 0..K-1")
+        raise DataError(f"{path}: labels {dict(labels)} are not the indices 0..K-1")
     return [name for _, name in pairs]
 
 
-def channel_names(meta: dict[str, Any]) -> list[str]:
-    names = meta.get("channel_names") or meta.get("modality") or {"0": "image"}
+def channel_names(meta: dict[str, Any], path: Path | str = "dataset.json") -> list[str]:
+    key = "channel_names" if "channel_names" in meta else "modality"
+    names = meta.get(key) or {"0": "image"}
+    fix = f'{key} must be an object whose keys are the channel indices as strings, e.g. {{"0": "CT"}} or {{"0": "T1", "1": "T2"}}'
+    if not isinstance(names, dict):
+        raise DataError(f"{path}: {key} is {names!r}; {fix}")
+    indices = [_index(k) for k in names]
+    if None in indices or sorted(indices) != list(range(len(indices))):
+        raise DataError(f"{path}: {key} has the keys {list(names)}; {fix} (0..C-1)")
     return [str(names[k]) for k in sorted(names, key=lambda k: int(k))]
 
 
-def _read_image(path: Path) -> Volume:
+def _read_image(path: Path, channels: int | None = None) -> Volume:
     if is_nifti(path):
-        return read_nifti(path)
+        return read_nifti(path, channels)
     from hf_transfer_seg.data.images import channels_first, read_array
 
     array = channels_first(read_array(path), str(path)).astype(np.float32)  # 2-D nnU-Net data: [C, H, W]
@@ -67,7 +106,7 @@ def _read_image(path: Path) -> Volume:
 def _read_labels(path: Path) -> np.ndarray:
     if is_nifti(path):
         return read_nifti_labels(path)
-    from hf_transfer_seg.data.segmentation import read_mask_array
+    from hf_transfer_seg.data.sources.base import read_mask_array
 
     return read_mask_array(path)[:, :, None]
 
@@ -102,8 +141,8 @@ def cases(root: Path, *, labelled: bool, meta: dict[str, Any] | None = None) -> 
         if labelled and not label_path.is_file():
             raise DataError(f"case {name} has no label file {label_path}; every imagesTr case needs labelsTr/{name}{ending}")
 
-        def image(paths=paths) -> Volume:
-            volumes = [_read_image(p) for p in paths]
+        def image(paths=paths, msd=-1 in channels) -> Volume:
+            volumes = [_read_image(p, n_channels if msd else None) for p in paths]
             first = volumes[0]
             if any(v.array.shape[1:] != first.array.shape[1:] for v in volumes):
                 raise DataError(f"the channel files {[p.name for p in paths]} differ in size")

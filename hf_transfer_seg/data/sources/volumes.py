@@ -20,6 +20,9 @@ from hf_transfer_seg.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
+# vox_offset sanity bound: header extensions (e.g. dcm2niix's DICOM headers) take kilobytes; a file whose voxels
+# start further in than this and than their own size is refused instead of inflating a gzip stream up to there
+MAX_HEADER_BYTES = 64 * 2**20
 PLANES = {"sagittal": 0, "coronal": 1, "axial": 2}  # patient axis (x: left-right, y: front-back, z: head-feet)
 
 
@@ -51,8 +54,73 @@ def is_nifti(path: str | Path) -> bool:
     return str(path).lower().endswith(NIFTI_SUFFIXES)
 
 
-def _nibabel_volume(img, name: str) -> Volume:
-    data = np.asarray(img.get_fdata(dtype=np.float32))
+def _reexport(name: str) -> str:
+    return f"{name} is truncated or damaged: copy it again, or re-export it from the tool that wrote it"
+
+
+def check_nifti_header(header, name: str, *, file_size: int | None = None) -> None:
+    """Refuse what a NIfTI header declares before any voxel is read: colour or complex voxels, more voxels
+    than the shared cap (:mod:`~hf_transfer_seg.data.limits`), data placed beyond what is read safely, and
+    (``file_size`` of an uncompressed file) data that the file is too short to hold."""
+    from hf_transfer_seg.data import limits
+
+    try:
+        shape = tuple(int(s) for s in header.get_data_shape())
+        dtype = np.dtype(header.get_data_dtype())
+        offset = int(header.get_data_offset())
+    except Exception as exc:  # noqa: BLE001 - nibabel raises several types for nonsense headers
+        raise DataError(f"NIfTI header of {name} is unreadable ({exc}); {_reexport(name)}") from None
+    if dtype.fields is not None or dtype.kind in "cV":
+        raise DataError(
+            f"{name} holds {'RGB colour' if dtype.fields else dtype.name} voxels (NIfTI datatype {header.get_value_label('datatype')}); "
+            "convert it to one grey value per voxel (or save each colour channel as its own volume, as the channels of an "
+            "nnU-Net folder) first"
+        )
+    if not shape or min(shape) < 1:
+        raise DataError(f"{name} declares the shape {shape}, which holds no voxel; {_reexport(name)}")
+    limits.check_voxels(f"NIfTI file {name}", shape)
+    data_bytes = limits.count(shape) * dtype.itemsize
+    if offset > max(MAX_HEADER_BYTES, data_bytes):
+        raise DataError(
+            f"{name}: its header puts the voxel data {offset:,} bytes into the file (vox_offset), after more header "
+            f"extensions than the {MAX_HEADER_BYTES:,} bytes (or the voxel data's own size) a NIfTI file carries; the "
+            "header is corrupt or hostile: re-export the volume"
+        )
+    limits.check_bytes(name, offset + data_bytes, f"reading vox_offset {offset:,} + {data_bytes:,} bytes of voxel data")
+    if file_size is not None and file_size < offset + data_bytes:
+        raise DataError(
+            f"{name} has {file_size:,} bytes but its header declares {data_bytes:,} bytes of voxels from byte {offset:,}: "
+            f"{_reexport(name)}"
+        )
+
+
+def _finite(data: np.ndarray, name: str) -> None:
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        nan = int(np.isnan(data).sum())
+        inf = int(data.size - nan - np.isfinite(data).sum())
+        first = tuple(int(i) for i in np.argwhere(~np.isfinite(data))[0])
+        raise DataError(
+            f"{name} holds {nan:,} NaN and {inf:,} inf voxels (the first at index {first}); replace them with a real value "
+            "(e.g. the background: numpy.nan_to_num(data, nan=bg, posinf=bg, neginf=bg)) and save the volume again"
+        )
+
+
+def nibabel_volume(img, name: str, channels: int | None = None) -> Volume:
+    """A :class:`Volume` from a nibabel image, header checked before the voxels are read.
+
+    A 4th axis holds channels: exactly ``channels`` of them (an MSD file whose ``dataset.json`` names them),
+    or, with ``channels=None``, a single one; anything else is refused, never silently used.
+    """
+    check_nifti_header(img.header, name)
+    try:
+        data = np.asarray(img.get_fdata(dtype=np.float32))
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - truncated data: OSError, EOFError, zlib.error, ValueError...
+        raise DataError(f"cannot read the voxels of {name} ({type(exc).__name__}: {exc}); {_reexport(name)}") from None
+    _finite(data, name)
+    while data.ndim > 4 and data.shape[-1] == 1:
+        data = data[..., 0]
     if data.ndim == 2:
         data = data[:, :, None]
     if data.ndim == 4:  # MSD stores modalities along a 4th axis
@@ -61,6 +129,19 @@ def _nibabel_volume(img, name: str) -> Volume:
         data = data[None]
     else:
         raise DataError(f"{name} has {data.ndim} dimensions {data.shape}; expected a 3-D volume (or 3-D + channels)")
+    expected = channels or 1
+    if data.shape[0] != expected:
+        if channels is None:
+            fix = (
+                "a single-volume target takes one: extract the volume you mean into its own file (nibabel: "
+                "img.slicer[..., k]), or put the files in an nnU-Net/MSD folder whose dataset.json names each channel"
+            )
+        else:
+            fix = (
+                f"but dataset.json names {channels} channel(s) (channel_names / modality): list every channel there, "
+                "or extract the ones you mean"
+            )
+        raise DataError(f"{name} holds {data.shape[0]} volumes along its 4th axis (channels or time points); {fix}")
     if data.shape[0] > 4:
         raise DataError(
             f"{name} holds {data.shape[0]} volumes along its 4th axis (time series or >4 channels); extract the "
@@ -72,46 +153,97 @@ def _nibabel_volume(img, name: str) -> Volume:
     return Volume(np.ascontiguousarray(data), zooms[:3], directions)
 
 
-def read_nifti(path: str | Path) -> Volume:
+_nibabel_volume = nibabel_volume  # the former private name
+
+
+def read_nifti_header(path: str | Path):
+    """The header of a ``.nii``/``.nii.gz`` file from its first 544 bytes (decompressing no more), checked."""
+    import gzip
+    import io
+
     import nibabel as nib
 
+    path = Path(path)
+    try:
+        with (gzip.open if str(path).lower().endswith(".gz") else open)(path, "rb") as fh:
+            head = fh.read(544)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"cannot read NIfTI file {path} ({exc}); {_reexport(path.name)}") from None
+    klass = None
+    for order in ("<", ">"):
+        size = int(np.frombuffer(head[:4], dtype=f"{order}i4")[0]) if len(head) >= 4 else 0
+        klass = {348: nib.Nifti1Header, 540: nib.Nifti2Header}.get(size)
+        if klass is not None:
+            break
+    if klass is None or len(head) < klass.sizeof_hdr:
+        raise DataError(
+            f"{path} does not start with a NIfTI-1 or NIfTI-2 header ({len(head)} bytes read); {_reexport(path.name)} as .nii/.nii.gz"
+        )
+    try:
+        header = klass.from_fileobj(io.BytesIO(head[: klass.sizeof_hdr]), check=False)
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"NIfTI header of {path} is unreadable ({exc}); {_reexport(path.name)}") from None
+    gz = str(path).lower().endswith(".gz")
+    check_nifti_header(header, str(path), file_size=None if gz else path.stat().st_size)
+    return header
+
+
+def read_nifti(path: str | Path, channels: int | None = None) -> Volume:
+    """A NIfTI volume; its header is checked (size cap, dtype, truncation) before nibabel reads or inflates the data."""
+    import nibabel as nib
+
+    read_nifti_header(path)  # the gzip stream is inflated no further than the header declares
     try:
         img = nib.load(str(path))
     except Exception as exc:  # noqa: BLE001 - nibabel raises several types for bad files
-        raise DataError(f"cannot read NIfTI file {path}: {exc}") from exc
-    return _nibabel_volume(img, str(path))
+        raise DataError(f"cannot read NIfTI file {path}: {exc}; {_reexport(Path(path).name)}") from exc
+    return nibabel_volume(img, str(path), channels)
 
 
 def read_nifti_labels(path: str | Path) -> np.ndarray:
     volume = read_nifti(path)
     if volume.array.shape[0] != 1:
         raise DataError(f"label volume {path} has {volume.array.shape[0]} channels; a label map has one")
-    return _integer_labels(volume.array[0], str(path))
+    return integer_labels(volume.array[0], str(path))
 
 
-def _integer_labels(array: np.ndarray, name: str) -> np.ndarray:
+def integer_labels(array: np.ndarray, name: str) -> np.ndarray:
     if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
         raise DataError(f"label volume {name} holds non-integer values; labels must be integer class indices")
     return array.astype(np.int64)
 
 
+_integer_labels = integer_labels  # the former private name
+
+
 # ---------------------------------------------------------------------------------------------- DICOM
 
 
-def dicom_files(folder: Path) -> list:
-    """The readable DICOM datasets with pixel data below ``folder``."""
+def _dcmread(path: Path, *, headers_only: bool, looks_dicom: bool = True):
+    """pydicom's dataset of ``path`` (without pixel data when ``headers_only``); None for a non-DICOM file."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=headers_only, force=looks_dicom and path.suffix.lower() == ".dcm")
+    except (InvalidDicomError, OSError, ValueError, EOFError, KeyError, TypeError, AttributeError) as exc:
+        if looks_dicom:
+            raise DataError(f"cannot read DICOM file {path} ({type(exc).__name__}: {exc}); {_reexport(path.name)}, or remove it from the folder") from None
+        return None
+
+
+def dicom_files(folder: Path) -> list:
+    """(path, headers) of the DICOM images below ``folder``, read without their pixel data.
+
+    A file that looks like DICOM (``.dcm`` or the ``DICM`` preamble) but cannot be read is an error naming it;
+    other files, and DICOM files without an image (DICOMDIR, reports), are skipped.
+    """
     out = []
     for path in sorted(folder.rglob("*")):
         if not path.is_file() or path.name.startswith("."):
             continue
-        try:
-            ds = pydicom.dcmread(path)
-        except (InvalidDicomError, OSError, ValueError):
-            continue
-        if "PixelData" in ds:
+        ds = _dcmread(path, headers_only=True, looks_dicom=path.suffix.lower() == ".dcm" or _has_dicm_preamble(path))
+        if ds is not None and "Rows" in ds and "Columns" in ds:
             out.append((path, ds))
     return out
 
@@ -131,8 +263,111 @@ def _has_dicm_preamble(path: Path) -> bool:
         return False
 
 
+def _raw_text(ds, keyword: str) -> str:
+    try:
+        value = ds.get_item(keyword).value
+    except Exception:  # noqa: BLE001
+        return "?"
+    if isinstance(value, bytes):
+        return value.decode("latin-1").strip()
+    return str(value)
+
+
+def dicom_numbers(ds, keyword: str, n: int, path: Path, default=None) -> list[float] | None:
+    """``n`` finite numbers from the tag ``keyword`` of ``ds`` (``default`` when absent); a clean error otherwise."""
+    if keyword not in ds:
+        return default
+    try:
+        value = ds[keyword].value
+        values = list(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
+        numbers = [float(v) for v in values]
+    except (ValueError, TypeError, OverflowError):
+        numbers = None
+    if numbers is None or len(numbers) != n or not all(math.isfinite(v) for v in numbers):
+        raw = _raw_text(ds, keyword)
+        raise DataError(
+            f"DICOM file {path}: {keyword} is {raw!r}, not {n} number{'s' if n > 1 else ''}; fix the tag (e.g. with "
+            f"pydicom) or re-export the series from the scanner or PACS"
+        )
+    return numbers
+
+
+def _unit(v: np.ndarray) -> np.ndarray | None:
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 1e-6 else None
+
+
+def _geometry(ds, path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
+    """(row direction, column direction, (row, column) spacing) of one file, checked."""
+    orientation = np.asarray(dicom_numbers(ds, "ImageOrientationPatient", 6, path, [1, 0, 0, 0, 1, 0]), np.float64)
+    row_dir, col_dir = _unit(orientation[:3]), _unit(orientation[3:])
+    if row_dir is None or col_dir is None or abs(float(np.dot(row_dir, col_dir))) > 1e-3:
+        raise DataError(
+            f"DICOM file {path}: ImageOrientationPatient {orientation.tolist()} does not give two perpendicular "
+            "directions (rows, columns); fix the tag or re-export the series"
+        )
+    spacing = dicom_numbers(ds, "PixelSpacing", 2, path, [1.0, 1.0])
+    if min(spacing) <= 0:
+        raise DataError(f"DICOM file {path}: PixelSpacing {spacing} must be two positive numbers (mm); fix the tag or re-export the series")
+    return row_dir, col_dir, (spacing[0], spacing[1])
+
+
+def _pixel_count(ds, path: Path) -> tuple[int, int]:
+    from hf_transfer_seg.data import limits
+
+    size = []
+    for keyword in ("Rows", "Columns"):
+        try:
+            value = int(ds[keyword].value) if keyword in ds else 0
+        except (ValueError, TypeError):
+            value = 0
+        if value < 1:
+            raise DataError(f"DICOM file {path}: {keyword} is {_raw_text(ds, keyword)!r}; an image needs at least one row and column: {_reexport(path.name)}")
+        size.append(value)
+    frames = dicom_numbers(ds, "NumberOfFrames", 1, path, [1])[0]
+    if frames != 1:
+        raise DataError(f"DICOM file {path} holds {frames:g} frames; multi-frame files are not supported: export one file per slice")
+    limits.check_voxels(f"DICOM file {path}", size, "pixels")
+    return size[0], size[1]
+
+
+def _decode(ds, path: Path, rows: int, columns: int) -> np.ndarray:
+    """The stored pixel values of one file, after checking the PixelData length and the transfer syntax."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    compressed = bool(syntax is not None and syntax.is_compressed)
+    if not compressed:
+        try:
+            bits = int(ds.BitsAllocated)
+            samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+        except (AttributeError, ValueError, TypeError):
+            raise DataError(f"DICOM file {path} has no valid BitsAllocated/SamplesPerPixel: {_reexport(path.name)}") from None
+        need = rows * columns * samples * max(1, bits // 8)
+        have = len(ds.PixelData or b"")
+        if have < need:
+            raise DataError(
+                f"DICOM file {path} holds {have:,} bytes of PixelData where its header ({rows} Rows x {columns} Columns x "
+                f"{bits} bits) needs {need:,}: {_reexport(path.name)}"
+            )
+    try:
+        return np.asarray(ds.pixel_array, dtype=np.float32)
+    except Exception as exc:  # noqa: BLE001 - pydicom's decoders raise RuntimeError, NotImplementedError, ValueError...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if compressed:
+            raise DataError(
+                f"DICOM file {path} is compressed ({syntax.name}) and no installed decoder reads it ({first}); "
+                "pip install pylibjpeg pylibjpeg-openjpeg pylibjpeg-libjpeg (or python-gdcm), or decompress the series "
+                "first (gdcmconv --raw, dcmtk dcmdjpeg)"
+            ) from None
+        raise DataError(f"cannot decode the pixels of DICOM file {path} ({first}); {_reexport(path.name)}") from None
+
+
 def read_dicom_series(folder: str | Path) -> Volume:
-    """One DICOM series as a volume ``[1, slices, rows, columns]``, ordered by ImagePositionPatient, in HU for CT."""
+    """One DICOM series as a volume ``[1, slices, rows, columns]``, ordered by ImagePositionPatient, in HU for CT.
+
+    Every tag used is checked before any pixel is decoded; the series must fit the shared size cap.
+    """
+    from hf_transfer_seg.data import limits
+
     folder = Path(folder)
     found = dicom_files(folder)
     if not found:
@@ -146,15 +381,22 @@ def read_dicom_series(folder: str | Path) -> Volume:
             f"{folder} holds {len(series)} DICOM series ({sizes}); put each series in its own folder and pass that folder"
         )
     items = next(iter(series.values()))
-    first = items[0][1]
-    orientation = np.asarray(getattr(first, "ImageOrientationPatient", [1, 0, 0, 0, 1, 0]), dtype=np.float64)
-    row_dir, col_dir = orientation[:3], orientation[3:]
+    first_path, first = items[0]
+    row_dir, col_dir, (row_spacing, col_spacing) = _geometry(first, first_path)
     normal = np.cross(row_dir, col_dir)
-    positions = []
+    positions, sizes = [], {}
     for path, ds in items:
-        if not hasattr(ds, "ImagePositionPatient"):
+        rows_dir, cols_dir, _ = _geometry(ds, path)
+        if abs(float(np.dot(rows_dir, row_dir))) < 0.999 or abs(float(np.dot(cols_dir, col_dir))) < 0.999:
+            raise DataError(f"DICOM file {path} is oriented differently from {first_path.name}; the folder mixes acquisitions")
+        position = dicom_numbers(ds, "ImagePositionPatient", 3, path)
+        if position is None:
             raise DataError(f"DICOM file {path} has no ImagePositionPatient; slices cannot be ordered")
-        positions.append(float(np.dot(np.asarray(ds.ImagePositionPatient, dtype=np.float64), normal)))
+        positions.append(float(np.dot(np.asarray(position, dtype=np.float64), normal)))
+        sizes[path] = _pixel_count(ds, path)
+    if len(set(sizes.values())) != 1:
+        raise DataError(f"{folder}: DICOM slices differ in size {sorted(set(sizes.values()))}")
+    limits.check_voxels(f"DICOM series {folder}", (len(items), *sizes[first_path]))
     order = np.argsort(positions, kind="stable")
     positions = [positions[i] for i in order]
     items = [items[i] for i in order]
@@ -162,20 +404,19 @@ def read_dicom_series(folder: str | Path) -> Volume:
         raise DataError(f"{folder}: several DICOM files share a slice position; the folder mixes acquisitions")
     slices = []
     for path, ds in items:
-        pixels = np.asarray(ds.pixel_array, dtype=np.float32)
+        ds = _dcmread(path, headers_only=False)  # one file's pixel data at a time, once every header passed
+        if "PixelData" not in ds:
+            raise DataError(f"DICOM file {path} has no PixelData: {_reexport(path.name)}")
+        slope = dicom_numbers(ds, "RescaleSlope", 1, path, [1.0])[0] or 1.0
+        intercept = dicom_numbers(ds, "RescaleIntercept", 1, path, [0.0])[0]
+        pixels = _decode(ds, path, *sizes[path])
         if pixels.ndim != 2:
-            raise DataError(f"DICOM file {path} holds a {pixels.ndim}-D pixel array; multi-frame files are not supported")
-        slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
-        intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
+            raise DataError(f"DICOM file {path} holds a {pixels.ndim}-D pixel array; multi-frame and colour files are not supported")
         slices.append(pixels * slope + intercept)
-    shapes = {s.shape for s in slices}
-    if len(shapes) != 1:
-        raise DataError(f"{folder}: DICOM slices differ in size {sorted(shapes)}")
-    row_spacing, col_spacing = (float(v) for v in getattr(first, "PixelSpacing", [1.0, 1.0]))
     if len(positions) > 1:
         gap = float(np.median(np.diff(positions)))
     else:
-        gap = float(getattr(first, "SliceThickness", 1.0) or 1.0)
+        gap = (dicom_numbers(first, "SliceThickness", 1, first_path, [1.0])[0]) or 1.0
     array = np.stack(slices)[None]
     # axis 0 runs along the normal, axis 1 (rows) along the column direction, axis 2 (columns) along the row direction
     directions = np.stack([normal, col_dir, row_dir])
