@@ -30,7 +30,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--write-cards", action="store_true", help="also record the scores in the cards of the models you can write")
     p.add_argument("--batch-size", type=T.bounded_int(1, 65536), default=32, help="images per forward pass (both views go together)")
     p.add_argument("--config", default=HEADLINE, help="headline configuration of the ranking")
-    p.add_argument("--image-size", type=T.bounded_int(16, T.MAX_IMAGE_SIDE), default=None, help="size the shared views are built at (default: the largest model input size)")
+    p.add_argument("--image-size", type=T.bounded_int(16, T.MAX_IMAGE_SIDE), default=None, help="score EVERY model at this size (default: each model at the input size its own config records, e.g. 224 for ImageNet timm models, 32 for a model pretrained at 32 px; the output says which)")
     p.add_argument("--no-masks", action="store_true", help="leave out LogME and linear-probe Dice even when the target has masks")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None, help="forward precision (default: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--device", default=None, type=T.device_spec, help="torch device (default: cuda if available)")

@@ -81,6 +81,14 @@ def run(args: argparse.Namespace) -> int:
         print(outcome.report())
         if any(not r.ok for r in outcome.results):
             print("Failed revisions were recorded as failed in their cards.")
+        if not any(r.ok for r in outcome.results):  # a run that scored nothing is not a success
+            from hf_transfer_seg.errors import WeightsError
+
+            raise WeightsError(
+                f"no revision of {args.repo_id} could be scored ({len(outcome.results)} tried): "
+                + ("; ".join(f"{r.revision}: {r.reason}" for r in outcome.results) or "none selected")
+                + ". Fix the checkpoints named (or choose other --revisions) and run the command again."
+            )
     return 0
 
 

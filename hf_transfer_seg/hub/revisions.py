@@ -264,12 +264,14 @@ def select_revisions(
         if parse_revision_name(item) is None:
             try:
                 name = revision_name(float(item))
-            except ValueError:
+            except (ValueError, OverflowError):  # not a number, or nan/inf: looked up as a name (and not found)
                 name = item
         if name not in by_name:
             names = ", ".join(by_name) or "none"
             raise RevisionNotFound(f"revision {item!r} is not a checkpoint of {repo_id}; available: {names}")
         chosen.append(by_name[name])
+    if not chosen:
+        raise RevisionNotFound(f"--revisions {spec!r} names no revision; give 'all' or a comma list such as epoch-0005,20")
     return sorted(set(chosen), key=lambda r: r.epoch)
 
 
