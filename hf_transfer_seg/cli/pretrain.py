@@ -133,11 +133,13 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 def run_push_pending(args: argparse.Namespace) -> int:
     from hf_transfer_seg.hub import check_write_access
-    from hf_transfer_seg.pretrain.publisher import list_pending, push_pending, require_pushable
+    from hf_transfer_seg.pretrain.publisher import list_pending, push_pending, remove_leftover_staging, require_pushable
 
     require_pushable(args.output_dir)
     waiting = list_pending(args.output_dir)
     if not waiting:
+        for branch in remove_leftover_staging(args.output_dir, args.repo_id):  # what an interrupted push left
+            print(f"removed leftover staging branch {args.repo_id}@{branch}")
         print(f"nothing pending in {args.output_dir}")
         return 0
     check_write_access(args.repo_id)

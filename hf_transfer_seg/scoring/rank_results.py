@@ -136,14 +136,15 @@ def resolution_lines(table: pd.DataFrame) -> list[str]:
     reasons = sorted({str(w) for w in why.dropna()})
     values = sorted({int(s) for s in sizes})
     text = (f"Resolution: {', '.join(map(str, values))} px ({'; '.join(reasons) or 'each model at its own input size'}). "
-            "Every model saw the same images and views, resized (antialiased) to its size")
-    if len(values) > 1:
-        text += f"; input sizes differ between models ({', '.join(map(str, values))} px)"
-    text += "."
+            "Every model saw the same images and views, resized (antialiased) to its size.")
     if values[0] < 64 and not any("--image-size" in r for r in reasons):
         text += (f" {values[0]} px is the size the model's config records (what it was trained at); pass --image-size "
                  "to score every model at one larger size.")
-    return [text]
+    lines = [text]
+    if len(values) > 1:
+        lines.append(f"Input sizes differ between models ({', '.join(map(str, values))} px): each model saw the same "
+                     "views resized to its own size.")
+    return lines
 
 
 def _best(table: pd.DataFrame, column: str, lower: bool) -> tuple[str | None, pd.Series]:
