@@ -349,3 +349,17 @@ def test_disagreeing_predictors_are_named():
     assert "linear-probe-dice `c`" in line and "RankMe -1.00" in line and "logme +1.00" in line
     agree = table.assign(rankme=[20.0, 10.0, 5.0], linear_probe_dice=[0.9, 0.5, 0.2])
     assert disagreement_lines(agree) == []
+
+
+def test_out_of_memory_is_the_runs_failure_not_the_checkpoints():
+    """A revision that 'failed' with the device out of memory stops the run with the fix; it is not recorded."""
+    from hf_transfer_seg.errors import ConfigError
+    from hf_transfer_seg.scoring.runner import raise_if_run_failure
+    from hf_transfer_seg.scoring.scorer import RevisionScore
+
+    oom = RevisionScore("epoch-0001", 1.0, "a" * 40, status="failed",
+                        reason="OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 GiB")
+    with pytest.raises(ConfigError, match="--batch-size \\(now 512\\)"):
+        raise_if_run_failure(oom, batch_size=512, device="cuda:0")
+    broken = RevisionScore("epoch-0002", 2.0, "b" * 40, status="failed", reason="the encoder's features are NaN/Inf")
+    raise_if_run_failure(broken, batch_size=512, device="cuda:0")  # a checkpoint's own failure: recorded as before
