@@ -363,3 +363,12 @@ def test_out_of_memory_is_the_runs_failure_not_the_checkpoints():
         raise_if_run_failure(oom, batch_size=512, device="cuda:0")
     broken = RevisionScore("epoch-0002", 2.0, "b" * 40, status="failed", reason="the encoder's features are NaN/Inf")
     raise_if_run_failure(broken, batch_size=512, device="cuda:0")  # a checkpoint's own failure: recorded as before
+
+
+@pytest.mark.parametrize("bad", ["local/é", "../x", "a/b/c", "local/x--y"])
+def test_a_repo_id_flag_without_a_parse_check_still_ends_cleanly(bad, capsys, tmp_path):
+    """report.py (another helper's module) keeps its plain --repo-id: the Hub client's HFValidationError is mapped
+    to the same one clean line by cli.failures, not a traceback."""
+    code = cli_main(["report", "--repo-id", bad, "--target", "t", "--output", str(tmp_path / "r")])
+    captured = capsys.readouterr()
+    _assert_clean(code, captured.out, captured.err, "refused a repository id", "owner/name")
