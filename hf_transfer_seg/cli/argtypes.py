@@ -298,11 +298,6 @@ def model_spec(text: str) -> str:
 model_spec = _named(model_spec, "model")
 
 
-def fraction(*, lo_open: bool = False, hi_open: bool = False) -> Callable[[str], float]:
-    """A finite number in [0, 1]."""
-    return finite_float(0.0, 1.0, lo_open=lo_open, hi_open=hi_open)
-
-
 def port(text: str) -> int:
     return bounded_int(0, 65535)(text)
 
