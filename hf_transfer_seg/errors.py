@@ -45,3 +45,7 @@ class LocalHubError(HfTransferSegError):
 
 class DiskFullError(HfTransferSegError, OSError):
     """The disk filled up while saving; the message says what to free and how to continue."""
+
+
+class NothingScored(HfTransferSegError):
+    """A scoring or ranking run could score none of the models / revisions it was given (each one is named)."""

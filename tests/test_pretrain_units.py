@@ -319,3 +319,14 @@ def test_trainer_state_normalises_the_end_of_an_epoch():
     state = TrainerState(global_step=8, epoch=0, batch_in_epoch=8)
     state.normalise(8)
     assert (state.epoch, state.batch_in_epoch) == (1, 0)
+
+
+@pytest.mark.parametrize("line", ["lr: .nan", "lr: -1", "min_lr: .inf", "warmup_epochs: .nan", "drop_path: 1.5",
+                                  "num_workers: -1", "seed: -3", "num_classes: 1000000000", "weight_decay: .nan"])
+def test_recipe_file_numbers_are_checked_like_the_flags(line, tmp_path):
+    """Issue 19.8: the bounds of the flags also hold for a recipe file (YAML .nan/.inf bypass argparse)."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"encoder: test_resnet\nepochs: 2\n{line}\n")
+    name = line.split(":")[0]
+    with pytest.raises(ConfigError, match=f"--{name.replace('_', '-')} .* finite value between"):
+        build_config({}, recipe)

@@ -32,7 +32,9 @@ SUBCOMMANDS = {
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from hf_transfer_seg.cli.argtypes import Parser
+
+    parser = Parser(
         prog="hf-transfer-seg",
         description="Pretrain -> score -> fine-tune -> demo, with every checkpoint a Hub revision.",
     )
@@ -53,10 +55,37 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+# (command, dest) -> argparse type, for flags of modules that another helper owns (report.py: its --output)
+_PATH_FLAGS = {("report", "output"): "output_dir"}
+
+
+def _check_paths(args: argparse.Namespace) -> str | None:
+    """The one-line error of a path flag checked after parsing (see ``_PATH_FLAGS``), None when all are fine."""
+    from hf_transfer_seg.cli import argtypes
+
+    for (command, dest), check in _PATH_FLAGS.items():
+        value = getattr(args, dest, None)
+        if getattr(args, "command", None) != command or value is None:
+            continue
+        try:
+            getattr(argtypes, check)(value)
+        except argparse.ArgumentTypeError as exc:
+            flag = "--" + dest.replace("_", "-")
+            return f"error: argument {flag}: {exc} (see `hf-transfer-seg {command} --help`)"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    try:  # a bad flag value: one line "error: argument --flag: ..." (argtypes.Parser), exit 2, before any work
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # also --help / --version (0): a code, so in-process callers get one too
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    problem = _check_paths(args)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

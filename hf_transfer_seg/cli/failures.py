@@ -45,8 +45,22 @@ def _connection_error(exc: BaseException):
     return None
 
 
+def _validation_error(exc: BaseException):
+    errors = sys.modules.get("huggingface_hub.errors")
+    if errors is None or not hasattr(errors, "HFValidationError"):
+        return None
+    return next((e for e in _chain(exc) if isinstance(e, errors.HFValidationError)), None)
+
+
 def explain(exc: BaseException) -> str | None:
-    """One paragraph for a failed Hub request (found anywhere in ``exc``'s chain); None for anything else."""
+    """One paragraph for a failed Hub request (found anywhere in ``exc``'s chain), or for a repo id / revision
+    the Hub client refused (``HFValidationError``, where a flag without an argtypes check passed one on);
+    None for anything else."""
+    invalid = _validation_error(exc)
+    if invalid is not None:
+        said = " ".join(str(invalid).split())[:300].rstrip(".")
+        return redact(f"the Hub client refused a repository id or revision: {said}. Write repo ids as owner/name "
+                      "(letters, digits, '-', '_', '.'; no spaces, no '..' or '--') and run the command again.")
     http = _http_error(exc)
     if http is not None:
         response = getattr(http, "response", None)

@@ -5,43 +5,45 @@ from __future__ import annotations
 import argparse
 import json
 
+from hf_transfer_seg.cli import argtypes as T
+
 
 def _recipe_args(p: argparse.ArgumentParser) -> None:
     t = p.add_argument_group("target")
     t.add_argument(
-        "--target", default="mni152-tissue",
+        "--target", default="mni152-tissue", type=T.target_spec,
         help="segmentation target: 'mni152-tissue' (3 classes) or 'mni152-wm' (binary), real MNI152 slices shipped with "
         "nilearn (offline); a folder with images/ and masks/ (or DRIVE's images/ + 1st_manual/ [+ mask/ field of view]); "
         "an nnU-Net raw / MSD folder (dataset.json, imagesTr/, labelsTr/); a NIfTI volume or a DICOM series folder "
         "with --labels; or a Hub dataset id with image and mask columns (Image or Nifti)",
     )
     t.add_argument("--target-key", default=None, help="key under which results are recorded (default: derived from --target, as the scorer does)")
-    t.add_argument("--num-classes", type=int, default=None, help="number of classes incl. background (default: inferred; 0/255 masks are binary)")
+    t.add_argument("--num-classes", type=T.bounded_int(2, T.MAX_CLASSES), default=None, help="number of classes incl. background (default: inferred; 0/255 masks are binary)")
     t.add_argument("--mask-dir", default=None, help="mask folder inside a folder target (default: masks/, labels/, 1st_manual/ ...)")
     t.add_argument("--fov-dir", default=None, help="field-of-view folder (pixels outside are not scored; default: mask/ when labels are elsewhere)")
     t.add_argument("--split", default="train", help="split of a Hub dataset target")
     t.add_argument("--image-column", default=None, help="image column of a Hub dataset target")
     t.add_argument("--mask-column", default=None, help="mask column of a Hub dataset target")
-    t.add_argument("--resize-longest", type=int, default=None, help="downscale images so the longer side is at most this (default: keep size)")
-    t.add_argument("--limit", type=int, default=None, help="use at most this many images (volumes: slices, spread over the cases)")
+    t.add_argument("--resize-longest", type=T.bounded_int(16, 65536), default=None, help="downscale images so the longer side is at most this (default: keep size)")
+    t.add_argument("--limit", type=T.bounded_int(1, T.MAX_COUNT), default=None, help="use at most this many images (volumes: slices, spread over the cases)")
     add_volume_args(t, labelled=True)
-    t.add_argument("--val-fraction", type=float, default=0.2, help="fraction of images held out for validation")
-    t.add_argument("--split-seed", type=int, default=0, help="seed of the train/validation split (kept fixed across seeds and revisions)")
+    t.add_argument("--val-fraction", type=T.finite_float(0.0, 1.0, lo_open=True, hi_open=True), default=0.2, help="fraction of images held out for validation")
+    t.add_argument("--split-seed", type=T.bounded_int(0, T.MAX_SEED), default=0, help="seed of the train/validation split (kept fixed across seeds and revisions)")
     r = p.add_argument_group("recipe (paper defaults)")
     r.add_argument("--freeze-encoder", action="store_true", help="train the decoder only (encoder weights and BatchNorm statistics fixed)")
     r.add_argument("--frozen-batchnorm-train", action="store_true",
                    help="with --freeze-encoder, leave the encoder's BatchNorm in train mode (reproduces the paper's runs)")
-    r.add_argument("--epochs", type=int, default=150)
-    r.add_argument("--batch-size", type=int, default=24)
-    r.add_argument("--lr", type=float, default=0.05, help="SGD learning rate (poly(0.9) decay per step)")
-    r.add_argument("--momentum", type=float, default=0.9)
-    r.add_argument("--weight-decay", type=float, default=1e-4)
+    r.add_argument("--epochs", type=T.bounded_int(1, 100_000), default=150)
+    r.add_argument("--batch-size", type=T.bounded_int(1, 65536), default=24)
+    r.add_argument("--lr", type=T.finite_float(0.0, 10.0, lo_open=True), default=0.05, help="SGD learning rate (poly(0.9) decay per step)")
+    r.add_argument("--momentum", type=T.finite_float(0.0, 1.0, hi_open=True), default=0.9)
+    r.add_argument("--weight-decay", type=T.finite_float(0.0, 10.0), default=1e-4)
     r.add_argument("--loss", choices=("soft-dice", "soft-dice+ce"), default="soft-dice", help="soft Dice over the batch, background included")
-    r.add_argument("--image-size", type=int, default=224, help="training crop and evaluation window (multiple of 32)")
-    r.add_argument("--crops-per-image", type=int, default=None, help="random crops per image per epoch (default: image area / crop area)")
+    r.add_argument("--image-size", type=T.bounded_int(32, T.MAX_IMAGE_SIDE), default=224, help="training crop and evaluation window (multiple of 32)")
+    r.add_argument("--crops-per-image", type=T.bounded_int(1, 100_000), default=None, help="random crops per image per epoch (default: image area / crop area)")
     r.add_argument("--no-augment", action="store_true", help="no random flips / 90-degree rotations")
-    r.add_argument("--eval-every", type=int, default=10, help="validate every N epochs (always after the first and the last)")
-    r.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
+    r.add_argument("--eval-every", type=T.bounded_int(1, 100_000), default=10, help="validate every N epochs (always after the first and the last)")
+    r.add_argument("--num-workers", type=T.bounded_int(0, T.MAX_WORKERS), default=0, help="DataLoader workers")
     r.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -53,9 +55,9 @@ def add_volume_args(group, *, labelled: bool) -> None:
                        "orientation), coronal, sagittal, or an array axis 0/1/2")
     if labelled:
         group.add_argument("--labels", default=None, help="label volume (NIfTI, on the image's voxel grid) of a NIfTI or DICOM target")
-    group.add_argument("--window", default=None,
+    group.add_argument("--window", default=None, type=T.window_spec,
                        help="CT window instead of fitted percentiles: soft-tissue, lung, bone, bone-wide, brain or WIDTH,LEVEL in HU")
-    group.add_argument("--intensity-range", default=None,
+    group.add_argument("--intensity-range", default=None, type=T.float_pair("LO,HI"),
                        help="fixed LO,HI intensity range instead of the 0.5-99.5 percentiles of the training cases")
 
 
@@ -86,14 +88,14 @@ def add_parser(subparsers) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--encoder-repo", default=None, help="model repo holding the checkpoint revisions")
+    p.add_argument("--encoder-repo", default=None, type=T.repo_id, help="model repo holding the checkpoint revisions")
     p.add_argument("--revision", default="main", help="checkpoint revision (branch epoch-NNNN, tag or sha)")
     p.add_argument("--encoder-folder", default=None, help="a local timm checkpoint folder instead of a Hub revision")
-    p.add_argument("--seed", type=int, default=0, help="training seed (decoder init, crops, order)")
-    p.add_argument("--push-to", default=None, help="push the segmentation model (weights + card) to this model repo")
+    p.add_argument("--seed", type=T.bounded_int(0, T.MAX_SEED), default=0, help="training seed (decoder init, crops, order)")
+    p.add_argument("--push-to", default=None, type=T.repo_id, help="push the segmentation model (weights + card) to this model repo")
     p.add_argument("--push-revision", default=None, help="branch of --push-to (default: main)")
     p.add_argument("--no-card", action="store_true", help="do not write the Dice into the encoder revision's card")
-    p.add_argument("--output-dir", default=None, help="also save the model and a metrics.json here")
+    p.add_argument("--output-dir", default=None, type=T.output_dir, help="also save the model and a metrics.json here")
     _recipe_args(p)
     p.set_defaults(func=run_finetune)
 
@@ -107,13 +109,13 @@ def add_parser(subparsers) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    s.add_argument("--repo-id", required=True, help="model repo whose epoch-NNNN branches are fine-tuned")
-    s.add_argument("--revisions", default="all", help="'all' or a comma list of branch names / epochs")
+    s.add_argument("--repo-id", required=True, type=T.repo_id, help="model repo whose epoch-NNNN branches are fine-tuned")
+    s.add_argument("--revisions", default="all", type=T.revision_list, help="'all' or a comma list of branch names / epochs")
     s.add_argument("--seeds", default="3", help="number of seeds (3 -> 0,1,2) or a comma list")
-    s.add_argument("--push-to", default=None, help="push every segmentation model to this repo, branch <revision>-seed<seed>")
+    s.add_argument("--push-to", default=None, type=T.repo_id, help="push every segmentation model to this repo, branch <revision>-seed<seed>")
     s.add_argument("--redo", action="store_true", help="fine-tune again even where the card already has that seed")
     s.add_argument("--no-transferability", action="store_true", help="skip LogME / linear-probe Dice")
-    s.add_argument("--transfer-pixels", type=int, default=2000, help="sampled pixels per class for LogME / linear probe")
+    s.add_argument("--transfer-pixels", type=T.bounded_int(1, 10**7), default=2000, help="sampled pixels per class for LogME / linear probe")
     s.add_argument("--no-summary", action="store_true", help="do not update main's downstream summary")
     _recipe_args(s)
     s.set_defaults(func=run_sweep)

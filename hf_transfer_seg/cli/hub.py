@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from hf_transfer_seg.cli import argtypes as T
+
 TOKEN_ENV = "HF_TRANSFER_SEG_HUB_TOKEN"
 
 
@@ -25,7 +27,7 @@ def add_parser(subparsers) -> None:
             "`HF_ENDPOINT=$(...) hf download org/name --revision epoch-0005`)."
         ),
     )
-    serve.add_argument("--root", required=True, help="folder holding the repositories (created if missing)")
+    serve.add_argument("--root", required=True, type=T.root_dir, help="folder holding the repositories (created if missing)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     serve.add_argument("--port", type=int, default=0, help="port to listen on (default: a free port)")
     serve.add_argument(

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from hf_transfer_seg.cli import argtypes as T
+
 log = logging.getLogger(__name__)
 
 
@@ -18,7 +20,7 @@ def _add_pretrain_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and recipe")
     g.add_argument("--encoder", default=S, help="timm architecture supporting features_only, randomly initialised (default resnet50)")
     g.add_argument("--recipe", choices=("simple", "advanced"), default=S, help="paper recipe (default simple)")
-    g.add_argument("--drop-path", type=float, default=S, help="stochastic depth (default 0.1 advanced, 0 simple)")
+    g.add_argument("--drop-path", type=T.finite_float(0.0, 1.0, hi_open=True), default=S, help="stochastic depth (default 0.1 advanced, 0 simple)")
     g.add_argument("--normalize", choices=("none", "imagenet"), default=S,
                    help="input normalisation recorded in pretrained_cfg; 'none' = divide by 255 only, as the paper (default)")
     g = p.add_argument_group("data")
@@ -30,43 +32,43 @@ def _add_pretrain_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-column", default=S, help="image column (default: detected)")
     g.add_argument("--label-column", default=S, help="label column (default: detected)")
     g.add_argument("--streaming", action=flag, default=S, help="stream a Hub dataset (ImageNet scale)")
-    g.add_argument("--num-classes", type=int, default=S, help="classes (default: from the dataset; synthetic 10)")
-    g.add_argument("--train-size", type=int, default=S, help="use at most this many training images (synthetic default 2560)")
-    g.add_argument("--val-size", type=int, default=S, help="use at most this many validation images")
-    g.add_argument("--image-size", type=int, default=S, help="training crop size (default 224)")
-    g.add_argument("--num-workers", type=int, default=S, help="loader workers per process (default: the cores available per process)")
+    g.add_argument("--num-classes", type=T.bounded_int(2, T.MAX_CLASSES), default=S, help="classes (default: from the dataset; synthetic 10)")
+    g.add_argument("--train-size", type=T.bounded_int(1, T.MAX_COUNT), default=S, help="use at most this many training images (synthetic default 2560)")
+    g.add_argument("--val-size", type=T.bounded_int(1, T.MAX_COUNT), default=S, help="use at most this many validation images")
+    g.add_argument("--image-size", type=T.bounded_int(8, T.MAX_IMAGE_SIDE), default=S, help="training crop size (default 224)")
+    g.add_argument("--num-workers", type=T.bounded_int(0, T.MAX_WORKERS), default=S, help="loader workers per process (default: the cores available per process)")
     g.add_argument("--data-path", choices=("fast", "legacy"), default=S,
                    help="fast (default): libjpeg-turbo uint8 decode, normalise/erase on the device; legacy: PIL + float tensors")
     g.add_argument("--decode", choices=("cpu", "gpu"), default=S,
                    help="where JPEGs are decoded (default cpu); gpu: nvJPEG batch decode on CUDA, simple recipe")
     g = p.add_argument_group("schedule")
-    g.add_argument("--epochs", type=float, default=S, help="training length in epochs (default 300)")
+    g.add_argument("--epochs", type=T.finite_float(0.0, 100_000.0, lo_open=True), default=S, help="training length in epochs (default 300)")
     g.add_argument("--checkpoint-epochs", default=S,
                    help="comma list of epochs to push as revisions, fractions allowed (default the paper's "
                         "1,2,5,10,20,30,40,50,75,100,125,150,175,200,250,300 up to --epochs, plus --epochs)")
-    g.add_argument("--batch-size", type=int, default=S, help="GLOBAL batch: processes x per-process batch x --grad-accum (default 256)")
-    g.add_argument("--grad-accum", type=int, default=S, help="gradient accumulation steps (default 1)")
-    g.add_argument("--lr", type=float, default=S, help="peak LR (default 4e-3 x batch/4096)")
-    g.add_argument("--min-lr", type=float, default=S, help="final cosine LR (default 1e-6)")
-    g.add_argument("--warmup-epochs", type=float, default=S,
+    g.add_argument("--batch-size", type=T.bounded_int(1, 2**20), default=S, help="GLOBAL batch: processes x per-process batch x --grad-accum (default 256)")
+    g.add_argument("--grad-accum", type=T.bounded_int(1, 2**20), default=S, help="gradient accumulation steps (default 1)")
+    g.add_argument("--lr", type=T.finite_float(0.0, 10.0, lo_open=True), default=S, help="peak LR (default 4e-3 x batch/4096)")
+    g.add_argument("--min-lr", type=T.finite_float(0.0, 10.0), default=S, help="final cosine LR (default 1e-6)")
+    g.add_argument("--warmup-epochs", type=T.finite_float(0.0, 100_000.0), default=S,
                    help="linear warm-up (default: the paper's 20 of 300 epochs kept in proportion, epochs/15, at most 20)")
-    g.add_argument("--weight-decay", type=float, default=S, help="AdamW weight decay (default 0.05)")
-    g.add_argument("--clip-grad", type=float, default=S, help="clip the gradient norm (default off)")
+    g.add_argument("--weight-decay", type=T.finite_float(0.0, 10.0), default=S, help="AdamW weight decay (default 0.05)")
+    g.add_argument("--clip-grad", type=T.finite_float(0.0, 1e6, lo_open=True), default=S, help="clip the gradient norm (default off)")
     g.add_argument("--early-stop", default=S, metavar="RULE",
                    help="stop with an online selection rule (the report's rule objects): patience=N (live robustness score, "
                    "needs --score-target), top1:threshold=X, top1:patience=N, epoch:fixed_fraction=F")
     g = p.add_argument_group("hub and output")
-    g.add_argument("--repo-id", default=S, help="model repo receiving one branch per checkpoint (none: keep them local)")
+    g.add_argument("--repo-id", default=S, type=T.repo_id, help="model repo receiving one branch per checkpoint (none: keep them local)")
     g.add_argument("--private", action=flag, default=S, help="create the repo private")
-    g.add_argument("--output-dir", default=S, help="checkpoints, pending pushes and training state (default pretrain-output)")
-    g.add_argument("--push-attempts", type=int, default=S, help="push rounds before a checkpoint is left pending (default 3)")
-    g.add_argument("--push-retry-delay", type=float, default=S, help="seconds before the second round, doubling (default 30)")
+    g.add_argument("--output-dir", default=S, type=T.output_dir, help="checkpoints, pending pushes and training state (default pretrain-output)")
+    g.add_argument("--push-attempts", type=T.bounded_int(1, 100), default=S, help="push rounds before a checkpoint is left pending (default 3)")
+    g.add_argument("--push-retry-delay", type=T.finite_float(0.0, 86_400.0), default=S, help="seconds before the second round, doubling (default 30)")
     g = p.add_argument_group("execution")
     g.add_argument("--resume", action=flag, default=S, help="continue the run saved in --output-dir")
-    g.add_argument("--seed", type=int, default=S, help="seed of data order, augmentation and init (default 0)")
+    g.add_argument("--seed", type=T.bounded_int(0, T.MAX_SEED), default=S, help="seed of data order, augmentation and init (default 0)")
     g.add_argument("--compile", action=flag, default=S, help="torch.compile the model")
     g.add_argument("--channels-last", action=flag, default=S, help="channels_last memory format (faster on GPUs)")
-    g.add_argument("--log-every", type=int, default=S, help="steps between progress-bar loss updates (default 50)")
+    g.add_argument("--log-every", type=T.bounded_int(0, T.MAX_COUNT), default=S, help="steps between progress-bar loss updates (default 50)")
 
 
 def add_parser(subparsers) -> None:
@@ -90,9 +92,9 @@ def add_parser(subparsers) -> None:
         "already confirmed is never pushed twice.",
     )
     q.add_argument("--output-dir", required=True, help="the pretraining --output-dir")
-    q.add_argument("--repo-id", required=True, help="model repo to push to")
-    q.add_argument("--attempts", type=int, default=3, help="push rounds per checkpoint (default 3)")
-    q.add_argument("--retry-delay", type=float, default=10.0, help="seconds before the second round, doubling")
+    q.add_argument("--repo-id", required=True, type=T.repo_id, help="model repo to push to")
+    q.add_argument("--attempts", type=T.bounded_int(1, 100), default=3, help="push rounds per checkpoint (default 3)")
+    q.add_argument("--retry-delay", type=T.finite_float(0.0, 86_400.0), default=10.0, help="seconds before the second round, doubling")
     q.set_defaults(func=run_push_pending)
 
 
@@ -131,11 +133,13 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 def run_push_pending(args: argparse.Namespace) -> int:
     from hf_transfer_seg.hub import check_write_access
-    from hf_transfer_seg.pretrain.publisher import list_pending, push_pending, require_pushable
+    from hf_transfer_seg.pretrain.publisher import list_pending, push_pending, remove_leftover_staging, require_pushable
 
     require_pushable(args.output_dir)
     waiting = list_pending(args.output_dir)
     if not waiting:
+        for branch in remove_leftover_staging(args.output_dir, args.repo_id):  # what an interrupted push left
+            print(f"removed leftover staging branch {args.repo_id}@{branch}")
         print(f"nothing pending in {args.output_dir}")
         return 0
     check_write_access(args.repo_id)

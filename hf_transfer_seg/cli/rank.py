@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hf_transfer_seg.cards.schema import HEADLINE
+from hf_transfer_seg.cli import argtypes as T
 
 
 def add_parser(subparsers) -> None:
@@ -21,18 +22,18 @@ def add_parser(subparsers) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--models", nargs="+", required=True, metavar="SPEC", help="Hub repo ids, optionally @revision")
-    p.add_argument("--target", required=True, help="target images: a folder, a Hub dataset id, mni152-tissue or skimage-retina")
-    p.add_argument("--results-repo", default=None, metavar="OWNER/NAME", help="dataset repo for results.csv and the card")
-    p.add_argument("--num-images", type=int, default=256, help="images drawn (with the seed) from the target")
-    p.add_argument("--seed", type=int, default=0, help="one seed for image subset, views, negatives, bootstrap, split")
+    p.add_argument("--models", nargs="+", required=True, type=T.model_spec, metavar="SPEC", help="Hub repo ids, optionally @revision")
+    p.add_argument("--target", required=True, type=T.target_spec, help="target images: a folder, a Hub dataset id, mni152-tissue or skimage-retina")
+    p.add_argument("--results-repo", default=None, type=T.repo_id, metavar="OWNER/NAME", help="dataset repo for results.csv and the card")
+    p.add_argument("--num-images", type=T.bounded_int(4, T.MAX_COUNT), default=256, help="images drawn (with the seed) from the target")
+    p.add_argument("--seed", type=T.bounded_int(0, T.MAX_SEED), default=0, help="one seed for image subset, views, negatives, bootstrap, split")
     p.add_argument("--write-cards", action="store_true", help="also record the scores in the cards of the models you can write")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (both views go together)")
+    p.add_argument("--batch-size", type=T.bounded_int(1, 65536), default=32, help="images per forward pass (both views go together)")
     p.add_argument("--config", default=HEADLINE, help="headline configuration of the ranking")
-    p.add_argument("--image-size", type=int, default=None, help="size the shared views are built at (default: the largest model input size)")
+    p.add_argument("--image-size", type=T.bounded_int(16, T.MAX_IMAGE_SIDE), default=None, help="score EVERY model at this size (default: each model at the input size its own config records, e.g. 224 for ImageNet timm models, 32 for a model pretrained at 32 px; the output says which)")
     p.add_argument("--no-masks", action="store_true", help="leave out LogME and linear-probe Dice even when the target has masks")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None, help="forward precision (default: bf16 on GPU, fp32 on CPU)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available)")
+    p.add_argument("--device", default=None, type=T.device_spec, help="torch device (default: cuda if available)")
     p.add_argument("--split", default="train", help="split of a Hub dataset target")
     p.add_argument("--image-column", default=None, help="image column of a Hub dataset target")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

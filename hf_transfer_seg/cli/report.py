@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from hf_transfer_seg.cli import argtypes as T
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -37,10 +39,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--higher-is-better", nargs="+", default=[], metavar="COL", help="predictor columns where higher is better (commas also split)")
     p.add_argument("--group-by", default=None, metavar="COL",
                    help="a per-series column (e.g. dataset, model): tune rule parameters leave-one-group-out and report out-of-sample figures")
-    p.add_argument("--tolerance", type=float, default=0.05, help="'within tolerance' rule: fraction of the series' score range")
-    p.add_argument("--patience", type=int, default=2, help="'patience' rule: checkpoints without improvement before stopping")
-    p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples (over series) for intervals")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--tolerance", type=T.finite_float(0.0, 1.0), default=0.05, help="'within tolerance' rule: fraction of the series' score range")
+    p.add_argument("--patience", type=T.bounded_int(1, 1_000_000), default=2, help="'patience' rule: checkpoints without improvement before stopping")
+    p.add_argument("--bootstrap", type=T.bounded_int(0, 100_000), default=2000, help="bootstrap resamples (over series) for intervals")
+    p.add_argument("--seed", type=T.bounded_int(0, T.MAX_SEED), default=0, help="bootstrap seed")
     p.set_defaults(func=run)
 
 

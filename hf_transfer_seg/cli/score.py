@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hf_transfer_seg.cards.schema import HEADLINE
+from hf_transfer_seg.cli import argtypes as T
 
 
 def add_parser(subparsers) -> None:
@@ -19,10 +20,11 @@ def add_parser(subparsers) -> None:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--repo-id", required=True, help="model repo whose epoch-NNNN branches are scored")
+    p.add_argument("--repo-id", required=True, type=T.repo_id, help="model repo whose epoch-NNNN branches are scored")
     p.add_argument(
         "--target",
         default="skimage-retina",
+        type=T.target_spec,
         help="target images: a folder (recursive; mask folders skipped), a NIfTI volume, a DICOM series folder, an "
         "nnU-Net raw / MSD folder (imagesTr only; labels never read), a Hub dataset id with an Image or Nifti column, "
         "or 'skimage-retina' (the fundus photograph shipped with scikit-image, tiled; works offline)",
@@ -30,15 +32,15 @@ def add_parser(subparsers) -> None:
     from hf_transfer_seg.cli.finetune import add_volume_args
 
     add_volume_args(p, labelled=False)
-    p.add_argument("--revisions", default="all", help="'all' or a comma list of branch names / epochs, e.g. epoch-0005,20")
-    p.add_argument("--num-images", type=int, default=256, help="images drawn (with the seed) from the target")
-    p.add_argument("--seed", type=int, default=0, help="one seed for image subset, jitter of both views, negatives, bootstrap")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (both views go together)")
+    p.add_argument("--revisions", default="all", type=T.revision_list, help="'all' or a comma list of branch names / epochs, e.g. epoch-0005,20")
+    p.add_argument("--num-images", type=T.bounded_int(4, T.MAX_COUNT), default=256, help="images drawn (with the seed) from the target")
+    p.add_argument("--seed", type=T.bounded_int(0, T.MAX_SEED), default=0, help="one seed for image subset, jitter of both views, negatives, bootstrap")
+    p.add_argument("--batch-size", type=T.bounded_int(1, 65536), default=32, help="images per forward pass (both views go together)")
     p.add_argument("--config", default=HEADLINE, help="headline configuration {distance}_m{margin}_L{level}_{flat|pooled}")
-    p.add_argument("--image-size", type=int, default=224, help="images are resized (shorter side) and centre-cropped to this")
+    p.add_argument("--image-size", type=T.bounded_int(16, T.MAX_IMAGE_SIDE), default=224, help="images are resized (shorter side) and centre-cropped to this")
     p.add_argument("--jitter", choices=("image", "batch"), default="image", help="'batch' reproduces the reference code's one draw per batch")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None, help="forward precision (default: bf16 on GPU, fp32 on CPU)")
-    p.add_argument("--device", default=None, help="torch device (default: the accelerate process device, else cuda if available)")
+    p.add_argument("--device", default=None, type=T.device_spec, help="torch device (default: the accelerate process device, else cuda if available)")
     p.add_argument("--split", default="train", help="split of a Hub dataset target")
     p.add_argument("--image-column", default=None, help="image column of a Hub dataset target (default: the first non-mask image column)")
     p.add_argument("--target-synthetic", action="store_true", help="declare that the target images are synthetic (cards say so)")
@@ -79,6 +81,14 @@ def run(args: argparse.Namespace) -> int:
         print(outcome.report())
         if any(not r.ok for r in outcome.results):
             print("Failed revisions were recorded as failed in their cards.")
+        if not any(r.ok for r in outcome.results):  # a run that scored nothing is not a success
+            from hf_transfer_seg.errors import WeightsError
+
+            raise WeightsError(
+                f"no revision of {args.repo_id} could be scored ({len(outcome.results)} tried): "
+                + ("; ".join(f"{r.revision}: {r.reason}" for r in outcome.results) or "none selected")
+                + ". Fix the checkpoints named (or choose other --revisions) and run the command again."
+            )
     return 0
 
 

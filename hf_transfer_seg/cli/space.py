@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from hf_transfer_seg.cli import argtypes as T
+
 
 def _common(parser: argparse.ArgumentParser, *, target_required: bool) -> None:
-    parser.add_argument("--model-repo", required=True, help="encoder repo whose revisions were pretrained and scored")
+    parser.add_argument("--model-repo", required=True, type=T.repo_id, help="encoder repo whose revisions were pretrained and scored")
     parser.add_argument(
         "--target",
         required=target_required,
@@ -14,11 +16,11 @@ def _common(parser: argparse.ArgumentParser, *, target_required: bool) -> None:
         help="robustness target key that ranks the revisions (as passed to `score --target`)"
         + ("" if target_required else "; default: the only one scored"),
     )
-    parser.add_argument("--seg-repo", default=None, help="segmentation repo to serve (default: the one fine-tuned from the best revision)")
+    parser.add_argument("--seg-repo", default=None, type=T.repo_id, help="segmentation repo to serve (default: the one fine-tuned from the best revision)")
     parser.add_argument("--seg-revision", default=None, help="branch, tag or sha of --seg-repo (default: main, pinned to its sha)")
-    parser.add_argument("--max-side", type=int, default=None, help="downscale larger images to this many pixels on the longest side (1024)")
-    parser.add_argument("--max-megapixels", type=float, default=None, help="refuse images larger than this (40)")
-    parser.add_argument("--results-repo", default=None, help="dataset repo written by `rank`: its model ranking is shown in the Leaderboard tab")
+    parser.add_argument("--max-side", type=T.bounded_int(16, 65536), default=None, help="downscale larger images to this many pixels on the longest side (1024)")
+    parser.add_argument("--max-megapixels", type=T.finite_float(0.0, 10_000.0, lo_open=True), default=None, help="refuse images larger than this (40)")
+    parser.add_argument("--results-repo", default=None, type=T.repo_id, help="dataset repo written by `rank`: its model ranking is shown in the Leaderboard tab")
 
 
 def add_parser(subparsers) -> None:
@@ -36,7 +38,7 @@ def add_parser(subparsers) -> None:
         "examples, space_config.json and a copy of the hf_transfer_seg source. Works against HF_ENDPOINT "
         "(the Hub or a local hub).",
     )
-    deploy.add_argument("--space-id", required=True, help="OWNER/NAME of the Space")
+    deploy.add_argument("--space-id", required=True, type=T.repo_id, help="OWNER/NAME of the Space")
     _common(deploy, target_required=True)
     deploy.add_argument("--private", action="store_true", help="create the Space private")
     deploy.add_argument("--no-variables", action="store_true", help="do not mirror the configuration into Space variables")
@@ -49,7 +51,7 @@ def add_parser(subparsers) -> None:
     )
     _common(run, target_required=False)
     run.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    run.add_argument("--port", type=int, default=7860, help="port (default: 7860; 0 picks a free one)")
+    run.add_argument("--port", type=T.port, default=7860, help="port (default: 7860; 0 picks a free one)")
     run.set_defaults(func=_run)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 

@@ -102,6 +102,7 @@ def push_revision(
     commit_message: str | None = None,
     repo_type: str = "model",
     also_main: bool = False,
+    owner: str | None = None,
     api: HfApi | None = None,
 ) -> RevisionInfo:
     """Push a local checkpoint folder as branch ``revision_name(epoch)``, created from main's first commit.
@@ -115,6 +116,9 @@ def push_revision(
     Idempotent: pushing the same folder again makes no new commit (the client skips unchanged
     files), so a retried or resumed push never duplicates a revision. With ``also_main`` the
     same files are committed to ``main`` too (latest weights on the default branch), also in one commit.
+
+    ``owner`` (a run identity, ``run-<12 hex>``) goes into the staging branch's name, so that the run can find
+    and remove its own leftovers after a kill (:func:`remove_staging_branches`).
     """
     api = _api(api)
     folder = Path(folder)
@@ -131,7 +135,7 @@ def push_revision(
         sha = _commit_all(repo_id, name, files, message, repo_type=repo_type, api=api) or existing
     else:
         root = _initial_commit(repo_id, repo_type=repo_type, api=api)
-        staging = f"{STAGING_PREFIX}{name}-{uuid.uuid4().hex[:8]}"  # not a checkpoint name: never listed
+        staging = f"{staging_prefix(owner)}{name}-{uuid.uuid4().hex[:8]}"  # not a checkpoint name: never listed
         with_retries(
             lambda: api.create_branch(repo_id, branch=staging, revision=root, repo_type=repo_type, exist_ok=True),
             what=f"create staging branch {staging} of {repo_id}",
@@ -163,6 +167,35 @@ def push_revision(
 
 
 STAGING_PREFIX = "hf-transfer-seg-staging-"
+_OWNER = re.compile(r"run-[0-9a-f]{12}")
+
+
+def staging_prefix(owner: str | None = None) -> str:
+    """``hf-transfer-seg-staging-`` (+ ``<owner>-`` for a run's own staging branches)."""
+    if owner is None:
+        return STAGING_PREFIX
+    if not _OWNER.fullmatch(owner):
+        raise ConfigError(f"staging owner {owner!r} is not a run identity (run-<12 hex>)")
+    return f"{STAGING_PREFIX}{owner}-"
+
+
+def staging_branches(repo_id: str, owner: str, *, repo_type: str = "model", api: HfApi | None = None) -> dict[str, str]:
+    """Staging branches of ``repo_id`` that the run ``owner`` created: branch -> the revision it was staging.
+
+    Only names of the exact form ``<prefix><owner>-<revision>-<8 hex>`` count (``revision`` a checkpoint name),
+    so another run's staging branches, or a user's branch that merely starts alike, are never matched.
+    """
+    api = _api(api)
+    prefix = staging_prefix(owner)
+    refs = with_retries(lambda: api.list_repo_refs(repo_id, repo_type=repo_type), what=f"list refs of {repo_id}")
+    found = {}
+    for branch in refs.branches:
+        if not branch.name.startswith(prefix):
+            continue
+        revision, _, tail = branch.name[len(prefix):].rpartition("-")
+        if re.fullmatch(r"[0-9a-f]{8}", tail) and parse_revision_name(revision) is not None:
+            found[branch.name] = revision
+    return found
 
 
 def _local_files(folder: Path) -> dict[str, Path]:
@@ -264,12 +297,14 @@ def select_revisions(
         if parse_revision_name(item) is None:
             try:
                 name = revision_name(float(item))
-            except ValueError:
+            except (ValueError, OverflowError):  # not a number, or nan/inf: looked up as a name (and not found)
                 name = item
         if name not in by_name:
             names = ", ".join(by_name) or "none"
             raise RevisionNotFound(f"revision {item!r} is not a checkpoint of {repo_id}; available: {names}")
         chosen.append(by_name[name])
+    if not chosen:
+        raise RevisionNotFound(f"--revisions {spec!r} names no revision; give 'all' or a comma list such as epoch-0005,20")
     return sorted(set(chosen), key=lambda r: r.epoch)
 
 

@@ -219,7 +219,29 @@ def _check_schedule(schedule: list[float]) -> None:
         names[name] = epoch
 
 
+# option -> (lowest, highest) allowed: the same bounds as the command-line flags (hf_transfer_seg.cli.argtypes), for
+# values that come from a recipe file (YAML ``.nan``, ``.inf``, a negative or absurd number are refused the same way)
+_BOUNDS: dict[str, tuple[float, float]] = {
+    "drop_path": (0.0, 0.999999), "lr": (1e-12, 10.0), "min_lr": (0.0, 10.0), "warmup_lr": (0.0, 10.0),
+    "warmup_epochs": (0.0, 100_000.0), "weight_decay": (0.0, 10.0), "label_smoothing": (0.0, 0.999999),
+    "clip_grad": (1e-12, 1e6), "push_retry_delay": (0.0, 86_400.0), "epochs": (1e-12, 100_000.0),
+    "seed": (0, 2**32 - 1), "num_workers": (0, 512), "num_classes": (2, 100_000), "image_size": (8, 8192),
+    "push_attempts": (1, 100), "log_every": (0, 10**9), "batch_size": (1, 2**20), "grad_accum": (1, 2**20),
+}
+
+
+def _check_bounds(config: PretrainConfig) -> None:
+    for name, (lo, hi) in _BOUNDS.items():
+        value = getattr(config, name)
+        if value is None or isinstance(value, bool):
+            continue
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and lo <= value <= hi):
+            raise ConfigError(f"--{name.replace('_', '-')} {value!r} is not allowed: give a finite value between "
+                              f"{lo:g} and {hi:g} (on the command line or as {name}: in the recipe file)")
+
+
 def validate(config: PretrainConfig) -> None:
+    _check_bounds(config)
     if config.recipe not in RECIPES:
         raise ConfigError(f"--recipe must be one of {', '.join(RECIPES)}, got {config.recipe!r}")
     if config.data_path not in ("fast", "legacy"):

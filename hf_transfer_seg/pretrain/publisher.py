@@ -11,6 +11,11 @@ A push = the folder to branch ``epoch-NNNN`` (``hub.push_revision``), then main'
 is the newest checkpoint, its weights) in one commit, then the ledger entry, then the folder moves to
 ``checkpoints/``. A crash anywhere leaves the folder in ``pending/``: ``push-pending`` (run automatically at the
 start of every run) finishes the job; a repeated upload of an unchanged folder makes no new commit.
+
+Each push commits on a staging branch first (``hub.push_revision``), named with this output dir's run identity
+(``<output-dir>/RUN_ID``, :func:`~hf_transfer_seg.pretrain.state.run_identity`). A kill between the staging commit
+and the branch's deletion leaves it behind; the next start (``--resume``) and ``push-pending`` remove the staging
+branches of THIS run only (:func:`remove_leftover_staging`), never another run's, never one being pushed.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from hf_transfer_seg.disk import disk_full_is_clean
 from hf_transfer_seg.errors import HfTransferSegError, HubError
 from hf_transfer_seg.hub import parse_revision_name, push_revision, update_card
 from hf_transfer_seg.pretrain import card as cards
+from hf_transfer_seg.pretrain.state import run_identity
 from hf_transfer_seg.redact import redact
 from hf_transfer_seg.safe_yaml import load_card
 
@@ -141,7 +147,8 @@ def push_one(output_dir: str | Path, revision: str, repo_id: str) -> dict | None
             readme.write_text(cards.set_repo_id(readme.read_text(), repo_id))
         epoch = parse_revision_name(revision)
         info = push_revision(
-            folder, repo_id, epoch, commit_message=f"Checkpoint {revision} (epoch {epoch:g}, step {facts.get('global_step')})"
+            folder, repo_id, epoch, commit_message=f"Checkpoint {revision} (epoch {epoch:g}, step {facts.get('global_step')})",
+            owner=run_identity(output_dir),
         )
         pushed = read_ledger(output_dir, repo_id)
         latest = all(epoch >= float(e["epoch"]) for e in pushed.values())
@@ -173,6 +180,43 @@ def push_one(output_dir: str | Path, revision: str, repo_id: str) -> dict | None
         return entry
 
 
+def remove_leftover_staging(output_dir: str | Path, repo_id: str) -> list[str]:
+    """Delete the staging branches this run (``<output-dir>/RUN_ID``) left in ``repo_id``; return their names.
+
+    A branch is skipped while another process holds the push lock of the revision it stages (that push is in
+    flight). Never raises: a Hub that cannot be reached leaves them for the next start.
+    """
+    from huggingface_hub import HfApi
+
+    from hf_transfer_seg.hub.revisions import staging_branches
+
+    owner = run_identity(output_dir)
+    api, removed = HfApi(), []
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    try:
+        found = staging_branches(repo_id, owner, api=api)
+    except RepositoryNotFoundError:  # a new repo (created by the first push): nothing to clean
+        return removed
+    except Exception as exc:  # noqa: BLE001 - a clean-up never stops training
+        log.warning("could not list the staging branches of %s (%s); they are removed at the next start", repo_id, redact(exc))
+        return removed
+    for branch, revision in sorted(found.items()):
+        with _revision_lock(output_dir, revision) as held:
+            if not held:
+                log.info("%s: a push of %s is in flight; leaving its staging branch", branch, revision)
+                continue
+            try:
+                api.delete_branch(repo_id, branch=branch)
+                removed.append(branch)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("could not delete leftover staging branch %s of %s (%s)", branch, repo_id, redact(exc))
+    if removed:
+        log.info("removed %d staging branch(es) this run left in %s after an interrupted push: %s",
+                 len(removed), repo_id, ", ".join(removed))
+    return removed
+
+
 def push_with_retries(output_dir: str | Path, revision: str, repo_id: str, *, attempts: int, delay: float) -> dict | None:
     """``push_one`` with rounds of back-off; raises the last error when every round failed."""
     for attempt in range(1, attempts + 1):
@@ -188,7 +232,9 @@ def push_with_retries(output_dir: str | Path, revision: str, repo_id: str, *, at
 
 
 def push_pending(output_dir: str | Path, repo_id: str, *, attempts: int = 3, delay: float = 30.0) -> tuple[list[str], list[str]]:
-    """Push every pending checkpoint of ``output_dir`` in epoch order; return (pushed, still pending)."""
+    """Push every pending checkpoint of ``output_dir`` in epoch order; return (pushed, still pending).
+    First removes the staging branches an interrupted push of this run left behind."""
+    remove_leftover_staging(output_dir, repo_id)
     pushed, failed = [], []
     for revision in list_pending(output_dir):
         try:
@@ -213,6 +259,7 @@ class Publisher:
         self.pushed: list[str] = []
         self.failed: list[str] = []
         self.pending: list[str] = []  # after close(): the revisions still in pending/
+        self.removed_staging: list[str] = []  # leftover staging branches of this run, removed at start
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="hf-transfer-seg-publisher", daemon=True)
         self._thread.start()
@@ -232,6 +279,7 @@ class Publisher:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         except (AttributeError, OSError):
             pass
+        self.removed_staging = remove_leftover_staging(self.output_dir, self.repo_id)  # before any push of ours
         while True:
             revision = self._queue.get()
             try:

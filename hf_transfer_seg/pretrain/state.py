@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import threading
+import uuid
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -21,6 +23,8 @@ from hf_transfer_seg.disk import disk_full_is_clean
 
 log = logging.getLogger(__name__)
 TRAINER_STATE = "trainer_state.json"
+RUN_ID = "RUN_ID"  # <output-dir>/RUN_ID: the run identity (names the Hub staging branches it creates)
+_RUN_ID_FORMAT = re.compile(r"run-[0-9a-f]{12}")
 
 
 @dataclass
@@ -54,6 +58,36 @@ def latest_state(output_dir: str | Path) -> Path | None:
         return None
     path = root / pointer.read_text().strip()
     return path if (path / TRAINER_STATE).is_file() else None
+
+
+def run_identity(output_dir: str | Path) -> str:
+    """This run's identity, ``run-<12 hex>``: created once per ``--output-dir`` (kept across ``--resume``).
+
+    Staging branches pushed by this run carry it in their names, so a resumed run (or ``push-pending``) can
+    remove exactly the staging branches it left behind, never another run's.
+    """
+    path = Path(output_dir) / RUN_ID  # beside state/, not in it: state/ existing means "a saved state" to some callers
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        text = None
+    if text is not None and _RUN_ID_FORMAT.fullmatch(text):
+        return text
+    if text is not None:
+        log.warning("%s holds %r, not a run identity; writing a new one", path, text[:40])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{RUN_ID}.{os.getpid()}.tmp")
+    tmp.write_text(f"run-{uuid.uuid4().hex[:12]}\n")
+    try:
+        if text is None:
+            os.link(tmp, path)  # the first writer wins, also against a concurrent process
+        else:
+            os.replace(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path.read_text().strip()
 
 
 def read_trainer_state(path: Path) -> TrainerState:

@@ -53,6 +53,38 @@ class ScoringPlan:
         return {"num_images": self.num_images, "seed": self.seed, "image_size": self.image_size}
 
 
+def check_images(images: torch.Tensor, target: ImageTarget, indices: list[int]) -> None:
+    """Refuse inputs that would be scored as if they were the checkpoint's doing.
+
+    NaN/Inf pixels (e.g. a window or intensity range that is not finite) would make every encoder's features
+    NaN and be recorded as "diverged training or broken weights" in a good checkpoint's card; images that are
+    all one value (e.g. an intensity range that maps every pixel to 0) give every checkpoint the same
+    uninformative score. Both are the input's fault: a DataError naming the target and the fix, before any
+    checkpoint is touched.
+    """
+    flat = images.reshape(images.shape[0], -1)
+    bad = (~torch.isfinite(flat)).any(dim=1)
+    if bad.any():
+        first = int(bad.nonzero()[0])
+        raise DataError(
+            f"{int(bad.sum())} of {len(indices)} image(s) of target {target.key} hold NaN/Inf values after intensity "
+            f"normalisation (first: image {indices[first]}); check --window / --intensity-range (finite numbers, "
+            "HI > LO) and the image files. Nothing was scored and no card was written."
+        )
+    spread = flat.amax(dim=1) - flat.amin(dim=1)
+    constant = spread <= 1e-6
+    if constant.all():
+        raise DataError(
+            f"all {len(indices)} image(s) of target {target.key} are constant (one value per image) after intensity "
+            "normalisation, so every checkpoint would get the same meaningless score; check --window / "
+            "--intensity-range (a range far wider than the data maps every pixel to one value) and the image files. "
+            "Nothing was scored and no card was written."
+        )
+    if constant.any():
+        log.warning("%d of %d image(s) of target %s are constant (blank) after intensity normalisation; they carry "
+                    "no signal for the score", int(constant.sum()), len(indices), target.key)
+
+
 def build_plan(
     target: ImageTarget,
     *,
@@ -98,6 +130,7 @@ def build_plan(
     images = torch.empty(m, 3, image_size, image_size)
     for i, index in enumerate(tqdm(indices, desc=f"load {target.key}", unit="img", disable=not progress, leave=False)):
         images[i] = fit_to_size(target.load(index), image_size)
+    check_images(images, target, indices)
     view1 = make_view(images, params1, mode=jitter, batch_size=jitter_batch_size)
     view2 = make_view(images, params2, mode=jitter, batch_size=jitter_batch_size)
     return ScoringPlan(

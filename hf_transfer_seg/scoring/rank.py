@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from hf_transfer_seg.baselines.label_free import PREDICTORS as LABEL_FREE, label_free
-from hf_transfer_seg.errors import ConfigError, DataError, HfTransferSegError, WeightsError
+from hf_transfer_seg.errors import ConfigError, DataError, HfTransferSegError, NothingScored, WeightsError
 from hf_transfer_seg.hub import redact
 from hf_transfer_seg.models.hub_encoder import (
     ModelSpec, describe, download_spec, family_of, input_side, load_any_encoder, parse_spec, processor_cfg, read_json,
@@ -59,8 +59,9 @@ def short_reason(exc: BaseException | str, limit: int = 300) -> str:
 @dataclass
 class ModelResult:
     spec: ModelSpec
-    status: str = "ok"  # ok / failed / skipped
+    status: str = "ok"  # ok / collapsed (scored, but the embeddings ignore the input) / failed / skipped
     reason: str | None = None
+    size_source: str | None = None  # why the model was scored at ``input_size`` (see ``SIZE_SOURCES``)
     family: str | None = None
     description: str | None = None
     input_size: int | None = None
@@ -74,6 +75,40 @@ class ModelResult:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    @property
+    def scored(self) -> bool:
+        """Scores were computed (ok or collapsed); failed and skipped models have none."""
+        return self.status in ("ok", "collapsed")
+
+
+# Why a model was scored at its input size (recorded per model; printed and written to the results card).
+SIZE_SOURCES = {
+    "flag": "--image-size",
+    "config": "each model at the input size its own config records, timm pretrained_cfg or image processor",
+    "default": "no input size in the model's config: the shared default",
+}
+COLLAPSE_RANKME = 1.05  # effective rank of the embeddings at or below this: one direction, whatever the image
+
+
+def collapse_reason(result: "ModelResult") -> str | None:
+    """Why a scored model's embeddings do not depend on its input (None when they do).
+
+    A collapsed encoder maps every image to (nearly) the same point: each positive and negative distance is
+    the same, every per-image value equals the margin, the bootstrap interval has zero width and RankMe is 1.
+    Its score is not a measurement of robustness and must not be ranked as one.
+    """
+    values = result.headline_values
+    reasons = []
+    if values is not None and values.numel() and float(values.max() - values.min()) <= 1e-9:
+        reasons.append(f"every image has the same score {float(values[0]):.4f} (interval of zero width)")
+    rankme = result.predictors.get("rankme")
+    if rankme is not None and rankme <= COLLAPSE_RANKME:
+        reasons.append(f"RankMe {rankme:.2f} (the embeddings span one direction)")
+    if not reasons:
+        return None
+    return (" and ".join(reasons) + "; the encoder's output does not depend on the image "
+            "(untrained, diverged or broken weights), so it is not ranked")
 
 
 @dataclass
@@ -198,8 +233,12 @@ def _segmentation_split(target: str, seed: int, num_images: int):
         return None
 
 
-def score_one(loaded: Loaded, plan: ScoringPlan, cache: dict, *, headline: str, seg, seed: int, pixels_per_class: int, **kwargs) -> ModelResult:
-    """Grid, label-free and label-aware predictors of one loaded model; failures recorded, not raised."""
+def score_one(loaded: Loaded, plan: ScoringPlan, cache: dict, *, headline: str, seg, seed: int, pixels_per_class: int,
+              image_size: int | None = None, **kwargs) -> ModelResult:
+    """Grid, label-free and label-aware predictors of one loaded model; failures recorded, not raised.
+
+    The model sees the plan's views at ``image_size`` when given (``--image-size``: the same for every model),
+    else at the input size its own config records (else the plan's size)."""
     result = ModelResult(loaded.spec, family=loaded.family)
     start = time.perf_counter()
     try:
@@ -207,7 +246,9 @@ def score_one(loaded: Loaded, plan: ScoringPlan, cache: dict, *, headline: str, 
             raise loaded.error
         model = loaded.model
         result.description = describe(model)
-        side = input_side(model, plan.image_size)
+        native = input_side(model, 0)
+        side = image_size or native or plan.image_size
+        result.size_source = "flag" if image_size else ("config" if native else "default")
         result.input_size = side
         tap = EmbeddingTap(model)
         distances = pair_distances(model, resized_views(plan, side, cache), **kwargs)
@@ -221,9 +262,14 @@ def score_one(loaded: Loaded, plan: ScoringPlan, cache: dict, *, headline: str, 
             result.predictors.update(label_aware(model.cpu(), seg, side, seed, pixels_per_class))
         except Exception as exc:  # noqa: BLE001 - a label-aware failure does not lose the score
             log.warning("%s: label-aware predictors failed: %s", loaded.spec.spec, redact(exc))
+        collapsed = collapse_reason(result)
+        if collapsed:
+            result.status, result.reason = "collapsed", collapsed
     except Exception as exc:  # noqa: BLE001 - any load/forward error of one model: recorded, the run goes on
         result.status, result.reason = "failed", short_reason(exc)
-    if not result.ok:
+    if result.status == "collapsed":
+        log.warning("%s: %s", loaded.spec.spec, result.reason)
+    elif not result.ok:
         log.warning("%s failed: %s", loaded.spec.spec, result.reason)
     result.seconds = time.perf_counter() - start
     return result
@@ -236,6 +282,7 @@ class RankOutcome:
     headline: str
     results: list[ModelResult]
     label_aware: bool
+    image_size: int | None = None  # --image-size (every model at this size), None: each model at its own
     table: Any = None  # the rows written (pandas DataFrame)
     results_sha: str | None = None
     card_notes: list[str] = field(default_factory=list)
@@ -285,6 +332,8 @@ def run_rank(
                 sides.append(config_side(folder))
             except Exception:  # noqa: BLE001 - a broken config fails at load time, where it is recorded
                 pass
+    if not usable:  # nothing to score: say which models and why, before loading any image
+        raise NothingScored(_nothing_scored(list(results.values())))
     base = image_size or max(sides or [224])
     plan = build_plan(
         resolve_target(target, split=split, image_column=image_column), num_images=num_images, seed=seed,
@@ -303,14 +352,23 @@ def run_rank(
             bar.set_postfix_str(spec.spec)
             results[spec.spec] = score_one(
                 loaded, plan, cache, headline=headline, seg=seg, seed=seed, pixels_per_class=pixels_per_class,
-                batch_size=batch_size, device=run_device, precision=precision,
+                batch_size=batch_size, device=run_device, precision=precision, image_size=image_size,
             )
             del loaded
     ordered = [results[t] for t in specs if t in results]
+    if not any(r.scored for r in ordered):
+        raise NothingScored(_nothing_scored(ordered))
     ties = model_ties(ordered, plan, seed)
     for r in ordered:
         r.tie = ties.get(r.spec.spec, {})
-    return RankOutcome(plan=plan, target=plan.target_key, headline=headline, results=ordered, label_aware=seg is not None)
+    return RankOutcome(plan=plan, target=plan.target_key, headline=headline, results=ordered, label_aware=seg is not None,
+                       image_size=image_size)
+
+
+def _nothing_scored(results: list[ModelResult]) -> str:
+    lines = "; ".join(f"{r.spec.spec}: {r.status} ({r.reason})" for r in results)
+    return (f"no model could be scored ({len(results)} given): {lines}. Fix the repo ids / revisions named (or give "
+            "a model with safetensors weights) and run the command again; no results were written.")
 
 
 def model_ties(results: list[ModelResult], plan: ScoringPlan, seed: int) -> dict[str, dict[str, Any]]:

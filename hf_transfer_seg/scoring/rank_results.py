@@ -22,7 +22,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from hf_transfer_seg.cards.data import get_namespace, set_namespace
 from hf_transfer_seg.cards import schema
 from hf_transfer_seg.hub import redact, update_card
-from hf_transfer_seg.scoring.rank import RankOutcome, directions
+from hf_transfer_seg.scoring.rank import LABEL_AWARE, SIZE_SOURCES, RankOutcome, directions
 from hf_transfer_seg.version import code_version
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,11 @@ def outcome_rows(outcome: RankOutcome) -> pd.DataFrame:
         common = {
             "model": r.spec.spec, "repo_id": r.spec.repo_id, "revision": r.spec.revision, "sha": r.spec.sha,
             "family": r.family, "target": outcome.target, "status": r.status, "reason": r.reason,
-            "input_size": r.input_size, "num_images": plan.num_images, "seed": plan.seed,
+            "input_size": r.input_size, "input_size_source": SIZE_SOURCES.get(r.size_source) if r.size_source else None,
+            "num_images": plan.num_images, "seed": plan.seed,
             "code_version": code_version(), "updated": now,
         }
-        if not r.ok:
+        if not r.scored:  # failed / skipped: one row saying why (a collapsed model keeps its values, flagged)
             rows.append({**common, "predictor": f"robustness:{outcome.headline}", "lower_is_better": True})
             continue
         for name, s in r.scores.items():
@@ -85,7 +86,10 @@ def _text(x: Any) -> str:
 
 def target_table(df: pd.DataFrame, target: str, headline: str) -> tuple[pd.DataFrame, list[str]]:
     """One row per model of ``target`` (headline and predictors side by side), ranked; and its markdown."""
-    sub = df[df["target"] == target]
+    sub = df[df["target"] == target].copy()
+    for col in ("value", "ci_low", "ci_high", "tie", "reason", "input_size", "sha", "family"):
+        if col not in sub.columns:  # a table of failed models only has no value columns
+            sub[col] = None
     head = sub[sub["predictor"] == f"robustness:{headline}"].set_index("model")
     wide = sub[~sub["predictor"].str.startswith("robustness:")].pivot_table(index="model", columns="predictor", values="value", aggfunc="first")
     table = head.join(wide, how="left")
@@ -110,13 +114,78 @@ def target_table(df: pd.DataFrame, target: str, headline: str) -> tuple[pd.DataF
             f"{_fmt(row.get('logme'), 3)} | {_fmt(row.get('linear_probe_dice'), 3)} | {status} |"
         )
     ranked = [f"`{m}`" for m, row in table.iterrows() if row["status"] == "ok"]
-    sizes = sorted({int(s) for s in table["input_size"].dropna().astype(float)})
     lines += ["", f"Ranking by the score (best first): {' > '.join(ranked) if ranked else 'no model scored'}."]
-    if len(sizes) > 1:
-        lines.append(f"Input sizes differ between models ({', '.join(map(str, sizes))} px): each model saw the same views resized to its own size.")
+    lines += resolution_lines(table)
+    collapsed = [f"`{m}`" for m, row in table.iterrows() if row["status"] == "collapsed"]
+    if collapsed:
+        lines.append(f"Not ranked, collapsed (the embeddings do not depend on the image; the score is the margin, not a "
+                     f"measurement): {', '.join(collapsed)}.")
+    lines += disagreement_lines(table)
     if table["tie"].eq("tied").any():
         lines.append("Models marked `tied` cannot be told apart from the best on these images; more images (`--num-images`) may separate them.")
     return table, lines
+
+
+def resolution_lines(table: pd.DataFrame) -> list[str]:
+    """At what resolution the models were scored, and why (a small size is easy to miss and changes the score)."""
+    scored = table[table["status"].isin(["ok", "collapsed"])]
+    sizes = scored["input_size"].map(_num).dropna()
+    if sizes.empty:
+        return []
+    why = scored["input_size_source"] if "input_size_source" in scored.columns else pd.Series(dtype=object)
+    reasons = sorted({str(w) for w in why.dropna()})
+    values = sorted({int(s) for s in sizes})
+    text = (f"Resolution: {', '.join(map(str, values))} px ({'; '.join(reasons) or 'each model at its own input size'}). "
+            "Every model saw the same images and views, resized (antialiased) to its size.")
+    if values[0] < 64 and not any("--image-size" in r for r in reasons):
+        text += (f" {values[0]} px is the size the model's config records (what it was trained at); pass --image-size "
+                 "to score every model at one larger size.")
+    lines = [text]
+    if len(values) > 1:
+        lines.append(f"Input sizes differ between models ({', '.join(map(str, values))} px): each model saw the same "
+                     "views resized to its own size.")
+    return lines
+
+
+def _best(table: pd.DataFrame, column: str, lower: bool) -> tuple[str | None, pd.Series]:
+    values = pd.to_numeric(table[column], errors="coerce").dropna() if column in table.columns else pd.Series(dtype=float)
+    if values.empty:
+        return None, values
+    return (values.idxmin() if lower else values.idxmax()), values
+
+
+def disagreement_lines(table: pd.DataFrame) -> list[str]:
+    """Where the robustness score, the label-free and the label-aware predictors order the ranked models
+    differently: the best model of each, and Kendall's tau (oriented so +1 = same order) against the score."""
+    ok = table[table["status"] == "ok"]
+    if len(ok) < 2:
+        return []
+    lower = directions()
+    columns = {"robustness score": ("value", True), "RankMe": ("rankme", lower.get("rankme", False)),
+               "alpha-ReQ gap": ("alpha_req_gap", lower.get("alpha_req_gap", True)),
+               **{name.replace("_", "-"): (name, LABEL_AWARE[name]) for name in LABEL_AWARE}}
+    bests, orders = {}, {}
+    for label, (column, low) in columns.items():
+        best, values = _best(ok, column, low)
+        if best is not None and len(values) == len(ok):
+            bests[label] = best
+            orders[label] = values if low else -values  # "lower is better" for every column
+    if len(set(bests.values())) <= 1:
+        return []
+    head = orders.get("robustness score")
+    taus = []
+    if head is not None:
+        for label, order in orders.items():
+            if label != "robustness score":
+                tau = head.corr(order, method="kendall")
+                if pd.notna(tau):
+                    taus.append(f"{label} {tau:+.2f}")
+    aware = [k for k in bests if k.replace("-", "_") in LABEL_AWARE]
+    kinds = "label-aware and label-free predictors" if aware else "the label-free predictors"
+    line = (f"The predictors disagree on the order ({kinds}): best by " + ", ".join(f"{k} `{v}`" for k, v in bests.items()) + ".")
+    if taus:
+        line += " Kendall's tau with the score's order (+1 same, -1 reversed): " + ", ".join(taus) + "."
+    return [line]
 
 
 def plot_png(table: pd.DataFrame, target: str, headline: str) -> bytes:
@@ -171,6 +240,9 @@ def write_model_cards(outcome: RankOutcome, results_repo: str | None) -> list[st
     user can write; a line per model saying what happened."""
     notes = []
     for r in outcome.results:
+        if r.status == "collapsed":
+            notes.append(f"{r.spec.spec}: not written (collapsed: {r.reason})")
+            continue
         if not r.ok:
             continue
         if not _can_commit_to(r.spec.revision):
@@ -181,7 +253,7 @@ def write_model_cards(outcome: RankOutcome, results_repo: str | None) -> list[st
             "headline": outcome.headline, "score": s.score if s else None, "ci_low": s.ci_low if s else None,
             "ci_high": s.ci_high if s else None, "tie": r.tie.get("tie"), "rank": r.tie.get("rank"),
             "models_ranked": sum(x.ok for x in outcome.results), "scored_sha": r.spec.sha,
-            "input_size": r.input_size, **{k: _num(v) for k, v in r.predictors.items()},
+            "input_size": r.input_size, "input_size_source": SIZE_SOURCES.get(r.size_source), **{k: _num(v) for k, v in r.predictors.items()},
             **outcome.plan.facts(), "results_repo": results_repo, "code_version": code_version(),
         }
 

@@ -21,7 +21,7 @@ from huggingface_hub import HfApi
 from tqdm.auto import tqdm
 
 from hf_transfer_seg.cards.schema import HEADLINE
-from hf_transfer_seg.errors import HubError, WeightsError
+from hf_transfer_seg.errors import ConfigError, HubError, WeightsError
 from hf_transfer_seg.hub import RevisionInfo
 from hf_transfer_seg.models.checkpoint import download_checkpoint
 from hf_transfer_seg.redact import redact
@@ -32,6 +32,22 @@ from hf_transfer_seg.scoring.scorer import RevisionScore, score_loaded
 log = logging.getLogger(__name__)
 
 _FAILURES = (WeightsError, HubError, OSError, RuntimeError, ValueError, KeyError)
+# Failures that say something about this machine and the flags, not about the checkpoint: never recorded in a card.
+_RUN_FAILURES = ("OutOfMemoryError", "CUDA out of memory", "DefaultCPUAllocator: can't allocate memory",
+                 "not enough memory", "CUDA error", "no kernel image is available")
+
+
+def raise_if_run_failure(result: RevisionScore, *, batch_size: int, device) -> None:
+    """A revision that 'failed' because the device ran out of memory (or its driver failed) is not a broken
+    checkpoint: stop with a ConfigError naming the fix instead of recording it as the checkpoint's failure."""
+    if result.ok or not result.reason:
+        return
+    if any(marker in result.reason for marker in _RUN_FAILURES):
+        raise ConfigError(
+            f"scoring {result.revision} on {device} failed for a reason of this machine, not of the checkpoint "
+            f"({result.reason[:200]}); lower --batch-size (now {batch_size}) or --image-size, or choose another "
+            "--device, and run the command again. Nothing was recorded for this revision."
+        )
 
 
 @dataclass
@@ -96,6 +112,7 @@ def score_revisions(
                 desc=revision.name,
             )
             del fetched
+            raise_if_run_failure(result, batch_size=batch_size, device=device)
             results.append(result)
             if on_result is not None:
                 on_result(result)
