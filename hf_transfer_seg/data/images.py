@@ -46,7 +46,8 @@ def check_tiff_size(path: str | Path) -> None:
 @contextlib.contextmanager
 def refusing_bombs(what: str) -> Iterator[None]:
     """Turn PIL's DecompressionBombError inside the block (e.g. ``datasets`` decoding a row) into :class:`DataError`."""
-    _sync_pil_cap()
+    previous = Image.MAX_IMAGE_PIXELS
+    _sync_pil_cap()  # the cap in force now (HF_TRANSFER_SEG_MAX_VOXELS may have changed since import) ...
     try:
         yield
     except Image.DecompressionBombError as exc:
@@ -54,6 +55,8 @@ def refusing_bombs(what: str) -> Iterator[None]:
             f"image {what} is too large to decode safely ({exc}); remove it or tile it first, or raise the cap with "
             f"{limits.ENV}=N (now {limits.max_voxels():,} values, {limits.max_pixels():,} pixels) if you trust it"
         ) from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous  # ... and only inside this block: PIL's global is left as it was
 
 
 def open_image(source) -> Image.Image:
