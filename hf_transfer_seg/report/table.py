@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from hf_transfer_seg.cards import schema
@@ -24,13 +25,49 @@ REQUIRED = ("series", "epoch", "dice")
 NOT_PREDICTORS = {"dice_std", "num_seeds", "pretrain_synthetic", "target_synthetic", "synthetic", "revision", "sha", "seed"}
 
 
+def collapse_seeds(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
+    """A long table (one row per seed: a ``seed`` column, several rows per (series, epoch)) -> one row per
+    checkpoint: ``dice`` = the seeds' mean, ``dice_std`` = their SD (ddof 1), ``num_seeds``; predictors are
+    averaged (they are per checkpoint, the same for every seed), text columns keep their first value."""
+    if "seed" not in df.columns or not df.duplicated(["series", "epoch"]).any():
+        return df
+    dupes = df.duplicated(["series", "epoch", "seed"]).sum()
+    if dupes:
+        raise DataError(f"{source}: {dupes} duplicated (series, epoch, seed) row(s); one row per seed of a checkpoint")
+    numeric = [c for c in df.columns if c not in ("series", "epoch", "seed") and pd.api.types.is_numeric_dtype(df[c])]
+    text = [c for c in df.columns if c not in numeric and c not in ("series", "epoch", "seed")]
+    groups = df.groupby(["series", "epoch"], sort=True)
+    out = groups[numeric].mean()
+    out["dice_std"] = groups["dice"].std(ddof=1)
+    out["num_seeds"] = groups["dice"].count()
+    for col in text:
+        out[col] = groups[col].first()
+    return out.reset_index()
+
+
+def check_finite(df: pd.DataFrame, source: str = "table", columns=None) -> None:
+    """Refuse infinite values (a score of ``inf`` is a failed computation, not a very bad checkpoint)."""
+    cols = [c for c in (columns if columns is not None else df.columns) if c in df.columns and c != "series"
+            and pd.api.types.is_numeric_dtype(df[c])]
+    if not cols:
+        return
+    values = df[cols].to_numpy(dtype=float, na_value=np.nan)
+    bad = np.isinf(values)
+    if bad.any():
+        rows, where = np.nonzero(bad)
+        col, row = cols[where[0]], df.iloc[rows[0]]
+        more = f" ({int(bad.sum())} infinite values in all, in column(s) {', '.join(sorted({cols[j] for j in where})[:5])})" if bad.sum() > 1 else ""
+        raise DataError(f"{source}: column {col!r} is infinite at series {row['series']!r}, epoch {row['epoch']:g}{more}; "
+                        "scores must be finite numbers: blank a value that could not be computed (it is then left out), never inf")
+
+
 def check_table(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
-    """Validate and normalise the column types of an analysis table."""
+    """Validate and normalise the column types of an analysis table (seeds collapsed, infinities refused)."""
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise DataError(
             f"{source} lacks column(s) {', '.join(missing)}; a report table needs one row per (series, checkpoint) "
-            "with columns series, epoch, dice and one numeric column per predictor"
+            "with columns series, epoch, dice and one numeric column per predictor (or one row per seed with a seed column)"
         )
     df = df.copy()
     df["series"] = df["series"].astype(str)
@@ -39,9 +76,12 @@ def check_table(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
     bad_epochs = df["epoch"].isna().sum()
     if bad_epochs:
         raise DataError(f"{source}: {bad_epochs} row(s) have no numeric epoch")
+    check_finite(df, source, ["epoch", "dice"])
+    df = collapse_seeds(df, source)
     dupes = df.duplicated(["series", "epoch"]).sum()
     if dupes:
-        raise DataError(f"{source}: {dupes} duplicated (series, epoch) row(s); one row per checkpoint of a series")
+        raise DataError(f"{source}: {dupes} duplicated (series, epoch) row(s); one row per checkpoint of a series "
+                        "(or add a seed column: one row per seed)")
     return df.sort_values(["series", "epoch"]).reset_index(drop=True)
 
 
@@ -65,9 +105,10 @@ def load_csv(path: str | Path) -> pd.DataFrame:
         df = pd.read_csv(path)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"cannot read {path} as CSV: {exc}") from exc
-    df = check_table(df, str(path))
     for col in predictor_columns(df):
         df[col] = pd.to_numeric(df[col], errors="coerce")
+    df = check_table(df, str(path))
+    check_finite(df, str(path))
     return df
 
 
