@@ -96,6 +96,7 @@ def correlations(names: list[str], per: dict[str, np.ndarray], predictors: list[
             "n_series": int(ok.sum()),
             "n_series_evidence": int(evidence.sum()),
             "n_clusters_evidence": int(len(set(ids[evidence]))),
+            "n_clusters_partial": int(len(set(ids[np.isfinite(partial[:, j])]))),
             "series": series,
             "_oriented": oriented,
         }
@@ -162,7 +163,9 @@ def _verdict(name: str, c: dict[str, Any], p: float | None, headline: bool, min_
     ci = c["partial_spearman_ci"]
     if c["partial_spearman"] is None or ci is None:
         why = ("partial Spearman undefined (the predictor or Dice is a monotone function of epoch in every series)"
-               if c["partial_spearman"] is None else "partial Spearman has no interval (fewer than 2 clusters)")
+               if c["partial_spearman"] is None else
+               f"partial Spearman defined in {c['n_clusters_partial']} cluster(s) only (elsewhere the predictor or Dice is a "
+               "monotone function of epoch), too few for an interval")
         return "tracks_training_length_only", f"tracks training length only: {rho_text}, {test}; {why}."
     beyond = ci[1] < 0 if sign < 0 else ci[0] > 0
     partial = f"partial (epoch-controlled) Spearman {c['partial_spearman']:+.2f} [{ci[0]:+.2f}, {ci[1]:+.2f}]"

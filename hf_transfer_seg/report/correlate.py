@@ -20,6 +20,7 @@ from scipy import stats
 from hf_transfer_seg.report.stats import spearman_columns
 
 PAIRWISE_BUDGET = 4_000_000  # n*n*columns elements per Kendall block
+PAIRWISE_MAX_N = 60  # longer series: scipy per column
 
 
 def kendall_columns(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -28,12 +29,12 @@ def kendall_columns(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     out = np.full(q, np.nan)
     if n < 2 or q == 0:
         return out
-    iu = np.triu_indices(n, 1)
-    sy = np.sign(y[:, None] - y[None, :])[iu]
-    if n * n > PAIRWISE_BUDGET:  # very long series: scipy's O(n log n) algorithm per column
+    if n > PAIRWISE_MAX_N:  # long series: scipy's O(n log n) algorithm per column beats the pairwise matrix
         for j in range(q):
             out[j] = stats.kendalltau(x[:, j], y).statistic
         return out
+    iu = np.triu_indices(n, 1)
+    sy = np.sign(y[:, None] - y[None, :])[iu]
     step = max(1, PAIRWISE_BUDGET // (n * n))
     for start in range(0, q, step):
         block = x[:, start:start + step]
