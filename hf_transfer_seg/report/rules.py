@@ -42,6 +42,7 @@ class Runs:
     def __init__(self, df: pd.DataFrame):
         self.frames: dict[str, pd.DataFrame] = {}
         self.excluded: dict[str, str] = {}
+        self._grid: tuple[float, list[float]] | None = None
         for name, group in df.groupby("series", sort=True):
             g = group.sort_values("epoch")
             dice = pd.to_numeric(g["dice"], errors="coerce").to_numpy(float)
@@ -72,16 +73,20 @@ class Runs:
     def grid(self) -> tuple[float, list[float]]:
         """The most common last epoch, and the fixed-stop epochs before it (every checkpoint of the grid,
         at most :data:`MAX_FIXED_STOPS` evenly spaced ones on a longer grid)."""
+        if self._grid is not None:
+            return self._grid
         lasts = [float(g["epoch"].iloc[-1]) for g in self.frames.values()]
         if not lasts:
             return 0.0, []
         values, counts = np.unique(lasts, return_counts=True)
         last = float(values[np.argmax(counts)])
-        epochs = sorted({float(e) for g in self.frames.values() for e in g["epoch"] if float(e) < last})
+        every = np.unique(np.concatenate([g["epoch"].to_numpy(float) for g in self.frames.values()]))
+        epochs = [float(e) for e in every if e < last]
         if len(epochs) > MAX_FIXED_STOPS:
             idx = np.unique(np.round(np.linspace(0, len(epochs) - 1, MAX_FIXED_STOPS)).astype(int))
             epochs = [epochs[i] for i in idx]
-        return last, epochs
+        self._grid = (last, epochs)
+        return self._grid
 
 
 def outcome_row(rule: Rule, epochs: np.ndarray, values: np.ndarray, dice: np.ndarray) -> dict[str, float] | None:

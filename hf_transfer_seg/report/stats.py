@@ -50,13 +50,9 @@ def cluster_ids(series: Sequence[str], clusters: dict[str, str] | None) -> np.nd
 def _cluster_sums(values: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """values (Q, n_series) with NaN for missing -> per-cluster sums and counts (Q, k)."""
     ok = np.isfinite(values)
-    sums = np.zeros((values.shape[0], k))
-    counts = np.zeros((values.shape[0], k))
-    for j in range(k):
-        cols = ids == j
-        sums[:, j] = np.where(ok[:, cols], values[:, cols], 0.0).sum(axis=1)
-        counts[:, j] = ok[:, cols].sum(axis=1)
-    return sums, counts
+    onehot = np.zeros((values.shape[1], k))
+    onehot[np.arange(values.shape[1]), ids] = 1.0
+    return np.where(ok, values, 0.0) @ onehot, ok.astype(float) @ onehot
 
 
 def cluster_mean_ci(

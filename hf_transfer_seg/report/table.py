@@ -91,6 +91,10 @@ def predictor_columns(df: pd.DataFrame, exclude=()) -> list[str]:
     for col in df.columns:
         if col in REQUIRED or col in NOT_PREDICTORS or col in exclude:
             continue
+        if pd.api.types.is_numeric_dtype(df[col]) and not pd.api.types.is_bool_dtype(df[col]):
+            if df[col].notna().any():
+                out.append(col)
+            continue
         if pd.api.types.is_bool_dtype(df[col]) or set(df[col].dropna().unique()) <= {True, False, "True", "False"} and df[col].notna().any() \
                 and not pd.api.types.is_numeric_dtype(df[col]):
             continue  # a flag (e.g. frozen), not a score
