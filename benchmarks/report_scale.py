@@ -29,8 +29,9 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = [0, 1, 5, 20, 50, 100, 150, 200, 250, 300]
-WRAP = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode; "
-        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc)")
+WRAP = ("import resource, subprocess, sys; import hf_transfer_seg as h; "
+        "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode; "
+        "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rc, h.__file__)")
 
 
 def wide_table(path: Path, predictors: int, seed: int = 0) -> list[str]:
@@ -55,10 +56,13 @@ def run(pythonpath: Path, table: Path, out: Path, extra: list[str], timeout: flo
     cmd = [sys.executable, "-c", WRAP, "timeout", str(int(timeout)), sys.executable, "-m", "hf_transfer_seg", "report",
            "--table", str(table), "--output", str(out), "--bootstrap", "200", *extra]
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env={"PYTHONPATH": str(pythonpath), "PATH": "/usr/bin:/bin"})
+    # cwd: a folder without a package (``python -m`` puts the cwd before PYTHONPATH on sys.path)
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=out.parent,
+                          env={"PYTHONPATH": str(pythonpath), "PATH": "/usr/bin:/bin"})
     seconds = time.perf_counter() - start
     try:
-        rss, rc = done.stdout.split()
+        rss, rc, package = done.stdout.split()
+        assert package.startswith(str(pythonpath)), f"imported {package}, not the tree under test {pythonpath}"
         return seconds, int(rss) / 1024, int(rc) == 0
     except ValueError:
         return seconds, None, False

@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 REQUIRED = ("series", "epoch", "dice")
 # columns a card-built table carries that are not predictors
-NOT_PREDICTORS = {"dice_std", "num_seeds", "pretrain_synthetic", "target_synthetic", "synthetic", "revision", "sha", "seed"}
+NOT_PREDICTORS = {"dice_std", "num_seeds", "pretrain_synthetic", "target_synthetic", "synthetic", "revision", "sha", "seed",
+                  "pretraining_run"}
 
 
 def collapse_seeds(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
@@ -34,7 +35,8 @@ def collapse_seeds(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
     dupes = df.duplicated(["series", "epoch", "seed"]).sum()
     if dupes:
         raise DataError(f"{source}: {dupes} duplicated (series, epoch, seed) row(s); one row per seed of a checkpoint")
-    numeric = [c for c in df.columns if c not in ("series", "epoch", "seed") and pd.api.types.is_numeric_dtype(df[c])]
+    numeric = [c for c in df.columns if c not in ("series", "epoch", "seed") and pd.api.types.is_numeric_dtype(df[c])
+               and not pd.api.types.is_bool_dtype(df[c])]  # flags (e.g. frozen) are kept, not averaged
     text = [c for c in df.columns if c not in numeric and c not in ("series", "epoch", "seed")]
     groups = df.groupby(["series", "epoch"], sort=True)
     out = groups[numeric].mean()
@@ -154,9 +156,10 @@ def table_from_cards(repo_ids: list[str], target_key: str, *, frozen: bool = Fal
         infos = hub.select_revisions(repo_id, revisions)
         for info in tqdm(infos, desc=f"read cards of {repo_id}", unit="rev"):
             card = hub.card_at_sha(repo_id, info.sha)
-            rows.append(rows_from_card(card.data, series=repo_id + (schema.FROZEN_SUFFIX if frozen else ""), revision=info.name,
-                                       epoch=info.epoch, sha=info.sha, target_key=target_key, frozen=frozen,
-                                       score_key=score_key))
+            row = rows_from_card(card.data, series=repo_id + (schema.FROZEN_SUFFIX if frozen else ""), revision=info.name,
+                                 epoch=info.epoch, sha=info.sha, target_key=target_key, frozen=frozen, score_key=score_key)
+            row["pretraining_run"] = repo_id  # the independent unit (the report's default --cluster-by)
+            rows.append(row)
     if not rows:
         raise DataError(f"no checkpoint revisions in {', '.join(repo_ids)}")
     df = pd.DataFrame(rows)
