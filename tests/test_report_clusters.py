@@ -21,6 +21,7 @@ from hf_transfer_seg.report.stats import (
     cluster_ids, cluster_mean_ci, partial_spearman, signed_rank_interval, signed_rank_p, spearman_columns,
 )
 from hf_transfer_seg.report.table import check_table
+from test_rank import TARGET, ranked, zoo  # noqa: F401 (the results-repo fixtures: a real zoo, a real `rank`)
 
 EPOCHS = [0, 1, 5, 20, 50, 100, 150, 200, 250, 300]
 SCORE = "robustness:cosine_m0.5_L-1_flat"
@@ -298,3 +299,33 @@ def test_results_repo_mode_prints_ranking_statistics_only(tmp_path):
     for word in ("patience", "epochs saved", "last checkpoint", "fixed stop", "| epoch", "stop after"):
         assert word not in md
     assert "regret" in md and "top-1 hit" in md
+
+
+def test_report_on_a_results_repo_via_the_local_hub_has_no_stopping_rule(zoo, ranked, tmp_path, capsys):
+    """The real `rank` results repo (test_rank's fixtures): the CLI prints ranking statistics only."""
+    from huggingface_hub import ModelCard
+
+    from hf_transfer_seg.cards.data import get_namespace, set_namespace
+    from hf_transfer_seg.cli import main
+    from hf_transfer_seg.hub import update_card
+
+    for name, value in {"convnext": 0.8, "vit": 0.7, "dinov2": 0.75, "hfvit": 0.6, "resnet": 0.65}.items():
+
+        def edit(card: ModelCard, v=value) -> ModelCard:
+            down = get_namespace(card.data, "downstream", {}) or {}
+            down[TARGET] = {"dice_mean": v, "synthetic": False}
+            set_namespace(card.data, "downstream", down)
+            return card
+
+        update_card(zoo[name], "main", edit, commit_message="downstream Dice")
+    out = tmp_path / "zoo-report"
+    assert main(["report", "--results-repo", ranked[0], "--target", TARGET, "--output", str(out), "--bootstrap", "100"]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["mode"] == "ranking" and report["selection"] == [] and report["appendix"] is None
+    assert "5 models with Dice" in printed and "model ranking, no stopping rules" in printed
+    text = (printed + (out / "report.md").read_text()).lower()
+    for word in ("patience", "epochs saved", "last checkpoint", "fixed stop", "stop after", "oracle"):
+        assert word not in text
+    ranking = report["ranking"]["rankme"]["targets"][f"{TARGET} (models)"]
+    assert ranking["n_models"] == 5 and ranking["best_model"] == zoo["convnext"] and ranking["regret"] >= 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -53,7 +54,8 @@ def _one(df: pd.DataFrame, predictor: str, direction: str) -> dict[str, Any]:
     out: dict[str, Any] = {"n_models": int(len(g))}
     if len(g) < 2:
         return {**out, "spearman": None, "kendall": None, "p_value": None, "top1_hit": None, "regret": None, "pick": None}
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a constant column has no rank correlation: None below
         rho = clean(stats.spearmanr(x, y).statistic) if len(g) >= 3 else None
         tau = clean(stats.kendalltau(x, y).statistic) if len(g) >= 3 else None
     pick = int(np.argmax(x))  # the first of ties
