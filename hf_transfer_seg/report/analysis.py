@@ -21,6 +21,11 @@ Verdicts (``predicts``, ``tracks_training_length_only``, ``does_not_predict``, `
   default 0.3); a significant but smaller effect is ``does_not_predict`` (and says why).
 - ``predicts`` needs, in addition, the epoch-controlled (partial) Spearman's interval to exclude 0 on the
   declared side; otherwise the verdict is ``tracks_training_length_only``.
+
+Known limitation: the partial Spearman removes a trend that is *linear in the ranks* of epoch. A predictor
+and Dice that both saturate along training (flat late, noisy ranks) can keep a partial of about -0.2 to
+-0.3 although the predictor carries nothing beyond training length (seen on a constructed 36-series table
+whose score is a function of epoch plus independent noise); read a small partial with care.
 """
 
 from __future__ import annotations
