@@ -124,6 +124,10 @@ class Lowest(Rule):
 
     name: str = field(init=False, default="lowest")
 
+    def choose(self, epochs, values) -> int:
+        values = np.where(np.isfinite(values), values, np.inf)  # a checkpoint without a value is never chosen
+        return int(np.argmin(values))
+
 
 @dataclass(frozen=True)
 class WithinTolerance(Rule):
@@ -140,8 +144,11 @@ class WithinTolerance(Rule):
         return [WithinTolerance(t) for t in (0.0, 0.02, 0.05, 0.1, 0.2, 0.3)]
 
     def choose(self, epochs, values) -> int:
-        lo, span = float(np.min(values)), float(np.ptp(values))
-        return int(np.nonzero(values <= lo + self.tolerance * span + 1e-12)[0][0])
+        finite = np.asarray(values, float)[np.isfinite(values)]  # a checkpoint without a value is never chosen
+        if not len(finite):
+            return len(values) - 1
+        lo, span = float(np.min(finite)), float(np.ptp(finite))
+        return int(np.nonzero(np.asarray(values, float) <= lo + self.tolerance * span + 1e-12)[0][0])
 
 
 @dataclass(frozen=True)
@@ -180,6 +187,23 @@ class Patience(Rule):
     def choose(self, epochs, values) -> int:
         values = np.where(np.isfinite(values), values, np.inf)
         return int(np.argmin(values))
+
+    def apply(self, epochs, values, dice=None) -> Outcome:
+        """One pass (the generic walk re-reads every prefix: quadratic on a long run); same decisions as
+        :meth:`should_stop` on each prefix."""
+        epochs, values = np.asarray(epochs, float), np.asarray(values, float)
+        if len(epochs) == 0:
+            raise ValueError("no checkpoints")
+        best, since = float(values[0]), 0
+        for i in range(1, len(values)):
+            v = float(values[i])
+            if math.isfinite(v) and (not math.isfinite(best) or v < best - self.min_delta):
+                best, since = v, 0
+            else:
+                since += 1
+            if since >= self.patience:
+                return Outcome(self.choose(epochs[: i + 1], values[: i + 1]), i)
+        return Outcome(self.choose(epochs, values), None)
 
 
 @dataclass(frozen=True)

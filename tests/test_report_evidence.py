@@ -98,8 +98,11 @@ def test_fixed_fraction_and_hindsight_accounting_by_hand():
     score = [0.90, 0.80, 0.70, 0.60, 0.50, 0.40, 0.45, 0.35, 0.50, 0.55]  # lowest at 200; never better after 200
     df = pd.DataFrame(_rows("s", EPOCHS, dice, **{"robustness:x": score}))
     report = analyse(df, patience=2, n_boot=0)
-    fractions = {r["params"]["fraction"]: r for r in report["selection"] if r["rule"] == "fixed_fraction"}
-    half, two_thirds = fractions[0.5], fractions[0.667]
+    stops = {r["params"]["epoch"]: r for r in report["selection"] if r["rule"] == "fixed_fraction"}
+    # every checkpoint of the grid before the last is offered as a fixed stop, named by its epoch
+    assert sorted(stops) == EPOCHS[:-1]
+    half, two_thirds = stops[150], stops[200]
+    assert half["params"]["fraction"] == 0.5 and two_thirds["params"]["fraction"] == pytest.approx(0.6667)
     assert half["predictor"] == "epoch" and half["online"]
     assert half["chosen_epoch_mean"] == 150 and half["epochs_saved"] == pytest.approx(0.5)
     assert half["dice_lost_vs_last"] == pytest.approx(0.60 - 0.70) and half["dice_lost_vs_oracle"] == pytest.approx(0.0)
@@ -128,9 +131,9 @@ def test_rules_walk_every_checkpoint_and_never_judge_one_without_dice():
     score = [0.90, 0.80, 0.70, 0.60, 0.50, 0.40, 0.45, 0.35, 0.50, 0.55]  # lowest at 200: never fine-tuned
     df = pd.DataFrame(_rows("s", EPOCHS, dice, **{"robustness:x": score}))
     report = analyse(df, patience=2, n_boot=0)
-    half = next(r for r in report["selection"] if r["rule"] == "fixed_fraction" and r["params"]["fraction"] == 0.5)
+    half = next(r for r in report["selection"] if r["rule"] == "fixed_fraction" and r["params"]["epoch"] == 150)
     assert half["chosen_epoch_mean"] == 150 and half["epochs_saved"] == pytest.approx(0.5)  # epoch 150 is fine-tuned
-    two_thirds = next(r for r in report["selection"] if r["rule"] == "fixed_fraction" and r["params"]["fraction"] == 0.667)
+    two_thirds = next(r for r in report["selection"] if r["rule"] == "fixed_fraction" and r["params"]["epoch"] == 200)
     # it stops at 200, which has no Dice: not judged (and not replaced by an earlier fine-tuned checkpoint)
     assert two_thirds["n_series_no_dice_at_choice"] == 1 and two_thirds["dice_lost_vs_last"] is None
     lowest = _selection(report, "robustness:x", "lowest")

@@ -39,9 +39,16 @@ def add_parser(subparsers) -> None:
     p.add_argument("--higher-is-better", nargs="+", default=[], metavar="COL", help="predictor columns where higher is better (commas also split)")
     p.add_argument("--group-by", default=None, metavar="COL",
                    help="a per-series column (e.g. dataset, model): tune rule parameters leave-one-group-out and report out-of-sample figures")
+    p.add_argument("--cluster-by", default=None, metavar="COLS",
+                   help="per-series column(s), comma-separated, naming the independent unit (tests and intervals run over these "
+                        "clusters); default: the columns that identify a pretraining run when present (pretraining_run, else "
+                        "model/encoder/pretraining_scheme), else each series; 'none' for each series")
+    p.add_argument("--min-effect", type=T.finite_float(0.0, 1.0), default=0.3, help="declared minimum mean |Spearman| for a verdict of 'predicts'")
+    p.add_argument("--max-rule-predictors", type=T.bounded_int(0, 100_000), default=50,
+                   help="selection rules for at most this many declared predictors (headline and top-1 first; the rest get correlations only)")
     p.add_argument("--tolerance", type=T.finite_float(0.0, 1.0), default=0.05, help="'within tolerance' rule: fraction of the series' score range")
     p.add_argument("--patience", type=T.bounded_int(1, 1_000_000), default=2, help="'patience' rule: checkpoints without improvement before stopping")
-    p.add_argument("--bootstrap", type=T.bounded_int(0, 100_000), default=2000, help="bootstrap resamples (over series) for intervals")
+    p.add_argument("--bootstrap", type=T.bounded_int(0, 100_000), default=2000, help="bootstrap resamples (over clusters, see --cluster-by) for intervals")
     p.add_argument("--seed", type=T.bounded_int(0, T.MAX_SEED), default=0, help="bootstrap seed")
     p.set_defaults(func=run)
 
@@ -72,23 +79,27 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--target is required with --repo-id: the key of the target whose Dice and scores to read")
         df = table_from_cards(args.repo_id, args.target, frozen=args.frozen, revisions=args.revisions, score_key=args.score_target)
         source = f"cards of {', '.join(args.repo_id)} (target {args.target}{', frozen encoder' if args.frozen else ''})"
-    declared = _names(args.lower_is_better) + _names(args.higher_is_better) + ([args.group_by] if args.group_by else [])
+    cluster_by = None if args.cluster_by is None else [] if args.cluster_by.strip().lower() == "none" else _names(args.cluster_by)
+    declared = (_names(args.lower_is_better) + _names(args.higher_is_better) + ([args.group_by] if args.group_by else [])
+                + (cluster_by or []))
     missing = [n for n in declared if n not in df.columns]
     if missing:
-        raise ConfigError(f"{', '.join(missing)} named in --lower-is-better/--higher-is-better/--group-by but not a column of "
+        raise ConfigError(f"{', '.join(missing)} named in --lower-is-better/--higher-is-better/--group-by/--cluster-by but not a column of "
                           f"the table; its columns are: {', '.join(map(str, df.columns))}")
     report = write_report(
         df, args.output, source=source, predictor=args.predictor, lower=lower,
         higher=_names(args.higher_is_better), headline=args.headline, group_by=args.group_by, tolerance=args.tolerance,
-        patience=args.patience, n_boot=args.bootstrap, seed=args.seed,
+        patience=args.patience, n_boot=args.bootstrap, seed=args.seed, cluster_by=cluster_by, min_effect=args.min_effect,
+        max_rule_predictors=args.max_rule_predictors, mode="ranking" if args.results_repo else "checkpoints",
     )
-    print(f"wrote {args.output}/report.md and report.json ({report['n_series']} series, {report['n_rows']} checkpoints with Dice)")
+    print(f"wrote {args.output}/report.md and report.json ({report['n_series']} series, {report['n_rows']} {'models' if args.results_repo else 'checkpoints'} with Dice)")
     if report["undeclared"]:
         print(f"  {len(report['undeclared'])} predictor(s) have no declared direction (correlations only); "
               "declare them with --lower-is-better/--higher-is-better")
-    counts = {}
-    for p in report["predictors"].values():
-        counts[p["verdict"]] = counts.get(p["verdict"], 0) + 1
-    print("  verdicts: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    from hf_transfer_seg.report.markdown import verdict_counts
+
+    print("  verdicts: " + verdict_counts(report["predictors"]))
+    for warning in report.get("warnings", [])[:5]:
+        print(f"  warning: {warning}")
     print("  " + report["headline_sentence"])
     return 0

@@ -6,6 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
+MAX_SERIES = 50  # series drawn in a plot (the first ones by name)
+MAX_LABELS = 200  # points labelled with their epoch/model
+
 
 def _pyplot():
     import matplotlib
@@ -58,14 +61,17 @@ def plot_dice_vs_epoch(df: pd.DataFrame, path: Path) -> Path:
     return _save(plt, fig, ax, df, path)
 
 
-def plot_predictor_vs_dice(df: pd.DataFrame, predictor: str, path: Path, *, spearman: float | None = None) -> Path:
+def plot_predictor_vs_dice(df: pd.DataFrame, predictor: str, path: Path, *, spearman: float | None = None, annotate: str = "epoch") -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
+    few = df[["dice", predictor]].dropna().shape[0] <= MAX_LABELS  # labels on every point only where readable
     for name, group in df.groupby("series"):
-        g = group[["dice", predictor, "epoch"]].dropna()
-        ax.scatter(g[predictor], g["dice"], label=str(name))
-        for _, row in g.iterrows():
-            ax.annotate(f"{row['epoch']:g}", (row[predictor], row["dice"]), fontsize=6, alpha=0.7)
+        cols = ["dice", predictor] + ([annotate] if annotate in group else [])
+        g = group[cols].dropna(subset=["dice", predictor])
+        ax.scatter(g[predictor], g["dice"], label=str(name), s=12 if few else 2)
+        if few and annotate in g:
+            for x, y, label in zip(g[predictor], g["dice"], g[annotate]):
+                ax.annotate(f"{label:g}" if isinstance(label, (int, float)) else str(label), (x, y), fontsize=6, alpha=0.7)
     ax.set_xlabel(predictor)
     ax.set_ylabel("Dice (validation)")
     title = f"{predictor} vs Dice"
@@ -76,9 +82,16 @@ def plot_predictor_vs_dice(df: pd.DataFrame, predictor: str, path: Path, *, spea
     return _save(plt, fig, ax, df, path)
 
 
-def make_plots(df: pd.DataFrame, predictor: str | None, output: Path, *, spearman: float | None = None) -> dict[str, str]:
-    """The three report plots in ``output``; returns name -> file name."""
+def make_plots(df: pd.DataFrame, predictor: str | None, output: Path, *, spearman: float | None = None, epochs: bool = True) -> dict[str, str]:
+    """The three report plots in ``output`` (only predictor vs Dice for a model zoo: ``epochs=False``);
+    returns name -> file name. A table with more than ``MAX_SERIES`` series plots the first of them."""
     output.mkdir(parents=True, exist_ok=True)
+    names = sorted(df["series"].unique())
+    if len(names) > MAX_SERIES:
+        df = df[df["series"].isin(names[:MAX_SERIES])]
+    if not epochs:
+        return {"score_vs_dice": plot_predictor_vs_dice(df, predictor, output / "score_vs_dice.png", spearman=spearman,
+                                                        annotate="model").name} if predictor else {}
     plots = {"dice_vs_epoch": plot_dice_vs_epoch(df, output / "dice_vs_epoch.png").name}
     if predictor:
         plots["score_vs_epoch"] = plot_predictor_vs_epoch(df, predictor, output / "score_vs_epoch.png").name

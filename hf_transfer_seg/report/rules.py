@@ -1,60 +1,92 @@
 """The report's selection table: every rule of :mod:`hf_transfer_seg.selection`, honestly costed.
 
-For a rule and a series (checkpoints in epoch order, Dice known): the chosen checkpoint, the Dice lost
-against the last checkpoint and against the oracle (positive = worse, in the table's own Dice units),
-and the fraction of the last checkpoint's pretraining epochs not run: ``1 - stop epoch / last epoch``
-for an online rule that stopped, 0 for a hindsight rule (it only chooses among finished checkpoints)
-and for an online rule that never fired. Means come with percentile bootstrap intervals over series.
+For a rule and a series (every checkpoint in epoch order; Dice where fine-tuned): the chosen checkpoint,
+the Dice lost against the series' *last* checkpoint and against the oracle (positive = worse, in the
+table's own Dice units), and the fraction of the last checkpoint's pretraining epochs not run
+(``1 - stop epoch / last epoch`` for an online rule that stopped; 0 for hindsight rules and online rules
+that never fired). A checkpoint where the rule's predictor is missing counts as "no improvement", exactly
+as the live ``--early-stop`` treats it; "last" is always the series' last checkpoint, whatever the
+predictor (a series without Dice there has no reference and is left out, by name, in the report).
 
-Always present: the baselines on the ``epoch`` predictor (fixed fractions 1/2 and 2/3 of the schedule,
-the last checkpoint, the oracle). With ``group_by``, every tunable rule is also tuned leave-one-group-out:
-its parameters are chosen on the other groups' series only and applied to the held-out group, and the
-out-of-sample figures are reported beside the in-sample ones.
+Means come with BCa intervals that resample *clusters* (:mod:`hf_transfer_seg.report.stats`) and a
+two-sided Wilcoxon p-value over cluster means. Baselines: a fixed stop at every checkpoint of the grid
+(named by the epoch it really stops at), the last checkpoint, the oracle. Beside every online rule: the
+fixed stop that saves the same share of epochs (interpolated between checkpoints) and whether the rule
+beats it (:mod:`hf_transfer_seg.report.compare`). With ``group_by``, tunable rules are tuned
+leave-one-group-out with the same grid and objective as in-sample (:data:`TUNING_OBJECTIVE`); a fold
+never trains on a series that shares a cluster (pretraining run) with the held-out group.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from hf_transfer_seg.errors import ConfigError
+from hf_transfer_seg.report.stats import cluster_ids, cluster_means, cluster_mean_ci, cluster_wilcoxon
 from hf_transfer_seg.selection import (
     HIGHER, FixedFraction, Last, Lowest, Oracle, Patience, Rule, Threshold, WithinTolerance, orient,
 )
 
 Series = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # name -> (epochs, oriented values, dice)
 TOP1_NAMES = ("top1", "imagenet_top1")
-BASELINE_FRACTIONS = (0.5, 0.667)
+MAX_FIXED_STOPS = 20  # fixed stops offered on a grid with more checkpoints (evenly spaced in the grid)
+TUNING_OBJECTIVE = "least mean Dice lost vs last over the tuning series (ties: most epochs saved, then the first in the grid)"
 
 
-def bootstrap_mean(values, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> list[float] | None:
-    """Percentile bootstrap interval of the mean (resampling the values), None for fewer than 2."""
-    values = np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float)
-    if len(values) < 2 or n_boot < 1:
-        return None
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return [float(lo), float(hi)]
+class Runs:
+    """Every series of the table once: epochs (sorted), Dice (NaN where not fine-tuned) and its rows."""
 
+    def __init__(self, df: pd.DataFrame):
+        self.frames: dict[str, pd.DataFrame] = {}
+        self.excluded: dict[str, str] = {}
+        self._grid: tuple[float, list[float]] | None = None
+        for name, group in df.groupby("series", sort=True):
+            g = group.sort_values("epoch")
+            dice = pd.to_numeric(g["dice"], errors="coerce").to_numpy(float)
+            if not np.isfinite(dice[-1]):
+                self.excluded[str(name)] = f"no Dice at its last checkpoint (epoch {float(g['epoch'].iloc[-1]):g})"
+                continue
+            if np.isfinite(dice).sum() < 2:
+                self.excluded[str(name)] = "fewer than 2 checkpoints with Dice"
+                continue
+            self.frames[str(name)] = g
 
-def series_of(df: pd.DataFrame, predictor: str | None, direction: str | None) -> Series:
-    """Per series, every checkpoint where the predictor is known, in epoch order, with its Dice (NaN: not
-    fine-tuned). A rule walks all of them, as it would during the run; a series counts only where the last
-    checkpoint and at least one other have a Dice value (the references of the table)."""
-    out: Series = {}
-    cols = ["epoch", "dice"] + ([predictor] if predictor and predictor != "epoch" else [])
-    for name, group in df.groupby("series", sort=True):
-        g = group[cols].apply(pd.to_numeric, errors="coerce")
-        g = g.dropna(subset=[c for c in cols if c != "dice"]).sort_values("epoch")
-        if g["dice"].notna().sum() < 2 or not np.isfinite(g["dice"].iloc[-1]):
-            continue
-        epochs, dice = g["epoch"].to_numpy(float), g["dice"].to_numpy(float)
-        raw = g[predictor].to_numpy(float) if predictor and predictor != "epoch" else epochs
-        out[str(name)] = (epochs, orient(raw, direction) if direction else raw, dice)
-    return out
+    def series(self, predictor: str | None, direction: str | None) -> Series:
+        out: Series = {}
+        for name, g in self.frames.items():
+            epochs = g["epoch"].to_numpy(float)
+            dice = pd.to_numeric(g["dice"], errors="coerce").to_numpy(float)
+            if predictor and predictor != "epoch":
+                raw = pd.to_numeric(g[predictor], errors="coerce").to_numpy(float)
+                if not np.isfinite(raw).any():
+                    continue
+                values = np.array(orient(raw, direction) if direction else raw, dtype=float)
+                values[~np.isfinite(values)] = np.inf  # missing: never an improvement (as live)
+            else:
+                values = orient(epochs, direction) if direction else epochs
+            out[name] = (epochs, values, dice)
+        return out
+
+    def grid(self) -> tuple[float, list[float]]:
+        """The most common last epoch, and the fixed-stop epochs before it (every checkpoint of the grid,
+        at most :data:`MAX_FIXED_STOPS` evenly spaced ones on a longer grid)."""
+        if self._grid is not None:
+            return self._grid
+        lasts = [float(g["epoch"].iloc[-1]) for g in self.frames.values()]
+        if not lasts:
+            return 0.0, []
+        values, counts = np.unique(lasts, return_counts=True)
+        last = float(values[np.argmax(counts)])
+        every = np.unique(np.concatenate([g["epoch"].to_numpy(float) for g in self.frames.values()]))
+        epochs = [float(e) for e in every if e < last]
+        if len(epochs) > MAX_FIXED_STOPS:
+            idx = np.unique(np.round(np.linspace(0, len(epochs) - 1, MAX_FIXED_STOPS)).astype(int))
+            epochs = [epochs[i] for i in idx]
+        self._grid = (last, epochs)
+        return self._grid
 
 
 def outcome_row(rule: Rule, epochs: np.ndarray, values: np.ndarray, dice: np.ndarray) -> dict[str, float] | None:
@@ -88,25 +120,35 @@ def _mean(rows: dict[str, dict], key: str) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def summarise(rows: dict[str, dict], *, n_boot: int, seed: int, n_total: int | None = None) -> dict[str, Any]:
+def summarise(rows: dict[str, dict], *, n_boot: int, seed: int, clusters: dict[str, str] | None = None,
+              n_total: int | None = None) -> dict[str, Any]:
+    names = list(rows)
+    ids = cluster_ids(names, clusters)
+    lost = [rows[n]["lost_vs_last"] for n in names]
+    cis = cluster_mean_ci(np.asarray([lost, [rows[n]["epochs_saved"] for n in names]], float), ids, n_boot=n_boot, seed=seed) \
+        if names else [None, None]
     return {
         "n_series_no_dice_at_choice": (n_total - len(rows)) if n_total is not None else 0,
         "dice_lost_vs_last": _mean(rows, "lost_vs_last"),
-        "dice_lost_vs_last_ci": bootstrap_mean([r["lost_vs_last"] for r in rows.values()], n_boot=n_boot, seed=seed),
+        "dice_lost_vs_last_ci": cis[0],
         "dice_lost_vs_oracle": _mean(rows, "lost_vs_oracle"),
         "epochs_saved": _mean(rows, "epochs_saved"),
-        "epochs_saved_ci": bootstrap_mean([r["epochs_saved"] for r in rows.values()], n_boot=n_boot, seed=seed),
+        "epochs_saved_ci": cis[1],
         "chosen_epoch_mean": _mean(rows, "chosen_epoch"),
         "n_series": len(rows),
+        "n_clusters": int(len(set(ids))) if names else 0,
+        "p_value": cluster_wilcoxon(lost, ids, alternative="two-sided") if names else None,
+        "_cluster_lost": cluster_means(lost, ids).tolist() if names else [],
     }
 
 
 def tune(candidates: list[Rule], series: Series) -> Rule:
-    """The candidate with the least mean Dice lost vs last on ``series`` (ties: most epochs saved, then first)."""
+    """The candidate that is best by :data:`TUNING_OBJECTIVE` on ``series``; a candidate that chooses a
+    checkpoint nobody fine-tuned cannot be judged and is never tuned to."""
     best, key = candidates[0], None
     for rule in candidates:
         rows = evaluate(rule, series)
-        if len(rows) < len(series):  # it picks checkpoints nobody fine-tuned: cannot be judged, never tuned to
+        if len(rows) < len(series) or not rows:
             continue
         k = (round(_mean(rows, "lost_vs_last"), 12), -round(_mean(rows, "epochs_saved"), 12))
         if key is None or k < key:
@@ -114,44 +156,67 @@ def tune(candidates: list[Rule], series: Series) -> Rule:
     return best
 
 
-def groups_of(df: pd.DataFrame, column: str) -> dict[str, str]:
+def groups_of(df: pd.DataFrame, column: str, flag: str = "--group-by") -> dict[str, str]:
     """series -> group value; every series must have exactly one."""
     if column not in df.columns:
-        raise ConfigError(f"--group-by {column}: the table has no column {column!r}; columns: {', '.join(map(str, df.columns))}")
+        raise ConfigError(f"{flag} {column}: the table has no column {column!r}; columns: {', '.join(map(str, df.columns))}")
     out = {}
     for name, group in df.groupby("series", sort=True):
         values = {str(v) for v in group[column].dropna()}
         if len(values) != 1:
-            raise ConfigError(f"--group-by {column}: series {name!r} has {len(values)} values of {column} ({', '.join(sorted(values)) or 'none'}); "
+            raise ConfigError(f"{flag} {column}: series {name!r} has {len(values)} values of {column} ({', '.join(sorted(values)) or 'none'}); "
                               "each series needs exactly one (the grouping is per series)")
         out[str(name)] = values.pop()
-    if len(set(out.values())) < 2:
-        raise ConfigError(f"--group-by {column}: leave-one-group-out needs at least 2 groups, the table has {len(set(out.values()))}")
     return out
 
 
-def cross_validate(rule: Rule, series: Series, groups: dict[str, str], column: str, *, n_boot: int, seed: int, display) -> dict[str, Any]:
-    """Leave-one-group-out: tune on the other groups, apply to the held-out one."""
+def cross_validate(rule: Rule, series: Series, groups: dict[str, str], column: str, *, clusters: dict[str, str] | None,
+                   n_boot: int, seed: int, display: Callable) -> dict[str, Any]:
+    """Leave-one-group-out: tune on the other groups' series that share no cluster (pretraining run) with
+    the held-out group, apply to the held-out group. The in-sample figures use the same grid and objective."""
     rows: dict[str, dict] = {}
     chosen: dict[str, dict] = {}
+    skipped: list[str] = []
+    cl = clusters or {}
     for g in sorted({groups[s] for s in series if s in groups}):
-        train = {s: v for s, v in series.items() if groups.get(s) != g}
         test = {s: v for s, v in series.items() if groups.get(s) == g}
-        if not train or not test:
+        held = {cl.get(s, s) for s in test}
+        train = {s: v for s, v in series.items() if groups.get(s) != g and cl.get(s, s) not in held}
+        if not test:
+            continue
+        if not train:
+            skipped.append(g)
             continue
         tuned = tune(rule.grid([v[1] for v in train.values()]), train)
         chosen[g] = display(tuned)
         rows.update(evaluate(tuned, test))
-    s = summarise(rows, n_boot=n_boot, seed=seed)
-    return {"group_by": column, "dice_lost_vs_last": s["dice_lost_vs_last"], "dice_lost_vs_last_ci": s["dice_lost_vs_last_ci"],
-            "epochs_saved": s["epochs_saved"], "epochs_saved_ci": s["epochs_saved_ci"], "params_per_group": chosen,
-            "n_series": s["n_series"]}
+    s = summarise(rows, n_boot=n_boot, seed=seed, clusters=clusters)
+    best_in = tune(rule.grid([v[1] for v in series.values()]), series)
+    inside = summarise(evaluate(best_in, series), n_boot=0, seed=seed, clusters=clusters)
+    return {"group_by": column, "objective": TUNING_OBJECTIVE, "dice_lost_vs_last": s["dice_lost_vs_last"],
+            "dice_lost_vs_last_ci": s["dice_lost_vs_last_ci"], "epochs_saved": s["epochs_saved"],
+            "epochs_saved_ci": s["epochs_saved_ci"], "params_per_group": chosen, "n_series": s["n_series"],
+            "groups_without_fold": skipped,
+            "in_sample_tuned": {"params": display(best_in), "dice_lost_vs_last": inside["dice_lost_vs_last"],
+                                "epochs_saved": inside["epochs_saved"]}}
 
 
-def _row(predictor: str, rule: Rule, params: dict, series: Series, *, n_boot: int, seed: int, cv=None, **extra) -> dict[str, Any]:
+def _row(predictor: str, rule: Rule, params: dict, series: Series, *, n_boot: int, seed: int, clusters, cv=None, **extra) -> dict[str, Any]:
     rows = evaluate(rule, series)
     return {"predictor": predictor, "rule": rule.name, "online": rule.online, "params": params,
-            **summarise(rows, n_boot=n_boot, seed=seed, n_total=len(series)), "cross_validated": cv, **extra, "series": rows}
+            **summarise(rows, n_boot=n_boot, seed=seed, clusters=clusters, n_total=len(series)), "cross_validated": cv,
+            **extra, "series": rows}
+
+
+def rule_predictors(directions: dict[str, str | None], headline: str | None, limit: int | None) -> tuple[list[str], list[str]]:
+    """Predictors that get selection rules (headline first, then top-1 columns, then table order), at most
+    ``limit``; and the declared ones left out by the bound."""
+    declared = [n for n, d in directions.items() if d is not None and n != "epoch"]
+    first = [n for n in declared if n == headline] + [n for n in declared if n != headline and (n in TOP1_NAMES or n.endswith(":top1"))]
+    order = first + [n for n in declared if n not in first]
+    if limit is None or len(order) <= limit:
+        return order, []
+    return order[:limit], order[limit:]
 
 
 def selection_table(
@@ -161,19 +226,35 @@ def selection_table(
     tolerance: float = 0.05,
     patience: int = 2,
     group_by: str | None = None,
+    clusters: dict[str, str] | None = None,
+    headline: str | None = None,
+    max_predictors: int | None = None,
     n_boot: int = 2000,
     seed: int = 0,
+    runs: Runs | None = None,
+    progress: Callable | None = None,
 ) -> list[dict[str, Any]]:
-    """Baselines first, then every rule of every predictor with a known direction."""
+    """Baselines first (a fixed stop at every checkpoint of the grid, last, oracle), then every rule of the
+    predictors with a known direction (at most ``max_predictors`` of them)."""
+    runs = runs or Runs(df)
     groups = groups_of(df, group_by) if group_by else None
-    base = series_of(df, "epoch", HIGHER)
-    table = [_row("epoch", FixedFraction(f), {"fraction": f}, base, n_boot=n_boot, seed=seed) for f in BASELINE_FRACTIONS]
-    table.append(_row("epoch", Last(), {}, base, n_boot=n_boot, seed=seed))
-    table.append(_row("epoch", Oracle(), {}, base, n_boot=n_boot, seed=seed))
-    for name, direction in directions.items():
-        if direction is None or name == "epoch":
-            continue
-        series = series_of(df, name, direction)
+    if groups is not None and len(set(groups.values())) < 2:
+        raise ConfigError(f"--group-by {group_by}: leave-one-group-out needs at least 2 groups, the table has {len(set(groups.values()))}")
+    kw = dict(n_boot=n_boot, seed=seed, clusters=clusters)
+    base = runs.series("epoch", HIGHER)
+    last_epoch, grid = runs.grid()
+    table = []
+    for e in grid:
+        fraction = e / last_epoch if last_epoch > 0 else 0.0
+        table.append(_row("epoch", FixedFraction(fraction), {"fraction": round(fraction, 4), "epoch": e}, base, **kw))
+    table.append(_row("epoch", Last(), {}, base, **kw))
+    table.append(_row("epoch", Oracle(), {}, base, **kw))
+    names, _ = rule_predictors(directions, headline, max_predictors)
+    for name in names:
+        direction = directions[name]
+        series = runs.series(name, direction)
+        if progress:
+            progress(1)
         if not series:
             continue
 
@@ -190,9 +271,6 @@ def selection_table(
         for rule, extra in rules:
             cv = None
             if groups and len(rule.grid([v[1] for v in series.values()])) > 1:
-                cv = cross_validate(rule, series, groups, group_by, n_boot=n_boot, seed=seed, display=display)
-                best_in = tune(rule.grid([v[1] for v in series.values()]), series)
-                cv["in_sample_tuned"] = {"params": display(best_in), **{k: v for k, v in summarise(evaluate(best_in, series), n_boot=0, seed=seed).items()
-                                                                      if k in ("dice_lost_vs_last", "epochs_saved")}}
-            table.append(_row(name, rule, display(rule), series, n_boot=n_boot, seed=seed, cv=cv, **extra))
+                cv = cross_validate(rule, series, groups, group_by, clusters=clusters, n_boot=n_boot, seed=seed, display=display)
+            table.append(_row(name, rule, display(rule), series, cv=cv, **kw, **extra))
     return table

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from hf_transfer_seg.cards import schema
@@ -21,16 +22,54 @@ log = logging.getLogger(__name__)
 
 REQUIRED = ("series", "epoch", "dice")
 # columns a card-built table carries that are not predictors
-NOT_PREDICTORS = {"dice_std", "num_seeds", "pretrain_synthetic", "target_synthetic", "synthetic", "revision", "sha", "seed"}
+NOT_PREDICTORS = {"dice_std", "num_seeds", "pretrain_synthetic", "target_synthetic", "synthetic", "revision", "sha", "seed",
+                  "pretraining_run"}
+
+
+def collapse_seeds(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
+    """A long table (one row per seed: a ``seed`` column, several rows per (series, epoch)) -> one row per
+    checkpoint: ``dice`` = the seeds' mean, ``dice_std`` = their SD (ddof 1), ``num_seeds``; predictors are
+    averaged (they are per checkpoint, the same for every seed), text columns keep their first value."""
+    if "seed" not in df.columns or not df.duplicated(["series", "epoch"]).any():
+        return df
+    dupes = df.duplicated(["series", "epoch", "seed"]).sum()
+    if dupes:
+        raise DataError(f"{source}: {dupes} duplicated (series, epoch, seed) row(s); one row per seed of a checkpoint")
+    numeric = [c for c in df.columns if c not in ("series", "epoch", "seed") and pd.api.types.is_numeric_dtype(df[c])
+               and not pd.api.types.is_bool_dtype(df[c])]  # flags (e.g. frozen) are kept, not averaged
+    text = [c for c in df.columns if c not in numeric and c not in ("series", "epoch", "seed")]
+    groups = df.groupby(["series", "epoch"], sort=True)
+    out = groups[numeric].mean()
+    out["dice_std"] = groups["dice"].std(ddof=1)
+    out["num_seeds"] = groups["dice"].count()
+    for col in text:
+        out[col] = groups[col].first()
+    return out.reset_index()
+
+
+def check_finite(df: pd.DataFrame, source: str = "table", columns=None) -> None:
+    """Refuse infinite values (a score of ``inf`` is a failed computation, not a very bad checkpoint)."""
+    cols = [c for c in (columns if columns is not None else df.columns) if c in df.columns and c != "series"
+            and pd.api.types.is_numeric_dtype(df[c])]
+    if not cols:
+        return
+    values = df[cols].to_numpy(dtype=float, na_value=np.nan)
+    bad = np.isinf(values)
+    if bad.any():
+        rows, where = np.nonzero(bad)
+        col, row = cols[where[0]], df.iloc[rows[0]]
+        more = f" ({int(bad.sum())} infinite values in all, in column(s) {', '.join(sorted({cols[j] for j in where})[:5])})" if bad.sum() > 1 else ""
+        raise DataError(f"{source}: column {col!r} is infinite at series {row['series']!r}, epoch {row['epoch']:g}{more}; "
+                        "scores must be finite numbers: blank a value that could not be computed (it is then left out), never inf")
 
 
 def check_table(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
-    """Validate and normalise the column types of an analysis table."""
+    """Validate and normalise the column types of an analysis table (seeds collapsed, infinities refused)."""
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise DataError(
             f"{source} lacks column(s) {', '.join(missing)}; a report table needs one row per (series, checkpoint) "
-            "with columns series, epoch, dice and one numeric column per predictor"
+            "with columns series, epoch, dice and one numeric column per predictor (or one row per seed with a seed column)"
         )
     df = df.copy()
     df["series"] = df["series"].astype(str)
@@ -39,9 +78,12 @@ def check_table(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
     bad_epochs = df["epoch"].isna().sum()
     if bad_epochs:
         raise DataError(f"{source}: {bad_epochs} row(s) have no numeric epoch")
+    check_finite(df, source, ["epoch", "dice"])
+    df = collapse_seeds(df, source)
     dupes = df.duplicated(["series", "epoch"]).sum()
     if dupes:
-        raise DataError(f"{source}: {dupes} duplicated (series, epoch) row(s); one row per checkpoint of a series")
+        raise DataError(f"{source}: {dupes} duplicated (series, epoch) row(s); one row per checkpoint of a series "
+                        "(or add a seed column: one row per seed)")
     return df.sort_values(["series", "epoch"]).reset_index(drop=True)
 
 
@@ -51,6 +93,13 @@ def predictor_columns(df: pd.DataFrame, exclude=()) -> list[str]:
     for col in df.columns:
         if col in REQUIRED or col in NOT_PREDICTORS or col in exclude:
             continue
+        if pd.api.types.is_numeric_dtype(df[col]) and not pd.api.types.is_bool_dtype(df[col]):
+            if df[col].notna().any():
+                out.append(col)
+            continue
+        if pd.api.types.is_bool_dtype(df[col]) or set(df[col].dropna().unique()) <= {True, False, "True", "False"} and df[col].notna().any() \
+                and not pd.api.types.is_numeric_dtype(df[col]):
+            continue  # a flag (e.g. frozen), not a score
         values = pd.to_numeric(df[col], errors="coerce")
         if values.notna().any() and (df[col].isna() | values.notna()).all():
             out.append(col)
@@ -65,9 +114,10 @@ def load_csv(path: str | Path) -> pd.DataFrame:
         df = pd.read_csv(path)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as exc:
         raise DataError(f"cannot read {path} as CSV: {exc}") from exc
-    df = check_table(df, str(path))
     for col in predictor_columns(df):
         df[col] = pd.to_numeric(df[col], errors="coerce")
+    df = check_table(df, str(path))
+    check_finite(df, str(path))
     return df
 
 
@@ -106,9 +156,10 @@ def table_from_cards(repo_ids: list[str], target_key: str, *, frozen: bool = Fal
         infos = hub.select_revisions(repo_id, revisions)
         for info in tqdm(infos, desc=f"read cards of {repo_id}", unit="rev"):
             card = hub.card_at_sha(repo_id, info.sha)
-            rows.append(rows_from_card(card.data, series=repo_id + (schema.FROZEN_SUFFIX if frozen else ""), revision=info.name,
-                                       epoch=info.epoch, sha=info.sha, target_key=target_key, frozen=frozen,
-                                       score_key=score_key))
+            row = rows_from_card(card.data, series=repo_id + (schema.FROZEN_SUFFIX if frozen else ""), revision=info.name,
+                                 epoch=info.epoch, sha=info.sha, target_key=target_key, frozen=frozen, score_key=score_key)
+            row["pretraining_run"] = repo_id  # the independent unit (the report's default --cluster-by)
+            rows.append(row)
     if not rows:
         raise DataError(f"no checkpoint revisions in {', '.join(repo_ids)}")
     df = pd.DataFrame(rows)

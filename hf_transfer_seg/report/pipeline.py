@@ -1,0 +1,99 @@
+"""The report's analysis, end to end: correlations -> verdicts -> selection table -> corrections.
+
+Bounded for big tables: correlations are vectorised over predictors (:mod:`.correlate`), intervals are
+one vectorised bootstrap per quantity (:mod:`.stats`), and selection rules run for at most
+``max_rule_predictors`` predictors (headline and top-1 first; the report lists any left out). Progress
+bars (tqdm) show on a terminal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from hf_transfer_seg.report.analysis import (
+    ALPHA, HEADLINE, MIN_CLUSTERS, MIN_EFFECT, MIN_POINTS, MIN_SERIES, clusters_of, correlations, default_cluster_columns,
+    noise, table_warnings, verdicts,
+)
+from hf_transfer_seg.report.compare import correct, equal_savings, mark_seed_noise
+from hf_transfer_seg.report.correlate import per_series
+from hf_transfer_seg.report.rules import TUNING_OBJECTIVE, Runs, rule_predictors, selection_table
+from hf_transfer_seg.report.table import predictor_columns
+from hf_transfer_seg.selection import HIGHER, resolve_directions
+
+MAX_RULE_PREDICTORS = 50
+
+
+def _bar(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="it", disable=None, leave=False)
+
+
+def run_analysis(
+    df: pd.DataFrame,
+    *,
+    predictors: list[str] | None = None,
+    lower: list[str] | tuple = (),
+    higher: list[str] | tuple = (),
+    headline: str | None = HEADLINE,
+    tolerance: float = 0.05,
+    patience: int = 2,
+    group_by: str | None = None,
+    cluster_by: list[str] | None = None,
+    min_effect: float = MIN_EFFECT,
+    max_rule_predictors: int | None = MAX_RULE_PREDICTORS,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    cluster_cols = list(cluster_by) if cluster_by is not None else default_cluster_columns(df)
+    exclude = set(cluster_cols) | ({group_by} if group_by else set())
+    predictors = predictors or predictor_columns(df, exclude=exclude)
+    clusters = clusters_of(df, cluster_cols)
+    run = df  # every checkpoint: selection rules walk the whole run, fine-tuned or not
+    scored = df[df["dice"].notna()]
+    directions = resolve_directions(predictors, lower=list(lower), higher=list(higher))
+
+    with _bar(int(scored["series"].nunique()), "correlations per series") as bar:
+        names, per = per_series(scored, predictors + ["epoch"], progress=bar.update)
+    corrs = correlations(names, per, predictors + ["epoch"], {**directions, "epoch": HIGHER}, clusters, n_boot=n_boot, seed=seed)
+    base = corrs.pop("epoch")
+    out_predictors = verdicts(corrs, names, clusters, headline, min_effect)
+
+    runs = Runs(run)
+    chosen, skipped = rule_predictors(directions, headline, max_rule_predictors)
+    with _bar(len(chosen), "selection rules") as bar:
+        table = selection_table(run, directions, tolerance=tolerance, patience=patience, group_by=group_by, clusters=clusters,
+                                headline=headline, max_predictors=max_rule_predictors, n_boot=n_boot, seed=seed, runs=runs,
+                                progress=bar.update)
+    for row in table:
+        if row["online"] and row["predictor"] != "epoch":
+            row["equal_savings"] = equal_savings(row, runs, clusters=clusters, n_boot=n_boot, seed=seed)
+    correction = correct(table, alpha=ALPHA)
+    noise_info = noise(scored)
+    mark_seed_noise(table, noise_info)
+    n_clusters = len({clusters.get(s, s) for s in names})
+    return {
+        "settings": {"tolerance": tolerance, "patience": patience, "bootstrap": n_boot, "seed": seed, "min_points": MIN_POINTS,
+                     "min_series": MIN_SERIES, "min_clusters": MIN_CLUSTERS, "min_effect": min_effect, "alpha": ALPHA,
+                     "test": "one-sided Wilcoxon signed-rank over cluster means of the per-series Spearman",
+                     "correction": "Holm over exploratory predictors", "group_by": group_by, "cluster_by": cluster_cols,
+                     "interval": "BCa bootstrap resampling clusters (scipy.stats.bootstrap)",
+                     "tuning_objective": TUNING_OBJECTIVE, "selection_correction": correction,
+                     "max_rule_predictors": max_rule_predictors},
+        "headline": headline if headline in corrs else None,
+        "headline_requested": headline,
+        "undeclared": [n for n, d in directions.items() if d is None],
+        "n_series": int(scored["series"].nunique()),
+        "n_clusters": n_clusters,
+        "clusters": clusters,
+        "n_rows": int(len(scored)),
+        "predictors": out_predictors,
+        "epoch_baseline": {"mean_spearman": base["mean_spearman"], "mean_spearman_ci": base["mean_spearman_ci"],
+                           "n_series": base["n_series"]},
+        "noise": noise_info,
+        "warnings": table_warnings(run, predictors, runs.excluded),
+        "selection": table,
+        "selection_skipped": skipped,
+    }

@@ -1,0 +1,251 @@
+"""Statistics of the report, all by *cluster* (the independent unit, e.g. a pretraining run).
+
+Series of one pretraining run share its curves (top-1 is identical across them; a robustness score is
+identical across frozen/unfrozen pairs), so they are not independent. Every interval here resamples
+clusters and every test runs over per-cluster means:
+
+- :func:`cluster_mean_ci`: the mean over series, with a BCa interval from ``scipy.stats.bootstrap``
+  that resamples *clusters* (the statistic is the pooled mean of the series in the resampled clusters).
+  Vectorised over many quantities at once (one call for every predictor of a wide table).
+- :func:`cluster_wilcoxon`: ``scipy.stats.wilcoxon`` over the per-cluster means.
+- :func:`holm`: ``statsmodels.stats.multitest.multipletests(method="holm")``.
+- :func:`signed_rank_interval`: the Wilcoxon signed-rank (Hodges-Lehmann) interval of the per-cluster
+  means at any level, used for the multiplicity-corrected (Bonferroni) intervals of the selection
+  table. Hand-written (the exact null distribution is a 10-line recursion) because neither scipy nor
+  statsmodels offers this interval, and a bootstrap cannot give it: with 6 clusters no resample can leave
+  the range of the 6 cluster means, so a "99.9 %" bootstrap interval still excludes 0 whenever all 6
+  share a sign (1 table in 32 under pure noise). The signed-rank interval is unbounded when the level
+  cannot be reached with that many clusters, which is the honest answer.
+- :func:`partial_spearman`: first-order partial correlation of the ranks (the formula pingouin's
+  ``partial_corr(method="spearman")`` uses); kept here because statsmodels has no rank partial
+  correlation and pingouin is not a dependency (tested against the residual-regression definition).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Sequence
+
+import numpy as np
+from scipy import stats
+
+CHUNK = 400  # quantities per vectorised bootstrap call (memory: CHUNK x n_boot x clusters floats)
+
+
+def clean(value) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def cluster_ids(series: Sequence[str], clusters: dict[str, str] | None) -> np.ndarray:
+    """Integer cluster index of each series (each series is its own cluster without a mapping)."""
+    labels = [clusters.get(s, s) if clusters else s for s in series]
+    _, inverse = np.unique(np.asarray(labels, dtype=object).astype(str), return_inverse=True)
+    return inverse
+
+
+def _cluster_sums(values: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """values (Q, n_series) with NaN for missing -> per-cluster sums and counts (Q, k)."""
+    ok = np.isfinite(values)
+    onehot = np.zeros((values.shape[1], k))
+    onehot[np.arange(values.shape[1]), ids] = 1.0
+    return np.where(ok, values, 0.0) @ onehot, ok.astype(float) @ onehot
+
+
+def cluster_mean_ci(
+    values, ids: np.ndarray, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+) -> list[list[float] | None]:
+    """For each row of ``values`` (quantities x series, NaN = missing): a BCa interval of the mean over
+    series, resampling clusters. None where fewer than 2 clusters have a value (or ``n_boot`` < 1)."""
+    values = np.atleast_2d(np.asarray(values, dtype=float))
+    out: list[list[float] | None] = [None] * values.shape[0]
+    if n_boot < 1 or values.size == 0:
+        return out
+    k = int(ids.max()) + 1 if len(ids) else 0
+    sums, counts = _cluster_sums(values, ids, k)
+    present = counts > 0
+    n_present = present.sum(axis=1)
+    todo = np.nonzero(n_present >= 2)[0]
+    # rows with the same clusters present share one bootstrap call (the common case: all of them)
+    patterns: dict[bytes, list[int]] = {}
+    for q in todo:
+        patterns.setdefault(present[q].tobytes(), []).append(int(q))
+    for rows in patterns.values():
+        cols = np.nonzero(present[rows[0]])[0]
+        for start in range(0, len(rows), CHUNK):
+            chunk = rows[start:start + CHUNK]
+            s, c = sums[np.ix_(chunk, cols)], counts[np.ix_(chunk, cols)]
+            for q, ci in zip(chunk, _bca(s, c, n_boot=n_boot, seed=seed, level=level)):
+                out[q] = ci
+    return out
+
+
+def _bca(s: np.ndarray, c: np.ndarray, *, n_boot: int, seed: int, level: float) -> list[list[float]]:
+    k = s.shape[1]
+
+    def statistic(idx, axis=-1):
+        idx = np.asarray(idx, dtype=int)
+        return s[:, idx].sum(axis=-1) / c[:, idx].sum(axis=-1)
+
+    point = s.sum(axis=1) / c.sum(axis=1)
+    means = s / c
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = stats.bootstrap((np.arange(k),), statistic, n_resamples=n_boot, method="BCa", vectorized=True,
+                              confidence_level=level, random_state=np.random.default_rng(seed))
+        lo, hi = np.atleast_1d(res.confidence_interval.low), np.atleast_1d(res.confidence_interval.high)
+        if k > 1 and not (np.isfinite(lo) & np.isfinite(hi)).all():
+            # BCa is undefined where the statistic does not vary; percentile interval there
+            pct = stats.bootstrap((np.arange(k),), statistic, n_resamples=n_boot, method="percentile", vectorized=True,
+                                  confidence_level=level, random_state=np.random.default_rng(seed))
+            plo, phi = np.atleast_1d(pct.confidence_interval.low), np.atleast_1d(pct.confidence_interval.high)
+            bad = ~(np.isfinite(lo) & np.isfinite(hi))
+            lo, hi = np.where(bad, plo, lo), np.where(bad, phi, hi)
+    out = []
+    for q in range(s.shape[0]):
+        if np.ptp(means[q]) == 0:  # every cluster has the same mean: no sampling variation to show
+            out.append([float(point[q]), float(point[q])])
+        else:
+            out.append([float(lo[q]), float(hi[q])])
+    return out
+
+
+def cluster_means(values: Sequence[float | None], ids: np.ndarray) -> np.ndarray:
+    """Mean of the (finite) series values in each cluster that has one."""
+    v = np.asarray([np.nan if x is None else x for x in values], dtype=float)
+    k = int(ids.max()) + 1 if len(ids) else 0
+    sums, counts = _cluster_sums(v[None, :], ids, k)
+    ok = counts[0] > 0
+    return sums[0, ok] / counts[0, ok]
+
+
+def cluster_wilcoxon(values: Sequence[float | None], ids: np.ndarray, *, alternative: str = "greater") -> float | None:
+    """Wilcoxon signed-rank p-value of the per-cluster means against 0 (None without a cluster)."""
+    means = cluster_means(values, ids)
+    if not len(means):
+        return None
+    return float(signed_rank_p(means[None, :], alternative=alternative)[0])
+
+
+EXACT_CLUSTERS = 14  # exact sign-flip distribution up to this many clusters (2**14 orderings)
+
+
+def signed_rank_p(x: np.ndarray, *, alternative: str = "greater") -> np.ndarray:
+    """Wilcoxon signed-rank p-values of each row of ``x`` (rows x clusters, finite) against 0.
+
+    Zeros are split (half their rank to each side, scipy's ``zero_method="zsplit"``), ties get average
+    ranks. Up to :data:`EXACT_CLUSTERS` values the p-value is exact over all sign flips (the permutation
+    distribution scipy's ``wilcoxon`` falls back to with ties or zeros, where it costs ~70 ms a call:
+    minutes for a wide table; here every row of a wide table at once); beyond, scipy's normal approximation."""
+    x = np.atleast_2d(np.asarray(x, dtype=float))
+    q, k = x.shape
+    if k == 0:
+        return np.full(q, np.nan)
+    if k > EXACT_CLUSTERS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return np.asarray([stats.wilcoxon(row, alternative=alternative, zero_method="zsplit", method="approx").pvalue
+                               if np.any(row != 0) else 1.0 for row in x])
+    ranks = stats.rankdata(np.abs(x), axis=1)
+    nonzero = x != 0
+    t_obs = (ranks * (x > 0)).sum(axis=1) + 0.5 * (ranks * ~nonzero).sum(axis=1)
+    flips = ((np.arange(2 ** k)[:, None] >> np.arange(k)[None, :]) & 1).astype(float)  # (2^k, k)
+    null = (ranks * nonzero) @ flips.T + 0.5 * (ranks * ~nonzero).sum(axis=1, keepdims=True)  # (q, 2^k)
+    eps = 1e-9
+    greater = (null >= t_obs[:, None] - eps).mean(axis=1)
+    less = (null <= t_obs[:, None] + eps).mean(axis=1)
+    if alternative == "greater":
+        p = greater
+    elif alternative == "less":
+        p = less
+    else:
+        p = np.minimum(1.0, 2 * np.minimum(greater, less))
+    return np.where(nonzero.any(axis=1), p, 1.0)
+
+
+def holm(pvalues: dict[str, float]) -> dict[str, float]:
+    """Holm step-down adjusted p-values (statsmodels ``multipletests``)."""
+    if not pvalues:
+        return {}
+    from statsmodels.stats.multitest import multipletests
+
+    names = list(pvalues)
+    adjusted = multipletests([pvalues[n] for n in names], method="holm")[1]
+    return {n: float(p) for n, p in zip(names, adjusted)}
+
+
+def _signed_rank_null(n: int) -> np.ndarray:
+    """P(T+ = t) for t = 0..n(n+1)/2 under the null (exact, by recursion over the ranks)."""
+    counts = np.zeros(n * (n + 1) // 2 + 1)
+    counts[0] = 1.0
+    for r in range(1, n + 1):
+        counts[r:] = counts[r:] + counts[:-r].copy()
+    return counts / counts.sum()
+
+
+def signed_rank_interval(values: Sequence[float], *, level: float) -> list[float] | None:
+    """Hodges-Lehmann interval (inverted Wilcoxon signed-rank test) of the centre of ``values`` at
+    ``level``; infinite bounds where so few values cannot reach the level. None for no value."""
+    x = np.sort(np.asarray([v for v in values if v is not None and np.isfinite(v)], dtype=float))
+    n = len(x)
+    if n == 0:
+        return None
+    alpha = 1.0 - level
+    walsh = np.sort((x[:, None] + x[None, :])[np.triu_indices(n)] / 2.0)
+    m = len(walsh)
+    if n <= 60:
+        cdf = np.cumsum(_signed_rank_null(n))
+        ok = np.nonzero(cdf <= alpha / 2)[0]
+        if not len(ok):
+            return [-math.inf, math.inf]
+        t = int(ok[-1])  # P(T+ <= t) <= alpha/2: cut t Walsh averages from each end, keep the next
+    else:  # normal approximation
+        z = stats.norm.ppf(1 - alpha / 2)
+        t = int(math.floor(m / 2 - z * math.sqrt(n * (n + 1) * (2 * n + 1) / 24)))
+        if t < 0:
+            return [-math.inf, math.inf]
+    return [float(walsh[t]), float(walsh[m - 1 - t])]
+
+
+def rankdata_columns(a: np.ndarray) -> np.ndarray:
+    """Average ranks of each column (NaN-free input)."""
+    return stats.rankdata(a, axis=0)
+
+
+def spearman_columns(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman of each column of ``x`` (n, Q) with ``y`` (n,); NaN where a column or ``y`` is constant
+    (the same value scipy's ``spearmanr`` gives: Pearson of the average ranks)."""
+    rx = rankdata_columns(x)
+    ry = stats.rankdata(y)
+    rx = rx - rx.mean(axis=0)
+    ry = ry - ry.mean()
+    den = np.sqrt((rx ** 2).sum(axis=0) * (ry ** 2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (rx * ry[:, None]).sum(axis=0) / den
+    r[~np.isfinite(r) | (den <= 1e-12)] = np.nan
+    return np.clip(r, -1.0, 1.0)
+
+
+def partial_from(rxy: float | None, rxz: float | None, ryz: float | None) -> float | None:
+    """First-order partial correlation from three correlations; None when undefined."""
+    if rxy is None or rxz is None or ryz is None:
+        return None
+    den = (1 - rxz * rxz) * (1 - ryz * ryz)
+    if den <= 1e-12:
+        return None
+    return clean((rxy - rxz * ryz) / math.sqrt(den))
+
+
+def partial_spearman(x, y, z) -> float | None:
+    """Spearman of x and y controlling for z (partial correlation of the ranks); None when undefined
+    (fewer than 4 points, or x or y a monotone function of z)."""
+    x, y, z = (np.asarray(v, dtype=float) for v in (x, y, z))
+    if len(x) < 4 or np.ptp(x) == 0 or np.ptp(y) == 0 or np.ptp(z) == 0:
+        return None
+    rxy = clean(spearman_columns(x[:, None], y)[0])
+    rxz = clean(spearman_columns(x[:, None], z)[0])
+    ryz = clean(spearman_columns(y[:, None], z)[0])
+    return partial_from(rxy, rxz, ryz)
