@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 from hf_transfer_seg._lazy import attach
 
 _SUBMOD_ATTRS = {
-    "data": ["eval_results_by", "get_namespace", "set_namespace", "upsert_eval_result"],
+    "data": ["drop_results", "eval_results_by", "get_namespace", "set_namespace", "upsert_eval_result"],
     "render": ["get_section_text", "render_card", "replace_section"],
 }
 
 __getattr__, __dir__, __all__ = attach(__name__, _SUBMOD_ATTRS)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hf_transfer_seg.cards.data import eval_results_by, get_namespace, set_namespace, upsert_eval_result
+    from hf_transfer_seg.cards.data import drop_results, eval_results_by, get_namespace, set_namespace, upsert_eval_result
     from hf_transfer_seg.cards.render import get_section_text, render_card, replace_section

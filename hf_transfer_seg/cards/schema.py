@@ -77,9 +77,11 @@ OK_STATUSES = ("ok", "done", "complete", "completed")
 
 
 def robustness_result(target_key: str, config: str, score: float):
-    """The model-index entry of one robustness score (lower is better)."""
+    """The model-index entry of one robustness score (lower is better); None when the target is no Hub dataset."""
     from huggingface_hub import EvalResult
 
+    if eval_dataset(target_key) is None:
+        return None
     return EvalResult(
         task_type=ROBUSTNESS_TASK,
         task_name="Label-free robustness score (lower is better)",
@@ -92,9 +94,11 @@ def robustness_result(target_key: str, config: str, score: float):
 
 
 def segmentation_result(target_key: str, metric_type: str, value: float, *, frozen: bool):
-    """The model-index entry of a validation Dice / IoU / HD95 of a U-Net on ``target_key``."""
+    """The model-index entry of a validation Dice / IoU / HD95 of a U-Net on ``target_key`` (None: no Hub dataset)."""
     from huggingface_hub import EvalResult
 
+    if eval_dataset(target_key) is None:
+        return None
     return EvalResult(
         task_type=SEGMENTATION_TASK, **{**eval_dataset(target_key), "dataset_split": "validation"},
         metric_type=metric_type, metric_value=float(value), metric_config=metric_config(frozen),
@@ -102,9 +106,12 @@ def segmentation_result(target_key: str, metric_type: str, value: float, *, froz
 
 
 def accuracy_result(dataset: str, name: str, value: float):
-    """The model-index entry of a pretraining checkpoint's validation accuracy (``top-1``/``top-5``, percent)."""
+    """The model-index entry of a pretraining checkpoint's validation accuracy (``top-1``/``top-5``, percent);
+    None when the pretraining data is no Hub dataset."""
     from huggingface_hub import EvalResult
 
+    if eval_dataset(dataset) is None:
+        return None
     return EvalResult(
         task_type=CLASSIFICATION_TASK, **{**eval_dataset(dataset), "dataset_split": "validation"},
         metric_type="accuracy", metric_name=name, metric_value=float(value),
