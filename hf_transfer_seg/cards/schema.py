@@ -12,7 +12,8 @@ Layout of the mapping (``card.data.hf_transfer_seg``)::
     revision card (branch epoch-NNNN)          main's card
       training: {epoch, imagenet_top1, ...}      checkpoints: [{revision, epoch, sha, ...}]
       robustness: {target: {config: entry}}      latest_revision: "epoch-NNNN"
-      robustness_targets: {target: {...}}        robustness_summary: {target: {config, rows, best_*}}
+        (headline + favoured configs in YAML; the whole grid in robustness/grid_<target>.json, see cards.grid)
+      robustness_targets: {target: {..., grid_file}}  robustness_summary: {target: {config, rows, best_*}}
       downstream: {downstream_key: entry}        downstream_summary: {downstream_key: {rows, best_*}}
       transferability: {target: {logme, ...}}
 
@@ -139,6 +140,11 @@ def is_ok(entry: Any) -> bool:
 def safe_file_key(key: str) -> str:
     """A target key made safe for a file name (``plots/robustness_<file_key>.png``)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("_") or "target"
+
+
+def grid_path(key: str) -> str:
+    """Path, on a revision's branch, of the whole robustness grid of target ``key`` (``hf_transfer_seg.cards.grid``)."""
+    return f"robustness/grid_{safe_file_key(key)}.json"
 
 
 def plot_path(kind: str, key: str) -> str:
