@@ -170,3 +170,27 @@ def test_spacing_needs_one_value_per_axis():
     m = SegmentationMetrics(2)
     with pytest.raises(ValueError, match="one per axis"):
         m.update(torch.zeros(4, 4, 4, dtype=torch.long), torch.zeros(4, 4, 4, dtype=torch.long), spacing=(1.0, 1.0))
+
+
+def test_sliding_window_equals_monai_where_the_image_covers_the_window():
+    """Ours is kept (see models/segmentation.py): equal to MONAI's ``sliding_window_inference`` (same window
+    starts, plain average) on images at least one window large; smaller images are padded after the image by
+    ours and on both sides by MONAI, so there the two differ."""
+    from monai.inferers import sliding_window_inference
+
+    from hf_transfer_seg.models.segmentation import SegmentationModel, sliding_window_probs
+
+    torch.manual_seed(0)
+    model = SegmentationModel("test_resnet", 3).eval()
+
+    def monai_probs(image):
+        with torch.no_grad():
+            return sliding_window_inference(image[None], (64, 64), 4, lambda x: model(x).float().softmax(1), overlap=0.5,
+                                            mode="constant", padding_mode="constant", cval=0.0)[0]
+
+    for h, w in ((64, 64), (96, 80), (130, 70)):
+        image = torch.rand(3, h, w)
+        torch.testing.assert_close(sliding_window_probs(model, image, 64, overlap=0.5, batch_size=4), monai_probs(image),
+                                   atol=1e-6, rtol=0)
+    small = torch.rand(3, 40, 48)
+    assert (sliding_window_probs(model, small, 64) - monai_probs(small)).abs().max() > 1e-3
