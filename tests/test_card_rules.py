@@ -113,3 +113,45 @@ def test_every_pushed_card_has_a_license_small_yaml_and_real_dataset_ids(hub_end
     # the Space card names the pretraining dataset the checkpoints recorded, not ImageNet
     space_text = _cards(space, "space")["main"]
     assert "`synthetic`" in space_text.split("## This deployment", 1)[1] and "ImageNet top-1" not in space_text
+
+
+def test_readers_get_the_grid_from_its_file_or_from_an_older_cards_yaml(hub_endpoint, repo_id):
+    from hf_transfer_seg import hub
+    from hf_transfer_seg.cards.grid import grid_bytes, target_info
+    from hf_transfer_seg.cards.schema import HEADLINE
+
+    HfApi().create_repo(repo_id)
+    old = {"cosine_m0_L-2_pooled": {"score": 0.1, "status": "ok"}, HEADLINE: {"score": 0.2, "status": "ok", "per_image": [0.1, 0.3]}}
+    ModelCard("---\nlibrary_name: timm\nhf_transfer_seg:\n  robustness:\n    t: " + json.dumps(old) + "\n---\n# old\n").push_to_hub(repo_id)
+    assert hub.robustness_grid(repo_id) == {"t": old}  # an older card: the grid is its YAML
+
+    def edit(card):  # the new layout, with a failed re-score of the headline in the YAML only
+        card.data.hf_transfer_seg = {"robustness": {"t": {HEADLINE: {"score": None, "status": "failed", "reason": "x"}}},
+                                     "robustness_targets": {"t": target_info("d", False, "t")}}
+        return card
+
+    grid = {**old, "l2_m1_L-1_flat": {"score": 0.4, "status": "ok"}}
+    hub.update_card(repo_id, "main", edit, commit_message="grid", extra_files={"robustness/grid_t.json": grid_bytes("t", grid)})
+    merged = hub.robustness_grid(repo_id)["t"]
+    assert merged["l2_m1_L-1_flat"]["score"] == 0.4 and merged[HEADLINE]["status"] == "failed" and len(merged) == 3
+    stored = hub.read_card(repo_id, grid=False)[0].data.hf_transfer_seg["robustness"]["t"]
+    assert set(stored) == {HEADLINE}  # writers see the card as stored: the grid never goes back into the YAML
+    assert hub.read_card(repo_id)[0].data.hf_transfer_seg["robustness"]["t"] == merged
+
+
+def test_a_failed_rescore_of_an_older_card_keeps_its_yaml_grid():
+    from types import SimpleNamespace
+
+    from hf_transfer_seg.cards.schema import HEADLINE
+    from hf_transfer_seg.scoring.card import grid_files_of, revision_card_edit
+    from hf_transfer_seg.scoring.scorer import RevisionScore
+
+    plan = SimpleNamespace(target_key="t", target_description="d", target_synthetic=False,
+                           facts=lambda: {"num_images": 8, "seed": 0, "image_size": 32})
+    old = {f"cosine_m0_L-{i}_pooled": {"score": 0.1 * i, "status": "ok"} for i in range(1, 5)}
+    card = ModelCard("---\nhf_transfer_seg:\n  robustness:\n    t: " + json.dumps({**old, HEADLINE: {"score": 0.2}}) + "\n---\n# c\n")
+    failed = RevisionScore(revision="epoch-0001", epoch=1.0, sha="0" * 40, status="failed", reason="no weights")
+    edited = revision_card_edit(plan, failed, "m", {})(card)
+    kept = edited.data.hf_transfer_seg["robustness"]["t"]
+    assert set(old) < set(kept) and kept[HEADLINE]["status"] == "failed"  # no file holds them: nothing is dropped
+    assert grid_files_of(plan, failed) == {} and "grid_file" not in edited.data.hf_transfer_seg["robustness_targets"]["t"]

@@ -99,14 +99,14 @@ def revision_card_edit(plan: ScoringPlan, result: RevisionScore, model_name: str
         robustness = get_namespace(data, schema.ROBUSTNESS, {}) or {}
         entries = dict(robustness.get(plan.target_key) or {})
         entries.update(result.entries(plan))
-        # the YAML keeps the headline and favoured configs (also for older cards that held the whole grid);
-        # the whole grid is the file write_revision_card commits with this card (grid.grid_bytes)
-        robustness[plan.target_key] = card_configs(entries, result.headline)
-        set_namespace(data, schema.ROBUSTNESS, robustness)
         targets = get_namespace(data, schema.ROBUSTNESS_TARGETS, {}) or {}
-        old_info = targets.get(plan.target_key) or {}
+        has_file = result.ok or bool((targets.get(plan.target_key) or {}).get(GRID_FILE))
+        # the YAML keeps the headline and favoured configs; the whole grid is the file write_revision_card commits
+        # with this card (grid.grid_bytes). A failure on an older card whose grid is only in its YAML keeps it there.
+        robustness[plan.target_key] = card_configs(entries, result.headline) if has_file else entries
+        set_namespace(data, schema.ROBUSTNESS, robustness)
         targets[plan.target_key] = target_info(plan.target_description, plan.target_synthetic, plan.target_key)
-        if not result.ok and not old_info.get(GRID_FILE):  # no file committed for this target yet
+        if not has_file:
             targets[plan.target_key].pop(GRID_FILE)
         set_namespace(data, schema.ROBUSTNESS_TARGETS, targets)
         if not getattr(data, "library_name", None):
