@@ -98,6 +98,7 @@ def test_score_every_revision_records_cards_summary_plot_and_best(hub_endpoint, 
 
     # main: summary rows, best revision with its sha, table, plot in the same commit
     card, _ = hub.read_card(repo_id, "main")
+    assert (card.data.license, card.data.license_name) == ("other", "not-set")  # no license before: the stated default
     summary = get_namespace(card.data, "robustness_summary")[BUILTIN_RETINA]
     rows = {r["revision"]: r for r in summary["rows"]}
     assert set(rows) == set(pushed) | {bad.name}

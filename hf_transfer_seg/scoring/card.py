@@ -21,6 +21,7 @@ from huggingface_hub import HfApi, ModelCard
 from hf_transfer_seg.cards import schema
 from hf_transfer_seg.cards.data import eval_results_by, get_namespace, set_namespace, upsert_eval_result
 from hf_transfer_seg.cards.grid import GRID_FILE, card_configs, grid_bytes, target_info
+from hf_transfer_seg.cards.license import apply_license, choose_license
 from hf_transfer_seg.cards.render import replace_section
 from hf_transfer_seg.cards.schema import HIGHLIGHTS, fmt as _fmt
 from hf_transfer_seg.errors import CardConflictError
@@ -122,6 +123,8 @@ def revision_card_edit(plan: ScoringPlan, result: RevisionScore, model_name: str
                 data.eval_results = [r for r in data.eval_results if r not in stale] or None
         namespace = get_namespace(data)
         card.text = replace_section(card.text or "", SECTION, revision_section(namespace))
+        if not data.license:
+            card = apply_license(card, choose_license())
         seen["training"] = namespace.get(schema.TRAINING) or {}
         return card
 
@@ -363,6 +366,8 @@ def write_summary(
             summary[key] = entry
             set_namespace(card.data, schema.ROBUSTNESS_SUMMARY, summary)
             card.text = replace_section(card.text or f"# {repo_id}\n", SECTION, main_section(summary))
+            if not card.data.license:  # a repo pushed by other tools: the stated default (or --license), never a change
+                card = apply_license(card, choose_license())
             return card
 
         best = entry.get("best_revision") or "none"
