@@ -43,13 +43,16 @@ def results_markdown(metrics: dict[str, Any]) -> str:
         "## Validation results",
         "",
         f"Mean over foreground classes: Dice **{_fmt(metrics.get('dice_mean'))}**, IoU {_fmt(metrics.get('iou_mean'))}, "
-        f"HD95 {_fmt(metrics.get('hd95_mean'), 2)} {metrics.get('hd95_unit', 'px')} ({metrics.get('num_images', 0)} images).",
+        f"HD95 {_fmt(metrics.get('hd95_mean'), 2)} {metrics.get('hd95_unit', 'px')}, average surface distance "
+        f"{_fmt(metrics.get('asd_mean'), 2)} {metrics.get('hd95_unit', 'px')} ({metrics.get('num_images', 0)} images; "
+        "MONAI's definitions, see below).",
         "",
-        f"| class | Dice | IoU | HD95 ({metrics.get('hd95_unit', 'px')}) | images with HD95 |",
-        "|---|---|---|---|---|",
+        f"| class | Dice | IoU | HD95 ({metrics.get('hd95_unit', 'px')}) | ASD | images with HD95 |",
+        "|---|---|---|---|---|---|",
     ]
     for name, row in (metrics.get("per_class") or {}).items():
-        lines.append(f"| {name} | {_fmt(row.get('dice'))} | {_fmt(row.get('iou'))} | {_fmt(row.get('hd95'), 2)} | {row.get('hd95_images', 0)} |")
+        lines.append(f"| {name} | {_fmt(row.get('dice'))} | {_fmt(row.get('iou'))} | {_fmt(row.get('hd95'), 2)} | "
+                     f"{_fmt(row.get('asd'), 2)} | {row.get('hd95_images', 0)} |")
     return "\n".join(lines)
 
 
