@@ -1,60 +1,60 @@
-"""Sliding-window inference: hf-transfer-seg's ``sliding_window_probs`` vs MONAI's ``sliding_window_inference``.
+"""Sliding-window inference: ``sliding_window_probs`` (MONAI's ``sliding_window_inference`` behind it) vs the
+hand-written version it replaced, same run.
 
-Same model (a tiny smp U-Net on timm ``test_resnet``, eval mode, CPU), same images, same window (64 px), same
-overlap (0.5), same batch of windows (16); MONAI is called as it would replace ours: the predictor returns
-softmax probabilities, ``mode="constant"`` (plain average of overlapping windows), zero padding. Rounds
-alternate (ours, monai, ours, monai...) so load from other processes hits both alike; medians are compared.
-For each image size the script prints the largest absolute difference of the probabilities and the time ratio
-monai / ours (above 1: MONAI slower). MONAI's import (seconds) is timed separately, once.
+Same model (a tiny smp U-Net on timm ``test_resnet``, eval mode, CPU), same images, window 64 px, overlap 0.5,
+16 windows per batch. The baseline is the replaced code (``_handwritten_probs`` in tests/test_metrics_monai.py,
+which also checks the two agree to 1e-6). Rounds alternate (baseline, current, baseline, current...) so load from
+other processes hits both alike; medians are compared. Per image size it prints the largest absolute difference
+and the time ratio current / baseline (above 1: the MONAI-backed version is slower). MONAI's import is timed
+once, separately (the fine-tuning loop pays it anyway for ``monai.metrics``).
 
-    .venv/bin/python benchmarks/sliding_window.py [--rounds 7] [--threads 2]
+    .venv/bin/python benchmarks/sliding_window.py [--rounds 5] [--threads 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--window", type=int, default=64)
+    parser.add_argument("--sizes", default="48x40,96x80,160x150,584x565", help="HxW list (584x565: a DRIVE fundus image)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-
     from hf_transfer_seg.models.segmentation import SegmentationModel, sliding_window_probs
 
     start = time.perf_counter()
-    from monai.inferers import sliding_window_inference
+    import monai.inferers  # noqa: F401
 
-    print(f"monai.inferers import: {time.perf_counter() - start:.2f} s (paid once per process; ours: 0)")
+    print(f"monai.inferers import: {time.perf_counter() - start:.2f} s (once per process, lazy; shared with monai.metrics)")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from test_metrics_monai import _handwritten_probs
     torch.manual_seed(0)
     model = SegmentationModel("test_resnet", 3).eval()
-
-    def monai_probs(image: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            out = sliding_window_inference(image[None], (args.window, args.window), 16, lambda x: model(x).float().softmax(1),
-                                           overlap=0.5, mode="constant", padding_mode="constant", cval=0.0)
-        return out[0]
-
-    for h, w in ((48, 40), (96, 80), (160, 150), (584, 565)):
+    for size in args.sizes.split(","):
+        h, w = (int(v) for v in size.split("x"))
         image = torch.rand(3, h, w)
-        ours_t, monai_t = [], []
+        base_t, cur_t = [], []
         for _ in range(args.rounds):
             t = time.perf_counter()
-            ours = sliding_window_probs(model, image, args.window, overlap=0.5, batch_size=16)
-            ours_t.append(time.perf_counter() - t)
+            base = _handwritten_probs(model, image, args.window, batch_size=16)
+            base_t.append(time.perf_counter() - t)
             t = time.perf_counter()
-            theirs = monai_probs(image)
-            monai_t.append(time.perf_counter() - t)
-        diff = (ours - theirs).abs().max().item()
-        a, b = statistics.median(ours_t), statistics.median(monai_t)
-        print(f"{h}x{w}: max |ours - monai| = {diff:.3g}; ours {a * 1e3:.1f} ms, monai {b * 1e3:.1f} ms, ratio monai/ours = {b / a:.2f}")
+            cur = sliding_window_probs(model, image, args.window, overlap=0.5, batch_size=16)
+            cur_t.append(time.perf_counter() - t)
+        diff = (base - cur).abs().max().item()
+        a, b = statistics.median(base_t), statistics.median(cur_t)
+        print(f"{h}x{w}: max |monai-backed - hand-written| = {diff:.2g}; hand-written {a * 1e3:.1f} ms, "
+              f"monai-backed {b * 1e3:.1f} ms, ratio monai-backed/hand-written = {b / a:.2f}")
 
 
 if __name__ == "__main__":
