@@ -155,3 +155,11 @@ def test_a_failed_rescore_of_an_older_card_keeps_its_yaml_grid():
     kept = edited.data.hf_transfer_seg["robustness"]["t"]
     assert set(old) < set(kept) and kept[HEADLINE]["status"] == "failed"  # no file holds them: nothing is dropped
     assert grid_files_of(plan, failed) == {} and "grid_file" not in edited.data.hf_transfer_seg["robustness_targets"]["t"]
+
+
+def test_a_bad_license_setting_is_one_clear_line(capsys, monkeypatch):
+    monkeypatch.delenv(LICENSE_ENV, raising=False)
+    assert cli_main(["--license", "Apache 2", "score", "--repo-id", "test-org/none"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --license 'Apache 2' is not a Hub license identifier") and "\n" not in err
+    assert LICENSE_ENV not in os.environ

@@ -1,5 +1,6 @@
 """Model cards: the schema every stage reads and writes (``schema``), structured metadata (``data``) kept
-apart from the Markdown text (``render``).
+apart from the Markdown text (``render``), model-index dataset ids (``dataset_ref``: Hub ids only), the
+revision card's robustness grid file (``grid``) and every pushed repo's license (``license``).
 
 ``hf_transfer_seg.cards.schema`` imports nothing heavy; the helpers below load on first use
 (:mod:`hf_transfer_seg._lazy`), so importing the schema does not import huggingface_hub.
