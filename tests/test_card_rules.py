@@ -18,7 +18,6 @@ import sys
 import uuid
 from pathlib import Path
 
-import pytest
 import yaml
 from huggingface_hub import DatasetCard, HfApi, ModelCard, SpaceCard, hf_hub_download
 from huggingface_hub.repocard_data import model_index_to_eval_results
