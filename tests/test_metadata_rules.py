@@ -39,13 +39,14 @@ def test_rules_accept_good_and_name_each_problem():
 
 
 def test_eval_dataset_types_are_hub_ids_or_loaders():
-    for key in ("owner/data", "owner/data:test", "mni152-tissue", "local:data/drive-train", "nnunet:Dataset042_Brain", "synthetic"):
+    for key in ("mni152-tissue", "local:data/drive-train", "nnunet:Dataset042_Brain", "synthetic", "digits"):
+        assert eval_dataset(key) is None, key  # no Hub dataset id: no model-index entry at all
+    for key in ("owner/data", "owner/data:test", "hub:owner/data"):
         ref = eval_dataset(key)
         index = [{"name": "m", "results": [{"task": {"type": "t"}, "dataset": {"type": ref["dataset_type"], "name": ref["dataset_name"]},
                                              "metrics": [{"type": "dice", "value": 1.0}]}]}]
         assert check_metadata({"model-index": index}) == [], key
     assert eval_dataset("owner/data:test") == {"dataset_type": "owner/data", "dataset_name": "owner/data:test", "dataset_split": "test"}
-    assert eval_dataset("local:data/drive")["dataset_type"] == "imagefolder"
 
 
 def test_shipped_space_readme_passes():

@@ -78,9 +78,14 @@ def test_score_every_revision_records_cards_summary_plot_and_best(hub_endpoint, 
         assert headline["ci_low"] <= headline["score"] <= headline["ci_high"]
         local = score_folder(folder, plan, batch_size=8).scores[HEADLINE].score
         assert headline["score"] == pytest.approx(local, rel=1e-5)
-        results = [r for r in card.data.eval_results if r.metric_type == "robustness-score"]
-        assert {r.metric_config for r in results} >= {HEADLINE}
-        assert all(r.task_type == "image-feature-extraction" and r.dataset_name == BUILTIN_RETINA for r in results)
+        assert card.data.eval_results is None  # a built-in target is no Hub dataset: no model-index (no `custom`)
+        # the card's YAML holds the headline; the whole grid is the JSON file committed with it
+        stored = Path(hf_hub_download(repo_id, "README.md", revision=name)).read_text()
+        yaml_bytes = len(stored.split("\n---", 1)[0].encode())
+        assert yaml_bytes < 8192 and "per_image" not in stored
+        grid = json.loads(Path(hf_hub_download(repo_id, f"robustness/grid_{BUILTIN_RETINA}.json", revision=name)).read_text())
+        assert grid["robustness"][HEADLINE]["score"] == headline["score"] and len(grid["robustness"]) == len(entries)
+        assert hub.read_card(repo_id, name, grid=False)[0].data.hf_transfer_seg["robustness"][BUILTIN_RETINA].keys() < entries.keys()
         section = get_section_text(card.text, "robustness")
         assert HEADLINE in section and "Lower is better" in section and "synthetic data" in section
         assert get_namespace(card.data, "training")["epoch"] == info.epoch  # pretraining's facts kept
@@ -93,6 +98,7 @@ def test_score_every_revision_records_cards_summary_plot_and_best(hub_endpoint, 
 
     # main: summary rows, best revision with its sha, table, plot in the same commit
     card, _ = hub.read_card(repo_id, "main")
+    assert (card.data.license, card.data.license_name) == ("other", "not-set")  # no license before: the stated default
     summary = get_namespace(card.data, "robustness_summary")[BUILTIN_RETINA]
     rows = {r["revision"]: r for r in summary["rows"]}
     assert set(rows) == set(pushed) | {bad.name}
@@ -252,3 +258,7 @@ def test_hub_dataset_target_uses_its_image_column_and_ignores_masks(hub_endpoint
     ours = namespace(repo_id, "epoch-0001")
     assert ours["robustness"][dataset_id][HEADLINE]["num_images"] == 6
     assert "column image" in ours["robustness_targets"][dataset_id]["description"]
+    # a Hub dataset target: model-index entries name the dataset by its id
+    results = hub.read_card(repo_id, "epoch-0001")[0].data.eval_results
+    assert results and {r.metric_config for r in results} >= {HEADLINE}
+    assert all(r.dataset_type == dataset_id and r.task_type == "image-feature-extraction" for r in results)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import timm
@@ -192,7 +194,10 @@ def test_live_scorer_returns_card_metadata_and_stops_after_patience(tmp_path, re
     metadata = scorer(folders[0], 1, "epoch-0001")
     entries = metadata["robustness"][BUILTIN_RETINA]
     assert entries[HEADLINE]["status"] == "ok" and entries[HEADLINE]["num_images"] == 8
-    assert len(entries) == 150 and not scorer.should_stop
+    assert len(entries) < 10 and not scorer.should_stop  # the card keeps the headline; the whole grid is a file
+    grid = json.loads((folders[0] / metadata["robustness_targets"][BUILTIN_RETINA]["grid_file"]).read_text())
+    assert len(grid["robustness"]) == 150 and grid["robustness"][HEADLINE]["score"] == entries[HEADLINE]["score"]
+    assert len(grid["robustness"][HEADLINE]["per_image"]) == 8 and "per_image" not in entries[HEADLINE]
     assert scorer.last_seconds > 0
     # the same checkpoint again is no improvement: after `patience` of them, stop
     scorer(folders[0], 2, "epoch-0002")
@@ -205,7 +210,7 @@ def test_live_scorer_returns_card_metadata_and_stops_after_patience(tmp_path, re
     card = scorer.card_edit("tiny")(ModelCard("---\nhf_transfer_seg:\n  training:\n    synthetic: true\n---\n# tiny\n"))
     ours = card.data.hf_transfer_seg
     assert ours["robustness"][BUILTIN_RETINA][HEADLINE]["score"] == entries[HEADLINE]["score"]
-    assert any(r.metric_config == HEADLINE and r.dataset_name == BUILTIN_RETINA for r in card.data.eval_results)
+    assert card.data.eval_results is None  # a built-in target is no Hub dataset: no model-index entry
     assert "pretrained on synthetic data" in revision_section(ours)
     assert "real fundus photograph" in card.text
     with pytest.raises(ConfigError):
@@ -241,6 +246,7 @@ def test_pretrain_extension_adds_flags_scores_checkpoints_and_stops(tmp_path):
 
     (edit,) = merged["card_edit"]
     card = edit(ModelCard("---\nlibrary_name: timm\n---\n# enc\n"))
-    assert card.data.eval_results[0].dataset_name == "mni152-tissue"
+    assert card.data.eval_results is None and card.data.hf_transfer_seg["robustness"]["mni152-tissue"][HEADLINE]["num_images"] == 6
+    assert (first / card.data.hf_transfer_seg["robustness_targets"]["mni152-tissue"]["grid_file"]).is_file()  # pushed with it
     merged, stop, reason = run_callbacks([callback], first, 2.0, "epoch-0002")  # same weights: no improvement
     assert stop and "has not improved for 1 checkpoint" in reason and "epoch-0001" in reason

@@ -1,18 +1,20 @@
-"""What a card's ``model-index`` says about the data: a Hub dataset id when there is one, else no invented id.
+"""What a card's ``model-index`` says about the data: a Hub dataset id, or no model-index entry at all.
 
-``dataset.type`` must be a dataset id on the Hub. Targets keys that are Hub ids (``owner/name``,
-``owner/name:split``) give that id (the split goes to ``dataset.split``); data that lives elsewhere is
-named by ``dataset.name`` (the target key, which holds no local path beyond the folder's own name) and
-typed by the ``datasets`` loader that reads such data (``imagefolder``, ``niftifolder``) or ``custom``
-for the built-in sets, so no card claims a Hub dataset that does not exist.
+The Hub reads ``model-index[].results[].dataset.type`` as a dataset id (it links it and builds leaderboards
+from it), so an entry is only written when the data *is* a Hub dataset: target keys ``owner/name``,
+``owner/name:split`` or ``hub:owner/name`` give that id (the split goes to ``dataset.split``). Everything else
+(built-in targets, local folders, NIfTI / DICOM / nnU-Net data, the digits or synthetic pretraining sets, a
+local ImageNet sample) has no id: the figures stay in the card's own ``hf_transfer_seg`` metadata and text,
+and no model-index entry is written for them (earlier cards said ``custom``, ``imagefolder`` or
+``niftifolder`` there; :data:`NOT_DATASET_IDS` lists those so they can be removed).
 """
 
 from __future__ import annotations
 
 import re
 
-_HUB_KEY = re.compile(r"^([A-Za-z0-9][\w.-]*/[\w.-]+)(?::([\w.-]+))?$")
-_LOADER = {"local": "imagefolder", "nifti": "niftifolder", "nnunet": "niftifolder", "dicom": "custom"}
+_HUB_KEY = re.compile(r"^(?:(?:hub|hf-dataset|hub-dataset):)?([A-Za-z0-9][\w.-]*/[\w.-]+?)(?:@[\w.-]+)?(?::([\w.-]+))?$")
+NOT_DATASET_IDS = frozenset({"custom", "imagefolder", "niftifolder"})
 
 
 def hub_dataset_id(key: str) -> str | None:
@@ -21,10 +23,10 @@ def hub_dataset_id(key: str) -> str | None:
     return match.group(1) if match else None
 
 
-def eval_dataset(key: str) -> dict[str, str | None]:
-    """``dataset_type``/``dataset_name``/``dataset_split`` keyword arguments of an EvalResult for a target key."""
+def eval_dataset(key: str) -> dict[str, str | None] | None:
+    """``dataset_type``/``dataset_name``/``dataset_split`` keyword arguments of an EvalResult for a target key,
+    or None when the data has no Hub dataset id (then no model-index entry is written)."""
     match = _HUB_KEY.match(str(key))
-    if match:
-        return {"dataset_type": match.group(1), "dataset_name": key, "dataset_split": match.group(2)}
-    kind = str(key).split(":", 1)[0] if ":" in str(key) else ""
-    return {"dataset_type": _LOADER.get(kind, "custom"), "dataset_name": key, "dataset_split": None}
+    if not match:
+        return None
+    return {"dataset_type": match.group(1), "dataset_name": str(key), "dataset_split": match.group(2)}

@@ -12,7 +12,8 @@ Layout of the mapping (``card.data.hf_transfer_seg``)::
     revision card (branch epoch-NNNN)          main's card
       training: {epoch, imagenet_top1, ...}      checkpoints: [{revision, epoch, sha, ...}]
       robustness: {target: {config: entry}}      latest_revision: "epoch-NNNN"
-      robustness_targets: {target: {...}}        robustness_summary: {target: {config, rows, best_*}}
+        (headline + favoured configs in YAML; the whole grid in robustness/grid_<target>.json, see cards.grid)
+      robustness_targets: {target: {..., grid_file}}  robustness_summary: {target: {config, rows, best_*}}
       downstream: {downstream_key: entry}        downstream_summary: {downstream_key: {rows, best_*}}
       transferability: {target: {logme, ...}}
 
@@ -77,9 +78,11 @@ OK_STATUSES = ("ok", "done", "complete", "completed")
 
 
 def robustness_result(target_key: str, config: str, score: float):
-    """The model-index entry of one robustness score (lower is better)."""
+    """The model-index entry of one robustness score (lower is better); None when the target is no Hub dataset."""
     from huggingface_hub import EvalResult
 
+    if eval_dataset(target_key) is None:
+        return None
     return EvalResult(
         task_type=ROBUSTNESS_TASK,
         task_name="Label-free robustness score (lower is better)",
@@ -92,9 +95,11 @@ def robustness_result(target_key: str, config: str, score: float):
 
 
 def segmentation_result(target_key: str, metric_type: str, value: float, *, frozen: bool):
-    """The model-index entry of a validation Dice / IoU / HD95 of a U-Net on ``target_key``."""
+    """The model-index entry of a validation Dice / IoU / HD95 of a U-Net on ``target_key`` (None: no Hub dataset)."""
     from huggingface_hub import EvalResult
 
+    if eval_dataset(target_key) is None:
+        return None
     return EvalResult(
         task_type=SEGMENTATION_TASK, **{**eval_dataset(target_key), "dataset_split": "validation"},
         metric_type=metric_type, metric_value=float(value), metric_config=metric_config(frozen),
@@ -102,9 +107,12 @@ def segmentation_result(target_key: str, metric_type: str, value: float, *, froz
 
 
 def accuracy_result(dataset: str, name: str, value: float):
-    """The model-index entry of a pretraining checkpoint's validation accuracy (``top-1``/``top-5``, percent)."""
+    """The model-index entry of a pretraining checkpoint's validation accuracy (``top-1``/``top-5``, percent);
+    None when the pretraining data is no Hub dataset."""
     from huggingface_hub import EvalResult
 
+    if eval_dataset(dataset) is None:
+        return None
     return EvalResult(
         task_type=CLASSIFICATION_TASK, **{**eval_dataset(dataset), "dataset_split": "validation"},
         metric_type="accuracy", metric_name=name, metric_value=float(value),
@@ -132,6 +140,11 @@ def is_ok(entry: Any) -> bool:
 def safe_file_key(key: str) -> str:
     """A target key made safe for a file name (``plots/robustness_<file_key>.png``)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("_") or "target"
+
+
+def grid_path(key: str) -> str:
+    """Path, on a revision's branch, of the whole robustness grid of target ``key`` (``hf_transfer_seg.cards.grid``)."""
+    return f"robustness/grid_{safe_file_key(key)}.json"
 
 
 def plot_path(kind: str, key: str) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 import traceback
 
@@ -40,6 +41,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--license", metavar="ID", help="license of every repo this command pushes (a Hub identifier such as "
+                        "apache-2.0, or other:NAME); default: stated in each card (hf_transfer_seg.cards.license)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Only import the module the user asked for (plus all of them for --help).
     wanted = next((a for a in (argv or []) if not a.startswith("-")), None)
@@ -99,6 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if args.license:  # the environment carries it to every card builder, also in processes this one starts
+        from hf_transfer_seg.cards.license import ENV, parse_license
+
+        try:
+            parse_license(args.license)
+        except HfTransferSegError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        os.environ[ENV] = args.license
     try:
         return int(args.func(args) or 0)
     except HfTransferSegError as exc:

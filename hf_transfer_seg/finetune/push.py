@@ -15,8 +15,9 @@ import numpy as np
 from huggingface_hub import ModelCard, ModelCardData
 
 from hf_transfer_seg import __version__
-from hf_transfer_seg.cards import get_namespace, render_card, replace_section, set_namespace, upsert_eval_result
+from hf_transfer_seg.cards import drop_results, get_namespace, render_card, replace_section, set_namespace, upsert_eval_result
 from hf_transfer_seg.cards import schema
+from hf_transfer_seg.cards.license import apply_license, choose_license
 from hf_transfer_seg.cards.schema import downstream_key, metric_config
 from hf_transfer_seg.models.segmentation import save_segmentation_model
 
@@ -42,13 +43,16 @@ def results_markdown(metrics: dict[str, Any]) -> str:
         "## Validation results",
         "",
         f"Mean over foreground classes: Dice **{_fmt(metrics.get('dice_mean'))}**, IoU {_fmt(metrics.get('iou_mean'))}, "
-        f"HD95 {_fmt(metrics.get('hd95_mean'), 2)} {metrics.get('hd95_unit', 'px')} ({metrics.get('num_images', 0)} images).",
+        f"HD95 {_fmt(metrics.get('hd95_mean'), 2)} {metrics.get('hd95_unit', 'px')}, average surface distance "
+        f"{_fmt(metrics.get('asd_mean'), 2)} {metrics.get('hd95_unit', 'px')} ({metrics.get('num_images', 0)} images; "
+        "MONAI's definitions, see below).",
         "",
-        f"| class | Dice | IoU | HD95 ({metrics.get('hd95_unit', 'px')}) | images with HD95 |",
-        "|---|---|---|---|---|",
+        f"| class | Dice | IoU | HD95 ({metrics.get('hd95_unit', 'px')}) | ASD | images with HD95 |",
+        "|---|---|---|---|---|---|",
     ]
     for name, row in (metrics.get("per_class") or {}).items():
-        lines.append(f"| {name} | {_fmt(row.get('dice'))} | {_fmt(row.get('iou'))} | {_fmt(row.get('hd95'), 2)} | {row.get('hd95_images', 0)} |")
+        lines.append(f"| {name} | {_fmt(row.get('dice'))} | {_fmt(row.get('iou'))} | {_fmt(row.get('hd95'), 2)} | "
+                     f"{_fmt(row.get('asd'), 2)} | {row.get('hd95_images', 0)} |")
     return "\n".join(lines)
 
 
@@ -87,7 +91,7 @@ def segmentation_card(result, repo_id: str, *, revision: str | None = None) -> M
     from hf_transfer_seg.redact import redact
 
     endpoint = redact(_endpoint())
-    return render_card(
+    card = render_card(
         TEMPLATE, data,
         title=f"U-Net for {key} on {enc.get('repo') or enc.get('architecture')}@{enc.get('revision') or 'local'}",
         target_key=key, num_classes=target["num_classes"], class_names=target["class_names"],
@@ -100,6 +104,22 @@ def segmentation_card(result, repo_id: str, *, revision: str | None = None) -> M
         num_images=len(result.split["val"]) + len(result.split["train"]), split_seed=result.split["seed"],
         seed=result.config.seed, code_version=__version__,
     )
+    return apply_license(card, choose_license(**base_license(enc)))
+
+
+def base_license(enc: dict[str, Any]) -> dict[str, str | None]:
+    """``base``/``base_name`` of :func:`choose_license`: the license of the encoder revision's card, when readable."""
+    if not enc.get("repo") or not enc.get("sha"):
+        return {}
+    from hf_transfer_seg import hub
+
+    try:
+        data = hub.card_at_sha(enc["repo"], enc["sha"]).data
+    except Exception as exc:  # noqa: BLE001 - an unreadable base card only loses the inherited license
+        log.info("license of %s@%s not readable (%s); using the default", enc["repo"], str(enc["sha"])[:10], exc)
+        return {}
+    lic = data.license if isinstance(data.license, str) else None
+    return {"base": lic, "base_name": getattr(data, "license_name", None)} if lic else {}
 
 
 def _endpoint() -> str:
@@ -197,10 +217,12 @@ def downstream_markdown(namespace: dict[str, Any]) -> str:
     """The managed ``downstream`` section of a revision card, from its ``hf_transfer_seg`` mapping."""
     downstream = namespace.get(schema.DOWNSTREAM) or {}
     lines = [
-        "## Downstream segmentation",
+        "## Downstream: U-Nets fine-tuned from this checkpoint",
         "",
-        "U-Nets fine-tuned from this checkpoint (hf-transfer-seg finetune/sweep); Dice over foreground classes on the "
-        "validation split, mean ± std over seeds.",
+        "Results of U-Nets fine-tuned from this checkpoint (hf-transfer-seg finetune/sweep), not of this encoder itself; "
+        "Dice over foreground classes on the validation split, mean ± std over seeds. Each U-Net's own card holds its "
+        "figures (and its model-index entry when the data is a Hub dataset); here they are under "
+        "`hf_transfer_seg.downstream`, not in this card's model-index.",
         "",
         "| target | encoder | data | seeds | Dice | IoU | HD95 | epochs | model |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -228,14 +250,14 @@ def downstream_markdown(namespace: dict[str, Any]) -> str:
 
 
 def apply_downstream(card: ModelCard, key: str, entry: dict[str, Any], *, model_name: str) -> ModelCard:
-    """``card`` with downstream entry ``key`` set, its model-index Dice and the managed ``downstream`` section."""
+    """``card`` with downstream entry ``key`` set and the managed ``downstream`` section (no model-index entry)."""
     downstream = get_namespace(card.data, schema.DOWNSTREAM, {}) or {}
     downstream[key] = entry
     set_namespace(card.data, schema.DOWNSTREAM, downstream)
-    target_key = entry["target"]["key"]
-    if entry.get("dice_mean") is not None:
-        upsert_eval_result(card.data, schema.segmentation_result(target_key, "dice", entry["dice_mean"], frozen=entry["frozen"]),
-                           model_name=model_name)
+    # A Dice measures the U-Net fine-tuned from this encoder, not the encoder: it belongs to the segmentation
+    # model's card. Here it stays in ``hf_transfer_seg.downstream`` and the Downstream section; entries older
+    # versions wrote into this card's model-index are removed.
+    drop_results(card.data, lambda r: r.task_type != schema.SEGMENTATION_TASK)
     card.text = replace_section(card.text or "", schema.SECTION_DOWNSTREAM, downstream_markdown(get_namespace(card.data)))
     return card
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from hf_transfer_seg._lazy import attach
 
 _SUBMOD_ATTRS = {
-    "cards": ["card_at_sha", "read_card", "update_card"],
+    "cards": ["card_at_sha", "read_card", "robustness_grid", "update_card", "with_grid"],
     "retry": ["with_retries"],
     "revisions": [
         "RevisionInfo",
@@ -32,7 +32,7 @@ _SUBMOD_ATTRS = {
 __getattr__, __dir__, __all__ = attach(__name__, _SUBMOD_ATTRS)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from hf_transfer_seg.hub.cards import card_at_sha, read_card, update_card
+    from hf_transfer_seg.hub.cards import card_at_sha, read_card, robustness_grid, update_card, with_grid
     from hf_transfer_seg.hub.retry import with_retries
     from hf_transfer_seg.hub.revisions import (
         RevisionInfo,

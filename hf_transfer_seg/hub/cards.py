@@ -3,6 +3,11 @@
 ``metadata_update(revision=...)`` reads main's card and overwrites the revision's own, so it is
 never used here. Instead: resolve the branch head, download README.md at that sha, edit it,
 commit with ``parent_commit=<that sha>``; on HTTP 412 (someone else committed first) start again.
+
+Readers get a revision card's whole robustness grid back in ``hf_transfer_seg.robustness`` (the YAML holds only
+the headline; the grid is a JSON file of the same commit, :mod:`hf_transfer_seg.cards.grid`): :func:`read_card`
+and :func:`card_at_sha` merge it in (``grid=True``), :func:`robustness_grid` returns it alone. Writers
+(:func:`update_card`) edit the card as stored, so the grid never comes back into the YAML.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError
 from hf_transfer_seg.errors import CardConflictError
 from hf_transfer_seg.hub.retry import with_retries
 from hf_transfer_seg.hub.revisions import branch_sha
+from hf_transfer_seg.cards.grid import parse_grid
 from hf_transfer_seg.safe_yaml import load_card
 
 log = logging.getLogger(__name__)
@@ -28,16 +34,64 @@ CardEdit = Callable[[ModelCard], "ModelCard | None"]
 
 
 def read_card(
-    repo_id: str, revision: str = "main", *, repo_type: str = "model", api: HfApi | None = None
+    repo_id: str, revision: str = "main", *, repo_type: str = "model", grid: bool = True, api: HfApi | None = None
 ) -> tuple[ModelCard, str]:
-    """The card at ``revision`` and the commit sha it was read from (an empty card if none exists)."""
+    """The card at ``revision`` and the commit sha it was read from (an empty card if none exists); with
+    ``grid`` (the default) ``hf_transfer_seg.robustness`` holds the whole grid (:func:`with_grid`)."""
     api = api or HfApi()
     sha = branch_sha(repo_id, revision, repo_type=repo_type, api=api)
-    return card_at_sha(repo_id, sha, repo_type=repo_type), sha
+    return card_at_sha(repo_id, sha, repo_type=repo_type, grid=grid), sha
 
 
-def card_at_sha(repo_id: str, sha: str, *, repo_type: str = "model") -> ModelCard:
-    """The card at commit ``sha`` (an empty card if none exists); no branch is resolved."""
+def card_at_sha(repo_id: str, sha: str, *, repo_type: str = "model", grid: bool = True) -> ModelCard:
+    """The card at commit ``sha`` (an empty card if none exists); no branch is resolved. With ``grid`` (the
+    default) the robustness grid files the card names are merged into its mapping (:func:`with_grid`): read it,
+    never write it back (:func:`update_card` reads with ``grid=False``)."""
+    card = _stored_card(repo_id, sha, repo_type=repo_type)
+    return with_grid(card, repo_id, sha, repo_type=repo_type) if grid else card
+
+
+def _grid_entries(repo_id: str, sha: str, path: str, *, repo_type: str = "model") -> dict:
+    """Entries of the grid file ``path`` at ``sha`` ({} when it is missing or unreadable: the YAML is kept)."""
+    try:
+        local = with_retries(
+            lambda: hf_hub_download(repo_id, path, revision=sha, repo_type=repo_type),
+            what=f"download {path} of {repo_id}@{sha[:10]}",
+        )
+        return parse_grid(Path(local).read_bytes())
+    except (EntryNotFoundError, OSError) as exc:
+        log.warning("%s of %s@%s is not readable (%s); using the card's YAML only", path, repo_id, sha[:10], exc)
+        return {}
+
+
+def with_grid(card: ModelCard, repo_id: str, sha: str, *, repo_type: str = "model") -> ModelCard:
+    """``card`` (read at ``sha``) with ``hf_transfer_seg.robustness[target]`` = the whole grid of each target whose
+    grid file the card names, the YAML's entries on top; cards without grid files are returned unchanged."""
+    from hf_transfer_seg.cards.data import get_namespace, set_namespace
+    from hf_transfer_seg.cards.grid import grid_files, merge
+    from hf_transfer_seg.cards.schema import ROBUSTNESS
+
+    files = grid_files(get_namespace(card.data))
+    if not files:
+        return card
+    robustness = get_namespace(card.data, ROBUSTNESS, {}) or {}
+    for target, path in files.items():
+        robustness[target] = merge(robustness.get(target), _grid_entries(repo_id, sha, path, repo_type=repo_type))
+    set_namespace(card.data, ROBUSTNESS, robustness)
+    return card
+
+
+def robustness_grid(repo_id: str, revision: str = "main", *, api: HfApi | None = None) -> dict[str, dict]:
+    """``{target: {config: entry}}`` of a revision: the whole grid (grid files, else an older card's YAML)."""
+    from hf_transfer_seg.cards.data import get_namespace
+    from hf_transfer_seg.cards.schema import ROBUSTNESS
+
+    card, _ = read_card(repo_id, revision, api=api)
+    return get_namespace(card.data, ROBUSTNESS, {}) or {}
+
+
+def _stored_card(repo_id: str, sha: str, *, repo_type: str = "model") -> ModelCard:
+    """README.md at ``sha`` as stored (an empty card if none exists)."""
     try:
         path = with_retries(
             lambda: hf_hub_download(repo_id, "README.md", revision=sha, repo_type=repo_type),
@@ -74,7 +128,7 @@ def update_card(
     api = api or HfApi()
     for attempt in range(1, attempts + 1):
         sha = branch_sha(repo_id, revision, repo_type=repo_type, api=api)
-        card = card_at_sha(repo_id, sha, repo_type=repo_type)
+        card = _stored_card(repo_id, sha, repo_type=repo_type)
         edited = edit(card) or card
         with tempfile.TemporaryDirectory() as tmp:
             readme = Path(tmp) / "README.md"

@@ -5,11 +5,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hf_transfer_seg.metrics.accumulate import SegmentationMetrics, confusion_matrix, hd95
+from hf_transfer_seg.metrics.accumulate import (
+    SegmentationMetrics,
+    average_surface_distance,
+    confusion_matrix,
+    hd95,
+    surface_distances,
+)
 
 SEGMENTATION = Path(__file__).resolve().parent / "segmentation"
 
-__all__ = ["SEGMENTATION", "SegmentationMetrics", "confusion_matrix", "hd95", "load_metric"]
+__all__ = [
+    "SEGMENTATION", "SegmentationMetrics", "average_surface_distance", "confusion_matrix", "hd95", "load_metric",
+    "surface_distances",
+]
 
 
 def load_metric(name: str = "segmentation", **kwargs):

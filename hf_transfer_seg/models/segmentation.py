@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -188,39 +187,29 @@ def build_model(
 # ------------------------------------------------------------------------------ sliding-window inference
 
 
-def _starts(length: int, window: int, stride: int) -> list[int]:
-    if length <= window:
-        return [0]
-    starts = list(range(0, length - window, stride)) + [length - window]
-    return sorted(set(starts))
-
-
 @torch.no_grad()
 def sliding_window_probs(
     model: torch.nn.Module, image: torch.Tensor, window: int, *, overlap: float = 0.5, batch_size: int = 16
 ) -> torch.Tensor:
     """Softmax probabilities ``[K, H, W]`` of a ``[3, H, W]`` image, from overlapping windows averaged.
 
-    The image is padded (zeros) to at least ``window`` on each side and cropped back afterwards.
+    MONAI's ``sliding_window_inference`` (``mode="constant"``: a plain average of the overlapping windows' softmax,
+    windows every ``floor(window * (1 - overlap))`` px, the last one flush with the border; imported on first use).
+    An image smaller than ``window`` is first padded with zeros after its last row / column (MONAI would pad both
+    sides; this keeps the results of the hand-written version this replaced, to the bit on the test model) and
+    cropped back afterwards. ``benchmarks/sliding_window.py`` times it against that version.
     """
+    from monai.inferers import sliding_window_inference
+
     device = next(model.parameters()).device
     _, h, w = image.shape
     ph, pw = max(h, window), max(w, window)
     padded = F.pad(image, (0, pw - w, 0, ph - h)) if (ph, pw) != (h, w) else image
-    stride = max(1, int(math.floor(window * (1.0 - overlap))))
-    boxes = [(y, x) for y in _starts(ph, window, stride) for x in _starts(pw, window, stride)]
-    total = None
-    count = torch.zeros(1, ph, pw, device=device)
-    for i in range(0, len(boxes), batch_size):
-        chunk = boxes[i : i + batch_size]
-        batch = torch.stack([padded[:, y : y + window, x : x + window] for y, x in chunk]).to(device)
-        probs = model(batch).float().softmax(dim=1)
-        if total is None:
-            total = torch.zeros(probs.shape[1], ph, pw, device=device)
-        for (y, x), p in zip(chunk, probs):
-            total[:, y : y + window, x : x + window] += p
-            count[:, y : y + window, x : x + window] += 1
-    return (total / count)[:, :h, :w].cpu()
+    probs = sliding_window_inference(
+        padded[None].to(device), (window, window), batch_size, lambda x: model(x).float().softmax(dim=1),
+        overlap=overlap, mode="constant",
+    )
+    return probs[0, :, :h, :w].float().cpu()
 
 
 # ------------------------------------------------------------------------------------- save and load

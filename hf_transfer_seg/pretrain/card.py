@@ -5,17 +5,20 @@ Revision card (branch ``epoch-NNNN``): YAML ``library_name: timm``, tags, datase
 text from ``model_cards/encoder_revision.md`` with the managed section ``training``.
 Summary card (``main``): ``hf_transfer_seg.checkpoints`` (one row per pushed revision, in epoch order) and the
 managed section ``checkpoints``; keys and sections other tools maintain are left alone.
-Accuracies are percentages (0-100).
+Accuracies are percentages (0-100). Both carry a ``license`` (:mod:`hf_transfer_seg.cards.license`: the
+``--license`` setting, else ``other``/``not-set`` with a section saying what to set).
 """
 
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hf_transfer_seg.cards import get_namespace, render_card, replace_section, schema, set_namespace, upsert_eval_result
+from hf_transfer_seg.cards.license import ENV as LICENSE_ENV, apply_license, choose_license
 
 REPO_NAME_PLACEHOLDER = "<your-repo>"
 REPO_PLACEHOLDER = f"<your-namespace>/{REPO_NAME_PLACEHOLDER}"
@@ -37,7 +40,6 @@ def _card_data(repo_id: str | None, facts: dict[str, Any]) -> ModelCardData:
     data = ModelCardData(
         library_name="timm",
         pipeline_tag=schema.CLASSIFICATION_TASK,
-        license="apache-2.0",
         tags=_tags(facts),
         datasets=[facts["dataset"]] if facts.get("dataset_kind") == "hub" else None,
         model_name=(repo_id or REPO_PLACEHOLDER).split("/")[-1],
@@ -96,7 +98,7 @@ def revision_card(repo_id: str | None, revision: str, facts: dict[str, Any]) -> 
     for result in accuracy_results(facts):
         upsert_eval_result(data, result, model_name=data.model_name)
     mean, std = facts.get("mean"), facts.get("std")
-    return render_card(
+    card = render_card(
         "encoder_revision.md",
         data,
         repo_id=repo_id or REPO_PLACEHOLDER,
@@ -115,6 +117,7 @@ def revision_card(repo_id: str | None, revision: str, facts: dict[str, Any]) -> 
         image_size=facts.get("image_size"),
         training_table=training_table(facts),
     )
+    return apply_license(card, choose_license())
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:
@@ -181,7 +184,8 @@ def checkpoints_table(rows: list[dict[str, Any]], repo_id: str, latest: str | No
 def edit_summary(card: ModelCard, row: dict[str, Any], facts: dict[str, Any], repo_id: str, *, latest: bool) -> ModelCard:
     """Main's card with ``row`` upserted into ``hf_transfer_seg.checkpoints`` (a pure function of ``card``)."""
     ours = get_namespace(card.data)
-    if not card.text.strip() or card.data.library_name is None:
+    fresh = not card.text.strip() or card.data.library_name is None
+    if fresh:
         # first checkpoint of the repo: start from the template, keeping any metadata already there
         data = _card_data(repo_id, facts)
         for key, value in ours.items():
@@ -203,6 +207,8 @@ def edit_summary(card: ModelCard, row: dict[str, Any], facts: dict[str, Any], re
         set_namespace(card.data, schema.LATEST_REVISION, row["revision"])
     if facts.get("synthetic") and "synthetic-data" not in (card.data.tags or []):
         card.data.tags = list(card.data.tags or []) + ["synthetic-data"]
+    if fresh or card.data.license is None or os.environ.get(LICENSE_ENV):  # a license set by hand stays
+        card = apply_license(card, choose_license())
     latest_name = get_namespace(card.data, schema.LATEST_REVISION)
     card.text = replace_section(card.text, schema.SECTION_CHECKPOINTS, checkpoints_table(rows, repo_id, latest_name))
     return card

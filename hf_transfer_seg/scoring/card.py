@@ -1,8 +1,9 @@
 """Scores into cards: each revision's own card, and main's summary (table, plot, best revision).
 
-Revision card (branch ``epoch-NNNN``): ``hf_transfer_seg.robustness[target][config]`` for the whole
-grid, model-index ``robustness-score`` results for the headline and a few favoured configurations,
-and the managed section ``robustness``. Main's card: ``hf_transfer_seg.robustness_summary[target]``,
+Revision card (branch ``epoch-NNNN``): ``hf_transfer_seg.robustness[target][config]`` for the headline
+and a few favoured configurations, the whole grid with per-image values in ``robustness/grid_<target>.json``
+committed with the card (:mod:`hf_transfer_seg.cards.grid`), model-index ``robustness-score`` results for
+the headline and favoured configurations when the target is a Hub dataset, and the managed section ``robustness``. Main's card: ``hf_transfer_seg.robustness_summary[target]``,
 the managed section ``robustness`` with one table per target, and ``plots/robustness_<target>.png``
 committed in the same commit. All edits go through :func:`hf_transfer_seg.hub.update_card`
 (parent_commit + retry), so concurrent scorers lose nothing.
@@ -19,6 +20,8 @@ from huggingface_hub import HfApi, ModelCard
 
 from hf_transfer_seg.cards import schema
 from hf_transfer_seg.cards.data import eval_results_by, get_namespace, set_namespace, upsert_eval_result
+from hf_transfer_seg.cards.grid import GRID_FILE, card_configs, grid_bytes, target_info
+from hf_transfer_seg.cards.license import apply_license, choose_license
 from hf_transfer_seg.cards.render import replace_section
 from hf_transfer_seg.cards.schema import HIGHLIGHTS, fmt as _fmt
 from hf_transfer_seg.errors import CardConflictError
@@ -80,9 +83,11 @@ def revision_section(namespace: dict) -> str:
     lines.append("")
     for target_key, info in targets.items():
         lines.append(f"- Target `{target_key}`: {info.get('description', '')} ({_synthetic_words(info.get('synthetic'))} images).")
+    files = ", ".join(f"`{info[GRID_FILE]}`" for info in targets.values() if isinstance(info, dict) and info.get(GRID_FILE))
     lines.append(
-        "\nThe whole grid (every level x cosine / l2 / inv_pearson x margins 0-1 x flat / pooled, with intervals) "
-        "is in the card metadata under `hf_transfer_seg.robustness`."
+        "\nThe whole grid (every level x cosine / l2 / inv_pearson x margins 0-1 x flat / pooled, with intervals, and "
+        f"the headline's per-image values) is in {files or 'the card metadata under `hf_transfer_seg.robustness`'} "
+        "on this branch; the metadata keeps the headline and the configurations above."
     )
     return "\n".join(lines)
 
@@ -95,10 +100,15 @@ def revision_card_edit(plan: ScoringPlan, result: RevisionScore, model_name: str
         robustness = get_namespace(data, schema.ROBUSTNESS, {}) or {}
         entries = dict(robustness.get(plan.target_key) or {})
         entries.update(result.entries(plan))
-        robustness[plan.target_key] = entries
-        set_namespace(data, schema.ROBUSTNESS, robustness)
         targets = get_namespace(data, schema.ROBUSTNESS_TARGETS, {}) or {}
-        targets[plan.target_key] = {"description": plan.target_description, "synthetic": plan.target_synthetic}
+        has_file = result.ok or bool((targets.get(plan.target_key) or {}).get(GRID_FILE))
+        # the YAML keeps the headline and favoured configs; the whole grid is the file write_revision_card commits
+        # with this card (grid.grid_bytes). A failure on an older card whose grid is only in its YAML keeps it there.
+        robustness[plan.target_key] = card_configs(entries, result.headline) if has_file else entries
+        set_namespace(data, schema.ROBUSTNESS, robustness)
+        targets[plan.target_key] = target_info(plan.target_description, plan.target_synthetic, plan.target_key)
+        if not has_file:
+            targets[plan.target_key].pop(GRID_FILE)
         set_namespace(data, schema.ROBUSTNESS_TARGETS, targets)
         if not getattr(data, "library_name", None):
             data.library_name = "timm"
@@ -113,10 +123,20 @@ def revision_card_edit(plan: ScoringPlan, result: RevisionScore, model_name: str
                 data.eval_results = [r for r in data.eval_results if r not in stale] or None
         namespace = get_namespace(data)
         card.text = replace_section(card.text or "", SECTION, revision_section(namespace))
+        if not data.license:
+            card = apply_license(card, choose_license())
         seen["training"] = namespace.get(schema.TRAINING) or {}
         return card
 
     return edit
+
+
+def grid_files_of(plan: ScoringPlan, result: RevisionScore) -> dict[str, bytes]:
+    """``{robustness/grid_<target>.json: bytes}`` of a scored revision ({} for a failure: the file keeps the last grid,
+    and the card's failed headline overrides it for readers)."""
+    if not result.ok:
+        return {}
+    return {schema.grid_path(plan.target_key): grid_bytes(plan.target_key, result.entries(plan))}
 
 
 def write_revision_card(repo_id: str, plan: ScoringPlan, result: RevisionScore, *, api: HfApi | None = None) -> dict:
@@ -128,6 +148,7 @@ def write_revision_card(repo_id: str, plan: ScoringPlan, result: RevisionScore, 
         result.revision,
         revision_card_edit(plan, result, repo_id.split("/")[-1], seen),
         commit_message=f"Robustness score on {plan.target_key} ({status})",
+        extra_files=grid_files_of(plan, result),
         api=api,
     )
     return seen.get("training") or {}
@@ -345,6 +366,8 @@ def write_summary(
             summary[key] = entry
             set_namespace(card.data, schema.ROBUSTNESS_SUMMARY, summary)
             card.text = replace_section(card.text or f"# {repo_id}\n", SECTION, main_section(summary))
+            if not card.data.license:  # a repo pushed by other tools: the stated default (or --license), never a change
+                card = apply_license(card, choose_license())
             return card
 
         best = entry.get("best_revision") or "none"

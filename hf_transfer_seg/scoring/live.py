@@ -26,6 +26,7 @@ from hf_transfer_seg.cards import schema
 from hf_transfer_seg.cards.schema import HEADLINE
 from hf_transfer_seg.data.unlabelled import ImageTarget, resolve_target
 from hf_transfer_seg.errors import ConfigError
+from hf_transfer_seg.cards.grid import GRID_FILE, card_configs, grid_bytes, target_info
 from hf_transfer_seg.scoring.card import revision_card_edit
 from hf_transfer_seg.scoring.configs import parse_config
 from hf_transfer_seg.scoring.plan import build_plan
@@ -88,7 +89,8 @@ class LiveScorer:
         """Score the checkpoint in ``folder``; return the ``hf_transfer_seg`` card metadata to merge.
 
         The returned mapping is ``{"robustness": {target: {config: entry, ...}}, "robustness_targets": {...}}``
-        (the same entries ``hf-transfer-seg score`` writes). A checkpoint that cannot be scored (NaN
+        (the same entries ``hf-transfer-seg score`` writes in the card: headline and favoured configurations); the
+        whole grid is written to ``folder/robustness/grid_<target>.json``, pushed with the checkpoint. A checkpoint that cannot be scored (NaN
         features, no safetensors) gives a ``status: failed`` entry and counts as no improvement.
         """
         result = score_folder(
@@ -120,11 +122,17 @@ class LiveScorer:
             result.seconds,
             f"{self.best.score:.4f} at epoch {self.best.epoch:g}" if self.best else "none",
         )
+        entries = result.entries(self.plan)
+        info = target_info(self.plan.target_description, self.plan.target_synthetic, self.target_key)
+        if result.ok:  # the whole grid goes with the checkpoint (``folder`` is what gets pushed); the card keeps the headline
+            path = Path(folder) / info[GRID_FILE]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(grid_bytes(self.target_key, entries))
+        else:
+            info.pop(GRID_FILE)
         return {
-            schema.ROBUSTNESS: {self.target_key: result.entries(self.plan)},
-            schema.ROBUSTNESS_TARGETS: {
-                self.target_key: {"description": self.plan.target_description, "synthetic": self.plan.target_synthetic}
-            },
+            schema.ROBUSTNESS: {self.target_key: card_configs(entries, self.config)},
+            schema.ROBUSTNESS_TARGETS: {self.target_key: info},
         }
 
     def card_edit(self, model_name: str = "model"):

@@ -20,6 +20,7 @@ from huggingface_hub import DatasetCard, DatasetCardData, ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 
 from hf_transfer_seg.cards.data import get_namespace, set_namespace
+from hf_transfer_seg.cards.license import apply_license, choose_license
 from hf_transfer_seg.cards import schema
 from hf_transfer_seg.hub import redact, update_card
 from hf_transfer_seg.scoring.rank import LABEL_AWARE, SIZE_SOURCES, RankOutcome, directions
@@ -222,6 +223,7 @@ def render(headline: str):
         ]
         data = DatasetCardData(tags=["hf-transfer-seg", "model-ranking", "transferability"], pretty_name="Encoder ranking")
         card = DatasetCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body) + "\n")
+        card = apply_license(card, choose_license())  # the --license setting, else other/not-set, stated in the card
         files["README.md"] = str(card).encode()
         return files
 

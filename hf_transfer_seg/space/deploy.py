@@ -23,12 +23,14 @@ from huggingface_hub import HfApi, SpaceCard
 from huggingface_hub.errors import HfHubHTTPError
 
 from hf_transfer_seg import __version__
+from hf_transfer_seg.cards import schema
+from hf_transfer_seg.cards.license import CODE_LICENSE, apply_license, choose_license
 from hf_transfer_seg.cards.render import replace_section
 from hf_transfer_seg.hub import with_retries
 from hf_transfer_seg.redact import redact
 from hf_transfer_seg.resources import resource_path
 from hf_transfer_seg.space.config import CONFIG_FILE, ENV_VARS, SpaceConfig
-from hf_transfer_seg.space.selection import Selection, select
+from hf_transfer_seg.space.selection import Selection, card_namespace, select
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,17 @@ def _models(config: SpaceConfig, selection: Selection) -> list[str]:
     return list(dict.fromkeys(seen))
 
 
-def deployment_markdown(config: SpaceConfig, selection: Selection) -> str:
+def pretraining_datasets(selection: Selection) -> list[str]:
+    """The pretraining datasets main's checkpoint table records (``top1_dataset``; the top-1 is measured there)."""
+    try:
+        rows = card_namespace(selection.encoder_repo, selection.main_sha).get(schema.CHECKPOINTS) or []
+    except Exception as exc:  # noqa: BLE001 - the deploy goes on; the card then says "not recorded"
+        log.warning("could not read the pretraining dataset from %s: %s", selection.encoder_repo, redact(exc))
+        return []
+    return list(dict.fromkeys(str(r["top1_dataset"]) for r in rows if isinstance(r, dict) and r.get("top1_dataset")))
+
+
+def deployment_markdown(config: SpaceConfig, selection: Selection, datasets: list[str] | None = None) -> str:
     serving = selection.serving
     lines = [
         "## This deployment",
@@ -73,6 +85,8 @@ def deployment_markdown(config: SpaceConfig, selection: Selection) -> str:
         )
     data = {True: "**synthetic** (a pipeline check, not a medical model)", False: "**real** images", None: "not recorded"}
     lines.append(f"- Pretraining data: {data[selection.synthetic]}")
+    named = ", ".join(f"`{d}`" for d in datasets or []) or "not recorded in the checkpoint table"
+    lines.append(f"- Pretraining dataset (the leaderboard's top-1 is its validation accuracy there): {named}")
     if serving is not None:
         lines.append(f"- Fine-tuning data: {data[serving.synthetic]}")
     lines.append(
@@ -98,7 +112,8 @@ def stage(config: SpaceConfig, selection: Selection, folder: Path) -> list[str]:
     import gradio
 
     card.data.sdk_version = gradio.__version__
-    card.text = replace_section(card.text, "deployment", deployment_markdown(config, selection))
+    card.text = replace_section(card.text, "deployment", deployment_markdown(config, selection, pretraining_datasets(selection)))
+    card = apply_license(card, choose_license(default=CODE_LICENSE))
     card.save(folder / "README.md")
 
     (folder / CONFIG_FILE).write_text(json.dumps(config.to_json(), indent=2) + "\n")

@@ -1,9 +1,19 @@
-"""Segmentation metrics as an ``evaluate`` metric: Dice/IoU accumulated over the set, HD95 in mm or pixels,
-per-volume Dice.
+"""Segmentation metrics as an ``evaluate`` metric, with MONAI's definitions (``monai.metrics`` computes every
+per-image value) and the paper's accumulation rules:
+
+- Dice and IoU (Jaccard): MONAI's ``compute_dice`` / ``compute_iou`` definition, **accumulated over the whole
+  validation set** (true/false positives and negatives summed over every pixel, then one value per class;
+  the paper's rule), which is ``compute_dice`` of the set taken as one volume, not the mean of per-image values.
+- HD95: MONAI's ``compute_hausdorff_distance(percentile=95, spacing=...)`` per image (the larger of the two
+  directed 95th percentiles of edge distances), **averaged over the images where both masks are non-empty**
+  (the paper's rule); in mm when every image has a spacing, else in pixels.
+- Average surface distance: MONAI's ``compute_average_surface_distance(symmetric=True, spacing=...)`` per
+  image, averaged like HD95 (no rule in the paper; same rule as HD95).
+- Per-volume Dice for slices of volumes.
 
 Load it offline from the package: ``evaluate.load(str(hf_transfer_seg.metrics.SEGMENTATION))``.
-Inputs per image: ``predictions`` and ``references`` (``[H, W]`` class maps), optional ``valid`` (field of
-view), ``spacing`` (pixel size rows, columns in mm) and ``case`` (the volume of a slice). The
+Inputs per image: ``predictions`` and ``references`` (``[H, W]`` or ``[D, H, W]`` class maps), optional ``valid`` (field of
+view), ``spacing`` (pixel size per axis in mm) and ``case`` (the volume of a slice). The
 computation is :class:`hf_transfer_seg.metrics.accumulate.SegmentationMetrics`.
 """
 
@@ -17,15 +27,15 @@ import torch
 _DESCRIPTION = __doc__
 _KWARGS = """
 Args:
-    predictions: list of [H, W] integer class maps.
-    references: list of [H, W] integer class maps.
+    predictions: list of [H, W] integer class maps (3-D volumes: use SegmentationMetrics directly).
+    references: list of integer class maps of the same sizes.
     num_classes: number of classes including background.
     class_names: optional names, one per class.
     valid: optional list of [H, W] boolean field-of-view maps (pixels outside are not scored).
-    spacing: optional list of (row, column) pixel sizes in mm; HD95 is in mm when every image has one.
+    spacing: optional list of pixel sizes in mm, one per axis; HD95 and ASD are in mm when every image has one.
     cases: optional list of volume names; gives per-volume Dice.
 Returns:
-    dice_mean, iou_mean, hd95_mean with hd95_unit and hd95_mm or hd95_px, pixel_accuracy, per_class,
+    dice_mean, iou_mean, hd95_mean with hd95_unit and hd95_mm or hd95_px, asd_mean, pixel_accuracy, per_class,
     num_images, and for cases dice_per_volume, dice_volume_mean, num_volumes.
 """
 
