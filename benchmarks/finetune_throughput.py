@@ -35,7 +35,7 @@ def main() -> None:
     import timm
     from accelerate import Accelerator
 
-    from hf_transfer_seg.data.segmentation import load_target
+    from hf_transfer_seg.data.registry import load_target
     from hf_transfer_seg.finetune.config import FinetuneConfig
     from hf_transfer_seg.finetune.loop import build_training, poly_schedule, train_epoch
     from hf_transfer_seg.models.segmentation import build_model

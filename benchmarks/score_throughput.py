@@ -97,7 +97,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from hf_transfer_seg.data.unlabelled import resolve_target
+    from hf_transfer_seg.data.registry import resolve_target
     from hf_transfer_seg.localhub import local_hub
     from hf_transfer_seg.scoring.plan import build_plan
     from hf_transfer_seg.scoring.card import summary_rows, write_revision_card, write_summary

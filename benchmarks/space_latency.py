@@ -77,7 +77,7 @@ def _prepare(repo: str, arch: str, tmp: Path) -> tuple[str, str]:
     import timm
 
     from hf_transfer_seg import hub
-    from hf_transfer_seg.data.segmentation import load_target
+    from hf_transfer_seg.data.registry import load_target
     from hf_transfer_seg.finetune import FinetuneConfig, finetune
     from hf_transfer_seg.finetune.push import push_segmentation_model, record_downstream
     from hf_transfer_seg.models.checkpoint import save_checkpoint

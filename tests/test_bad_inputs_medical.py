@@ -346,7 +346,7 @@ def _score_images(target: Path) -> None:
 
 
 def _finetune_images(target: Path) -> None:
-    from hf_transfer_seg.data.segmentation import load_target
+    from hf_transfer_seg.data.registry import load_target
 
     load_target(str(target)).normalise()
 

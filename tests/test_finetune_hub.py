@@ -87,7 +87,7 @@ def test_mni_finetune_improves_pushes_and_loads_back_with_one_call(encoder_repo,
 
 
 def load_image_of(result):
-    from hf_transfer_seg.data.segmentation import load_target
+    from hf_transfer_seg.data.registry import load_target
 
     target = load_target("mni152-tissue", resize_longest=64)
     name = result.split["val"][0]
@@ -223,7 +223,7 @@ def test_hub_dataset_target_with_image_and_mask_columns(hub_endpoint, repo_id, t
     from huggingface_hub import HfApi
     from PIL import Image
 
-    from hf_transfer_seg.data.segmentation import load_target
+    from hf_transfer_seg.data.registry import load_target
     from hf_transfer_seg.errors import DataError
 
     rng = np.random.default_rng(0)

@@ -8,8 +8,9 @@ import torch
 
 from hf_transfer_seg.data import intensity
 from hf_transfer_seg.data.registry import create_target, parse_target_spec
-from hf_transfer_seg.data.segmentation import load_target, split_target
-from hf_transfer_seg.data.unlabelled import resolve_target
+from hf_transfer_seg.data.segmentation import split_target
+from hf_transfer_seg.data.registry import load_target
+from hf_transfer_seg.data.registry import resolve_target
 from hf_transfer_seg.errors import ConfigError, DataError
 
 from medical_data import INTERCEPT, SLOPE, write_dicom_series, write_nifti, write_nnunet

@@ -99,8 +99,9 @@ def test_hub_dataset_with_nifti_columns(hub_endpoint, repo_id, tmp_path):
     import datasets
     from huggingface_hub import HfApi
 
-    from hf_transfer_seg.data.segmentation import load_target, split_target
-    from hf_transfer_seg.data.unlabelled import resolve_target
+    from hf_transfer_seg.data.segmentation import split_target
+    from hf_transfer_seg.data.registry import load_target
+    from hf_transfer_seg.data.registry import resolve_target
 
     paths = [write_nifti(tmp_path, name=f"case{i}", zslab=(30 + 4 * i, 38 + 4 * i)) for i in range(3)]
     features = datasets.Features({"image": datasets.Nifti(), "label": datasets.Nifti()})

@@ -19,7 +19,8 @@ from PIL import Image
 from hf_transfer_seg import hub
 from hf_transfer_seg.cards import get_namespace, get_section_text
 from hf_transfer_seg.cli import main as cli_main
-from hf_transfer_seg.data.unlabelled import BUILTIN_RETINA, resolve_target
+from hf_transfer_seg.data.unlabelled import BUILTIN_RETINA
+from hf_transfer_seg.data.registry import resolve_target
 from hf_transfer_seg.models.checkpoint import save_checkpoint
 from hf_transfer_seg.scoring import HEADLINE
 from hf_transfer_seg.scoring.plan import build_plan

@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from hf_transfer_seg.data.unlabelled import BUILTIN_RETINA, resolve_target
+from hf_transfer_seg.data.unlabelled import BUILTIN_RETINA
+from hf_transfer_seg.data.registry import resolve_target
 from hf_transfer_seg.errors import ConfigError, DataError
 from hf_transfer_seg.models.checkpoint import save_checkpoint
 from hf_transfer_seg.scoring import HEADLINE, robustness_values

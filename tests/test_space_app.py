@@ -78,7 +78,7 @@ def _stop(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def encoder(hub_endpoint, tmp_path_factory):
     """An encoder repo with two revisions, scored by the scoring code, each fine-tuned by the fine-tuning code."""
-    from hf_transfer_seg.data.segmentation import load_target
+    from hf_transfer_seg.data.registry import load_target
     from hf_transfer_seg.finetune import FinetuneConfig, finetune
     from hf_transfer_seg.finetune.push import push_segmentation_model, record_downstream
     from hf_transfer_seg.scoring.pipeline import run_score

@@ -24,7 +24,8 @@ import torch
 
 from hf_transfer_seg.cards import schema
 from hf_transfer_seg.cards.schema import HEADLINE
-from hf_transfer_seg.data.unlabelled import ImageTarget, resolve_target
+from hf_transfer_seg.data.unlabelled import ImageTarget
+from hf_transfer_seg.data.registry import resolve_target
 from hf_transfer_seg.errors import ConfigError
 from hf_transfer_seg.cards.grid import GRID_FILE, card_configs, grid_bytes, target_info
 from hf_transfer_seg.scoring.card import revision_card_edit

@@ -10,7 +10,7 @@ import torch
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 
 from hf_transfer_seg.cards.schema import HEADLINE
-from hf_transfer_seg.data.unlabelled import resolve_target
+from hf_transfer_seg.data.registry import resolve_target
 from hf_transfer_seg.errors import HfTransferSegError, HubError
 from hf_transfer_seg.hub import check_write_access, select_revisions
 from hf_transfer_seg.redact import redact

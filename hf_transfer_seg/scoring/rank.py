@@ -222,7 +222,8 @@ def label_aware(model: torch.nn.Module, seg: tuple | None, side: int, seed: int,
 
 def _segmentation_split(target: str, seed: int, num_images: int):
     """(train, val) of the target when it has masks, else None (the label-aware predictors are left out)."""
-    from hf_transfer_seg.data.segmentation import load_target, split_target
+    from hf_transfer_seg.data.segmentation import split_target
+    from hf_transfer_seg.data.registry import load_target
 
     try:
         seg = load_target(target, limit=num_images)
@@ -306,7 +307,7 @@ def run_rank(
     progress: bool = True,
 ) -> RankOutcome:
     """Rank ``models`` (SPECs) on ``target``; see the module docstring. Writes nothing."""
-    from hf_transfer_seg.data.unlabelled import resolve_target
+    from hf_transfer_seg.data.registry import resolve_target
     from hf_transfer_seg.scoring.runner import default_device
 
     parse_config(headline)
