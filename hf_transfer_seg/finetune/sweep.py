@@ -89,7 +89,7 @@ def run_sweep(
                 continue
             config = dataclasses.replace(base, revision=info.name, seed=seed)
             try:
-                result = finetune(config, target=target, progress=False)
+                result = finetune(config, target=target, progress=progress and is_main, nested=True)
             except WeightsError as exc:  # a bad checkpoint (config.json, weights): the other revisions go on
                 _failed(out, info.name, exc, bar, len(seeds) - len(dice) - sum(s in done for s in seeds))
                 break
