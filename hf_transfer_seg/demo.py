@@ -332,7 +332,9 @@ class Demo:
                 label: {
                     "repo_id": self.s.seg_repo(label),
                     "encoder_revision": (runs[0].get("encoder") or {}).get("revision"),
-                    "encoder_sha": (runs[0].get("encoder") or {}).get("sha"),
+                    # the commit of encoder_revision fine-tuning downloaded: after scoring's card commit, so it differs
+                    # from revisions[].sha (the scored commit) by card-only commits (the Space checks the weights match)
+                    "encoder_downloaded_commit": (runs[0].get("encoder") or {}).get("sha"),
                     "dice_per_seed": [(m.get("metrics") or {}).get("dice_mean") for m in runs],
                     "dice": _mean([(m.get("metrics") or {}).get("dice_mean") for m in runs]),
                 }
