@@ -215,7 +215,7 @@ def finetune(
             bar.set_postfix({**postfix, "dice": "evaluating"})
             metrics = evaluate(accelerator.unwrap_model(model), val.samples, target, window=config.image_size, overlap=config.eval_overlap)
             row.update(dice_mean=metrics["dice_mean"], iou_mean=metrics["iou_mean"])
-            if metrics.get("dice_mean") is not None:
+            if isinstance(metrics.get("dice_mean"), (int, float)) and math.isfinite(metrics["dice_mean"]):
                 postfix["dice"] = f"{metrics['dice_mean']:.3f} (epoch {epoch})"
             if epoch == 1:
                 first_metrics = metrics
