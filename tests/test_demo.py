@@ -20,7 +20,7 @@ def _run_demo(workdir: Path | None, *, home: Path | None = None, cwd: Path | Non
     if home is not None:
         env["HF_TRANSFER_SEG_HOME"] = str(home)
     if cwd is not None:  # run from elsewhere: the package must come from this checkout, not from cwd
-        env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")) if p)
     where = ["--workdir", str(workdir)] if workdir is not None else []
     return subprocess.run(
         [sys.executable, "-m", "hf_transfer_seg", "demo", "--small", "--no-launch", *where],
