@@ -26,6 +26,20 @@ from hf_transfer_seg.cards.schema import HEADLINE
 from hf_transfer_seg.errors import HfTransferSegError
 from hf_transfer_seg.resources import resource_path
 
+HOME_ENV = "HF_TRANSFER_SEG_HOME"
+
+
+def default_workdir() -> Path:
+    """Where the demo keeps its hub, checkpoints and report unless ``--workdir`` says otherwise: outside any
+    source tree, the way huggingface_hub picks its cache (``HF_HOME``, else ``$XDG_CACHE_HOME/huggingface``, else
+    ``~/.cache/huggingface``): ``$HF_TRANSFER_SEG_HOME/demo``, else ``$XDG_CACHE_HOME/hf-transfer-seg/demo``, else
+    ``~/.cache/hf-transfer-seg/demo``."""
+    home = os.environ.get(HOME_ENV)
+    if not home:
+        cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        home = os.path.join(cache, "hf-transfer-seg")
+    return Path(os.path.expanduser(home)) / "demo"
+
 
 @dataclass
 class DemoSettings:
@@ -34,7 +48,7 @@ class DemoSettings:
     Pretraining LR: 2e-3 at batch 64, not the paper's linear scaling (4e-3 x 64 / 4096 = 6e-5, which does not
     move a randomly initialised ResNet in 100 steps); the card records the LR and the deviation."""
 
-    workdir: Path = Path("hf-transfer-seg-demo")
+    workdir: Path = field(default_factory=default_workdir)
     namespace: str = "demo"
     encoder: str = "resnet18"
     num_processes: int = 2
@@ -198,9 +212,10 @@ class Demo:
                 st.reused = True
                 print("every revision already carries its score; reusing them")
             else:
+                num_images = self._score_images()
                 self._run(
                     "score", "--repo-id", self.s.encoder_repo, "--target", self.s.score_target,
-                    "--revisions", ",".join(missing), "--num-images", str(self.s.score_images),
+                    "--revisions", ",".join(missing), "--num-images", str(num_images),
                     "--image-size", str(self.s.score_image_size), "--seed", "0",
                 )
         main, _ = read_card(self.s.encoder_repo, "main")
@@ -208,6 +223,16 @@ class Demo:
         if not summary or not summary.get("best_revision"):
             raise HfTransferSegError(f"scoring wrote no best revision for {self.s.score_target} into main's card")
         return summary
+
+    def _score_images(self) -> int:
+        """``score_images``, or every image of the score target when it has fewer (asking for more than a target
+        holds makes scoring warn; the demo asks for what its target has)."""
+        from hf_transfer_seg.data.unlabelled import resolve_target
+
+        available = len(resolve_target(self.s.score_target))
+        if available < self.s.score_images:
+            print(f"{self.s.score_target} has {available} images: scoring with all of them")
+        return min(self.s.score_images, available)
 
     def finetune(self, label: str, revision: str) -> list[dict]:
         """Fine-tune from ``revision`` once per seed (so the report can state the seed noise); seed 0 is pushed."""
@@ -253,6 +278,7 @@ class Demo:
     def run(self) -> dict:
         self.workdir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
+        print(f"Working folder: {self.workdir} (hub, checkpoints, report; --workdir or ${HOME_ENV} to move it)", flush=True)
         with self._hub() as endpoint:
             local = (self.workdir / "hub").is_dir() and endpoint.startswith("http://127.0.0.1")
             print(f"Hub: {endpoint}" + (f" (local hub, root {self.workdir / 'hub'})" if local else ""))
@@ -306,7 +332,9 @@ class Demo:
                 label: {
                     "repo_id": self.s.seg_repo(label),
                     "encoder_revision": (runs[0].get("encoder") or {}).get("revision"),
-                    "encoder_sha": (runs[0].get("encoder") or {}).get("sha"),
+                    # the commit of encoder_revision fine-tuning downloaded: after scoring's card commit, so it differs
+                    # from revisions[].sha (the scored commit) by card-only commits (the Space checks the weights match)
+                    "encoder_downloaded_commit": (runs[0].get("encoder") or {}).get("sha"),
                     "dice_per_seed": [(m.get("metrics") or {}).get("dice_mean") for m in runs],
                     "dice": _mean([(m.get("metrics") or {}).get("dice_mean") for m in runs]),
                 }

@@ -11,19 +11,70 @@ from pathlib import Path
 import pytest
 
 
-def _run_demo(workdir: Path) -> subprocess.CompletedProcess:
+# what must not appear in the demo's output on its defaults (library noise included)
+NOISE = ("WARNING", "Warning", "warn(", "Missing keys", "Unexpected keys", "deprecated", "Deprecat")
+
+
+def _run_demo(workdir: Path | None, *, home: Path | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k not in ("HF_ENDPOINT", "HF_TOKEN")}  # the demo starts its own hub
+    if home is not None:
+        env["HF_TRANSFER_SEG_HOME"] = str(home)
+    if cwd is not None:  # run from elsewhere: the package must come from this checkout, not from cwd
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH")) if p)
+    where = ["--workdir", str(workdir)] if workdir is not None else []
     return subprocess.run(
-        [sys.executable, "-m", "hf_transfer_seg", "demo", "--small", "--no-launch", "--workdir", str(workdir)],
-        env=env, capture_output=True, text=True, timeout=1200,
+        [sys.executable, "-m", "hf_transfer_seg", "demo", "--small", "--no-launch", *where],
+        env=env, capture_output=True, text=True, timeout=1200, cwd=cwd,
     )
+
+
+def test_the_default_workdir_is_a_cache_folder_outside_the_source_tree(monkeypatch, tmp_path):
+    """huggingface_hub's convention: an environment variable, else $XDG_CACHE_HOME, else ~/.cache."""
+    from hf_transfer_seg.demo import DemoSettings, default_workdir
+
+    monkeypatch.setenv("HF_TRANSFER_SEG_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_workdir() == DemoSettings().workdir == tmp_path / "home" / "demo"
+    monkeypatch.delenv("HF_TRANSFER_SEG_HOME")
+    assert default_workdir() == tmp_path / "xdg" / "hf-transfer-seg" / "demo"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    assert default_workdir() == tmp_path / "user" / ".cache" / "hf-transfer-seg" / "demo"
+    assert DemoSettings(workdir=tmp_path / "mine").workdir == tmp_path / "mine"
+
+
+def test_the_checkout_ignores_the_old_in_tree_demo_folder():
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    done = subprocess.run(["git", "check-ignore", "-q", "hf-transfer-seg-demo/summary.json"], cwd=root)
+    assert done.returncode == 0
+
+
+def test_the_demo_asks_its_score_target_for_the_images_it_has(tmp_path, capsys):
+    """Its defaults ask for 64 images; mni152-tissue has 59: the demo asks for 59 (scoring would warn otherwise)."""
+    from hf_transfer_seg.data.unlabelled import resolve_target
+    from hf_transfer_seg.demo import Demo, DemoSettings
+
+    settings = DemoSettings(workdir=tmp_path)
+    available = len(resolve_target(settings.score_target))
+    assert available < settings.score_images  # the case this is about
+    assert Demo(settings)._score_images() == available
+    assert f"has {available} images: scoring with all of them" in capsys.readouterr().out
+    assert Demo(DemoSettings.small(workdir=tmp_path))._score_images() == DemoSettings.small().score_images
 
 
 @pytest.mark.slow
 def test_demo_runs_the_whole_loop_and_reuses_finished_work(tmp_path):
-    workdir = tmp_path / "demo"
-    first = _run_demo(workdir)
+    # run as a user would, without --workdir, from a folder standing in for a fresh checkout: nothing lands there
+    checkout, home = tmp_path / "checkout", tmp_path / "home"
+    checkout.mkdir()
+    first = _run_demo(None, home=home, cwd=checkout)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    workdir = home / "demo"
+    assert f"Working folder: {workdir}" in first.stdout and not list(checkout.iterdir())
+    noise = [line for line in (first.stdout + first.stderr).splitlines() if any(n in line for n in NOISE)]
+    assert not noise, noise
     summary = json.loads((workdir / "summary.json").read_text())
 
     revisions = summary["revisions"]

@@ -271,6 +271,71 @@ def test_encoder_weights_really_transfer(tmp_path, arch):
     assert model(torch.rand(2, 3, 64, 64)).shape == (2, 2, 64, 64)
 
 
+def test_encoder_loads_without_its_classifier_quietly_and_strictly(tmp_path, checkpoint, caplog):
+    """The classifier head is dropped on purpose (no "Missing keys (fc.weight, fc.bias)" line from timm); any
+    other missing tensor is an error, not a silently random layer."""
+    import logging
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from hf_transfer_seg.models.checkpoint import load_encoder
+
+    with caplog.at_level(logging.INFO):
+        encoder = load_encoder(checkpoint, features_only=True)
+    assert not [r.getMessage() for r in caplog.records if "keys" in r.getMessage().lower()]
+    assert not any(k.startswith("fc.") for k in encoder.state_dict())
+    full = load_encoder(checkpoint, features_only=False)  # the classifier itself still loads as it was trained
+    assert full.get_classifier().out_features == 10
+
+    shutil.copy(checkpoint / "config.json", tmp_path / "config.json")
+    weights = load_file(checkpoint / "model.safetensors")
+    dropped = next(k for k in weights if k.startswith("layer1.") and k.endswith(".weight"))
+    save_file({k: v for k, v in weights.items() if k != dropped}, tmp_path / "model.safetensors")
+    with pytest.raises(WeightsError, match=dropped.replace(".", r"\.")):
+        load_encoder(tmp_path, features_only=True)
+
+
+def test_finetune_progress_moves_every_step_and_shows_the_last_measured_dice(tmp_path, checkpoint, capsys):
+    """One bar over epochs x steps: it moves within the first epoch, and epochs without evaluation show the
+    last measured Dice (never nan)."""
+    import re
+
+    from hf_transfer_seg.data.segmentation import SegSample, SegTarget
+    from hf_transfer_seg.finetune.config import FinetuneConfig
+    from hf_transfer_seg.finetune.loop import finetune
+
+    g = torch.Generator().manual_seed(0)
+    samples = []
+    for i in range(6):
+        mask = torch.zeros(64, 64, dtype=torch.int64)
+        mask[16:48, 16 + i : 40 + i] = 1
+        samples.append(SegSample(f"s{i}", torch.rand(3, 64, 64, generator=g) * 0.2 + mask.float() * 0.6, mask))
+    target = SegTarget("toy", samples, num_classes=2, class_names=["background", "object"], source="constructed",
+                       intensity={"source": "constructed in [0, 1]"})
+    config = FinetuneConfig(encoder_folder=str(checkpoint), image_size=32, batch_size=2, epochs=3, eval_every=0, crops_per_image=2)
+    result = finetune(config, target=target, progress=True)
+    err = capsys.readouterr().err
+    done, total = map(int, re.findall(r"(\d+)/(\d+) \[", err)[-1])
+    assert done == total == 3 * 5  # one unit per optimizer step: 3 epochs x (5 training images x 2 crops / batch 2)
+    assert "nan" not in err
+    assert [("dice_mean" in row) for row in result.history] == [True, False, True]
+    assert f"epoch=2/3, loss={result.history[1]['loss']:.3f}, dice={result.history[0]['dice_mean']:.3f} (epoch 1)" in err
+
+    class Steps:  # what the bar is given: one update per optimizer step, inside the epoch
+        calls: list = []
+
+        def update(self, n):
+            self.calls.append(n)
+
+    model, loader = result.model, torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.rand(6, 3, 32, 32), torch.zeros(6, 32, 32, dtype=torch.int64)), batch_size=2)
+    from hf_transfer_seg.finetune.loop import build_training, train_epoch
+
+    _, loss_fn, optimizer = build_training(model, target.samples, config)
+    train_epoch(model, loader, loss_fn, optimizer, progress=(bar := Steps()))
+    assert bar.calls == [1, 1, 1]
+
+
 def test_model_applies_the_checkpoint_normalisation(checkpoint):
     from hf_transfer_seg.models.segmentation import build_model
 

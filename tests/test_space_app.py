@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from hf_transfer_seg.cli import main as cli_main
 from hf_transfer_seg.errors import ConfigError
 from hf_transfer_seg.models.checkpoint import save_checkpoint
 from hf_transfer_seg.space.config import SpaceConfig
-from hf_transfer_seg.space.selection import select
+from hf_transfer_seg.space.selection import select, weights_id
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "spaces" / "segmentation-demo" / "examples"
 TARGET = "skimage-retina"
@@ -99,7 +100,7 @@ def encoder(hub_endpoint, tmp_path_factory):
     outcome = run_score(repo, TARGET, num_images=8, image_size=64, batch_size=8, progress=False)
     best = outcome.summary["best_revision"]
     target = load_target(SEG_TARGET, limit=6)
-    segs = {}
+    segs, downloaded = {}, {}
     for revision in ("epoch-0001", "epoch-0002"):
         config = FinetuneConfig(
             encoder_repo=repo, revision=revision, target=SEG_TARGET, epochs=1, batch_size=4, image_size=64,
@@ -109,7 +110,8 @@ def encoder(hub_endpoint, tmp_path_factory):
         push = push_segmentation_model(result, f"{repo}-unet-{revision}")
         record_downstream(result, seg_push=push)
         segs[revision] = push
-    return {"repo": repo, "best": best, "best_sha": outcome.summary["best_sha"], "segs": segs}
+        downloaded[revision] = result.encoder["sha"]
+    return {"repo": repo, "best": best, "best_sha": outcome.summary["best_sha"], "segs": segs, "downloaded": downloaded}
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +160,34 @@ def test_selection_serves_the_best_scored_revision_pinned_to_shas(encoder):
     assert (rows["epoch-0001"].imagenet_top1, rows["epoch-0002"].imagenet_top1) == (1.4, 10.0)
     assert selection.plot_path is not None and selection.plot_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert selection.synthetic is True and not selection.notices
+    # one commit per revision: scoring read one commit, fine-tuning (after the score's card commit) another; both
+    # hold the same model.safetensors, so the served encoder is named by the scored commit, the leaderboard's
+    downloaded = encoder["downloaded"][encoder["best"]]
+    assert downloaded != encoder["best_sha"]
+    assert serving.encoder_sha == encoder["best_sha"] == rows[encoder["best"]].sha
+    assert serving.encoder_downloaded_sha == downloaded
+    assert serving.encoder_weights_id == weights_id(encoder["repo"], encoder["best_sha"], api) == weights_id(encoder["repo"], downloaded, api)
+    assert serving.encoder_weights_id.startswith(("git-blob:", "sha256:"))
+
+
+def test_a_revision_keeps_both_commits_when_their_weights_differ(encoder):
+    """Fine-tuned from a commit whose weights are not those of the commit the leaderboard lists (a branch pushed to
+    again after scoring): both commits stay, and a notice says so."""
+    from hf_transfer_seg.space.selection import LeaderboardRow, SegModelRef, _one_commit_per_revision
+
+    api, repo = HfApi(), encoder["repo"]
+    other = "epoch-0002" if encoder["best"] == "epoch-0001" else "epoch-0001"
+    ref = SegModelRef("x/unet", "0" * SHA, encoder_revision=encoder["best"], encoder_sha=encoder["downloaded"][other],
+                      encoder_downloaded_sha=encoder["downloaded"][other])
+    rows = [LeaderboardRow(encoder["best"], 1.0, encoder["best_sha"])]
+    notices: list[str] = []
+    [kept] = _one_commit_per_revision([ref], repo, rows, api, notices)
+    assert kept.encoder_sha == kept.encoder_downloaded_sha == encoder["downloaded"][other]
+    assert kept.encoder_weights_id == weights_id(repo, encoder["downloaded"][other], api)
+    assert len(notices) == 1 and "differs from the one at" in notices[0] and encoder["best_sha"][:10] in notices[0]
+    [same] = _one_commit_per_revision([replace(ref, encoder_sha=encoder["downloaded"][encoder["best"]],
+                                               encoder_downloaded_sha=encoder["downloaded"][encoder["best"]])], repo, rows, api, [])
+    assert same.encoder_sha == encoder["best_sha"]
 
 
 def test_selection_follows_the_summary_and_says_what_is_missing(encoder):
@@ -249,7 +279,11 @@ def test_deployed_space_segments_through_the_api_with_the_best_revision(space_ap
         values = set(np.unique(np.asarray(mask)).tolist())
     assert values <= {0, 1, 2} and len(values) >= 2
     assert info["encoder_revision"] == encoder["best"] and info["best_revision"] == encoder["best"] and info["served_by_best"]
-    assert info["seg_repo"] == encoder["segs"][encoder["best"]]["repo"] and info["seg_sha"] == encoder["segs"][encoder["best"]]["sha"]
+    assert info["seg_repo"] == encoder["segs"][encoder["best"]]["repo"] and info["seg_commit"] == encoder["segs"][encoder["best"]]["sha"]
+    # one commit for the revision, the scored one; the commit fine-tuning downloaded is explained, not listed beside it
+    assert info["encoder_commit"] == info["best_commit"] == encoder["best_sha"]
+    assert encoder["downloaded"][encoder["best"]][:10] in info["commits_note"] and "same file" in info["commits_note"]
+    assert not any(k.endswith("_sha") for k in info)
     assert info["mask_size"] == list(size) and info["mask_values"] == {"background": 0, "grey_matter": 1, "white_matter": 2}
     assert [a["label"] for a in overlay["annotations"]] == ["grey_matter", "white_matter"]
     with Image.open(overlay["image"]) as base:

@@ -117,7 +117,8 @@ def poly_schedule(optimizer: torch.optim.Optimizer, total_steps: int, power: flo
 
 
 def train_epoch(model, loader, loss_fn, optimizer, scheduler=None, *, accelerator=None, progress=None) -> dict[str, float]:
-    """One pass over ``loader``; returns mean loss, images seen and seconds taken."""
+    """One pass over ``loader``; returns mean loss, images seen and seconds taken. ``progress`` (a tqdm bar)
+    moves one unit per optimizer step."""
     model.train()
     total, images, start = 0.0, 0, time.perf_counter()
     for x, y in loader:
@@ -133,7 +134,7 @@ def train_epoch(model, loader, loss_fn, optimizer, scheduler=None, *, accelerato
         total += loss.detach() * x.shape[0]
         images += x.shape[0]
         if progress is not None:
-            progress.update(x.shape[0])
+            progress.update(1)
     seconds = time.perf_counter() - start
     return {"loss": float(total) / max(images, 1), "images": images, "seconds": seconds}
 
@@ -160,8 +161,15 @@ def evaluate(model: torch.nn.Module, samples: list[SegSample], target: SegTarget
     )
 
 
-def finetune(config: FinetuneConfig, *, target: SegTarget | None = None, progress: bool = True) -> FinetuneResult:
-    """Fine-tune a U-Net on ``config.target`` from the encoder of ``config.encoder_repo@config.revision``."""
+def finetune(
+    config: FinetuneConfig, *, target: SegTarget | None = None, progress: bool = True, nested: bool = False
+) -> FinetuneResult:
+    """Fine-tune a U-Net on ``config.target`` from the encoder of ``config.encoder_repo@config.revision``.
+
+    Progress: one bar over every optimizer step of the run (epochs x steps per epoch), so it moves within the
+    first epoch; its postfix has the epoch, the last epoch's loss and the last *measured* validation Dice (epochs
+    between evaluations keep the previous value; none is shown before the first evaluation). ``nested``: the bar
+    sits below a caller's bar (the sweep's) and is cleared when the run ends."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from tqdm.auto import tqdm
@@ -189,20 +197,30 @@ def finetune(config: FinetuneConfig, *, target: SegTarget | None = None, progres
     metrics: dict[str, Any] = {}
     seen, train_seconds = 0, 0.0
     show = progress and accelerator.is_local_main_process
-    bar = tqdm(total=config.epochs, desc=f"fine-tune {encoder.get('revision') or encoder['architecture']}", unit="epoch", disable=not show)
+    steps = len(loader)
+    bar = tqdm(
+        total=steps * config.epochs, desc=f"fine-tune {encoder.get('revision') or encoder['architecture']}", unit="step",
+        disable=not show, leave=not nested, position=1 if nested else None, dynamic_ncols=True,
+    )
+    postfix: dict[str, str] = {}
     for epoch in range(1, config.epochs + 1):
-        stats = train_epoch(model, loader, loss_fn, optimizer, scheduler, accelerator=accelerator)
+        postfix["epoch"] = f"{epoch}/{config.epochs}"
+        bar.set_postfix(postfix)
+        stats = train_epoch(model, loader, loss_fn, optimizer, scheduler, accelerator=accelerator, progress=bar)
         seen += stats["images"]
         train_seconds += stats["seconds"]
         row: dict[str, Any] = {"epoch": epoch, "loss": stats["loss"], "lr": scheduler.get_last_lr()[0]}
+        postfix["loss"] = f"{stats['loss']:.3f}"
         if epoch == 1 or epoch == config.epochs or (config.eval_every and epoch % config.eval_every == 0):
+            bar.set_postfix({**postfix, "dice": "evaluating"})
             metrics = evaluate(accelerator.unwrap_model(model), val.samples, target, window=config.image_size, overlap=config.eval_overlap)
             row.update(dice_mean=metrics["dice_mean"], iou_mean=metrics["iou_mean"])
+            if isinstance(metrics.get("dice_mean"), (int, float)) and math.isfinite(metrics["dice_mean"]):
+                postfix["dice"] = f"{metrics['dice_mean']:.3f} (epoch {epoch})"
             if epoch == 1:
                 first_metrics = metrics
         history.append(row)
-        bar.set_postfix(loss=f"{stats['loss']:.3f}", dice=f"{row.get('dice_mean') or float('nan'):.3f}")
-        bar.update(1)
+        bar.set_postfix(postfix)
     bar.close()
     if not math.isfinite(history[-1]["loss"]):
         log.warning("training loss is %s at the end; the learning rate may be too high", history[-1]["loss"])

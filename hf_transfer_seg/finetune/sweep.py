@@ -3,9 +3,9 @@
 The target is loaded and split once (same validation images for every revision and seed). Each run
 adds its seed to the revision card's downstream entry (mean and spread over seeds are recomputed),
 so an interrupted sweep resumes where it stopped: seeds already recorded with the same recipe are
-skipped. Optionally LogME and linear-probe Dice are recorded per revision. Main's
-``downstream_summary`` is the report's (:func:`hf_transfer_seg.report.summary.update_main_summary`); the
-``sweep`` command rebuilds it after the sweep.
+skipped. Optionally LogME and linear-probe Dice are recorded per revision. This stage writes revision cards only;
+main's ``downstream_summary`` is rebuilt from them by the ``sweep`` command (``hf_transfer_seg.cli``), which wires
+the sweep to the report stage, so this module imports no other stage.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def run_sweep(
                 continue
             config = dataclasses.replace(base, revision=info.name, seed=seed)
             try:
-                result = finetune(config, target=target, progress=False)
+                result = finetune(config, target=target, progress=progress and is_main, nested=True)
             except WeightsError as exc:  # a bad checkpoint (config.json, weights): the other revisions go on
                 _failed(out, info.name, exc, bar, len(seeds) - len(dice) - sum(s in done for s in seeds))
                 break

@@ -179,6 +179,16 @@ def load_encoder(
         model_args["features_only"] = True
         if out_indices is not None:
             model_args["out_indices"] = out_indices
+        # An encoder has no classifier: build it without one (num_classes=0) and drop exactly the classifier
+        # tensors the checkpoint names (pretrained_cfg["classifier"]), so timm loads strictly: any other missing
+        # or unexpected key fails (WeightsError below) instead of timm's "Missing keys (fc.weight, fc.bias)" line.
+        classifiers = pretrained_cfg.get("classifier")
+        if classifiers and int(config.get("num_classes") or pretrained_cfg.get("num_classes") or 0) > 0:
+            for name in (classifiers,) if isinstance(classifiers, str) else classifiers:
+                state_dict.pop(f"{name}.weight", None)
+                state_dict.pop(f"{name}.bias", None)
+            model_args["num_classes"] = 0
+            pretrained_cfg["num_classes"] = 0
     else:
         model_args.setdefault("num_classes", config.get("num_classes"))
     try:

@@ -13,9 +13,9 @@ written and the revision is pushed. The dict it returns may hold:
   rendered revision card last, e.g. ``LiveScorer.card_edit()``;
 - any other key: deep-merged into the card's ``hf_transfer_seg`` mapping (e.g. ``{"robustness": {...}}``).
 
-The command line builds the callbacks: ``hf_transfer_seg.cli.pretrain`` adds the live-scoring flags of
-:mod:`hf_transfer_seg.scoring.live_cli` and passes the callbacks it makes to ``run_pretraining``; this stage
-imports no other.
+The command line builds the callbacks (``hf_transfer_seg.cli.pretrain`` adds the live-scoring flags and passes
+the callbacks they make to ``run_pretraining``): this module defines only the protocol, so the pretraining stage
+imports no other stage; the callbacks' results reach the card through the keys above.
 """
 
 from __future__ import annotations

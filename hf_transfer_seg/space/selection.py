@@ -10,6 +10,13 @@
   commit (``hf_transfer_seg.base``: encoder repo, revision, sha) says which revision it came from.
 
 Models are loaded only by those shas, never by a branch that could move while the Space runs.
+
+One commit per revision: a revision branch gains card-only commits after its weights are pushed (scoring writes
+the score, fine-tuning the Dice), so scoring may have read commit A and fine-tuning, later, commit B of the same
+branch. Both hold the same ``model.safetensors`` in the normal flow; :func:`_one_commit_per_revision` checks that
+(the file's LFS sha256, or its git blob id, at both commits) and then names the revision by the commit the
+leaderboard and the summary name (A). If the weights differ (the branch was pushed to again after scoring), both
+commits are kept and a notice says so.
 """
 
 from __future__ import annotations
@@ -41,7 +48,12 @@ class SegModelRef:
     repo_id: str
     sha: str
     encoder_revision: str | None = None
+    # the encoder revision's commit: the one the leaderboard and scoring name when fine-tuning's download holds the
+    # same model.safetensors (see the module doc), else the commit fine-tuning downloaded
     encoder_sha: str | None = None
+    encoder_downloaded_sha: str | None = None  # the commit fine-tuning downloaded the encoder from (its card's base.sha)
+    encoder_weights_id: str | None = None  # model.safetensors at encoder_sha: "sha256:..." (LFS) or "git-blob:..."
+    encoder_repo: str | None = None  # the encoder repo its card names (None: the Space's encoder repo)
     target: str | None = None
     dice: float | None = None
     frozen: bool | None = None
@@ -172,11 +184,61 @@ def _pin(ref: SegModelRef, branch: str, api: HfApi, notices: list[str]) -> SegMo
         sha=sha,
         encoder_revision=card_revision or ref.encoder_revision,
         encoder_sha=base.get("sha") or ref.encoder_sha,
+        encoder_downloaded_sha=base.get("sha") or ref.encoder_sha,
+        encoder_repo=base.get("repo") or ref.encoder_repo,
         target=target.get("key") if isinstance(target, dict) and target.get("key") else ref.target,
         dice=number(metrics.get("dice_mean")) if ref.dice is None else ref.dice,
         frozen=(ours.get("recipe") or {}).get("frozen", ref.frozen),
         synthetic=ours.get("synthetic", ref.synthetic),
     )
+
+
+def weights_id(repo: str, sha: str, api: HfApi) -> str | None:
+    """Identity of ``model.safetensors`` at commit ``sha``: its LFS sha256 when the Hub stores it in LFS, else its
+    git blob id (both name the content; None when the commit has no such file)."""
+    from hf_transfer_seg.models.checkpoint import WEIGHTS_NAME
+
+    infos = with_retries(lambda: api.get_paths_info(repo, [WEIGHTS_NAME], revision=sha), what=f"paths-info {repo}@{sha[:10]}")
+    for info in infos:
+        if getattr(info, "path", None) == WEIGHTS_NAME:
+            lfs = getattr(info, "lfs", None)
+            return f"sha256:{lfs.sha256}" if lfs is not None else f"git-blob:{info.blob_id}"
+    return None
+
+
+def _one_commit_per_revision(
+    models: list[SegModelRef], repo: str, rows: list[LeaderboardRow], api: HfApi, notices: list[str]
+) -> list[SegModelRef]:
+    """Each model's encoder commit replaced by the revision's leaderboard commit when both hold the same weights."""
+    listed = {r.revision: r.sha for r in rows if r.sha}
+    ids: dict[str, str | None] = {}
+
+    def ident(sha: str) -> str | None:
+        if sha not in ids:
+            try:
+                ids[sha] = weights_id(repo, sha, api)
+            except (HubError, RevisionNotFound, RepositoryNotFoundError) as exc:
+                log.info("could not read model.safetensors of %s@%s: %s", repo, sha[:10], exc)
+                ids[sha] = None
+        return ids[sha]
+
+    out = []
+    for m in models:
+        downloaded, commit = m.encoder_downloaded_sha, listed.get(m.encoder_revision or "")
+        if not downloaded or m.encoder_repo not in (None, repo):
+            out.append(m)
+            continue
+        mine = ident(downloaded)
+        if commit and commit != downloaded and mine is not None:
+            if ident(commit) == mine:
+                m = replace(m, encoder_sha=commit)
+            else:
+                notices.append(
+                    f"{m.repo_id} was fine-tuned from {m.encoder_revision} at {downloaded[:10]}, whose model.safetensors "
+                    f"differs from the one at {commit[:10]}, the commit that was scored (the branch was pushed to again)"
+                )
+        out.append(replace(m, encoder_weights_id=mine))
+    return out
 
 
 def _leaderboard(
@@ -260,6 +322,9 @@ def select(config: SpaceConfig, *, api: HfApi | None = None) -> Selection:
     seg_models = [m for m in (_pin(ref, branch, api, notices) for ref, branch in unpinned) if m is not None]
     if explicit is not None:
         seg_models.insert(0, explicit)
+    seg_models = _one_commit_per_revision(seg_models, repo, rows, api, notices)
+    if explicit is not None:
+        explicit = seg_models[0]
     serving = _choose_serving(seg_models, best_revision, rows, explicit=explicit is not None, notices=notices, repo=repo)
 
     flags = [((cards.get(n) or {}).get(schema.TRAINING) or {}).get("synthetic") for n in heads]

@@ -30,6 +30,19 @@ log = logging.getLogger(__name__)
 SegmenterLoader = Callable[[str, str], Segmenter]
 
 
+def commits_note(ref: SegModelRef) -> dict[str, str]:
+    """``{"commits_note": ...}`` when fine-tuning downloaded the encoder from another commit of the revision than
+    ``encoder_commit`` (selection shows that one only when both hold the same model.safetensors); else ``{}``."""
+    downloaded = ref.encoder_downloaded_sha
+    if not downloaded or not ref.encoder_sha or downloaded == ref.encoder_sha:
+        return {}
+    return {"commits_note": (
+        f"fine-tuning downloaded {ref.encoder_revision} at commit {downloaded[:10]}, another commit of the same branch "
+        f"(revision branches also get card-only commits: the score, the Dice); its model.safetensors is the same file "
+        f"as at encoder_commit {ref.encoder_sha[:10]} ({ref.encoder_weights_id or 'same content'})"
+    )}
+
+
 @dataclass
 class Result:
     image: InputImage
@@ -102,16 +115,19 @@ class SegmentationService:
         info = {
             "encoder_repo": sel.encoder_repo,
             "encoder_revision": ref.encoder_revision,
-            "encoder_sha": ref.encoder_sha,
+            # one commit per revision (space/selection.py): the commit the leaderboard and the score name
+            "encoder_commit": ref.encoder_sha,
+            "encoder_weights": ref.encoder_weights_id,  # model.safetensors at that commit: sha256 (LFS) or git blob id
             "best_revision": sel.best_revision,
-            "best_sha": sel.best_sha,
+            "best_commit": sel.best_sha,
             "served_by_best": bool(sel.best_revision) and ref.encoder_revision == sel.best_revision,
             "score_target": sel.target,
             "score_config": sel.score_config,
             "seg_repo": ref.repo_id,
-            "seg_sha": ref.sha,
+            "seg_commit": ref.sha,
             "seg_target": ref.target,
-            "summary_sha": sel.main_sha,
+            "summary_commit": sel.main_sha,
+            **commits_note(ref),
             "input": image.description,
             "mask_size": [int(mask.shape[1]), int(mask.shape[0])],
             "mask_values": {name: i for i, name in enumerate(segmenter.class_names)},

@@ -111,8 +111,8 @@ def served_markdown(info: dict[str, Any] | None) -> str:
     best = " (the best-scored revision)" if info.get("served_by_best") else ""
     notices = "".join(f"\n\n⚠️ {n}" for n in info.get("notices") or [])
     return (
-        f"Served by encoder revision **{info.get('encoder_revision')}**{best}, commit `{(info.get('encoder_sha') or '')[:10]}`, "
-        f"through `{info.get('seg_repo')}` at `{(info.get('seg_sha') or '')[:10]}` · "
+        f"Served by encoder revision **{info.get('encoder_revision')}**{best}, commit `{(info.get('encoder_commit') or '')[:10]}`, "
+        f"through `{info.get('seg_repo')}` at `{(info.get('seg_commit') or '')[:10]}` · "
         f"{info['mask_size'][0]}×{info['mask_size'][1]} px in {info.get('inference_ms')} ms{notices}"
     )
 
@@ -309,7 +309,10 @@ def about_markdown(sel: Selection) -> str:
 3. A U-Net was fine-tuned from revisions' encoders; the one fine-tuned from the best revision is served here.
 
 The Space reads `main`'s card once at start (commit `{sel.main_sha[:10]}`) and loads every model **by commit
-sha**, so what it serves cannot change under it. Weights are loaded from safetensors only.
+sha**, so what it serves cannot change under it. Weights are loaded from safetensors only. A revision branch
+also gets card-only commits (the score, the Dice); the Space names each revision by one commit, the one the
+leaderboard and the score name, after checking that the commit fine-tuning downloaded holds the same
+`model.safetensors` (`served_by["encoder_weights"]`; `served_by["commits_note"]` says when they differ in sha).
 
 ### API
 ```python
