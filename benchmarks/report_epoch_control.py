@@ -18,7 +18,8 @@ candidates, all computed by ``stats.epoch_partial_columns``:
 - rank-quad / rank-cubic: polynomial of degree 2 / 3 in the epoch rank, within each series;
 - log-quad / log-cubic: polynomial of degree 2 / 3 in log(1 + epoch).
 
-The degree drops to leave 3 residual degrees of freedom and never below 2 (else undefined).
+The degree drops to leave 3 residual degrees of freedom, never below min(degree, 3) (else undefined:
+the report now needs 7 checkpoints for a partial; with 6 the cubic candidates were a quadratic before).
 
     python benchmarks/report_epoch_control.py                     # 200 tables per scenario, 10-point grid
     python benchmarks/report_epoch_control.py --grid 1,10,50,100,200,300 --tables 100

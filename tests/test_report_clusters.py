@@ -65,8 +65,8 @@ def test_vectorised_rank_statistics_match_scipy_and_the_residual_definition():
     # the former control (what benchmarks/report_epoch_control.py calls "old"): a line in the ranks of z
     linear = [v - np.polyval(np.polyfit(rz, v, 1), rz) for v in (rx, ry)]
     assert epoch_partial_columns(x[:, :1], y, z, degree=1, basis="rank")[0] == pytest.approx(np.corrcoef(*linear)[0, 1])
-    # too few checkpoints for the control (5 < 6): undefined, not a weaker control
-    assert partial_spearman(x[:5, 0], y[:5], z[:5]) is None and partial_spearman(x[:6, 0], y[:6], z[:6]) is not None
+    # too few checkpoints for the control (6 < 7): undefined, not a weaker control
+    assert partial_spearman(x[:6, 0], y[:6], z[:6]) is None and partial_spearman(x[:7, 0], y[:7], z[:7]) is not None
     assert partial_spearman(-z, y, z) is None  # a pure training-length proxy has no partial
 
 
@@ -170,12 +170,11 @@ def test_saturating_score_with_information_beyond_epoch_predicts():
 
 
 def test_series_too_short_for_the_epoch_control_have_no_partial_and_say_so():
-    df = _saturating_table(SATURATING_SEED, noise_corr=0.9, grid=(1, 10, 50, 150, 300))  # 5 checkpoints < 6
+    df = _saturating_table(SATURATING_SEED, noise_corr=0.9, grid=(1, 10, 50, 100, 200, 300))  # 6 checkpoints < 7
     p = analyse(df, lower=[SCORE], headline=SCORE, n_boot=200)["predictors"][SCORE]
     assert p["partial_spearman"] is None and p["n_clusters_partial"] == 0
-    assert p["verdict"] in ("tracks_training_length_only", "does_not_predict", "insufficient_evidence")
-    if p["verdict"] == "tracks_training_length_only":
-        assert "36 of 36 series have fewer than 6 checkpoints, too few for the control" in p["verdict_text"]
+    assert p["verdict"] == "tracks_training_length_only"
+    assert "36 of 36 series have fewer than 7 checkpoints, too few for the control" in p["verdict_text"]
 
 
 def test_effect_floor_and_reason_are_stated():

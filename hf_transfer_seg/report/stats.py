@@ -23,7 +23,7 @@ clusters and every test runs over per-cluster means:
   partial (pingouin's ``partial_corr(method="spearman")``) removes only a trend linear in the epoch rank
   and gave a false "beyond training length" on saturating curves (``benchmarks/report_epoch_control.py``
   chose this control by simulation). The degree drops so that at least ``EPOCH_RESID_DOF`` residual
-  degrees of freedom remain, and never below ``EPOCH_MIN_DEGREE`` (quadratic): a series with fewer than
+  degrees of freedom remain, and never below ``EPOCH_MIN_DEGREE`` (cubic): a series with fewer than
   ``EPOCH_MIN_DEGREE + 1 + EPOCH_RESID_DOF`` checkpoints has no partial (undefined, not a weaker control).
   Hand-written (a least-squares projection, vectorised over predictors) because statsmodels and scipy
   have no rank partial correlation on a basis. A predictor or Dice that is a monotone function of epoch
@@ -240,7 +240,7 @@ def spearman_columns(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 EPOCH_DEGREE = 3  # cubic in log(1 + epoch) (chosen by simulation: benchmarks/report_epoch_control.py)
 EPOCH_BASIS = "log"  # log(1 + epoch); "rank" (the epoch rank) under-controlled saturating curves in that simulation
-EPOCH_MIN_DEGREE = 2  # below a quadratic the control cannot follow a saturating trend: no partial then
+EPOCH_MIN_DEGREE = 3  # no fallback below the cubic: a quadratic fallback (6 checkpoints) said "predicts" on 22 % of null tables
 EPOCH_RESID_DOF = 3  # residual degrees of freedom left after the epoch fit
 
 
