@@ -15,16 +15,18 @@ import pytest
 from scipy import stats
 
 from hf_transfer_seg.errors import DataError
-from hf_transfer_seg.report.analysis import analyse
+from hf_transfer_seg.report.analysis import analyse, headline_sentence
 from hf_transfer_seg.report.correlate import kendall_columns
 from hf_transfer_seg.report.stats import (
-    cluster_ids, cluster_mean_ci, partial_spearman, signed_rank_interval, signed_rank_p, spearman_columns,
+    cluster_ids, cluster_mean_ci, epoch_partial_columns, partial_spearman, signed_rank_interval, signed_rank_p,
+    spearman_columns,
 )
 from hf_transfer_seg.report.table import check_table
 from test_rank import TARGET, ranked, zoo  # noqa: F401 (the results-repo fixtures: a real zoo, a real `rank`)
 
 EPOCHS = [0, 1, 5, 20, 50, 100, 150, 200, 250, 300]
 SCORE = "robustness:cosine_m0.5_L-1_flat"
+SATURATING_SEED = 0  # a table the former control (linear in epoch ranks) called "predicts"
 
 
 def _runs_table(seed: int = 0, runs: int = 6, per_run: int = 6) -> pd.DataFrame:
@@ -56,10 +58,15 @@ def test_vectorised_rank_statistics_match_scipy_and_the_residual_definition():
     for j in range(5):
         assert spearman_columns(x, y)[j] == pytest.approx(stats.spearmanr(x[:, j], y).statistic)
         assert kendall_columns(x, y)[j] == pytest.approx(stats.kendalltau(x[:, j], y).statistic)
-    # partial Spearman = Pearson of the residuals of the ranks regressed on the ranks of z
-    rx, ry, rz = (stats.rankdata(v) for v in (x[:, 0], y, z))
-    resid = [v - np.polyval(np.polyfit(rz, v, 1), rz) for v in (rx, ry)]
+    # partial Spearman = Pearson of the residuals of the ranks regressed on a cubic in log(1 + z)
+    rx, ry, rz, lz = (*(stats.rankdata(v) for v in (x[:, 0], y, z)), np.log1p(z))
+    resid = [v - np.polyval(np.polyfit(lz, v, 3), lz) for v in (rx, ry)]
     assert partial_spearman(x[:, 0], y, z) == pytest.approx(np.corrcoef(*resid)[0, 1])
+    # the former control (what benchmarks/report_epoch_control.py calls "old"): a line in the ranks of z
+    linear = [v - np.polyval(np.polyfit(rz, v, 1), rz) for v in (rx, ry)]
+    assert epoch_partial_columns(x[:, :1], y, z, degree=1, basis="rank")[0] == pytest.approx(np.corrcoef(*linear)[0, 1])
+    # too few checkpoints for the control (6 < 7): undefined, not a weaker control
+    assert partial_spearman(x[:6, 0], y[:6], z[:6]) is None and partial_spearman(x[:7, 0], y[:7], z[:7]) is not None
     assert partial_spearman(-z, y, z) is None  # a pure training-length proxy has no partial
 
 
@@ -116,6 +123,58 @@ def test_minus_epoch_plus_noise_tracks_training_length_only():
     assert p["verdict"] == "tracks_training_length_only" and p["adds_beyond_epoch"] is False  # ...through epoch only
     assert "tracks training length only" in p["verdict_text"] and "partial" in p["verdict_text"]
     assert "tracks training length only" in report["predictors"]["proxy"]["verdict_text"]
+
+
+def _saturating_table(seed: int, noise_corr: float = 0.0, grid=(1, 5, 10, 20, 50, 100, 150, 200, 250, 300)) -> pd.DataFrame:
+    """36 series in 6 runs: Dice rises and the score falls, both *saturating* along training (exponential or
+    logistic in log epoch, random rates; a run's score curve is shared by its series), plus noise; the score's
+    noise carries minus ``noise_corr`` x Dice's (0: nothing beyond training length). As in
+    benchmarks/report_epoch_control.py."""
+    rng = np.random.default_rng(seed)
+    e = np.asarray(grid, float)
+
+    def curve():
+        if rng.random() < 0.5:
+            return 1 - np.exp(-e / np.exp(rng.uniform(np.log(3), np.log(80))))
+        return 1 / (1 + np.exp(-(np.log1p(e) - rng.uniform(np.log(5), np.log(60))) / rng.uniform(0.3, 1.0)))
+
+    rows = []
+    for r in range(6):
+        run_curve = curve()
+        for s in range(6):
+            dice_sd, score_sd = rng.uniform(0.004, 0.015), rng.uniform(0.01, 0.04)
+            zd = rng.normal(size=len(e))
+            zs = noise_corr * zd + np.sqrt(1 - noise_corr ** 2) * rng.normal(size=len(e))
+            dice = 0.6 + rng.uniform(0.05, 0.2) * curve() + dice_sd * zd
+            score = 0.9 - rng.uniform(0.2, 0.5) * run_curve * rng.uniform(0.8, 1.2) - score_sd * zs
+            rows += [{"series": f"run{r}-s{s}", "model": f"m{r // 2}", "pretraining_scheme": f"sch{r % 2}", "epoch": a,
+                      "dice": d, SCORE: v} for a, d, v in zip(grid, dice, score)]
+    return pd.DataFrame(rows)
+
+
+def test_saturating_score_and_dice_with_independent_noise_track_training_length_only():
+    # the former control (a line in the epoch ranks) called this table "predicts ... beyond training length"
+    report = analyse(_saturating_table(SATURATING_SEED), lower=[SCORE], headline=SCORE, n_boot=1000)
+    p = report["predictors"][SCORE]
+    assert p["mean_spearman"] < -0.5 and p["p_value"] < 0.05  # strongly "correlated" with Dice, through epoch
+    assert p["verdict"] == "tracks_training_length_only" and p["adds_beyond_epoch"] is False
+    assert "epoch-controlled (within-series cubic in log epoch) partial Spearman" in p["verdict_text"]
+    assert "beyond" not in headline_sentence(report) and "tracks training length only" in headline_sentence(report)
+
+
+def test_saturating_score_with_information_beyond_epoch_predicts():
+    report = analyse(_saturating_table(SATURATING_SEED, noise_corr=0.6), lower=[SCORE], headline=SCORE, n_boot=1000)
+    p = report["predictors"][SCORE]
+    assert p["verdict"] == "predicts" and p["adds_beyond_epoch"] is True and p["partial_spearman_ci"][1] < 0
+    assert "(within-series cubic in log epoch)" in p["verdict_text"] and "excludes 0" in headline_sentence(report)
+
+
+def test_series_too_short_for_the_epoch_control_have_no_partial_and_say_so():
+    df = _saturating_table(SATURATING_SEED, noise_corr=0.9, grid=(1, 10, 50, 100, 200, 300))  # 6 checkpoints < 7
+    p = analyse(df, lower=[SCORE], headline=SCORE, n_boot=200)["predictors"][SCORE]
+    assert p["partial_spearman"] is None and p["n_clusters_partial"] == 0
+    assert p["verdict"] == "tracks_training_length_only"
+    assert "36 of 36 series have fewer than 7 checkpoints, too few for the control" in p["verdict_text"]
 
 
 def test_effect_floor_and_reason_are_stated():

@@ -164,9 +164,10 @@ def test_leave_one_group_out_tunes_without_seeing_the_held_out_group():
 
 
 def test_partial_spearman_is_undefined_for_a_pure_training_length_proxy():
-    e = [0, 1, 5, 20, 50, 100]
-    assert partial_spearman([6, 5, 4, 3, 2, 1], [0.1, 0.3, 0.2, 0.5, 0.4, 0.6], e) is None  # score = -epoch
-    assert partial_spearman([1, 3, 2, 5, 4, 6], [1, 3, 2, 5, 4, 6], e) == pytest.approx(1.0, abs=0.2)
+    e = [0, 1, 5, 20, 50, 100, 150]  # the epoch control (cubic in log epoch) needs 7 checkpoints
+    assert partial_spearman([7, 6, 5, 4, 3, 2, 1], [0.1, 0.3, 0.2, 0.5, 0.4, 0.6, 0.7], e) is None  # score = -epoch
+    assert partial_spearman([1, 3, 2, 5, 4, 7, 6], [1, 3, 2, 5, 4, 7, 6], e) == pytest.approx(1.0, abs=0.2)
+    assert partial_spearman([1, 3, 2, 5, 4, 6], [1, 3, 2, 5, 4, 6], e[:6]) is None  # 6 checkpoints: undefined
     assert holm({"a": 0.01, "b": 0.04, "c": 0.03}) == {"a": 0.03, "c": 0.06, "b": 0.06}
 
 

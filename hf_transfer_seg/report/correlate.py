@@ -1,8 +1,10 @@
 """Per-series rank correlations of every predictor with Dice, vectorised over predictors.
 
 For each series (checkpoints with a Dice value) and predictor: Spearman and Kendall tau-b of the predictor
-with Dice, and the partial Spearman controlling for the epoch, over the checkpoints where the predictor is
-known. A wide table (thousands of predictor columns) is computed a series at a time with array operations:
+with Dice, and the partial Spearman controlling for a smooth trend in the epoch (ranks residualised on a
+within-series cubic in log epoch: :func:`hf_transfer_seg.report.stats.epoch_partial_columns`), over the
+checkpoints where the predictor is known. A wide table (thousands of predictor columns) is computed a
+series at a time with array operations:
 Spearman is the Pearson correlation of average ranks (what ``scipy.stats.spearmanr`` computes), Kendall
 tau-b is the normalised sum of pairwise sign products (what ``scipy.stats.kendalltau`` computes; both are
 checked against scipy in the tests). Kept vectorised by hand for speed: one scipy call per predictor and
@@ -17,7 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from hf_transfer_seg.report.stats import spearman_columns
+from hf_transfer_seg.report.stats import epoch_partial_columns, spearman_columns
 
 PAIRWISE_BUDGET = 4_000_000  # n*n*columns elements per Kendall block
 PAIRWISE_MAX_N = 60  # longer series: scipy per column
@@ -46,13 +48,6 @@ def kendall_columns(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
-def _partial(rxy, rxz, ryz):
-    with np.errstate(invalid="ignore", divide="ignore"):
-        den = (1 - rxz ** 2) * (1 - ryz ** 2)
-        r = (rxy - rxz * ryz) / np.sqrt(den)
-    return np.where(np.isfinite(r) & (den > 1e-12), np.clip(r, -1, 1), np.nan)
-
-
 def _block(x: np.ndarray, y: np.ndarray, e: np.ndarray, with_partial: np.ndarray) -> tuple[np.ndarray, ...]:
     n = len(y)
     q = x.shape[1]
@@ -61,11 +56,7 @@ def _block(x: np.ndarray, y: np.ndarray, e: np.ndarray, with_partial: np.ndarray
         return nan, nan.copy(), nan.copy()
     rho = spearman_columns(x, y)
     tau = kendall_columns(x, y)
-    if n < 4:
-        return rho, tau, np.full(q, np.nan)
-    rxz = spearman_columns(x, e)
-    ryz = spearman_columns(y[:, None], e)[0]
-    partial = _partial(rho, rxz, ryz)
+    partial = epoch_partial_columns(x, y, e)
     partial[~with_partial] = np.nan
     return rho, tau, partial
 
@@ -74,8 +65,9 @@ def per_series(
     df: pd.DataFrame, predictors: list[str], *, progress: Callable | None = None
 ) -> tuple[list[str], dict[str, np.ndarray]]:
     """Series names and arrays (n_series, n_predictors): ``spearman``, ``kendall``, ``partial_spearman``
-    (NaN where undefined) and ``n`` (checkpoints with Dice and the predictor). ``epoch`` may be a
-    predictor (its partial is undefined by construction)."""
+    (NaN where undefined: too few checkpoints for the epoch control, or nothing left after it) and ``n``
+    (checkpoints with Dice and the predictor). ``epoch`` may be a predictor (its partial is undefined by
+    construction)."""
     names = sorted(df["series"].astype(str).unique())
     shape = (len(names), len(predictors))
     out = {k: np.full(shape, np.nan) for k in ("spearman", "kendall", "partial_spearman")}

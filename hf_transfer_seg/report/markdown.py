@@ -7,7 +7,7 @@ import math
 from typing import Any
 
 from hf_transfer_seg import __version__
-from hf_transfer_seg.report.analysis import ALPHA, HEADLINE, MIN_CLUSTERS, MIN_POINTS, MIN_SERIES, headline_sentence
+from hf_transfer_seg.report.analysis import ALPHA, CONTROL, HEADLINE, MIN_CLUSTERS, MIN_POINTS, MIN_SERIES, PARTIAL_MIN_POINTS, headline_sentence
 from hf_transfer_seg.report.rules import TOP1_NAMES
 
 APPENDIX = "report-appendix.md"
@@ -150,7 +150,8 @@ def markdown(analysis: dict[str, Any], *, title: str, source: str, primary: str 
     lines += ["", "## Headline", "", headline_sentence(analysis), "",
               f"Evidence rules: a verdict needs >= {MIN_SERIES} series with >= {MIN_POINTS} checkpoints in >= {MIN_CLUSTERS} clusters; "
               f"one-sided Wilcoxon over cluster means of the per-series Spearman (alpha {ALPHA}); declared minimum effect "
-              f"|rho| >= {s['min_effect']:g}; \"predicts\" also needs the epoch-controlled (partial) Spearman's interval to exclude 0, "
+              f"|rho| >= {s['min_effect']:g}; \"predicts\" also needs the epoch-controlled partial Spearman's interval to exclude 0 "
+              f"(ranks residualised on a {CONTROL}, undefined below {PARTIAL_MIN_POINTS} checkpoints), "
               "else \"tracks training length only\". The headline predictor "
               f"({analysis.get('headline_requested') or HEADLINE}) was declared in advance and is tested alone; every other "
               "predictor is exploratory (Holm). Intervals: BCa bootstrap resampling clusters.", ""]

@@ -16,9 +16,18 @@ clusters and every test runs over per-cluster means:
   the range of the 6 cluster means, so a "99.9 %" bootstrap interval still excludes 0 whenever all 6
   share a sign (1 table in 32 under pure noise). The signed-rank interval is unbounded when the level
   cannot be reached with that many clusters, which is the honest answer.
-- :func:`partial_spearman`: first-order partial correlation of the ranks (the formula pingouin's
-  ``partial_corr(method="spearman")`` uses); kept here because statsmodels has no rank partial
-  correlation and pingouin is not a dependency (tested against the residual-regression definition).
+- :func:`epoch_partial_columns` / :func:`partial_spearman`: the epoch-controlled Spearman of a series.
+  The ranks of the predictor and of Dice are each regressed on a polynomial of degree ``EPOCH_DEGREE``
+  (cubic) in log(1 + epoch) within the series, and the residuals are correlated (Pearson). This
+  removes any smooth shared trend with training length, saturating ones included; the first-order rank
+  partial (pingouin's ``partial_corr(method="spearman")``) removes only a trend linear in the epoch rank
+  and gave a false "beyond training length" on saturating curves (``benchmarks/report_epoch_control.py``
+  chose this control by simulation). The degree drops so that at least ``EPOCH_RESID_DOF`` residual
+  degrees of freedom remain, and never below ``EPOCH_MIN_DEGREE`` (cubic): a series with fewer than
+  ``EPOCH_MIN_DEGREE + 1 + EPOCH_RESID_DOF`` checkpoints has no partial (undefined, not a weaker control).
+  Hand-written (a least-squares projection, vectorised over predictors) because statsmodels and scipy
+  have no rank partial correlation on a basis. A predictor or Dice that is a monotone function of epoch
+  within the series has no partial (nothing beyond training length is left to measure).
 """
 
 from __future__ import annotations
@@ -229,23 +238,62 @@ def spearman_columns(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.clip(r, -1.0, 1.0)
 
 
-def partial_from(rxy: float | None, rxz: float | None, ryz: float | None) -> float | None:
-    """First-order partial correlation from three correlations; None when undefined."""
-    if rxy is None or rxz is None or ryz is None:
+EPOCH_DEGREE = 3  # cubic in log(1 + epoch) (chosen by simulation: benchmarks/report_epoch_control.py)
+EPOCH_BASIS = "log"  # log(1 + epoch); "rank" (the epoch rank) under-controlled saturating curves in that simulation
+EPOCH_MIN_DEGREE = 3  # no fallback below the cubic: a quadratic fallback (6 checkpoints) said "predicts" on 22 % of null tables
+EPOCH_RESID_DOF = 3  # residual degrees of freedom left after the epoch fit
+
+
+def epoch_basis(e: np.ndarray, *, degree: int = EPOCH_DEGREE, basis: str = EPOCH_BASIS) -> np.ndarray | None:
+    """Orthonormal columns spanning 1, t, ..., t^d with t = log(1 + epoch) (``basis="log"``) or the epoch
+    rank (``"rank"``), standardised; d = ``degree`` reduced to leave ``EPOCH_RESID_DOF`` residual degrees of
+    freedom. None when even ``EPOCH_MIN_DEGREE`` does not fit (too few checkpoints or distinct epochs)."""
+    e = np.asarray(e, dtype=float)
+    n = len(e)
+    t = stats.rankdata(e) if basis == "rank" else np.log1p(np.maximum(e, 0.0))
+    d = min(degree, n - 1 - EPOCH_RESID_DOF, len(np.unique(e)) - 1)
+    if d < min(EPOCH_MIN_DEGREE, degree):
         return None
-    den = (1 - rxz * rxz) * (1 - ryz * ryz)
-    if den <= 1e-12:
+    t = (t - t.mean()) / (t.std() or 1.0)
+    q, r = np.linalg.qr(np.vander(t, d + 1, increasing=True))
+    if np.min(np.abs(np.diag(r))) < 1e-8:
         return None
-    return clean((rxy - rxz * ryz) / math.sqrt(den))
+    return q
+
+
+def epoch_partial_columns(x: np.ndarray, y: np.ndarray, e: np.ndarray, *, degree: int = EPOCH_DEGREE,
+                          basis: str = EPOCH_BASIS) -> np.ndarray:
+    """Epoch-controlled Spearman of each column of ``x`` (n, Q) with ``y`` (n,): Pearson of the residuals
+    of their ranks after a least-squares fit on :func:`epoch_basis`. NaN where undefined (too few
+    checkpoints, or the predictor or Dice is a monotone or fitted function of epoch: nothing is left)."""
+    x = np.asarray(x, dtype=float)
+    q = x.shape[1]
+    b = epoch_basis(e, degree=degree, basis=basis)
+    if b is None:
+        return np.full(q, np.nan)
+    rx = rankdata_columns(x)
+    ry = stats.rankdata(np.asarray(y, dtype=float))
+    cx = rx - rx.mean(axis=0)
+    cy = ry - ry.mean()
+    ex = rx - b @ (b.T @ rx)
+    ey = ry - b @ (b.T @ ry)
+    sx, sy = (ex ** 2).sum(axis=0), float((ey ** 2).sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (ex * ey[:, None]).sum(axis=0) / np.sqrt(sx * sy)
+    re = stats.rankdata(np.asarray(e, dtype=float))
+    re = re - re.mean()
+    monotone = np.abs(cx.T @ re) >= (1 - 1e-12) * np.sqrt((cx ** 2).sum(axis=0) * (re ** 2).sum())  # x a monotone function of epoch
+    if abs(cy @ re) >= (1 - 1e-12) * np.sqrt((cy ** 2).sum() * (re ** 2).sum()):
+        monotone[:] = True  # Dice a monotone function of epoch: nothing beyond it to predict
+    flat = monotone | (sx <= 1e-10 * np.maximum((cx ** 2).sum(axis=0), 1e-300)) | (sy <= 1e-10 * max(float((cy ** 2).sum()), 1e-300))
+    r[flat | ~np.isfinite(r)] = np.nan
+    return np.clip(r, -1.0, 1.0)
 
 
 def partial_spearman(x, y, z) -> float | None:
-    """Spearman of x and y controlling for z (partial correlation of the ranks); None when undefined
-    (fewer than 4 points, or x or y a monotone function of z)."""
+    """Spearman of x and y controlling for a smooth trend in z (:func:`epoch_partial_columns`); None when
+    undefined (too few points for the control, or x or y a function of z that the control absorbs)."""
     x, y, z = (np.asarray(v, dtype=float) for v in (x, y, z))
-    if len(x) < 4 or np.ptp(x) == 0 or np.ptp(y) == 0 or np.ptp(z) == 0:
+    if np.ptp(x) == 0 or np.ptp(y) == 0 or np.ptp(z) == 0:
         return None
-    rxy = clean(spearman_columns(x[:, None], y)[0])
-    rxz = clean(spearman_columns(x[:, None], z)[0])
-    ryz = clean(spearman_columns(y[:, None], z)[0])
-    return partial_from(rxy, rxz, ryz)
+    return clean(epoch_partial_columns(x[:, None], y, z)[0])
