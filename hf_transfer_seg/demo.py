@@ -227,7 +227,7 @@ class Demo:
     def _score_images(self) -> int:
         """``score_images``, or every image of the score target when it has fewer (asking for more than a target
         holds makes scoring warn; the demo asks for what its target has)."""
-        from hf_transfer_seg.data.unlabelled import resolve_target
+        from hf_transfer_seg.data.registry import resolve_target
 
         available = len(resolve_target(self.s.score_target))
         if available < self.s.score_images:

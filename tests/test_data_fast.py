@@ -253,13 +253,12 @@ def test_data_sources_use_a_public_interface_and_never_import_the_registry():
     offences = []
     for path in sorted(package.rglob("*.py")):
         tree = ast.parse(path.read_text())
-        shims = {id(n) for f in ast.walk(tree) if isinstance(f, ast.FunctionDef) and f.name == "__getattr__" for n in ast.walk(f)}
         for node in ast.walk(tree):
             if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith("hf_transfer_seg.data"):
                 continue
             where = f"{path.relative_to(package)}:{node.lineno}"
             offences += [f"{where} imports the private {a.name} from {node.module}" for a in node.names if a.name.startswith("_")]
             names = {node.module, *(f"{node.module}.{a.name}" for a in node.names)}
-            if path in sources and "hf_transfer_seg.data.registry" in names and id(node) not in shims:
-                offences.append(f"{where}: a source imports the registry (only a deprecated-name __getattr__ may)")
+            if path in sources and "hf_transfer_seg.data.registry" in names:
+                offences.append(f"{where}: a source imports the registry")
     assert not offences, offences

@@ -53,7 +53,7 @@ def test_the_checkout_ignores_the_old_in_tree_demo_folder():
 
 def test_the_demo_asks_its_score_target_for_the_images_it_has(tmp_path, capsys):
     """Its defaults ask for 64 images; mni152-tissue has 59: the demo asks for 59 (scoring would warn otherwise)."""
-    from hf_transfer_seg.data.unlabelled import resolve_target
+    from hf_transfer_seg.data.registry import resolve_target
     from hf_transfer_seg.demo import Demo, DemoSettings
 
     settings = DemoSettings(workdir=tmp_path)

@@ -7,8 +7,7 @@ Modelled on timm's ``create_dataset`` + reader factory: :func:`parse_target_spec
 :class:`~hf_transfer_seg.data.sources.base.ImageTarget`).
 
 Dependencies run one way: the registry imports the sources; the sources build on the public names of
-``data/sources/base.py`` (plus ``images``, ``intensity``, ``limits``) and never import the registry
-(``segmentation.load_target`` / ``unlabelled.resolve_target`` still resolve, forwarded here).
+``data/sources/base.py`` (plus ``images``, ``intensity``, ``limits``) and never import the registry.
 
 ==========  ================================================  ==================================
 kind        spec                                              source

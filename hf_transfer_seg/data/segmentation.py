@@ -279,15 +279,6 @@ def load_mni152_target(
 # --------------------------------------------------------------------------------------- dispatching
 
 
-def __getattr__(name: str):
-    """``load_target`` moved to the registry (:func:`hf_transfer_seg.data.registry.load_target`); this keeps the old import working."""
-    if name == "load_target":
-        from hf_transfer_seg.data import registry
-
-        return registry.load_target
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def split_groups(target: SegTarget, slabs: int = 5) -> tuple[dict[str, str], str]:
     """(sample name -> split unit, what a unit is): the case of volumetric samples, else the image itself.
 

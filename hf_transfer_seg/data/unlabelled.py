@@ -261,10 +261,3 @@ def hub_volumes(ds, dataset_id, split, column, synthetic, slice_axis, fixed) -> 
 _builtin_retina, _embedded_segmentation, _folder, _hub_dataset = builtin_retina, embedded_images, folder_images, hub_images
 
 
-def __getattr__(name: str):
-    """``resolve_target`` moved to the registry (:func:`hf_transfer_seg.data.registry.resolve_target`); this keeps the old import working."""
-    if name == "resolve_target":
-        from hf_transfer_seg.data import registry
-
-        return registry.resolve_target
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,8 @@ from typing import Any
 
 import torch
 
-from hf_transfer_seg.data.segmentation import SegSample, SegTarget, load_target, split_target
+from hf_transfer_seg.data.registry import load_target
+from hf_transfer_seg.data.segmentation import SegSample, SegTarget, split_target
 from hf_transfer_seg.data import intensity
 from hf_transfer_seg.errors import ConfigError
 from hf_transfer_seg.finetune.config import FinetuneConfig

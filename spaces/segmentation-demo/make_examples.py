@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hf_transfer_seg.data.segmentation import load_target, split_target
+from hf_transfer_seg.data.registry import load_target
+from hf_transfer_seg.data.segmentation import split_target
 from hf_transfer_seg.finetune.config import FinetuneConfig
 
 COUNT = 4
