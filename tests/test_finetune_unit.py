@@ -9,12 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from hf_transfer_seg.data.segmentation import (
-    label_mapping,
-    load_target,
-    match_files,
-    split_target,
-)
+from hf_transfer_seg.data.registry import load_target
+from hf_transfer_seg.data.segmentation import label_mapping, match_files, split_target
 from hf_transfer_seg.errors import ConfigError, DataError, WeightsError
 from hf_transfer_seg.metrics import SegmentationMetrics, hd95
 
