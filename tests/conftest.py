@@ -73,3 +73,13 @@ def shared_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"../shared is absent: {path} does not exist (data for this test lives there)")
     return path
+
+
+@pytest.fixture
+def fresh_logging():
+    """cli.main's logging.basicConfig binds to the stderr pytest captures for one test: unbind it after."""
+    import logging
+
+    yield
+    for handler in list(logging.root.handlers):
+        logging.root.removeHandler(handler)

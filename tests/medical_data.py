@@ -40,14 +40,30 @@ def write_nifti(folder: Path, name: str = "brain", zslab=(30, 60)) -> tuple[Path
     return image_path, label_path
 
 
+def ct_slice(series_uid: str, rows: int, columns: int):
+    """One CT slice's dataset (explicit VR little endian) in series ``series_uid``; the caller adds geometry and pixels."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.SeriesInstanceUID = "CT", series_uid
+    ds.Rows, ds.Columns = rows, columns
+    return ds
+
+
 def write_dicom_series(folder: Path, zs=range(40, 52, 2)) -> tuple[Path, np.ndarray, np.ndarray]:
     """A CT-like series: stored = (HU - INTERCEPT) / SLOPE, files named in reverse order of position.
 
     Returns (folder, HU volume [slices, rows, columns] in position order, labels on that grid).
     """
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     t1, labels, _ = mni_arrays()
     folder.mkdir(parents=True, exist_ok=True)
@@ -59,15 +75,8 @@ def write_dicom_series(folder: Path, zs=range(40, 52, 2)) -> tuple[Path, np.ndar
         stored = ((hu - INTERCEPT) / SLOPE).astype(np.uint16)
         hu_slices.append(stored.astype(np.float32) * SLOPE + INTERCEPT)
         label_slices.append(labels[:, :, z].T)
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.Modality, ds.SeriesInstanceUID, ds.StudyInstanceUID = "CT", series_uid, study_uid
-        ds.Rows, ds.Columns = stored.shape
+        ds = ct_slice(series_uid, *stored.shape)
+        ds.StudyInstanceUID = study_uid
         ds.PixelSpacing = [2.0, 2.0]
         ds.SliceThickness = 4.0
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]

@@ -38,14 +38,7 @@ def _count(clean: bool) -> None:
     TALLY["clean"] += bool(clean)
 
 
-@pytest.fixture(autouse=True)
-def _fresh_logging():
-    """cli.main's logging.basicConfig binds to the stderr pytest captures for one test: unbind it after."""
-    import logging
-
-    yield
-    for handler in list(logging.root.handlers):
-        logging.root.removeHandler(handler)
+pytestmark = pytest.mark.usefixtures("fresh_logging")
 
 
 @pytest.fixture(scope="module", autouse=True)

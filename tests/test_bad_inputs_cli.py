@@ -24,14 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TALLY = {"tried": 0, "clean": 0}
 
 
-@pytest.fixture(autouse=True)
-def _fresh_logging():
-    """cli.main's logging.basicConfig binds to the stderr pytest captures for one test: unbind it after."""
-    import logging
-
-    yield
-    for handler in list(logging.root.handlers):
-        logging.root.removeHandler(handler)
+pytestmark = pytest.mark.usefixtures("fresh_logging")
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from hf_transfer_seg.errors import HfTransferSegError
+from medical_data import ct_slice
 
 ROOT = Path(__file__).resolve().parents[1]
 PEAK_LIMIT = 256 * 2**20  # no hostile case may trace more than this much memory
@@ -118,24 +119,15 @@ def nifti_two_channels(tmp: Path) -> Path:
 
 def _dicom_series(folder: Path, edit=None, n: int = 3, rows: int = 16, columns: int = 16) -> Path:
     """A tiny CT series; ``edit(ds, meta)`` changes the middle file, which is returned."""
-    import pydicom
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
     folder.mkdir(parents=True, exist_ok=True)
     series = generate_uid()
     rng = np.random.default_rng(0)
     edited = None
     for i in range(n):
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = CTImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = pydicom.Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
-        ds.Modality, ds.SeriesInstanceUID = "CT", series
-        ds.Rows, ds.Columns = rows, columns
+        ds = ct_slice(series, rows, columns)
+        meta = ds.file_meta
         ds.PixelSpacing = [1.0, 1.0]
         ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
         ds.ImagePositionPatient = [0.0, 0.0, 2.0 * i]

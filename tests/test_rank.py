@@ -204,20 +204,14 @@ def test_reruns_and_concurrent_runs_update_rows_without_losing_others(zoo, ranke
     assert len(after) == len(before)
 
 
-def test_report_reads_the_results_repo_and_tests_the_ranking(zoo, ranked, tmp_path):
+def record_downstream_dice(zoo: dict, dice: dict[str, float]) -> None:
+    """Write the Dice `finetune` records into each zoo encoder's card (``dice``: zoo name -> Dice)."""
     from huggingface_hub import ModelCard
 
     from hf_transfer_seg.cards.data import get_namespace, set_namespace
-    from hf_transfer_seg.cli import main
-    from hf_transfer_seg.errors import DataError
     from hf_transfer_seg.hub import update_card
-    from hf_transfer_seg.report.results import load_results_table
 
-    results_repo, _ = ranked
-    with pytest.raises(DataError, match="no model in the results repo has a downstream Dice"):
-        load_results_table(results_repo, TARGET)
-    dice = {"convnext": 0.8, "vit": 0.7, "dinov2": 0.75, "hfvit": 0.6}
-    for name, value in dice.items():  # the Dice `finetune` records in the encoder's card
+    for name, value in dice.items():
 
         def edit(card: ModelCard, v=value) -> ModelCard:
             down = get_namespace(card.data, "downstream", {}) or {}
@@ -226,6 +220,18 @@ def test_report_reads_the_results_repo_and_tests_the_ranking(zoo, ranked, tmp_pa
             return card
 
         update_card(zoo[name], "main", edit, commit_message="downstream Dice")
+
+
+def test_report_reads_the_results_repo_and_tests_the_ranking(zoo, ranked, tmp_path):
+    from hf_transfer_seg.cli import main
+    from hf_transfer_seg.errors import DataError
+    from hf_transfer_seg.report.results import load_results_table
+
+    results_repo, _ = ranked
+    with pytest.raises(DataError, match="no model in the results repo has a downstream Dice"):
+        load_results_table(results_repo, TARGET)
+    dice = {"convnext": 0.8, "vit": 0.7, "dinov2": 0.75, "hfvit": 0.6}
+    record_downstream_dice(zoo, dice)
     out = tmp_path / "report"
     assert main(["report", "--results-repo", results_repo, "--target", TARGET, "--output", str(out), "--bootstrap", "200"]) == 0
     report = json.loads((out / "report.json").read_text())

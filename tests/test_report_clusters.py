@@ -22,7 +22,7 @@ from hf_transfer_seg.report.stats import (
     spearman_columns,
 )
 from hf_transfer_seg.report.table import check_table
-from test_rank import TARGET, ranked, zoo  # noqa: F401 (the results-repo fixtures: a real zoo, a real `rank`)
+from test_rank import TARGET, ranked, record_downstream_dice, zoo  # noqa: F401 (the results-repo fixtures: a real zoo, a real `rank`)
 
 EPOCHS = [0, 1, 5, 20, 50, 100, 150, 200, 250, 300]
 SCORE = "robustness:cosine_m0.5_L-1_flat"
@@ -362,21 +362,9 @@ def test_results_repo_mode_prints_ranking_statistics_only(tmp_path):
 
 def test_report_on_a_results_repo_via_the_local_hub_has_no_stopping_rule(zoo, ranked, tmp_path, capsys):
     """The real `rank` results repo (test_rank's fixtures): the CLI prints ranking statistics only."""
-    from huggingface_hub import ModelCard
-
-    from hf_transfer_seg.cards.data import get_namespace, set_namespace
     from hf_transfer_seg.cli import main
-    from hf_transfer_seg.hub import update_card
 
-    for name, value in {"convnext": 0.8, "vit": 0.7, "dinov2": 0.75, "hfvit": 0.6, "resnet": 0.65}.items():
-
-        def edit(card: ModelCard, v=value) -> ModelCard:
-            down = get_namespace(card.data, "downstream", {}) or {}
-            down[TARGET] = {"dice_mean": v, "synthetic": False}
-            set_namespace(card.data, "downstream", down)
-            return card
-
-        update_card(zoo[name], "main", edit, commit_message="downstream Dice")
+    record_downstream_dice(zoo, {"convnext": 0.8, "vit": 0.7, "dinov2": 0.75, "hfvit": 0.6, "resnet": 0.65})
     out = tmp_path / "zoo-report"
     assert main(["report", "--results-repo", ranked[0], "--target", TARGET, "--output", str(out), "--bootstrap", "100"]) == 0
     printed = capsys.readouterr().out
