@@ -40,33 +40,13 @@ from hf_transfer_seg.localhub.cards import add_card_fields, card_problems, read_
 from hf_transfer_seg.localhub.commit_body import CommitReader
 from hf_transfer_seg.localhub.files import FileRoutes
 from hf_transfer_seg.localhub.lfs import LfsRoutes
-from hf_transfer_seg.localhub.params import int_param, truthy
+from hf_transfer_seg.localhub.params import Ctx, int_param, truthy
 from hf_transfer_seg.localhub.responses import HTTPError, JSONResponse, error_response, header_value
 
 log = logging.getLogger(__name__)
 
 LFS_THRESHOLD = 1 << 20  # with lfs_uploads, files at least this big are uploaded through the LFS batch API
 URL_PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
-
-
-class Ctx:
-    """One request, as seen by a handler (running in a worker thread)."""
-
-    def __init__(self, request: Request, segments: list[str], body: bytes, user: str):
-        self.request = request
-        self.segments = segments
-        self.body = body
-        self.user = user
-        self.query = request.query_params
-        self.base = str(request.base_url).rstrip("/")
-
-    def json(self) -> dict:
-        if not self.body.strip():
-            return {}
-        data = limits.loads(self.body, "request body")
-        if not isinstance(data, dict):
-            raise HTTPError(400, "request body must be a JSON object")
-        return data
 
 
 class HubApp(LfsRoutes, FileRoutes):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -19,17 +19,14 @@ from starlette.responses import Response
 
 from hf_transfer_seg.localhub import storage as st
 from hf_transfer_seg.localhub.limits import drain
+from hf_transfer_seg.localhub.params import Ctx
 from hf_transfer_seg.localhub.responses import HTTPError, JSONResponse
-
-if TYPE_CHECKING:
-    from hf_transfer_seg.localhub.app import Ctx
 
 LFS_WRITE_BATCH = 4 << 20  # LFS upload bytes handed to a worker thread at a time
 
 
 class LfsRoutes:
     """The LFS handlers; expects ``self._lfs_key`` and ``self._repo`` from the app."""
-
 
     def _lfs_signature(self, repo_type: str, repo_id: str, oid: str, size: int) -> str:
         message = f"{repo_type}\0{repo_id}\0{oid}\0{size}".encode("utf-8")

@@ -12,7 +12,10 @@ REPO_TYPES = ("model", "dataset", "space")
 ZERO_OID = "0" * 40
 _HEX40 = re.compile(r"^[0-9a-f]{40}\Z")
 _HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
-_SHORT_HEX = re.compile(r"^[0-9a-fA-F]{5,40}\Z")
+# a revision of 4 to 40 hex digits is a commit (abbreviated or full), never a ref: git's minimum abbreviation
+# is 4 digits, and a ref named so could serve other content under a commit's name
+MIN_ABBREV = 4
+_SHORT_HEX = re.compile(r"^[0-9a-fA-F]{4,40}\Z")
 # Hub rules for a namespace or a repo name: letters, digits, '-', '_', '.'; no '--' or '..';
 # '-' and '.' neither start nor end it; at most 96 characters.
 _NAME_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,94}[A-Za-z0-9_])?\Z")
@@ -139,17 +142,22 @@ def check_path(path: str, *, allow_empty: bool = False) -> str:
     return path
 
 
-_SHA_LIKE = re.compile(r"^(?:[0-9a-fA-F]{7}|[0-9a-fA-F]{40})\Z")
+def is_commit_abbrev(text) -> bool:
+    """True for 4 to 40 hex digits (any case): text that :meth:`Repo.resolve` reads as a commit, never a ref."""
+    return isinstance(text, str) and bool(_SHORT_HEX.match(text))
 
 
 def check_ref_name(name: str, what: str = "branch") -> str:
     """A branch or tag name git accepts (checked without calling git) and that cannot shadow a commit.
 
-    As on the Hub, a name that looks like a commit sha (7 or 40 hex digits) or starts with ``refs/``
-    is refused: ``resolve/<sha>`` must always mean that commit."""
-    if isinstance(name, str) and (_SHA_LIKE.match(name) or name.startswith("refs/")):
-        raise BadRequest(f"invalid {what} name {name!r}: a name that looks like a commit sha (7 or 40 hex digits) "
-                         "or starts with 'refs/' would shadow a commit or a ref; choose another name")
+    A name of 4 to 40 hex digits could be read as a commit abbreviation (git's minimum is 4), so it is
+    refused, as is a name starting with ``refs/``: ``resolve/<hex>`` must always mean a commit. (The Hub
+    itself refuses only 7 and 40 digits; a branch named as a 10-digit prefix of a commit then serves its
+    own content under that commit's abbreviation.)"""
+    if isinstance(name, str) and (is_commit_abbrev(name) or name.startswith("refs/")):
+        raise BadRequest(f"invalid {what} name {name!r}: a name of {MIN_ABBREV} to 40 hex digits reads as a commit "
+                         "sha (abbreviated or full), and one starting with 'refs/' as a ref; choose another name "
+                         "(e.g. add a letter outside a-f)")
     if isinstance(name, str):
         try:
             name.encode("utf-8")

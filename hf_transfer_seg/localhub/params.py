@@ -1,12 +1,36 @@
-"""Query parameters and headers as the local hub reads them (booleans, non-negative integers, byte ranges)."""
+"""A request as the local hub's handlers read it: :class:`Ctx`, query parameters (booleans, non-negative integers)
+and byte ranges."""
 
 from __future__ import annotations
 
 import re
 
+from starlette.requests import Request
+
+from hf_transfer_seg.localhub import limits
 from hf_transfer_seg.localhub.responses import HTTPError
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class Ctx:
+    """One request, as seen by a handler (running in a worker thread)."""
+
+    def __init__(self, request: Request, segments: list[str], body: bytes, user: str):
+        self.request = request
+        self.segments = segments
+        self.body = body
+        self.user = user
+        self.query = request.query_params
+        self.base = str(request.base_url).rstrip("/")
+
+    def json(self) -> dict:
+        if not self.body.strip():
+            return {}
+        data = limits.loads(self.body, "request body")
+        if not isinstance(data, dict):
+            raise HTTPError(400, "request body must be a JSON object")
+        return data
 
 
 def truthy(value: str | None) -> bool:

@@ -43,7 +43,7 @@ from hf_transfer_seg.localhub.gitobjects import (  # noqa: F401 - re-exported: t
 from hf_transfer_seg.localhub.names import (  # noqa: F401 - re-exported: the HTTP layer uses st.*
     _BAD_REF_CHARS, _HEX40, _HEX64, _NAME_RE, _SHORT_HEX, DISK_FULL_HINT, REPO_TYPES, ZERO_OID, BadRequest, Conflict,
     DiskFull, EntryNotFound, Forbidden, GitError, PreconditionFailed, RepoNotFound, RevisionNotFound, StorageError, check_name_part, check_path,
-    check_ref_name, check_repo_id, check_repo_type,
+    check_ref_name, check_repo_id, check_repo_type, MIN_ABBREV, is_commit_abbrev,
 )
 
 
@@ -224,19 +224,19 @@ class Repo(BlobStore):
         return self.refs()["branches"].get(branch)
 
     def resolve(self, revision: str) -> str:
-        """Commit sha of a full commit sha (first: no ref can shadow it), branch, tag, ``refs/...`` name or short sha."""
+        """The commit a revision names: the one resolver of every route (info, tree, paths-info, resolve, commits).
+
+        4 to 40 hex digits (any case) always name a commit, full or abbreviated, as in git: the only commit whose
+        sha starts with them (two or more: :class:`BadRequest` naming them), never a branch or tag (no such ref
+        can be created: :func:`check_ref_name`). Anything else is a branch, a tag or a ``refs/...`` name."""
         if not isinstance(revision, str) or not revision or _BAD_REF_CHARS.search(revision) or ".." in revision:
             raise RevisionNotFound(f"Invalid rev id: {revision!r}")
         try:
             revision.encode("utf-8")
         except UnicodeEncodeError:  # a lone surrogate from a JSON body (startingPoint): no ref is named so
             raise RevisionNotFound(f"Invalid rev id: {revision!r}") from None
-        if _HEX40.match(revision.lower()):
-            # a full sha is that commit, whatever a ref (made with git, past the name check) is called
-            proc = _run_git(self.path, ["rev-parse", "--verify", "--quiet", f"{revision.lower()}^{{commit}}"],
-                            check=False)
-            if proc.returncode == 0:
-                return proc.stdout.decode().strip()
+        if is_commit_abbrev(revision):
+            return self._commit_by_prefix(revision.lower())
         refs = self.refs()
         if revision in refs["branches"]:
             return refs["branches"][revision]
@@ -245,12 +245,27 @@ class Repo(BlobStore):
         for prefix, table in (("refs/heads/", "branches"), ("refs/tags/", "tags"), ("refs/", "prs")):
             if revision.startswith(prefix) and revision[len(prefix):] in refs[table]:
                 return refs[table][revision[len(prefix):]]
-        if _SHORT_HEX.match(revision):
-            proc = _run_git(self.path, ["rev-parse", "--verify", "--quiet", f"{revision.lower()}^{{commit}}"],
-                            check=False)
-            if proc.returncode == 0:
-                return proc.stdout.decode().strip()
         raise RevisionNotFound(f"Invalid rev id: {revision}")
+
+    def _commit_by_prefix(self, prefix: str) -> str:
+        """The commit whose sha starts with ``prefix`` (4 to 40 lowercase hex digits)."""
+        if len(prefix) == 40:
+            candidates = [prefix]
+        else:  # every object (any type) whose name starts with the prefix
+            candidates = self.git("rev-parse", f"--disambiguate={prefix}").decode().split()
+        commits = []
+        if candidates:
+            out = self.git("cat-file", "--batch-check=%(objectname) %(objecttype)",
+                           input="".join(c + "\n" for c in candidates).encode())
+            commits = sorted(line.split()[0] for line in out.decode().splitlines() if line.endswith(" commit"))
+        if len(commits) == 1:
+            return commits[0]
+        if not commits:
+            raise RevisionNotFound(f"Invalid rev id: {prefix} (no commit sha starts with it; {MIN_ABBREV} to 40 hex "
+                                   "digits always name a commit, never a branch or tag)")
+        shown = ", ".join(commits[:10]) + (f" and {len(commits) - 10} more" if len(commits) > 10 else "")
+        raise BadRequest(f"revision {prefix} is ambiguous: {len(commits)} commits start with it ({shown}); "
+                         "give more digits")
 
     # -- reading ---------------------------------------------------------------------------------
 
@@ -319,14 +334,14 @@ class Repo(BlobStore):
         """
         with self.lock():
             refs = self.refs()
-            head = refs["branches"].get(branch)
+            head = None if is_commit_abbrev(branch) else refs["branches"].get(branch)
             if head is None:
-                if branch in refs["tags"] or _SHORT_HEX.match(branch):
+                if branch in refs["tags"] or is_commit_abbrev(branch):
                     raise BadRequest(f"cannot commit to {branch!r}: commits can only be made to a branch")
                 raise RevisionNotFound(f"Invalid rev id: {branch} (no such branch)")
             if parent_commit:
                 parent = parent_commit.lower()
-                if not _SHORT_HEX.match(parent) or not head.startswith(parent):
+                if not is_commit_abbrev(parent) or not head.startswith(parent):
                     raise PreconditionFailed(
                         f"A commit has happened since. Please refresh and try again. "
                         f"(parentCommit {parent_commit} is not the head {head} of {branch})"
