@@ -359,7 +359,7 @@ class Demo:
         lr = summary["pretraining_lr"]
         print(f"encoder repo  {summary['encoder_repo']}  (pretrained on {summary['data']['pretraining']}; LR {lr['lr']:g} at "
               f"batch {lr['batch_size']}, not the paper's linear scaling {lr['paper_linear_scaling']:.2g})")
-        print(f"{'revision':<16}{'epoch':>7}  {'sha':<12}{'top-1':>7}{'score':>9}")
+        print(f"{'revision':<16}{'epoch':>7}  {'short sha':<12}{'top-1':>7}{'score':>9}")
         for r in summary["revisions"]:
             mark = "  <- best" if r["revision"] == summary["best_revision"] else "  = tied with best" if r.get("tied_with_best") else ""
             score = f"{r['score']:.4f}" if r["score"] is not None else "failed"

@@ -160,7 +160,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     for name, row in m["per_class"].items():
         print(f"  {name:>20}: Dice {f(row['dice'])}  IoU {f(row['iou'])}")
     if seg:
-        print(f"pushed {seg['repo']}@{seg['revision']} ({seg['sha'][:10]}); load it with "
+        print(f"pushed {seg['repo']}@{seg['revision']} (commit {seg['sha']}); load it with "
               f"hf_transfer_seg.finetune.load_segmentation_model({seg['repo']!r}" + (f", revision={seg['revision']!r})" if seg["revision"] != "main" else ")"))
     return 0
 

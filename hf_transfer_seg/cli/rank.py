@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     if not outcome.label_aware and not args.no_masks:
         print("\nThe target has no masks: LogME and linear-probe Dice are left out.")
     if args.results_repo:
-        print(f"\nresults: dataset {args.results_repo} @ {sha[:10]} ({len(table)} rows, {table['model'].nunique()} models)")
+        print(f"\nresults: dataset {args.results_repo} @ {sha} ({len(table)} rows, {table['model'].nunique()} models)")
     if args.write_cards:
         for line in write_model_cards(outcome, args.results_repo):
             print(f"  card {line}")

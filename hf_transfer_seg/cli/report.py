@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
 
         df, directions, sha = load_results_table(args.results_repo, args.target, frozen=args.frozen)
         lower += [p for p in directions if p not in _names(args.higher_is_better)]
-        source = f"results repo {args.results_repo}@{sha[:10]} ({len(df)} models{', target ' + args.target if args.target else ''})"
+        source = f"results repo {args.results_repo}@{sha} ({len(df)} models{', target ' + args.target if args.target else ''})"
     else:
         if not args.target:
             raise ConfigError("--target is required with --repo-id: the key of the target whose Dice and scores to read")

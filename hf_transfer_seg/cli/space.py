@@ -76,7 +76,7 @@ def _deploy(args: argparse.Namespace) -> int:
     from hf_transfer_seg.space.deploy import deploy
 
     result = deploy(args.space_id, _config(args), private=args.private, set_variables=not args.no_variables)
-    print(f"Space {result.space_id} updated at commit {result.sha[:10]} ({len(result.files)} files)")
+    print(f"Space {result.space_id} updated at commit {result.sha} ({len(result.files)} files)")
     print(f"Space variables: {result.variables}")
     print(result.url)
     return 0

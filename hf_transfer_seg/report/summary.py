@@ -52,7 +52,7 @@ def main_section(summary: dict[str, Any]) -> str:
         pre = {True: "SYNTHETIC", False: "real"}.get(entry.get("pretraining_synthetic"), "not recorded")
         lines += ["", f"### Target `{key}` ({'frozen' if entry.get('frozen') else 'fine-tuned'} encoder)", "",
                   f"Target data: {'SYNTHETIC' if entry.get('synthetic') else 'real'}; pretraining data: {pre}.", "",
-                  "| revision | epoch | Dice | ± | commit |", "|---|---|---|---|---|"]
+                  "| revision | epoch | Dice | ± | commit (short) |", "|---|---|---|---|---|"]
         for r in entry.get("rows") or []:
             dice = "n/a" if r.get("dice_mean") is None else f"{r['dice_mean']:.4f}"
             std = "" if not r.get("dice_std") else f"{r['dice_std']:.4f}"

@@ -255,7 +255,7 @@ def best_line(target_key: str, entry: dict) -> str:
         return f"No revision could be scored on `{target_key}`."
     how = "the earliest revision tied with the lowest score" if entry.get("prefer") == "earliest-tied" else "lowest score"
     line = (
-        f"Best revision on `{target_key}`: **{entry['best_revision']}** (commit `{(entry.get('best_sha') or '')[:10]}`), "
+        f"Best revision on `{target_key}`: **{entry['best_revision']}** (commit `{entry.get('best_sha') or ''}`), "
         f"{how} {_fmt(entry.get('best_score'))} with `{entry['config']}`."
     )
     others = [r for r in entry.get("tied_with_best") or [] if r != entry.get("lowest_revision")]

@@ -99,7 +99,7 @@ def target_table(df: pd.DataFrame, target: str, headline: str) -> tuple[pd.DataF
     lines = [
         f"### Target `{target}` — headline `{headline}`",
         "",
-        "| rank | model | commit | family | input | score | 95% interval | tie | RankMe | alpha-ReQ gap | LogME | linear-probe Dice | status |",
+        "| rank | model | commit (short) | family | input | score | 95% interval | tie | RankMe | alpha-ReQ gap | LogME | linear-probe Dice | status |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     rank = 0

@@ -74,9 +74,9 @@ def deployment_markdown(config: SpaceConfig, selection: Selection, datasets: lis
     lines = [
         "## This deployment",
         "",
-        f"- Encoder repo: `{config.model_repo}` (summary card read at commit `{selection.main_sha[:10]}` when deployed)",
+        f"- Encoder repo: `{config.model_repo}` (summary card read at commit `{selection.main_sha}` when deployed)",
         f"- Robustness target: `{selection.target or '—'}`; best revision: "
-        + (f"`{selection.best_revision}` (`{(selection.best_sha or '')[:10]}`)" if selection.best_revision else "none scored yet"),
+        + (f"`{selection.best_revision}` (`{selection.best_sha or ''}`)" if selection.best_revision else "none scored yet"),
     ]
     if serving:
         lines.append(
