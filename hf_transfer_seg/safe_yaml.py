@@ -9,9 +9,14 @@ aliases are refused. Every refusal is a :class:`yaml.YAMLError`, like any other 
 Reading cost is bounded too: a README front matter larger than :data:`MAX_FRONT_MATTER_BYTES` is
 refused before it is parsed, and a document of more than :data:`MAX_DOC_NODES` nodes is refused
 while it is composed (a 3.9 MB flat list used to cost every ``repo_info`` seconds and gigabytes).
-Integers longer than :data:`MAX_INT_DIGITS` digits (Python refuses ``int()`` of more than 4,300)
-load as ``inf``/``-inf``, as a JSON reader holding doubles would see them; callers that must not
-accept them check :func:`is_finite_number`.
+One number policy for every form YAML 1.1 writes a number in (decimal, ``0x`` hex, ``0``/``0o`` octal,
+``0b`` binary, base 60 ``1:20:30``, underscores anywhere, and floats with an exponent or in base 60): the
+size of its value is bounded from the text alone, before Python converts it (``int()`` refuses more than
+4,300 digits with a ValueError, base-60 floats overflow): an integer whose value needs more than
+:data:`MAX_INT_DIGITS` decimal digits, or a float of magnitude 10^(:data:`MAX_FLOAT_EXPONENT` + 2) or more
+(no double holds it), is refused with a :class:`YAMLLimitError` naming the path of the value
+(``model-index[0].results[0].metrics[0].value``). A value its tag cannot hold (``!!int abc``, a date
+``2001-13-45``) is refused the same way instead of escaping as a ValueError.
 
 The events come from libyaml's C parser when PyYAML was built with it (about 4x faster than the
 pure-Python scanner on a 0.8 MB card: 0.54 s against 2.4 s measured), composed and constructed by
@@ -40,7 +45,9 @@ MAX_DOC_NODES = 100_000  # nodes as written (scalars, lists, mappings); real mod
 # README front matter: the Hub holds cards with several hundred KB of metadata (large model-index
 # blocks) and refuses a non-LFS file over 10 MiB; 1 MiB keeps every real card and bounds the cost
 MAX_FRONT_MATTER_BYTES = 1 << 20
-MAX_INT_DIGITS = 400  # a longer integer is beyond any float (1.8e308) anyway
+MAX_INT_DIGITS = 400  # decimal digits of an integer's value: a longer one is beyond any double (1.8e308) anyway
+MAX_FLOAT_EXPONENT = 308  # floats past 1e310 are infinite as doubles (refused; 1e309 loads as inf, as before)
+INT_TAG, FLOAT_TAG, STR_TAG = "tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:str"
 # same pattern as huggingface_hub.repocard.REGEX_YAML_BLOCK
 YAML_BLOCK = re.compile(r"^(\s*---(?:\r\n|\r|\n))([\S\s]*?)((?:\r\n|\r|\n)---[ \t]*(\r\n|\n|$))")
 
@@ -53,13 +60,63 @@ class CardYAMLError(DataError):
     """A model card's YAML front matter cannot be read (invalid, or over the limits above)."""
 
 
+def _digits(text: str, base: int) -> float:
+    """Decimal digits the value of ``text`` (digits in ``base``, leading zeros ignored) needs at most."""
+    return len(text.lstrip("0")) * math.log10(base)
+
+
+def _magnitude(literal: str) -> float:
+    """log10 of the largest magnitude a YAML number literal (int or float, any form) can have, read from its
+    text alone (never converted): the decimal digits of its integer part, plus the exponent."""
+    text = literal.replace("_", "").strip().lstrip("+-").lower()
+    if ":" in text:  # base 60: the first group is decimal, every further group one digit in base 60
+        first, *rest = text.split(":")
+        return _digits(first, 10) + len(rest) * math.log10(60)
+    for prefix, base in (("0b", 2), ("0x", 16), ("0o", 8)):
+        if text.startswith(prefix):
+            return _digits(text[2:], base)
+    mantissa, _, exponent = text.partition("e")
+    whole = mantissa.partition(".")[0]
+    if not exponent and "." not in mantissa and whole.startswith("0"):
+        return _digits(whole, 8)  # YAML 1.1 octal: 0777
+    try:
+        power = int(exponent) if len(exponent.lstrip("+-")) <= 6 else (-1e9 if exponent.startswith("-") else 1e9)
+    except ValueError:  # not a number at all: the constructor says so
+        power = 0
+    return _digits(whole, 10) + power
+
+
+def _number_problem(node: yaml.ScalarNode) -> str | None:
+    """Why the number in ``node`` is refused, or None (see the module doc)."""
+    if node.tag == INT_TAG:
+        digits = _magnitude(node.value)
+        if digits > MAX_INT_DIGITS:
+            return (f"an integer of up to {digits:,.0f} decimal digits; numbers must be finite and integers at "
+                    f"most {MAX_INT_DIGITS} digits long")
+    elif node.tag == FLOAT_TAG and _magnitude(node.value) > MAX_FLOAT_EXPONENT + 2:
+        return (f"a number beyond 1e{MAX_FLOAT_EXPONENT + 2} ({len(node.value):,} characters); numbers must be "
+                "finite and at most 1.8e308 in magnitude")
+    return None
+
+
+def _path_text(path: list) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(the document)"
+
+
 class _Limits:
-    """Composer hooks shared by both loaders: depth, alias count, node count, expanded size."""
+    """Composer hooks shared by both loaders: depth, alias count, node count, expanded size, numbers."""
 
     def _init_limits(self):
         self._depth = 0
         self._aliases = 0
         self._nodes = 0
+        self._path: list = []  # keys and indices from the document to the node being composed
 
     def compose_node(self, parent, index):
         if self.check_event(AliasEvent):
@@ -73,10 +130,29 @@ class _Limits:
         self._depth += 1
         if self._depth > MAX_DEPTH:
             raise YAMLLimitError(f"nested deeper than {MAX_DEPTH} levels")
+        if parent is None:
+            step = None
+        elif isinstance(index, yaml.Node):  # the value of a mapping key
+            step = str(index.value)[:80] if isinstance(index, yaml.ScalarNode) else "(key)"
+        else:  # a sequence item (its index), or a mapping key (None)
+            step = index if isinstance(index, int) and not isinstance(index, bool) else "(key)"
+        if step is not None:
+            self._path.append(step)
         try:
             return Composer.compose_node(self, parent, index)
         finally:
             self._depth -= 1
+            if step is not None:
+                self._path.pop()
+
+    def compose_scalar_node(self, anchor):
+        node = Composer.compose_scalar_node(self, anchor)
+        if node.tag != STR_TAG:  # numbers, dates, booleans...: their path, for the constructor's errors too
+            node.path = _path_text(self._path)
+            problem = _number_problem(node)
+            if problem:
+                raise YAMLLimitError(f"{node.path}: {problem}")
+        return node
 
     def get_single_node(self):
         node = Composer.get_single_node(self)
@@ -86,14 +162,15 @@ class _Limits:
 
 
 class _BoundedConstructor(SafeConstructor):
-    def construct_yaml_int(self, node):
-        digits = self.construct_scalar(node)
-        if len(digits) > MAX_INT_DIGITS and digits.lstrip("+-").replace("_", "").isdigit():
-            return -math.inf if digits.startswith("-") else math.inf
-        return super().construct_yaml_int(node)
-
-
-_BoundedConstructor.add_constructor("tag:yaml.org,2002:int", _BoundedConstructor.construct_yaml_int)
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, AttributeError, ArithmeticError):
+            # a value its tag cannot hold (!!int abc, !!float abc, a date 2001-13-45): PyYAML lets the
+            # conversion's own error escape
+            where = getattr(node, "path", None) or f"line {node.start_mark.line + 1}"
+            text = str(node.value)[:40] if isinstance(node, yaml.ScalarNode) else type(node).__name__
+            raise YAMLLimitError(f"{where}: {text!r} cannot be read as {node.tag.rsplit(':', 1)[-1]}") from None
 
 
 class _PyLoader(_Limits, yaml.reader.Reader, yaml.scanner.Scanner, yaml.parser.Parser, Composer,
@@ -128,7 +205,7 @@ else:
         # CParser has C versions of the composer: use the Python ones (they call the hooks above)
         get_single_node = _Limits.get_single_node
         compose_document = Composer.compose_document
-        compose_scalar_node = Composer.compose_scalar_node
+        compose_scalar_node = _Limits.compose_scalar_node
         compose_sequence_node = Composer.compose_sequence_node
         compose_mapping_node = Composer.compose_mapping_node
         check_node = Composer.check_node
@@ -174,7 +251,7 @@ def load(text: str) -> Any:
 
 
 def is_finite_number(value) -> bool:
-    """False for NaN, infinities and the integers too long to load (see module doc); True otherwise."""
+    """False for NaN and infinities (``.nan``, ``.inf``, ``1e309``); True otherwise."""
     return not isinstance(value, float) or math.isfinite(value)
 
 

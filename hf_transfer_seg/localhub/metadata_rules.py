@@ -167,11 +167,13 @@ def check_numbers(meta: Any, limit: int = 20) -> list[str]:
         elif isinstance(value, list):
             stack.extend((v, f"{where}[{i}]") for i, v in enumerate(value))
         elif isinstance(value, float) and not math.isfinite(value):
-            what = "NaN" if math.isnan(value) else "infinite (or an integer too long to hold)"
+            what = "NaN" if math.isnan(value) else "infinite"
             problems.append(f"{where}: {what}; numbers must be finite and at most {MAX_NUMBER:.4g} in magnitude "
                             "(write null or leave the key out when there is no value)")
         elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_NUMBER:
-            problems.append(f"{where}: integer of {len(str(abs(value)))} digits; numbers must be at most "
+            # bit_length, not str(): str() of an int over 4,300 digits raises ValueError
+            problems.append(f"{where}: integer of about {int(value.bit_length() * math.log10(2)) + 1} digits; "
+                            "numbers must be at most "
                             f"{MAX_NUMBER:.4g} in magnitude")
     return problems
 
