@@ -249,8 +249,7 @@ NUMBER_CARDS = {
     "metric .nan": _metric_card(".nan"),
     "metric .inf": _metric_card(".inf"),
     "metric -.Inf": _metric_card("-.Inf"),
-    "metric 5,000-digit integer": _metric_card("9" * 5000),
-    "metric 1e999": _metric_card("1.0e+999"),
+    "metric 1e309": _metric_card("1.0e+309"),  # loads as inf; longer numbers: test_localhub_numbers.py
     "nested .NaN elsewhere": _card("license: mit\nextra:\n  scores: [0.5, .NaN]"),
 }
 
