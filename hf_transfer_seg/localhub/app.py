@@ -75,10 +75,9 @@ class HubApp(LfsRoutes, FileRoutes):
     async def handle(self, request: Request) -> Response:
         try:
             return await self._answer(request)
-        except limits.BodyTimeout:
-            # the client stopped sending its body: answer and close (the rest of it would never come)
-            return error_response(408, "request body incomplete: nothing received for a while (a body shorter than "
-                                       "its Content-Length?)", headers={"Connection": "close"})
+        except limits.BodyTimeout as exc:
+            # the client stopped sending its body, or sends it too slowly: answer and close
+            return error_response(408, str(exc), headers={"Connection": "close"})
 
     async def _answer(self, request: Request) -> Response:
         try:
@@ -408,10 +407,12 @@ class HubASGI:
     between: its path pattern does not match a decoded path holding a newline, and would answer such a
     request with a bare 404 of its own)."""
 
-    def __init__(self, hub: HubApp, body_idle_seconds: float = limits.BODY_IDLE_SECONDS):
+    def __init__(self, hub: HubApp, body_idle_seconds: float = limits.BODY_IDLE_SECONDS,
+                 body_min_rate: float | None = limits.BODY_MIN_RATE, body_grace_seconds: float = limits.BODY_GRACE_SECONDS):
         self.hub = hub
         self.state = SimpleNamespace(hub=hub)
-        self._app = limits.BodyIdleTimeout(self._http, seconds=body_idle_seconds)
+        self._app = limits.BodyTimeouts(self._http, seconds=body_idle_seconds, min_rate=body_min_rate,
+                                        grace=body_grace_seconds)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":  # lifespan is off; websockets are not served
@@ -425,15 +426,17 @@ class HubASGI:
 
 def create_app(root, *, token: str | None = None, user: str = st.DEFAULT_USER, commits_page_size: int = 50,
                tree_page_size: int = 1000, lfs_uploads: bool = False, lfs_threshold: int = LFS_THRESHOLD,
-               body_idle_seconds: float = limits.BODY_IDLE_SECONDS) -> HubASGI:
+               body_idle_seconds: float = limits.BODY_IDLE_SECONDS, body_min_rate: float | None = limits.BODY_MIN_RATE,
+               body_grace_seconds: float = limits.BODY_GRACE_SECONDS) -> HubASGI:
     """The ASGI application serving the repositories under ``root``.
 
     ``lfs_uploads=True`` answers uploadMode "lfs" for files of at least ``lfs_threshold`` bytes, so the
     client PUTs their raw bytes instead of base64 inside the commit. Only for clients that will not use
     Xet: huggingface_hub uploads every "lfs" file through Xet whenever ``hf_xet`` is importable and
     ``HF_HUB_DISABLE_XET`` is unset, and this server does not speak Xet (such an upload fails).
-    ``body_idle_seconds``: a request body that sends nothing for this long is answered 408 and closed.
+    ``body_idle_seconds``: a request body that sends nothing for this long is answered 408 and closed; so is
+    one averaging less than ``body_min_rate`` bytes/s after ``body_grace_seconds`` (None: no rate clock).
     """
     hub = HubApp(root, token=token, user=user, commits_page_size=commits_page_size, tree_page_size=tree_page_size,
                  lfs_uploads=lfs_uploads, lfs_threshold=lfs_threshold)
-    return HubASGI(hub, body_idle_seconds)
+    return HubASGI(hub, body_idle_seconds, body_min_rate, body_grace_seconds)

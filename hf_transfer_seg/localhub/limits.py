@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
@@ -21,6 +22,10 @@ MAX_JSON_DEPTH = 64  # nesting of any JSON the hub decodes (request bodies, comm
 MAX_LINE = 16 << 20  # held ~3x while parsed (bytes, str, decoded): ~50 MiB per request at most
 MAX_HEADER_BYTES = 64 << 10  # request line plus headers (answered 431 past it)
 BODY_IDLE_SECONDS = 20.0  # a request body that sends nothing for this long is cut off (408)
+# ... and one that averages less than BODY_MIN_RATE after BODY_GRACE_SECONDS: a body of N bytes must be
+# in within BODY_GRACE_SECONDS + N / BODY_MIN_RATE seconds of waiting for it (100 MB: 30 min)
+BODY_MIN_RATE = 64 << 10  # bytes per second
+BODY_GRACE_SECONDS = 30.0
 
 
 def loads(data: bytes | str, what: str) -> Any:
@@ -44,33 +49,64 @@ def loads(data: bytes | str, what: str) -> Any:
 
 
 class BodyTimeout(Exception):
-    """The client sent nothing of its request body for :data:`BODY_IDLE_SECONDS`."""
+    """The client's request body stalled or is too slow (:class:`BodyTimeouts`); the message says which."""
 
 
-class BodyIdleTimeout:
-    """ASGI middleware: while the request body is incomplete, each ``receive`` waits at most
-    :data:`BODY_IDLE_SECONDS` (then :class:`BodyTimeout`). Once the body is in, ``receive`` is left
-    alone: it then only waits for the client to disconnect, which may take as long as a download."""
+class BodyTimeouts:
+    """ASGI middleware: two clocks run while a request body is incomplete.
 
-    def __init__(self, app, seconds: float | None = None):
+    - **Gap**: each ``receive`` waits at most ``idle`` seconds for the next bytes.
+    - **Rate**: the time spent waiting for the body may be at most ``grace + received / min_rate`` seconds:
+      after the grace period a body must average ``min_rate`` bytes per second. With a ``Content-Length``
+      of N bytes that is a total deadline of ``grace + N / min_rate`` seconds, scaled to the declared size;
+      a body trickling one byte every 15 s (each gap short of ``idle``) is cut off after ``grace``.
+
+    Only the time the app spends waiting in ``receive`` counts: time the server spends on what it already
+    received is not the client's. Either clock raises :class:`BodyTimeout` (answered 408, connection
+    closed). Once the body is in, ``receive`` is left alone: it then only waits for the client to
+    disconnect, which may take as long as a download."""
+
+    def __init__(self, app, seconds: float | None = None, min_rate: float | None = BODY_MIN_RATE,
+                 grace: float = BODY_GRACE_SECONDS):
         self.app = app
         self.seconds = seconds
+        self.min_rate = min_rate
+        self.grace = grace
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        seconds = self.seconds if self.seconds is not None else BODY_IDLE_SECONDS
+        idle = self.seconds if self.seconds is not None else BODY_IDLE_SECONDS
+        min_rate, grace = self.min_rate, self.grace
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"").decode("latin-1").strip()
+        declared_text = f" of {declared}" if declared.isdigit() else ""
+        loop = asyncio.get_running_loop()
         body_done = False
+        waited = 0.0
+        received = 0
 
         async def timed_receive():
-            nonlocal body_done
+            nonlocal body_done, waited, received
             if body_done:
                 return await receive()
+            allowed = grace + received / min_rate - waited if min_rate else math.inf
+            timeout = min(idle, allowed)
+            started = loop.time()
             try:
-                message = await asyncio.wait_for(receive(), seconds)
+                if timeout <= 0:
+                    raise asyncio.TimeoutError
+                message = await asyncio.wait_for(receive(), timeout)
             except asyncio.TimeoutError:
                 body_done = True  # no more waiting on this body (the error answer must not wait again)
-                raise BodyTimeout() from None
+                if timeout < idle:
+                    raise BodyTimeout(
+                        f"request body too slow: {received}{declared_text} bytes after {waited + loop.time() - started:.0f} s; "
+                        f"a body must average at least {min_rate:g} bytes/s after its first {grace:g} s") from None
+                raise BodyTimeout(f"request body incomplete: nothing received for {idle:g} s (a body shorter than "
+                                  "its Content-Length?)") from None
+            waited += loop.time() - started
+            if message.get("type") == "http.request":
+                received += len(message.get("body", b""))
             if message.get("type") != "http.request" or not message.get("more_body", False):
                 body_done = True
             return message

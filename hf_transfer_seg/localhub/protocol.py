@@ -9,17 +9,19 @@
   alone never closes a connection that has not completed a first request: ``timeout_keep_alive``
   only starts after a response.
 - **Idle keep-alive**: uvicorn's ``timeout_keep_alive`` closes a connection idle between requests.
-- **Connections per client**: at most ``max_per_client`` open connections per client IP address; one
-  more is answered 503 and closed at once, before anything is read. One client holding thousands of
-  idle connections then costs the others nothing (``benchmarks/hub_hostile.py`` measures it).
-  uvicorn's own ``limit_concurrency`` is a global cap: it would make that client's connections turn
-  everyone else away.
+- **Connection budget** (:mod:`.budget`): a client is a source address, all of loopback being one; a
+  per-client cap, a total cap below the open-file limit and a reserve for requests being answered. A new
+  connection that finds a cap full closes the waiting connection that has gone longest without sending a
+  byte (idle keep-alive, a trickled header or body); only when every connection is being answered is it
+  refused (503). ``benchmarks/hub_hostile.py`` measures a well-behaved client while 16,000 are held.
+- **Request bodies** have a gap and a rate deadline (:class:`~.limits.BodyTimeouts`, in the ASGI app).
 """
 
 from __future__ import annotations
 
 import asyncio
 
+from hf_transfer_seg.localhub.budget import Budget, client_key, total_cap
 from hf_transfer_seg.localhub.limits import MAX_HEADER_BYTES
 
 
@@ -67,47 +69,51 @@ def _limited_httptools():
     return LimitedHttpToolsProtocol
 
 
-def guarded(base: type, *, header_timeout: float | None, max_per_client: int | None) -> type:
-    """``base`` (a uvicorn HTTP protocol class) with the header timeout and the per-client cap above.
+def guarded(base: type, *, header_timeout: float | None, budget: Budget | None) -> type:
+    """``base`` (a uvicorn HTTP protocol class) with the header timeout and the connection ``budget`` above.
 
-    Each call makes a new class with its own connection counts: call it once per server."""
-    counts: dict[str, int] = {}
+    Each call makes a new class: call it once per server, with its own budget."""
 
     class Guarded(base):
-        _guard_ip: str | None = None
         _guard_timer: asyncio.TimerHandle | None = None
         _guard_bytes = 0
         _refused = False
 
         def connection_made(self, transport) -> None:
             peer = transport.get_extra_info("peername")
-            ip = str(peer[0]) if isinstance(peer, (tuple, list)) and peer else None
-            if max_per_client and ip is not None and counts.get(ip, 0) >= max_per_client:
+            host = str(peer[0]) if isinstance(peer, (tuple, list)) and peer else None
+            refusal = budget.admit(self, client_key(host)) if budget is not None else None
+            if refusal:
                 self._refused = True
-                transport.write(_raw_response(
-                    "503 Service Unavailable",
-                    f"too many open connections from {ip} (at most {max_per_client} per client): "
-                    "close idle connections and retry"))
+                transport.write(_raw_response("503 Service Unavailable", refusal))
                 transport.close()
                 return
-            if ip is not None:
-                counts[ip] = counts.get(ip, 0) + 1
-                self._guard_ip = ip
             super().connection_made(transport)
             self._guard_arm()
 
         def connection_lost(self, exc) -> None:
             if self._refused:
                 return
-            ip, self._guard_ip = self._guard_ip, None
-            if ip is not None:
-                left = counts.get(ip, 0) - 1
-                if left > 0:
-                    counts[ip] = left
-                else:
-                    counts.pop(ip, None)
+            if budget is not None:
+                budget.release(self)
             self._guard_disarm()
             super().connection_lost(exc)
+
+        def shed(self) -> None:
+            """Closed to make room for a new connection (called by the budget)."""
+            if self.transport.is_closing():
+                return
+            if not self._between_requests() or self._guard_bytes:  # mid-request: say why
+                self.transport.write(_raw_response(
+                    "503 Service Unavailable",
+                    "connection closed to make room: the server's connections are all taken and this one had gone "
+                    "longest without sending anything; retry"))
+            self.transport.close()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if budget is not None and not self.transport.is_closing():
+                budget.idle(self)
 
         def _between_requests(self) -> bool:
             return self.cycle is None or self.cycle.response_complete
@@ -115,6 +121,8 @@ def guarded(base: type, *, header_timeout: float | None, max_per_client: int | N
         def data_received(self, data: bytes) -> None:
             if self._refused:
                 return
+            if budget is not None:
+                budget.touch(self)
             if self._between_requests():
                 self._guard_bytes += len(data)
                 if self._guard_timer is None:
@@ -123,6 +131,8 @@ def guarded(base: type, *, header_timeout: float | None, max_per_client: int | N
             if not self._between_requests():  # the request head is complete: its handler takes over
                 self._guard_disarm()
                 self._guard_bytes = 0
+                if budget is not None and not self.cycle.more_body:  # and its body: being answered
+                    budget.busy(self)
 
         def _guard_arm(self) -> None:
             if header_timeout and self._guard_timer is None:
@@ -146,9 +156,11 @@ def guarded(base: type, *, header_timeout: float | None, max_per_client: int | N
     return Guarded
 
 
-def http_protocol(http: str, *, header_timeout: float | None, max_per_client: int | None) -> type:
+def http_protocol(http: str, *, header_timeout: float | None, max_per_client: int | None,
+                  max_connections: int | None = None, reserved: int = 0) -> type:
     """The protocol class for uvicorn's ``http`` setting: "auto" (httptools when installed, else h11),
-    "httptools" or "h11", with the size limit and the guards above."""
+    "httptools" or "h11", with the size limit and the guards above. ``max_connections`` is lowered to fit
+    the open-file limit (:func:`~.budget.total_cap`); None turns a cap off (both None: no budget)."""
     if http not in ("auto", "httptools", "h11"):
         raise ValueError(f"unknown HTTP implementation {http!r}: expected auto, httptools or h11")
     base = None
@@ -162,4 +174,7 @@ def http_protocol(http: str, *, header_timeout: float | None, max_per_client: in
         from uvicorn.protocols.http.h11_impl import H11Protocol
 
         base = H11Protocol
-    return guarded(base, header_timeout=header_timeout, max_per_client=max_per_client)
+    budget = None
+    if max_per_client or max_connections:
+        budget = Budget(total_cap(max_connections), max_per_client, reserved)
+    return guarded(base, header_timeout=header_timeout, budget=budget)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from hf_transfer_seg.errors import LocalHubError
+from hf_transfer_seg.localhub import budget
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +57,16 @@ def endpoint_url(sock: socket.socket) -> str:
 # connection guards (see :mod:`.protocol`); the keyword arguments of local_hub() and serve() override them
 HEADER_TIMEOUT = 10.0  # seconds from opening (or a request's first byte) to a complete request head
 KEEP_ALIVE_TIMEOUT = 30.0  # seconds an idle connection stays open between requests
-MAX_CONNECTIONS_PER_CLIENT = 256  # open connections per client IP address
+MAX_CONNECTIONS_PER_CLIENT = 256  # open connections per client (all of loopback is one client: see .budget)
+MAX_CONNECTIONS = budget.MAX_CONNECTIONS  # open connections in all (lowered to fit the open-file limit)
+RESERVED_CONNECTIONS = MAX_CONNECTIONS // 8  # slots waiting connections cannot take (see .budget)
 
 
 def _make_server(root: str | Path, *, token: str | None, verbose: bool, http: str = "auto",
                  header_timeout: float | None = HEADER_TIMEOUT, keep_alive_timeout: float = KEEP_ALIVE_TIMEOUT,
-                 max_connections_per_client: int | None = MAX_CONNECTIONS_PER_CLIENT, **app_kwargs):
+                 max_connections_per_client: int | None = MAX_CONNECTIONS_PER_CLIENT,
+                 max_connections: int | None = MAX_CONNECTIONS, reserved_connections: int = RESERVED_CONNECTIONS,
+                 **app_kwargs):
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -104,7 +109,8 @@ def _make_server(root: str | Path, *, token: str | None, verbose: bool, http: st
         lifespan="off",
         # "auto": the httptools parser when it is installed (much less CPU per request and per body
         # chunk than the pure-Python h11), else h11
-        http=http_protocol(http, header_timeout=header_timeout, max_per_client=max_connections_per_client),
+        http=http_protocol(http, header_timeout=header_timeout, max_per_client=max_connections_per_client,
+                           max_connections=max_connections, reserved=reserved_connections),
         h11_max_incomplete_event_size=MAX_HEADER_BYTES,
         server_header=False,
         timeout_keep_alive=keep_alive_timeout,
@@ -131,8 +137,10 @@ def local_hub(
     Bearer <token>`` (the client sends ``HF_TOKEN``). Extra keyword arguments go to
     :func:`hf_transfer_seg.localhub.app.create_app` (e.g. ``commits_page_size``, ``lfs_uploads``).
     ``http`` picks uvicorn's HTTP parser ("auto", "httptools" or "h11"). ``header_timeout``,
-    ``keep_alive_timeout`` and ``max_connections_per_client`` guard the connections (:mod:`.protocol`;
-    None turns the header timeout or the cap off).
+    ``keep_alive_timeout``, ``max_connections_per_client``, ``max_connections`` and ``reserved_connections``
+    guard the connections (:mod:`.protocol`, :mod:`.budget`; None turns the header timeout or a cap off);
+    ``body_idle_seconds``, ``body_min_rate`` and ``body_grace_seconds`` the request bodies
+    (:class:`~.limits.BodyTimeouts`).
     """
     server = _make_server(root, token=token, verbose=verbose, http=http, **app_kwargs)
     sock = _bind(host, port or 0)

@@ -1,0 +1,158 @@
+"""The local hub's connection budget: what a client is, how many connections it and everyone may hold, which go first.
+
+**A client** is a source address, except that every loopback address (all of ``127.0.0.0/8``, ``::1`` and
+their IPv4-mapped forms) is one client, *this machine*: any local process can pick any of 16 million
+loopback addresses, so counting them apart separates nobody (80 addresses used to hold 16,506 connections).
+An IPv6 client is its ``/64`` (one host is handed a whole /64). On a server bound to loopback every
+connection is therefore one client, and the per-client cap is a cap for the machine; what keeps local users
+apart there is *which* connection goes when the budget is full, below.
+
+**The budget** (:class:`Budget`):
+
+- a total cap below the process's open-file limit (:func:`total_cap`), so ``accept()`` never fails with
+  EMFILE (asyncio then stops accepting anyone for a second at a time);
+- a per-client cap;
+- a reserve: connections *waiting* (nothing sent yet, a request head or body still arriving, or idle between
+  requests) may hold at most ``total - reserve`` slots; the rest stay free for connections whose request is
+  complete and being answered;
+- when a new connection finds its client's cap, the total cap or the waiting share full, it is admitted and
+  the *waiting* connection that has gone longest without sending a byte is closed (a 503 if it was
+  mid-request): idle keep-alive connections and trickling clients go first, a fast upload and a request being
+  answered never. Only when nothing can be shed is the new connection refused (503).
+
+Bookkeeping is O(1) per event (ordered dicts keyed by connection), so 16,000 held connections cost the
+same per byte as 16.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+from typing import Protocol
+
+LOOPBACK = "this machine (loopback)"
+MAX_CONNECTIONS = 4096  # total cap (lowered to fit the open-file limit)
+FD_HEADROOM = 256  # open files kept for the server itself: repositories, git pipes, worker threads, logs
+MIN_TOTAL = 16
+
+
+class Shedable(Protocol):
+    def shed(self) -> None:
+        """Close this connection to make room (the budget has already forgotten it)."""
+
+
+def client_key(host: str | None) -> str:
+    """The client a connection from ``host`` belongs to (see the module doc)."""
+    if not host:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_loopback:
+        return LOOPBACK
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
+def total_cap(requested: int | None) -> int | None:
+    """``requested`` (None: no total cap) lowered to leave :data:`FD_HEADROOM` of the open-file limit free."""
+    if requested is None:
+        return None
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):
+        return requested
+    if soft == resource.RLIM_INFINITY:
+        return requested
+    return max(MIN_TOTAL, min(requested, soft - FD_HEADROOM))
+
+
+class Budget:
+    """Open connections by client, and the waiting ones in order of last activity (least recent first)."""
+
+    def __init__(self, total: int | None, per_client: int | None, reserve: int = 0):
+        self.total = total
+        self.per_client = per_client
+        self.waiting_cap = max(1, total - min(reserve, total // 4)) if total else None  # reserve: at most 1/4
+        self.open = 0
+        self.count: dict[str, int] = {}
+        self.client: dict[Shedable, str] = {}
+        self.waiting: OrderedDict[Shedable, None] = OrderedDict()
+        self.waiting_by_client: dict[str, OrderedDict[Shedable, None]] = {}
+        self.shed_count = 0
+
+    def admit(self, conn: Shedable, key: str) -> str | None:
+        """Count ``conn`` in (as waiting), shedding others to make room; a refusal message when nothing could go."""
+        if self.per_client and self.count.get(key, 0) >= self.per_client:
+            if not self._shed_first(self.waiting_by_client.get(key)):
+                return (f"too many open connections from {key} (at most {self.per_client} per client), all of "
+                        "them being answered: retry in a moment")
+        if self.total and self.open >= self.total:
+            if not self._shed_first(self.waiting):
+                return f"the server holds its {self.total} connections, all of them being answered: retry in a moment"
+        self.open += 1
+        self.count[key] = self.count.get(key, 0) + 1
+        self.client[conn] = key
+        self._wait(conn, key)
+        while self.waiting_cap and len(self.waiting) > self.waiting_cap:
+            if next(iter(self.waiting)) is conn or not self._shed_first(self.waiting):
+                break
+        return None
+
+    def touch(self, conn: Shedable) -> None:
+        """``conn`` sent something: it goes to the back of the line."""
+        if conn in self.waiting:
+            self.waiting.move_to_end(conn)
+            self.waiting_by_client[self.client[conn]].move_to_end(conn)
+
+    def busy(self, conn: Shedable) -> None:
+        """``conn``'s request is complete and being answered: it is never shed."""
+        key = self.client.get(conn)
+        if key is not None:
+            self._unwait(conn, key)
+
+    def idle(self, conn: Shedable) -> None:
+        """``conn``'s answer is sent: it waits for its next request (sheddable again)."""
+        key = self.client.get(conn)
+        if key is not None and conn not in self.waiting:
+            self._wait(conn, key)
+
+    def release(self, conn: Shedable) -> None:
+        """``conn`` is closed (idempotent)."""
+        key = self.client.pop(conn, None)
+        if key is None:
+            return
+        self._unwait(conn, key)
+        self.open -= 1
+        left = self.count[key] - 1
+        if left:
+            self.count[key] = left
+        else:
+            del self.count[key]
+
+    def _wait(self, conn: Shedable, key: str) -> None:
+        self.waiting[conn] = None
+        self.waiting_by_client.setdefault(key, OrderedDict())[conn] = None
+
+    def _unwait(self, conn: Shedable, key: str) -> None:
+        if conn in self.waiting:
+            del self.waiting[conn]
+            mine = self.waiting_by_client[key]
+            del mine[conn]
+            if not mine:
+                del self.waiting_by_client[key]
+
+    def _shed_first(self, line: OrderedDict | None) -> bool:
+        if not line:
+            return False
+        victim = next(iter(line))
+        self.release(victim)
+        self.shed_count += 1
+        victim.shed()
+        return True
