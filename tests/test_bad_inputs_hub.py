@@ -183,27 +183,7 @@ def test_a_connection_that_sends_nothing_or_half_a_header_is_closed(hub):
     _count("closed by the server")
 
 
-def test_one_local_process_holding_the_cap_does_not_lock_out_another(hub):
-    """All of loopback is one client (issue 24): CAP connections held from 127.0.0.1 and 127.0.0.2 do not turn
-    away a third local user; the held connection silent for longest is closed to make room."""
-    endpoint, _, api = hub
-    repo_id = _new_repo(api)
-    held = [_connect(endpoint, f"127.0.0.{1 + i % 2}") for i in range(CAP)]
-    try:
-        for sock in held[2:]:
-            sock.sendall(b"GET /api/models HTTP/1.1\r\nHost: x\r\n")  # half a header: they count too
-        for source in ("127.0.0.1", "127.0.0.3"):
-            transport = httpx.HTTPTransport(local_address=source)
-            with httpx.Client(transport=transport, timeout=10) as other:
-                response = other.get(f"{endpoint}/api/models/{repo_id}")
-            assert response.status_code == 200 and response.json()["id"] == repo_id
-            _count("other local user served")
-        assert _read_until_closed(held[0]) == b""  # it had sent nothing: closed without a word
-        _count("closed by the server")
-    finally:
-        for sock in held:
-            sock.close()
-    assert api.model_info(repo_id).id == repo_id
+# the connection budget (all of loopback one client, the quietest connection shed): test_localhub_budget.py
 
 
 # --------------------------------------------------------------------------------------------------

@@ -16,8 +16,9 @@ from huggingface_hub import HfApi
 from hf_transfer_seg.localhub import local_hub
 from hf_transfer_seg.localhub.budget import LOOPBACK, Budget, client_key
 
-CAP = 8  # connections per client (all of loopback is one client)
-TOTAL = 24
+TOTAL = 24  # connections in all (all of loopback is one client, whose share is the total)
+RESERVED = 4  # of them, for requests being answered: waiting connections hold at most TOTAL - RESERVED
+WAITING = TOTAL - RESERVED
 RATE = 2000  # bytes/s a body must average after GRACE
 GRACE = 1.0
 IDLE = 5.0  # gap between body bytes, header and keep-alive timeouts
@@ -26,8 +27,8 @@ IDLE = 5.0  # gap between body bytes, header and keep-alive timeouts
 @pytest.fixture(scope="module")
 def hub(tmp_path_factory):
     root = tmp_path_factory.mktemp("budget-hub")
-    with local_hub(root, header_timeout=IDLE, keep_alive_timeout=IDLE, max_connections_per_client=CAP,
-                   max_connections=TOTAL, reserved_connections=4, body_idle_seconds=IDLE, body_min_rate=RATE,
+    with local_hub(root, header_timeout=IDLE, keep_alive_timeout=IDLE, max_connections_per_client=2,
+                   max_connections=TOTAL, reserved_connections=RESERVED, body_idle_seconds=IDLE, body_min_rate=RATE,
                    body_grace_seconds=GRACE) as endpoint:
         api = HfApi(endpoint=endpoint)
         api.create_repo("budget/target")
@@ -86,35 +87,42 @@ def test_a_body_at_full_speed_is_not_cut_off(hub):
     assert api.model_info("budget/target").sha == commit.oid
 
 
+def _fill(endpoint: str, api: HfApi, first: bytes, sources: list[str]) -> list[socket.socket]:
+    """len(sources) connections, the first sending ``first`` (read by the server before the others connect),
+    the others half a header each."""
+    held = [_connect(endpoint, sources[0])]
+    held[0].sendall(first)
+    assert api.model_info("budget/target").id == "budget/target"  # the server has read ``first`` by now
+    held += [_connect(endpoint, source) for source in sources[1:]]
+    for sock in held[1:]:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+    return held
+
+
 def test_loopback_addresses_are_one_client_and_the_quietest_connection_makes_room(hub):
-    """CAP connections from CAP different loopback addresses fill this machine's share; a well-behaved client
-    is then served, and the connection silent for longest is the one closed for it."""
+    """Connections from WAITING + 1 different loopback addresses (the per-client cap of 2 does not apply to
+    loopback) overfill the waiting share; a well-behaved client is still served, and the connection quiet for
+    longest is the one closed for it, told why."""
     endpoint, api = hub
-    held = [_connect(endpoint, f"127.0.0.{2 + i}") for i in range(CAP)]
+    held = _fill(endpoint, api, b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ", [f"127.0.0.{2 + i}" for i in range(WAITING + 1)])
     try:
-        for sock in held[1:]:
-            sock.sendall(b"GET /api/models HTTP/1.1\r\nHost: x\r\n")  # half a header each, after the first
         assert api.model_info("budget/target").id == "budget/target"
-        assert _read_until_closed(held[0]) == b""  # the first had sent nothing at all: closed without a word
-        held[1].settimeout(0.5)  # the others are still open (nothing read, not closed)
+        answer = _read_until_closed(held[0])
+        assert answer.startswith(b"HTTP/1.1 503") and b"to make room" in answer, answer[:300]
+        held[-1].settimeout(0.5)  # the latest are still open (nothing to read, not closed)
         with pytest.raises(socket.timeout):
-            held[1].recv(1)
+            held[-1].recv(1)
     finally:
         for sock in held:
             sock.close()
 
 
-def test_a_slow_body_shed_to_make_room_is_told_why(hub):
+def test_a_slow_body_is_shed_before_quicker_connections(hub):
     endpoint, api = hub
-    held = [_connect(endpoint, "127.0.0.1")]
+    held = _fill(endpoint, api, _slow_commit_head(1000) + b"{", ["127.0.0.1"] * (WAITING + 1))
     try:
-        held[0].sendall(_slow_commit_head(1000) + b"{")  # mid-body, then silent
-        assert api.model_info("budget/target").id == "budget/target"  # (the server has read that by now)
-        held += [_connect(endpoint, "127.0.0.1") for _ in range(CAP - 1)]  # the last one makes room
-        for sock in held[1:]:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-        answer = _read_until_closed(held[0])
         assert api.model_info("budget/target").id == "budget/target"
+        answer = _read_until_closed(held[0])
         assert answer.startswith(b"HTTP/1.1 503") and b"to make room" in answer, answer[:300]
     finally:
         for sock in held:
@@ -133,24 +141,47 @@ class _Conn:
         return self.name
 
 
+class _Clock:
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_the_budget_sheds_the_least_recently_active_waiting_connection_and_never_a_busy_one():
-    budget = Budget(total=4, per_client=3, reserve=1)  # waiting connections: at most 3
+    clock = _Clock()
+    budget = Budget(total=4, per_client=3, reserve=1, grace=0.5, clock=clock)  # waiting: at most 3
     a, b, c, d, e, f = (_Conn(n) for n in "abcdef")
     for conn in (a, b, c):
         assert budget.admit(conn, "x") is None
+        budget.touch(conn)
+    clock.now = 1.0
     budget.touch(a)  # b is now the quietest
     assert budget.admit(d, "x") is None and b.closed and not a.closed  # per-client cap: x's quietest goes
-    budget.busy(c)
-    budget.busy(d)
-    budget.busy(a)  # all of x's connections are being answered: nothing of x can go
-    assert "being answered" in budget.admit(e, "x") and not e.closed
+    for conn in (c, d, a):
+        budget.busy(conn)  # all of x's connections are being answered: nothing of x can go
+    assert "none of them quiet" in budget.admit(e, "x") and not e.closed
     assert budget.admit(e, "y") is None  # another client still fits in the total
     budget.busy(e)
-    assert "all of them being answered" in budget.admit(f, "z")  # total full, every other conn busy
+    assert "none of them quiet" in budget.admit(f, "z")  # total full, every other conn busy
     budget.idle(c)  # c answered, waits for its next request: sheddable again
     assert budget.admit(f, "z") is None and c.closed and not e.closed
     budget.release(c)  # its connection_lost after the shedding: idempotent
     assert budget.open == 4 and budget.count == {"x": 2, "y": 1, "z": 1}
+
+
+def test_a_new_connection_is_safe_until_read_or_its_grace_is_over_and_loopback_has_no_per_client_cap():
+    clock = _Clock()
+    budget = Budget(total=3, per_client=1, reserve=0, grace=0.5, clock=clock)
+    a, b, c, d = (_Conn(n) for n in "abcd")
+    assert budget.admit(a, LOOPBACK) is None and budget.admit(b, LOOPBACK) is None  # no per-client cap of 1
+    assert budget.admit(c, LOOPBACK) is None
+    assert "none of them quiet" in budget.admit(d, LOOPBACK)  # all three are fresh: a flood sheds nobody
+    budget.touch(b)  # read from: no longer fresh, sheddable
+    assert budget.admit(d, LOOPBACK) is None and b.closed and not a.closed
+    clock.now = 0.6  # a's and c's grace is over: the older fresh one goes next
+    e = _Conn("e")
+    assert budget.admit(e, LOOPBACK) is None and a.closed and not c.closed and not d.closed
 
 
 @pytest.mark.parametrize("host, key", [

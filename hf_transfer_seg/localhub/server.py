@@ -33,7 +33,7 @@ def _bind(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        sock.listen(256)
+        sock.listen(LISTEN_BACKLOG)
     except OSError as exc:
         sock.close()
         raise LocalHubError(f"cannot listen on {host}:{port}: {exc.strerror or exc}. Choose another --port.") from exc
@@ -54,12 +54,14 @@ def endpoint_url(sock: socket.socket) -> str:
     return f"http://{host}:{port}"
 
 
+LISTEN_BACKLOG = 1024  # connections the kernel queues for accept(): a connect flood must not drop a client's SYN
+
 # connection guards (see :mod:`.protocol`); the keyword arguments of local_hub() and serve() override them
 HEADER_TIMEOUT = 10.0  # seconds from opening (or a request's first byte) to a complete request head
 KEEP_ALIVE_TIMEOUT = 30.0  # seconds an idle connection stays open between requests
 MAX_CONNECTIONS_PER_CLIENT = 256  # open connections per client (all of loopback is one client: see .budget)
 MAX_CONNECTIONS = budget.MAX_CONNECTIONS  # open connections in all (lowered to fit the open-file limit)
-RESERVED_CONNECTIONS = MAX_CONNECTIONS // 8  # slots waiting connections cannot take (see .budget)
+RESERVED_CONNECTIONS = 256  # slots waiting connections cannot take (at most a quarter of the total; see .budget)
 
 
 def _make_server(root: str | Path, *, token: str | None, verbose: bool, http: str = "auto",
