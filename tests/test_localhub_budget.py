@@ -166,6 +166,8 @@ def test_the_budget_sheds_the_least_recently_active_waiting_connection_and_never
     assert "none of them quiet" in budget.admit(f, "z")  # total full, every other conn busy
     budget.idle(c)  # c answered, waits for its next request: sheddable again
     assert budget.admit(f, "z") is None and c.closed and not e.closed
+    budget.touch(e)  # more bytes on a connection being answered (its client has no waiting one): still busy
+    assert e in budget.client and e not in budget.line.waiting
     budget.release(c)  # its connection_lost after the shedding: idempotent
     assert budget.open == 4 and budget.count == {"x": 2, "y": 1, "z": 1}
 

@@ -152,11 +152,11 @@ class Budget:
 
     def touch(self, conn: Shedable) -> None:
         """``conn`` sent something: it goes to the back of the line."""
-        key = self.client.get(conn)
-        if key is not None:
+        mine = self.lines.get(self.client.get(conn))  # None: conn is busy, and so are its client's others
+        if mine is not None:
             now = self.clock()
             self.line.touch(conn, now)
-            self.lines[key].touch(conn, now)
+            mine.touch(conn, now)
 
     def busy(self, conn: Shedable) -> None:
         """``conn``'s request is complete and being answered: it is never shed."""
