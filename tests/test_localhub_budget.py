@@ -7,7 +7,6 @@ Nothing here asserts a timing: a case either ends as it must (408, 503, served) 
 
 from __future__ import annotations
 
-import contextlib
 import socket
 
 import pytest
@@ -15,6 +14,7 @@ from huggingface_hub import HfApi
 
 from hf_transfer_seg.localhub import local_hub
 from hf_transfer_seg.localhub.budget import LOOPBACK, Budget, client_key
+from test_bad_inputs_hub import _connect, _read_until_closed
 
 TOTAL = 24  # connections in all (all of loopback is one client, whose share is the total)
 RESERVED = 4  # of them, for requests being answered: waiting connections hold at most TOTAL - RESERVED
@@ -33,22 +33,6 @@ def hub(tmp_path_factory):
         api = HfApi(endpoint=endpoint)
         api.create_repo("budget/target")
         yield endpoint, api
-
-
-def _connect(endpoint: str, source: str = "127.0.0.1") -> socket.socket:
-    port = int(endpoint.rsplit(":", 1)[1])
-    try:
-        return socket.create_connection(("127.0.0.1", port), timeout=30, source_address=(source, 0))
-    except OSError as exc:
-        pytest.skip(f"cannot connect from {source} on this system ({exc})")
-
-
-def _read_until_closed(sock: socket.socket) -> bytes:
-    out = b""
-    with contextlib.suppress(ConnectionResetError):
-        while chunk := sock.recv(65536):
-            out += chunk
-    return out
 
 
 def _slow_commit_head(length: int) -> bytes:
