@@ -24,6 +24,12 @@ apart there is *which* connection goes when the budget is full, below.
   at once, and a complete request is being answered). Only when nothing can be shed is the new connection
   refused (503).
 
+What it cannot do: a local process that opens a new connection for every one closed, as fast as it can,
+keeps the kernel's accept queue full, and a well-behaved client's connection attempt then waits in (or is
+dropped from) that queue before this server ever sees it (``benchmarks/hub_hostile.py --reconnect``). That
+needs the operating system (a per-user connection limit in the firewall, or a socket only some users may
+open); it is the same with every guard off.
+
 Bookkeeping is O(1) per event (ordered dicts keyed by connection), so 16,000 held connections cost the
 same per byte as 16.
 """
