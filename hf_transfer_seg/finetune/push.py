@@ -153,7 +153,7 @@ def push_segmentation_model(result, repo_id: str, *, revision: str | None = None
             what=f"upload segmentation model to {repo_id}",
         )
     sha = hub.branch_sha(repo_id, revision or "main")
-    log.info("pushed segmentation model %s@%s (%s)", repo_id, revision or "main", sha[:10])
+    log.info("pushed segmentation model %s@%s (commit %s)", repo_id, revision or "main", sha)
     return {"repo": repo_id, "revision": revision or "main", "sha": sha}
 
 

@@ -162,7 +162,7 @@ def push_revision(
     if also_main:
         main_files = {path: local for path, local in files.items() if path != "README.md"}
         _commit_all(repo_id, "main", main_files, f"Latest weights: {message}", repo_type=repo_type, api=api)
-    log.info("pushed %s@%s (%s)", repo_id, name, sha[:10])
+    log.info("pushed %s@%s (commit %s)", repo_id, name, sha)
     return RevisionInfo(name=name, epoch=float(epoch), sha=sha)
 
 
