@@ -238,8 +238,10 @@ def headline_sentence(report: dict[str, Any]) -> str:
     n = report.get("noise") or {}
     if n.get("known"):
         gap = n.get("best_vs_last_gap_mean")
-        noise_text = (f"; seed SD of Dice {n['seed_sd']:.4f} ({n['num_seeds']} seeds), and the best-vs-last gap"
-                      f"{f' ({gap:.4f})' if gap is not None else ''} {'exceeds' if n['gap_exceeds_noise'] else 'is within'} seed noise")
+        null = f" (95th percentile {n['gap_null_q95']:.4f})" if n.get("gap_null_q95") is not None else ""
+        noise_text = (f"; seed SD of Dice {n['seed_sd']:.4f} ({n['num_seeds']} seeds), and the mean best-vs-last gap"
+                      f"{f' ({gap:.4f})' if gap is not None else ''} {'exceeds' if n['gap_exceeds_noise'] else 'is within'} "
+                      f"what seed noise alone gives that mean of maxima{null}")
     else:
         noise_text = f"; seed noise unknown ({n.get('reason', 'no seeds recorded')})"
     if not name:
