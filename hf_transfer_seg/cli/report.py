@@ -104,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
     from hf_transfer_seg.report.markdown import verdict_counts
 
     print("  verdicts: " + verdict_counts(report["predictors"]))
+    if report.get("table_csv_skipped"):
+        print(f"  table.csv: {report['table_csv_skipped']}")
     for warning in report.get("warnings", [])[:5]:
         print(f"  warning: {warning}")
     print("  " + report["headline_sentence"])

@@ -18,6 +18,7 @@ from hf_transfer_seg.report.markdown import APPENDIX, appendix, markdown, rule_l
 from hf_transfer_seg.report.pipeline import MAX_RULE_PREDICTORS, run_analysis
 
 SCHEMA_VERSION = 2
+TABLE_COPY_MAX_ROWS = 200_000  # table.csv (a copy of the analysed table) is written up to this many rows: ~1.5 s
 SELECTION_KEYS = ("predictor", "rule", "online", "params", "dice_lost_vs_last", "dice_lost_vs_oracle", "epochs_saved",
                   "chosen_epoch_mean", "cross_validated")
 SELECTION_EXTRA = ("dice_lost_vs_last_ci", "epochs_saved_ci", "n_series", "n_series_no_dice_at_choice", "n_clusters", "p_value",
@@ -122,6 +123,10 @@ def write_report(
         "warnings": analysis.get("warnings", []),
         "selection_skipped": analysis.get("selection_skipped", []),
         "appendix": APPENDIX if mode != "ranking" else None,
+        "table_csv": "table.csv" if len(df) <= TABLE_COPY_MAX_ROWS else None,
+        # a copy of a 10^6-row input costs more than the whole analysis; the input itself is the table
+        **({} if len(df) <= TABLE_COPY_MAX_ROWS else {"table_csv_skipped": f"{len(df):,} rows > {TABLE_COPY_MAX_ROWS:,}: no copy "
+                                                       "written (the input is the analysed table; report.json holds every figure)"}),
         **contract(analysis),
     }
     if mode == "ranking":
@@ -135,7 +140,8 @@ def write_report(
         (output / "report.md").write_text(markdown(analysis, title=title, source=source, primary=primary, why=why, plots=plots,
                                                    synthetic=synthetic))
         (output / APPENDIX).write_text(appendix(analysis, title=title))
-    df.to_csv(output / "table.csv", index=False)
+    if report["table_csv"]:
+        df.to_csv(output / "table.csv", index=False)
     return report
 
 
