@@ -160,3 +160,28 @@ def test_best_vs_last_gap_is_compared_with_the_same_mean_of_maxima_under_seed_no
     assert out["best_vs_last_gap_mean"] < old_yardstick and out["gap_exceeds_noise"]
     report = analyse(df, n_boot=0)  # the headline sentence states the like-with-like comparison
     assert report["noise"]["gap_exceeds_noise"] and "exceeds what seed noise alone gives that mean of maxima" in headline_sentence(report)
+
+
+def test_patience_vectorised_pass_makes_the_live_decisions():
+    """The report's one-pass Patience.apply against the live rule (should_stop on every prefix)."""
+    rng = np.random.default_rng(0)
+    for _ in range(3000):
+        n = int(rng.integers(1, 12))
+        values = rng.integers(0, 4, n).astype(float)
+        values[rng.random(n) < 0.2] = np.inf
+        values[rng.random(n) < 0.1] = np.nan
+        epochs = np.arange(n, dtype=float)
+        for p in (1, 2, 3):
+            rule = Patience(p)
+            live = next((i for i in range(n) if rule.should_stop(epochs[: i + 1], values[: i + 1], epochs[-1])), None)
+            out = rule.apply(epochs, values)
+            assert out.stop == live
+            assert out.chosen == rule.choose(epochs[: (n if live is None else live + 1)], values[: (n if live is None else live + 1)])
+
+
+def test_many_clusters_are_dealt_into_bounded_folds():
+    rows = [{"series": f"s{i}", "epoch": e, "dice": 70 + e / 30, SCORE: -min(e, 50)} for i in range(45) for e in EPOCHS]
+    report = analyse(pd.DataFrame(rows), n_boot=0, max_loss=1.0, headline=None)
+    cv = next(r for r in report["selection"] if r.get("tuned_to_cap"))["cross_validated"]
+    assert len(cv["params_per_group"]) == 20 and cv["n_series"] == 45  # 45 series (own clusters) in 20 folds
+    assert "20 folds of whole clusters" in report["stopping_sentence"]

@@ -18,11 +18,13 @@ Tuning objectives (:class:`Objective`): least mean Dice lost vs last (the defaul
 (``--max-loss``) the most epochs saved with a mean loss at or below the cap, in the table's Dice units.
 With ``group_by``, tunable rules are tuned leave-one-group-out with the same grid and objective as
 in-sample; with ``max_loss`` and no ``group_by``, leave-one-cluster-out (one pretraining run held out at a
-time), so the savings and loss under the cap are always out of sample. A fold trains on the other groups'
-series that share no cluster with the held-out group; where no such series exist (every run spans every
-group, e.g. leave-one-dataset-out on runs that were fine-tuned on every dataset), it trains on every
-series outside the held-out group, the held-out runs' series of other groups included, and the fold says
-so (``fold`` = ``"same_runs_other_groups"``): out of sample in the group, not in the pretraining run.
+time), so the savings and loss under the cap are always out of sample. More than :data:`MAX_FOLDS` groups
+are dealt into that many folds (:func:`deal_folds`), which bounds the cost on a 1,000-series table. A
+fold trains on the other groups' series that share no cluster with the held-out group; where no such
+series exist (every run spans every group, e.g. leave-one-dataset-out on runs that were fine-tuned on
+every dataset), it trains on every series outside the held-out group, the held-out runs' series of other
+groups included, and says so (``fold_per_group``: ``"same_runs_other_groups"``): out of sample in the
+group, not in the pretraining run.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from hf_transfer_seg.selection import (
 Series = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # name -> (epochs, oriented values, dice)
 TOP1_NAMES = ("top1", "imagenet_top1")
 CLUSTER_FOLDS = "cluster"  # the folds under --max-loss without --group-by
+MAX_FOLDS = 20  # more groups than this are dealt into this many folds (bounds tuning: folds x grid x series x checkpoints)
 MAX_FIXED_STOPS = 20  # fixed stops offered on a grid with more checkpoints (evenly spaced in the grid)
 TUNING_OBJECTIVE = "least mean Dice lost vs last over the tuning series (ties: most epochs saved, then the first in the grid)"
 
@@ -210,6 +213,16 @@ def candidates_of(rule: Rule, series: Series, runs: "Runs | None" = None) -> lis
     return rule.grid([v[1] for v in series.values()])
 
 
+def deal_folds(groups: dict[str, str], limit: int = MAX_FOLDS) -> dict[str, str]:
+    """series -> group, unchanged up to ``limit`` groups; beyond, the groups (sorted) are dealt round-robin
+    into ``limit`` folds named 'fold i/limit' (a group never splits), so tuning costs at most ``limit`` folds."""
+    names = sorted(set(groups.values()))
+    if len(names) <= limit:
+        return groups
+    fold = {g: f"fold {i % limit + 1}/{limit}" for i, g in enumerate(names)}
+    return {s: fold[g] for s, g in groups.items()}
+
+
 def _fold(test: Series, series: Series, groups: dict[str, str], g: str, cl: dict[str, str]) -> tuple[Series, str]:
     """The training series of the fold holding out group ``g``, and which kind of fold it is."""
     held = {cl.get(s, s) for s in test}
@@ -305,6 +318,8 @@ def selection_table(
         group_by = CLUSTER_FOLDS
         if len(set(groups.values())) < 2:
             groups = None
+    if groups is not None:
+        groups = deal_folds(groups)
     kw = dict(n_boot=n_boot, seed=seed, clusters=clusters)
     base = runs.series("epoch", HIGHER)
     last_epoch, grid = runs.grid()

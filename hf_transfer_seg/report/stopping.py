@@ -99,6 +99,8 @@ def _cap_part(table: list[dict[str, Any]], max_loss: float, scale: float) -> str
             if within else min(rules, key=lambda r: r["cross_validated"]["dice_lost_vs_last"]))
     c = best["cross_validated"]
     folds = "leave-one-cluster-out, one pretraining run at a time" if c["group_by"] == CLUSTER_FOLDS else f"leave-one-{c['group_by']}-out"
+    if any(str(g).startswith("fold ") for g in c.get("params_per_group", {})):
+        folds = f"{len(c['params_per_group'])} folds of whole {'clusters' if c['group_by'] == CLUSTER_FOLDS else c['group_by'] + ' groups'}"
     if c.get("trains_on_held_out_runs"):
         folds += f", training on the held-out runs' other-{c['group_by']} series"
     text = (f"; under --max-loss {max_loss:g} ({cap}), out of sample ({folds}), the best rule, "
