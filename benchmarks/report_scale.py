@@ -158,11 +158,12 @@ def main(argv=None) -> int:
             if not args.skip_baseline:
                 old_s, old_mb, old_ok, old_cpu = run(baseline, table, tmp / f"{name}-old", extra, args.timeout)
                 old = f"{old_s:.1f}s" if old_ok else f">= {args.timeout:.0f}s"
-                ratio = old_s / new_s
+                ratio = old_cpu / new_cpu if old_ok and old_cpu and new_cpu else old_s / new_s  # CPU: the host is shared
                 line += f" {old:>18} {old_cpu or 0:>7.1f} {old_mb or 0:>9.0f} {('' if old_ok else '>= ') + f'{ratio:.1f}x':>9}"
             print(line, flush=True)
         if big:
-            print("('!': this tree did not finish within the timeout; ratio = baseline seconds / this tree's seconds)")
+            print("('!': this tree did not finish within the timeout; ratio = baseline CPU seconds / this tree's CPU seconds, "
+                  "wall seconds where the baseline timed out)")
     return 0
 
 

@@ -87,7 +87,7 @@ def test_max_loss_tunes_for_savings_under_the_cap_out_of_sample():
     cv = fixed["cross_validated"]  # no --group-by: one pretraining run held out at a time
     assert cv["group_by"] == "cluster" and len(cv["params_per_group"]) == 8 and cv["within_cap"]
     assert cv["epochs_saved"] == pytest.approx(1 / 6) and cv["dice_lost_vs_last"] == pytest.approx(50 / 30)
-    assert "under --max-loss 2 (2.00 points), out of sample (leave-one-cluster-out" in report["stopping_sentence"]
+    assert "under --max-loss 2 points, out of sample (leave-one-cluster-out" in report["stopping_sentence"]
     assert "the fixed stop tuned the same way 17% at +1.67 points (within the cap)" in report["stopping_sentence"]
     tight = analyse(_late_gain_table(), n_boot=0, max_loss=0.0)
     assert next(r for r in tight["selection"] if r.get("tuned_to_cap"))["epochs_saved"] == 0  # only the last checkpoint loses nothing

@@ -21,13 +21,20 @@ from hf_transfer_seg.report.rules import CLUSTER_FOLDS
 PERCENT_SCALE = 1.0  # a table whose |Dice| never exceeds this is in fractions: amounts also shown in points (x 100)
 
 
-def dice_amount(value: float | None, scale: float) -> str:
-    """'+0.30 points' for a table in points; '+0.0030 Dice (+0.30 points)' for a table in fractions."""
+def dice_amount(value: float | None, scale: float, *, signed: bool = True) -> str:
+    """'+0.30 points' for a table in points; '+0.0030 Dice (+0.30 points)' for a table in fractions
+    (``signed=False``: no sign, for a magnitude)."""
     if value is None:
         return "n/a"
+    sign = "+" if signed else ""
     if scale <= PERCENT_SCALE:
-        return f"{value:+.4f} Dice ({100 * value:+.2f} points)"
-    return f"{value:+.2f} points"
+        return f"{value:{sign}.4f} Dice ({100 * value:{sign}.2f} points)"
+    return f"{value:{sign}.2f} points"
+
+
+def share(x: float) -> str:
+    """'47%'; one decimal near the ends, so 99.8 % never reads as 100 % (nor 0.2 % as 0 %)."""
+    return f"{x:.1%}" if (0 < x < 0.005 or 0.995 < x < 1) else f"{x:.0%}"
 
 
 def short_label(r: dict[str, Any], *, params: bool = True) -> str:
@@ -65,7 +72,7 @@ def _beats_part(table: list[dict[str, Any]], scale: float, unit: str) -> str:
     best = min(winners or rows, key=lambda r: r["equal_savings"]["difference"])
     e = best["equal_savings"]
     k = e.get("n_clusters") or 0
-    saved = f"saving {e['epochs_saved']:.0%} of the epochs"
+    saved = f"saving {share(e['epochs_saved'])} of the epochs"
     if winners:
         ci = e.get("difference_ci_corrected")
         ci_text = f", corrected interval [{dice_amount(ci[0], scale)}, {dice_amount(ci[1], scale)}]" if ci else ""
@@ -81,7 +88,7 @@ def _beats_part(table: list[dict[str, Any]], scale: float, unit: str) -> str:
     if info and not info.get("attainable"):
         why += (f"; with {k} {unit} no corrected comparison is attainable: a two-sided signed-rank test cannot go below "
                 f"2/2^{k} = {info['smallest_p']:.2g}, above the {info['needed_p']:.2g} needed")
-    amount = dice_amount(e["difference"], scale) if worse else dice_amount(abs(e["difference"]), scale).lstrip("+")
+    amount = dice_amount(e["difference"], scale) if worse else dice_amount(abs(e["difference"]), scale, signed=False)
     return (f"No online rule beats the fixed stop that saves as much: best, {short_label(best)} ({saved}), "
             f"{amount} {'worse' if worse else 'better'} ({why})")
 
@@ -91,9 +98,9 @@ def _cap_part(table: list[dict[str, Any]], max_loss: float, scale: float) -> str
              and r["cross_validated"].get("epochs_saved") is not None]
     rules = [r for r in tuned if r["predictor"] != "epoch"]
     fixed = next((r for r in tuned if r["predictor"] == "epoch"), None)
-    cap = dice_amount(max_loss, scale).lstrip("+")
+    cap = f"{max_loss:g}" + (f" = {100 * max_loss:.2f} points" if scale <= PERCENT_SCALE else " points")
     if not rules:
-        return f"; under --max-loss {max_loss:g} no online rule could be tuned out of sample"
+        return f"; under --max-loss {cap} no online rule could be tuned out of sample"
     within = [r for r in rules if r["cross_validated"]["within_cap"]]
     best = (max(within, key=lambda r: (r["cross_validated"]["epochs_saved"], -r["cross_validated"]["dice_lost_vs_last"]))
             if within else min(rules, key=lambda r: r["cross_validated"]["dice_lost_vs_last"]))
@@ -103,12 +110,12 @@ def _cap_part(table: list[dict[str, Any]], max_loss: float, scale: float) -> str
         folds = f"{len(c['params_per_group'])} folds of whole {'clusters' if c['group_by'] == CLUSTER_FOLDS else c['group_by'] + ' groups'}"
     if c.get("trains_on_held_out_runs"):
         folds += f", training on the held-out runs' other-{c['group_by']} series"
-    text = (f"; under --max-loss {max_loss:g} ({cap}), out of sample ({folds}), the best rule, "
-            f"{short_label(best, params=False)} tuned to the cap, saves {c['epochs_saved']:.0%} of the epochs at a loss of "
+    text = (f"; under --max-loss {cap}, out of sample ({folds}), the best rule, "
+            f"{short_label(best, params=False)} tuned to the cap, saves {share(c['epochs_saved'])} of the epochs at a loss of "
             f"{dice_amount(c['dice_lost_vs_last'], scale)} ({'within' if c['within_cap'] else 'over'} the cap)")
     if fixed is not None:
         f = fixed["cross_validated"]
-        text += (f", the fixed stop tuned the same way {f['epochs_saved']:.0%} at {dice_amount(f['dice_lost_vs_last'], scale)}"
+        text += (f", the fixed stop tuned the same way {share(f['epochs_saved'])} at {dice_amount(f['dice_lost_vs_last'], scale)}"
                  f" ({'within' if f['within_cap'] else 'over'} the cap)")
     return text
 
