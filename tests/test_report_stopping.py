@@ -109,6 +109,7 @@ def test_leave_one_dataset_out_with_crossed_datasets_trains_on_the_other_dataset
     assert done.returncode == 0, done.stderr
     md, grid = (out / "report.md").read_text(), (out / "report-appendix.md").read_text()
     assert "folds early, late train on the held-out runs' other-dataset series" in grid and "no fold for" not in grid
+    assert "-inf" not in md + grid and "+inf" not in md + grid and "no corrected CI: 8 clusters reach 99.2% at most" in grid
     assert not list(out.glob("*.png")) and "## Plots" not in md  # --no-plots
     assert done.stdout.strip().splitlines()[-1].strip() == json.loads((out / "report.json").read_text())["stopping_sentence"]
     assert f"**Stopping:** {report['stopping_sentence']}" in md
