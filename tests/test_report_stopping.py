@@ -186,3 +186,17 @@ def test_many_clusters_are_dealt_into_bounded_folds():
     cv = next(r for r in report["selection"] if r.get("tuned_to_cap"))["cross_validated"]
     assert len(cv["params_per_group"]) == 20 and cv["n_series"] == 45  # 45 series (own clusters) in 20 folds
     assert "20 folds of whole clusters" in report["stopping_sentence"]
+
+
+def test_plots_of_many_series_are_drawn_as_collections(tmp_path):
+    from PIL import Image
+
+    from hf_transfer_seg.report.plots import LEGEND_SERIES, make_plots
+
+    df = _late_gain_table(runs=10)  # 20 series: beyond the legend, one collection per plot
+    assert df["series"].nunique() > LEGEND_SERIES
+    plots = make_plots(df, SCORE, tmp_path, spearman=0.5)
+    assert set(plots) == {"dice_vs_epoch", "score_vs_epoch", "score_vs_dice"}
+    for name in plots.values():
+        with Image.open(tmp_path / name) as image:
+            assert image.size == (660, 440) or image.size == (550, 440)
