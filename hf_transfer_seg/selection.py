@@ -190,10 +190,22 @@ class Patience(Rule):
 
     def apply(self, epochs, values, dice=None) -> Outcome:
         """One pass (the generic walk re-reads every prefix: quadratic on a long run); same decisions as
-        :meth:`should_stop` on each prefix."""
+        :meth:`should_stop` on each prefix. Without ``min_delta`` the best value is the running minimum, so
+        the pass is vectorised (numpy): a 10^6-checkpoint table in well under a second per rule."""
         epochs, values = np.asarray(epochs, float), np.asarray(values, float)
         if len(epochs) == 0:
             raise ValueError("no checkpoints")
+        if not self.min_delta:
+            n = len(values)
+            v = np.where(np.isfinite(values), values, np.inf)  # a missing value is never an improvement
+            idx = np.arange(n)
+            improved = np.r_[True, v[1:] < np.minimum.accumulate(v)[:-1]]
+            since = idx - np.maximum.accumulate(np.where(improved, idx, 0))
+            hits = np.nonzero(since >= self.patience)[0]
+            if len(hits):
+                i = int(hits[0])
+                return Outcome(self.choose(epochs[: i + 1], values[: i + 1]), i)
+            return Outcome(self.choose(epochs, values), None)
         best, since = float(values[0]), 0
         for i in range(1, len(values)):
             v = float(values[i])

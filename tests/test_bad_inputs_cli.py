@@ -94,6 +94,7 @@ NUMERIC = [
     *[(REPORT, "--tolerance", v) for v in ("nan", "-0.1", "2", "inf")],
     (REPORT, "--seed", "-1"),
     (REPORT, "--patience", "0"),
+    *[(REPORT, "--max-loss", v) for v in ("-0.5", "nan", "inf", "-inf", "x")],
     # others
     (["push-pending", "--output-dir", "x", "--repo-id", "local/x"], "--attempts", "0"),
     (["push-pending", "--output-dir", "x", "--repo-id", "local/x"], "--retry-delay", "nan"),

@@ -204,11 +204,12 @@ def test_pure_noise_40_predictors_6_series_no_predicts_and_no_corrected_claim():
     online = [r for r in report["selection"] if r["online"] and r["predictor"] != "epoch"]
     assert len(online) == 40
     for r in online:
-        lo, hi = r["dice_lost_vs_last_ci_corrected"]
-        assert lo <= 0 <= hi and r["claim"] == "no difference shown" and r["exploratory"]
+        # 6 clusters cannot reach the corrected level: no interval (never [-inf, +inf]) and no claim, the level stated
+        assert r["dice_lost_vs_last_ci_corrected"] is None and r["exploratory"]
+        assert not r["corrected_attainable"]["attainable"] and r["corrected_attainable"]["smallest_p"] == pytest.approx(2 / 2 ** 6)
+        assert r["claim"].startswith("no corrected claim: not attainable with 6 clusters")
         e = r["equal_savings"]
-        assert e["difference_ci_corrected"][0] <= 0 <= e["difference_ci_corrected"][1]
-        assert e["rule_vs_fixed"] == "no difference shown"
+        assert e["difference_ci_corrected"] is None and e["rule_vs_fixed"].startswith("no corrected claim")
     uncorrected = sum(1 for r in online if r["dice_lost_vs_last_ci"] and (r["dice_lost_vs_last_ci"][1] < 0 or r["dice_lost_vs_last_ci"][0] > 0))
     assert r["p_adjusted"] >= r["p_value"] and uncorrected >= 0
 
@@ -245,17 +246,19 @@ def test_equal_savings_interpolates_between_checkpoints():
     assert e["dice_lost_vs_last"] == pytest.approx(0.7 - (0.6 + 0.1 / 3))
 
 
-def test_leave_one_group_out_never_trains_on_the_held_out_runs():
+def test_leave_one_group_out_trains_on_other_runs_where_it_can_and_says_when_it_cannot():
     df = _runs_table(per_run=4)
     df["robustness:x"] = -df["top1"] + np.random.default_rng(0).normal(0, 0.05, len(df))
     report = analyse(df, group_by="dataset", n_boot=0)
     cv = next(r for r in report["selection"] if r["predictor"] == "top1" and r["rule"] == "patience")["cross_validated"]
-    # every run has series in every dataset: no fold can hold out the runs' curves
-    assert cv["groups_without_fold"] == ["d0", "d1"] and cv["n_series"] == 0
+    # every run has series in every dataset: the folds keep the held-out runs' other-dataset series, and say so
+    assert cv["groups_without_fold"] == [] and cv["n_series"] == 24
+    assert cv["trains_on_held_out_runs"] == ["d0", "d1"] and set(cv["fold_per_group"].values()) == {"same_runs_other_groups"}
     assert cv["objective"] == report["settings"]["tuning_objective"]
     by_model = analyse(df, group_by="model", n_boot=0)
     cv = next(r for r in by_model["selection"] if r["predictor"] == "top1" and r["rule"] == "patience")["cross_validated"]
     assert cv["groups_without_fold"] == [] and cv["n_series"] == 24 and set(cv["params_per_group"]) == {"m0", "m1", "m2"}
+    assert cv["trains_on_held_out_runs"] == [] and set(cv["fold_per_group"].values()) == {"other_runs"}
 
 
 # --- seeds and bad values ---------------------------------------------------------------------------------

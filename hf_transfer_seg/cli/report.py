@@ -50,6 +50,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--patience", type=T.bounded_int(1, 1_000_000), default=2, help="'patience' rule: checkpoints without improvement before stopping")
     p.add_argument("--bootstrap", type=T.bounded_int(0, 100_000), default=2000, help="bootstrap resamples (over clusters, see --cluster-by) for intervals")
     p.add_argument("--seed", type=T.bounded_int(0, T.MAX_SEED), default=0, help="bootstrap seed")
+    p.add_argument("--max-loss", type=T.finite_float(0.0), default=None, metavar="POINTS",
+                   help="tune stopping rules for the most epochs saved with mean Dice lost vs last <= POINTS (the table's Dice "
+                        "units), out of sample (--group-by folds, else one pretraining run held out at a time); default: least loss")
+    p.add_argument("--no-plots", action="store_true", help="skip the plots (and matplotlib's import): the fastest report")
     p.set_defaults(func=run)
 
 
@@ -91,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
         higher=_names(args.higher_is_better), headline=args.headline, group_by=args.group_by, tolerance=args.tolerance,
         patience=args.patience, n_boot=args.bootstrap, seed=args.seed, cluster_by=cluster_by, min_effect=args.min_effect,
         max_rule_predictors=args.max_rule_predictors, mode="ranking" if args.results_repo else "checkpoints",
+        max_loss=args.max_loss, plots=not args.no_plots,
     )
     print(f"wrote {args.output}/report.md and report.json ({report['n_series']} series, {report['n_rows']} {'models' if args.results_repo else 'checkpoints'} with Dice)")
     if report["undeclared"]:
@@ -99,7 +104,11 @@ def run(args: argparse.Namespace) -> int:
     from hf_transfer_seg.report.markdown import verdict_counts
 
     print("  verdicts: " + verdict_counts(report["predictors"]))
+    if report.get("table_csv_skipped"):
+        print(f"  table.csv: {report['table_csv_skipped']}")
     for warning in report.get("warnings", [])[:5]:
         print(f"  warning: {warning}")
     print("  " + report["headline_sentence"])
+    if report.get("stopping_sentence"):
+        print("  " + report["stopping_sentence"])
     return 0

@@ -63,7 +63,7 @@ def _noise_cell(sn: dict | None) -> str:
         return "–"
     if sn.get("exceeds") is None:
         return "seed noise unknown"
-    return "exceeds seed noise" if sn["exceeds"] else f"within seed noise (2 SE = {sn['threshold']:.4f})"
+    return ("exceeds" if sn["exceeds"] else "within") + f" seed noise ({sn['threshold']:.4f}: {sn.get('against', '2 SE')})"
 
 
 def _equal_cell(e: dict | None) -> str:
@@ -71,25 +71,48 @@ def _equal_cell(e: dict | None) -> str:
         return "–"
     lo, hi = e["between_epochs"]
     where = f"epoch {e['epoch']:.4g}" + (f" (between {lo:g} and {hi:g})" if lo != hi else "")
+    k = e.get("n_clusters")
+    runs = f" (worse in {e.get('n_clusters_rule_worse')} of {k} clusters)" if k else ""
     return (f"{where}: lost {_f(e['dice_lost_vs_last'], '+.4f')}; rule − fixed {_f(e['difference'], '+.4f')}"
-            f"{_ci(e.get('difference_ci_corrected'), '+.4f')}: {e.get('rule_vs_fixed', 'not testable')}")
+            f"{_ci(e.get('difference_ci_corrected'), '+.4f')}{runs}: {e.get('rule_vs_fixed', 'not testable')}")
+
+
+def _corrected_note(r: dict[str, Any]) -> str:
+    """' [no corrected CI: 6 clusters]' where the corrected level is not attainable (never [-inf, +inf])."""
+    info = r.get("corrected_attainable")
+    if "dice_lost_vs_last_ci_corrected" in r and r["dice_lost_vs_last_ci_corrected"] is None and info and info.get("clusters"):
+        return f" [no corrected CI: {info['clusters']} clusters reach {info['attainable_level']:.1%} at most]"
+    return ""
+
+
+def _fold_note(c: dict[str, Any]) -> str:
+    """How the out-of-sample folds were built, where it matters."""
+    notes = []
+    if c.get("trains_on_held_out_runs"):
+        notes.append(f"folds {', '.join(c['trains_on_held_out_runs'])} train on the held-out runs' other-{c['group_by']} series "
+                     "(every run spans every group: out of sample in the group, not in the run)")
+    if c.get("groups_without_fold"):
+        notes.append("no fold for " + ", ".join(c["groups_without_fold"]))
+    if c.get("max_loss") is not None:
+        notes.append(f"{'within' if c.get('within_cap') else 'over'} the cap {c['max_loss']:g}")
+    return "; " + "; ".join(notes) if notes else ""
 
 
 def selection_markdown(selection: list[dict[str, Any]], settings: dict[str, Any]) -> list[str]:
     """A selection table: rule, Dice lost vs last with its (corrected) interval, saved, the fixed stop
     saving the same share, seed noise, and with --group-by the in-sample and out-of-sample tuned figures."""
-    cv = any(r.get("cross_validated") for r in selection)
+    cv = next((r["cross_validated"] for r in selection if r.get("cross_validated")), None)
     head = ("| predictor | rule | online | Dice lost vs last (mean) [corrected CI] | vs oracle | epochs saved | chosen epoch (mean) "
             "| fixed stop saving the same share | gain vs seed noise |")
     sep = "|---|---|---|---|---|---|---|---|---|"
     if cv:
-        head += f" tuned in-sample / out-of-sample ({settings.get('group_by')}): lost vs last, saved |"
+        head += f" tuned in-sample / out-of-sample (leave-one-{cv['group_by']}-out): lost vs last, saved |"
         sep += "---|"
     lines = [head, sep]
     for r in selection:
         ci = r.get("dice_lost_vs_last_ci_corrected") if "dice_lost_vs_last_ci_corrected" in r else r.get("dice_lost_vs_last_ci")
         line = (f"| {r['predictor']} | {rule_label(r)} | {'online' if r['online'] else 'hindsight'} | "
-                f"{_f(r['dice_lost_vs_last'], '+.4f')}{_ci(ci, '+.4f')} | {_f(r['dice_lost_vs_oracle'], '.4f')} | "
+                f"{_f(r['dice_lost_vs_last'], '+.4f')}{_ci(ci, '+.4f')}{_corrected_note(r)} | {_f(r['dice_lost_vs_oracle'], '.4f')} | "
                 f"{_f(r['epochs_saved'], '.0%')} | {_f(r['chosen_epoch_mean'], '.4g')}{_no_dice_note(r.get('n_series_no_dice_at_choice'))} | "
                 f"{_equal_cell(r.get('equal_savings'))} | {_noise_cell(r.get('seed_noise'))} |")
         if cv:
@@ -98,7 +121,7 @@ def selection_markdown(selection: list[dict[str, Any]], settings: dict[str, Any]
                 i = c["in_sample_tuned"]
                 line += (f" in: {_params(i['params'])} → {_f(i['dice_lost_vs_last'], '+.4f')}, {_f(i['epochs_saved'], '.0%')}; "
                          f"out: {_f(c['dice_lost_vs_last'], '+.4f')}{_ci(c.get('dice_lost_vs_last_ci'), '+.4f')}, {_f(c['epochs_saved'], '.0%')}"
-                         f"{'; no fold for ' + ', '.join(c['groups_without_fold']) if c.get('groups_without_fold') else ''} |")
+                         f"{_fold_note(c)} |")
             else:
                 line += " – |"
         lines.append(line)
@@ -155,6 +178,8 @@ def markdown(analysis: dict[str, Any], *, title: str, source: str, primary: str 
               "else \"tracks training length only\". The headline predictor "
               f"({analysis.get('headline_requested') or HEADLINE}) was declared in advance and is tested alone; every other "
               "predictor is exploratory (Holm). Intervals: BCa bootstrap resampling clusters.", ""]
+    if analysis.get("stopping_sentence"):
+        lines += [f"**Stopping:** {analysis['stopping_sentence']}", ""]
     base = analysis["epoch_baseline"]
     lines += ["## Baselines", "",
               f"Training length alone (epoch) has mean Spearman {_f(base['mean_spearman'])}{_ci(base['mean_spearman_ci'])} with Dice.", ""]
@@ -164,7 +189,9 @@ def markdown(analysis: dict[str, Any], *, title: str, source: str, primary: str 
     if key:
         lines += ["Positive = Dice lost against always training to the end. Hindsight rules only choose a checkpoint of a finished "
                   "run and save nothing. Corrected CI: Bonferroni-level signed-rank interval over cluster means, over every rule of "
-                  "the table (an unbounded interval: too few clusters for that level); a claim is made only where it excludes 0. "
+                  "the table, shown only where that level is attainable with this many clusters (with K clusters a two-sided "
+                  "signed-rank test cannot go below p = 2/2^K; elsewhere the attainable level is stated); a claim is made only "
+                  "where the corrected interval excludes 0. "
                   f"Tuning objective: {s['tuning_objective']}.", ""]
         lines += selection_markdown(key, s)
     else:
@@ -180,7 +207,10 @@ def markdown(analysis: dict[str, Any], *, title: str, source: str, primary: str 
     if n["known"]:
         lines.append(f"Seed SD of Dice per checkpoint (pooled over {n['checkpoints_with_seeds']} checkpoints, >= {n['num_seeds']} seeds): "
                      f"{n['seed_sd']:.4f}; SE of a difference between two checkpoints: {n['se_of_difference']:.4f}. A claimed gain "
-                     "\"exceeds seed noise\" when it is larger than twice that SE.")
+                     "\"exceeds seed noise\" when a mean of n paired differences is larger than twice its own SE under seed noise "
+                     "(that SE / sqrt(n)); the oracle's gain, a mean of per-series maxima, is compared with the same mean of maxima "
+                     "under seed noise alone" + (f" (95th percentile {n['gap_null_q95']:.4f}; observed {n['best_vs_last_gap_mean']:.4f})"
+                                                   if n.get("gap_null_q95") is not None else "") + ".")
     else:
         lines.append(f"Seed noise unknown: {n['reason']}. Gains may be seed noise; fine-tune with several seeds (`sweep --seeds`) "
                      "or give the table a seed column.")

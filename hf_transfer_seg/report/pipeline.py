@@ -16,9 +16,10 @@ from hf_transfer_seg.report.analysis import (
     ALPHA, HEADLINE, MIN_CLUSTERS, MIN_EFFECT, MIN_POINTS, MIN_SERIES, clusters_of, correlations, default_cluster_columns,
     noise, table_warnings, verdicts,
 )
-from hf_transfer_seg.report.compare import correct, equal_savings, mark_seed_noise
+from hf_transfer_seg.report.compare import best_vs_last_noise, correct, equal_savings, mark_seed_noise
 from hf_transfer_seg.report.correlate import per_series
-from hf_transfer_seg.report.rules import TUNING_OBJECTIVE, Runs, rule_predictors, selection_table
+from hf_transfer_seg.report.rules import Objective, Runs, rule_predictors, selection_table
+from hf_transfer_seg.report.stopping import stopping_sentence
 from hf_transfer_seg.report.table import predictor_columns
 from hf_transfer_seg.selection import HIGHER, resolve_directions
 
@@ -46,6 +47,7 @@ def run_analysis(
     max_rule_predictors: int | None = MAX_RULE_PREDICTORS,
     n_boot: int = 2000,
     seed: int = 0,
+    max_loss: float | None = None,
 ) -> dict[str, Any]:
     cluster_cols = list(cluster_by) if cluster_by is not None else default_cluster_columns(df)
     exclude = set(cluster_cols) | ({group_by} if group_by else set())
@@ -66,22 +68,23 @@ def run_analysis(
     with _bar(len(chosen), "selection rules") as bar:
         table = selection_table(run, directions, tolerance=tolerance, patience=patience, group_by=group_by, clusters=clusters,
                                 headline=headline, max_predictors=max_rule_predictors, n_boot=n_boot, seed=seed, runs=runs,
-                                progress=bar.update)
+                                progress=bar.update, max_loss=max_loss)
     for row in table:
         if row["online"] and row["predictor"] != "epoch":
             row["equal_savings"] = equal_savings(row, runs, clusters=clusters, n_boot=n_boot, seed=seed)
     correction = correct(table, alpha=ALPHA)
     noise_info = noise(scored)
+    noise_info.update(best_vs_last_noise(scored, noise_info, seed=seed))  # like with like (see compare.best_vs_last_noise)
     mark_seed_noise(table, noise_info)
     n_clusters = len({clusters.get(s, s) for s in names})
-    return {
+    out = {
         "settings": {"tolerance": tolerance, "patience": patience, "bootstrap": n_boot, "seed": seed, "min_points": MIN_POINTS,
                      "min_series": MIN_SERIES, "min_clusters": MIN_CLUSTERS, "min_effect": min_effect, "alpha": ALPHA,
                      "test": "one-sided Wilcoxon signed-rank over cluster means of the per-series Spearman",
                      "correction": "Holm over exploratory predictors", "group_by": group_by, "cluster_by": cluster_cols,
                      "interval": "BCa bootstrap resampling clusters (scipy.stats.bootstrap)",
-                     "tuning_objective": TUNING_OBJECTIVE, "selection_correction": correction,
-                     "max_rule_predictors": max_rule_predictors},
+                     "tuning_objective": Objective(max_loss).text, "selection_correction": correction,
+                     "max_rule_predictors": max_rule_predictors, "max_loss": max_loss},
         "headline": headline if headline in corrs else None,
         "headline_requested": headline,
         "undeclared": [n for n, d in directions.items() if d is None],
@@ -97,3 +100,6 @@ def run_analysis(
         "selection": table,
         "selection_skipped": skipped,
     }
+    scale = float(pd.to_numeric(scored["dice"], errors="coerce").abs().max()) if len(scored) else 1.0
+    out["stopping_sentence"] = stopping_sentence(table, out["settings"], scale=scale)
+    return out

@@ -12,13 +12,24 @@ Means come with BCa intervals that resample *clusters* (:mod:`hf_transfer_seg.re
 two-sided Wilcoxon p-value over cluster means. Baselines: a fixed stop at every checkpoint of the grid
 (named by the epoch it really stops at), the last checkpoint, the oracle. Beside every online rule: the
 fixed stop that saves the same share of epochs (interpolated between checkpoints) and whether the rule
-beats it (:mod:`hf_transfer_seg.report.compare`). With ``group_by``, tunable rules are tuned
-leave-one-group-out with the same grid and objective as in-sample (:data:`TUNING_OBJECTIVE`); a fold
-never trains on a series that shares a cluster (pretraining run) with the held-out group.
+beats it (:mod:`hf_transfer_seg.report.compare`).
+
+Tuning objectives (:class:`Objective`): least mean Dice lost vs last (the default), or with ``max_loss``
+(``--max-loss``) the most epochs saved with a mean loss at or below the cap, in the table's Dice units.
+With ``group_by``, tunable rules are tuned leave-one-group-out with the same grid and objective as
+in-sample; with ``max_loss`` and no ``group_by``, leave-one-cluster-out (one pretraining run held out at a
+time), so the savings and loss under the cap are always out of sample. More than :data:`MAX_FOLDS` groups
+are dealt into that many folds (:func:`deal_folds`), which bounds the cost on a 1,000-series table. A
+fold trains on the other groups' series that share no cluster with the held-out group; where no such
+series exist (every run spans every group, e.g. leave-one-dataset-out on runs that were fine-tuned on
+every dataset), it trains on every series outside the held-out group, the held-out runs' series of other
+groups included, and says so (``fold_per_group``: ``"same_runs_other_groups"``): out of sample in the
+group, not in the pretraining run.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -32,8 +43,32 @@ from hf_transfer_seg.selection import (
 
 Series = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # name -> (epochs, oriented values, dice)
 TOP1_NAMES = ("top1", "imagenet_top1")
+CLUSTER_FOLDS = "cluster"  # the folds under --max-loss without --group-by
+MAX_FOLDS = 20  # more groups than this are dealt into this many folds (bounds tuning: folds x grid x series x checkpoints)
 MAX_FIXED_STOPS = 20  # fixed stops offered on a grid with more checkpoints (evenly spaced in the grid)
 TUNING_OBJECTIVE = "least mean Dice lost vs last over the tuning series (ties: most epochs saved, then the first in the grid)"
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What tuning optimises: least mean loss (``max_loss`` None), or the most mean epochs saved with mean
+    Dice lost vs last <= ``max_loss`` (ties: least loss; no candidate within the cap: the least loss)."""
+
+    max_loss: float | None = None
+
+    @property
+    def text(self) -> str:
+        if self.max_loss is None:
+            return TUNING_OBJECTIVE
+        return (f"most mean epochs saved with mean Dice lost vs last <= {self.max_loss:g} (the table's Dice units) over the "
+                "tuning series (ties: least loss, then the first in the grid; no candidate within the cap: the least loss)")
+
+    def key(self, lost: float, saved: float) -> tuple:
+        lost, saved = round(lost, 12), round(saved, 12)
+        if self.max_loss is None:
+            return (lost, -saved)
+        within = lost <= self.max_loss + 1e-12
+        return (0, -saved, lost) if within else (1, lost, -saved)
 
 
 class Runs:
@@ -142,15 +177,15 @@ def summarise(rows: dict[str, dict], *, n_boot: int, seed: int, clusters: dict[s
     }
 
 
-def tune(candidates: list[Rule], series: Series) -> Rule:
-    """The candidate that is best by :data:`TUNING_OBJECTIVE` on ``series``; a candidate that chooses a
-    checkpoint nobody fine-tuned cannot be judged and is never tuned to."""
+def tune(candidates: list[Rule], series: Series, objective: Objective = Objective()) -> Rule:
+    """The candidate that is best by ``objective`` on ``series``; a candidate that chooses a checkpoint
+    nobody fine-tuned cannot be judged and is never tuned to."""
     best, key = candidates[0], None
     for rule in candidates:
         rows = evaluate(rule, series)
         if len(rows) < len(series) or not rows:
             continue
-        k = (round(_mean(rows, "lost_vs_last"), 12), -round(_mean(rows, "epochs_saved"), 12))
+        k = objective.key(_mean(rows, "lost_vs_last"), _mean(rows, "epochs_saved"))
         if key is None or k < key:
             best, key = rule, k
     return best
@@ -170,35 +205,70 @@ def groups_of(df: pd.DataFrame, column: str, flag: str = "--group-by") -> dict[s
     return out
 
 
+def candidates_of(rule: Rule, series: Series, runs: "Runs | None" = None) -> list[Rule]:
+    """The grid tuning tries for ``rule``: its own grid, and for a fixed stop every fixed stop of the grid."""
+    if isinstance(rule, FixedFraction) and runs is not None:
+        last, grid = runs.grid()
+        return [FixedFraction(e / last) for e in grid] + [Last()] if last > 0 else [rule]
+    return rule.grid([v[1] for v in series.values()])
+
+
+def deal_folds(groups: dict[str, str], limit: int = MAX_FOLDS) -> dict[str, str]:
+    """series -> group, unchanged up to ``limit`` groups; beyond, the groups (sorted) are dealt round-robin
+    into ``limit`` folds named 'fold i/limit' (a group never splits), so tuning costs at most ``limit`` folds."""
+    names = sorted(set(groups.values()))
+    if len(names) <= limit:
+        return groups
+    fold = {g: f"fold {i % limit + 1}/{limit}" for i, g in enumerate(names)}
+    return {s: fold[g] for s, g in groups.items()}
+
+
+def _fold(test: Series, series: Series, groups: dict[str, str], g: str, cl: dict[str, str]) -> tuple[Series, str]:
+    """The training series of the fold holding out group ``g``, and which kind of fold it is."""
+    held = {cl.get(s, s) for s in test}
+    strict = {s: v for s, v in series.items() if groups.get(s) != g and cl.get(s, s) not in held}
+    if strict:
+        return strict, "other_runs"
+    return {s: v for s, v in series.items() if groups.get(s) != g and s in groups}, "same_runs_other_groups"
+
+
 def cross_validate(rule: Rule, series: Series, groups: dict[str, str], column: str, *, clusters: dict[str, str] | None,
-                   n_boot: int, seed: int, display: Callable) -> dict[str, Any]:
+                   n_boot: int, seed: int, display: Callable, objective: Objective = Objective(),
+                   runs: "Runs | None" = None) -> dict[str, Any]:
     """Leave-one-group-out: tune on the other groups' series that share no cluster (pretraining run) with
-    the held-out group, apply to the held-out group. The in-sample figures use the same grid and objective."""
+    the held-out group (else, see the module's docstring, on every series outside the group), apply to the
+    held-out group. The in-sample figures use the same grid and objective."""
     rows: dict[str, dict] = {}
     chosen: dict[str, dict] = {}
+    folds: dict[str, str] = {}
     skipped: list[str] = []
     cl = clusters or {}
     for g in sorted({groups[s] for s in series if s in groups}):
         test = {s: v for s, v in series.items() if groups.get(s) == g}
-        held = {cl.get(s, s) for s in test}
-        train = {s: v for s, v in series.items() if groups.get(s) != g and cl.get(s, s) not in held}
         if not test:
             continue
+        train, kind = _fold(test, series, groups, g, cl)
         if not train:
             skipped.append(g)
             continue
-        tuned = tune(rule.grid([v[1] for v in train.values()]), train)
+        tuned = tune(candidates_of(rule, train, runs), train, objective)
         chosen[g] = display(tuned)
+        folds[g] = kind
         rows.update(evaluate(tuned, test))
     s = summarise(rows, n_boot=n_boot, seed=seed, clusters=clusters)
-    best_in = tune(rule.grid([v[1] for v in series.values()]), series)
+    best_in = tune(candidates_of(rule, series, runs), series, objective)
     inside = summarise(evaluate(best_in, series), n_boot=0, seed=seed, clusters=clusters)
-    return {"group_by": column, "objective": TUNING_OBJECTIVE, "dice_lost_vs_last": s["dice_lost_vs_last"],
-            "dice_lost_vs_last_ci": s["dice_lost_vs_last_ci"], "epochs_saved": s["epochs_saved"],
-            "epochs_saved_ci": s["epochs_saved_ci"], "params_per_group": chosen, "n_series": s["n_series"],
-            "groups_without_fold": skipped,
-            "in_sample_tuned": {"params": display(best_in), "dice_lost_vs_last": inside["dice_lost_vs_last"],
-                                "epochs_saved": inside["epochs_saved"]}}
+    out = {"group_by": column, "objective": objective.text, "dice_lost_vs_last": s["dice_lost_vs_last"],
+           "dice_lost_vs_last_ci": s["dice_lost_vs_last_ci"], "epochs_saved": s["epochs_saved"],
+           "epochs_saved_ci": s["epochs_saved_ci"], "params_per_group": chosen, "n_series": s["n_series"],
+           "groups_without_fold": skipped, "fold_per_group": folds,
+           "trains_on_held_out_runs": sorted(g for g, k in folds.items() if k == "same_runs_other_groups"),
+           "in_sample_tuned": {"params": display(best_in), "dice_lost_vs_last": inside["dice_lost_vs_last"],
+                               "epochs_saved": inside["epochs_saved"]}}
+    if objective.max_loss is not None:
+        out["max_loss"] = objective.max_loss
+        out["within_cap"] = s["dice_lost_vs_last"] is not None and s["dice_lost_vs_last"] <= objective.max_loss + 1e-12
+    return out
 
 
 def _row(predictor: str, rule: Rule, params: dict, series: Series, *, n_boot: int, seed: int, clusters, cv=None, **extra) -> dict[str, Any]:
@@ -233,13 +303,23 @@ def selection_table(
     seed: int = 0,
     runs: Runs | None = None,
     progress: Callable | None = None,
+    max_loss: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Baselines first (a fixed stop at every checkpoint of the grid, last, oracle), then every rule of the
-    predictors with a known direction (at most ``max_predictors`` of them)."""
+    """Baselines first (a fixed stop at every checkpoint of the grid, last, oracle; with ``max_loss`` also
+    the fixed stop tuned to the cap), then every rule of the predictors with a known direction (at most
+    ``max_predictors`` of them)."""
     runs = runs or Runs(df)
     groups = groups_of(df, group_by) if group_by else None
     if groups is not None and len(set(groups.values())) < 2:
         raise ConfigError(f"--group-by {group_by}: leave-one-group-out needs at least 2 groups, the table has {len(set(groups.values()))}")
+    objective = Objective(max_loss)
+    if groups is None and max_loss is not None:  # out-of-sample figures under the cap: leave one cluster out
+        groups = {s: (clusters or {}).get(s, s) for s in runs.frames}
+        group_by = CLUSTER_FOLDS
+        if len(set(groups.values())) < 2:
+            groups = None
+    if groups is not None:
+        groups = deal_folds(groups)
     kw = dict(n_boot=n_boot, seed=seed, clusters=clusters)
     base = runs.series("epoch", HIGHER)
     last_epoch, grid = runs.grid()
@@ -249,6 +329,15 @@ def selection_table(
         table.append(_row("epoch", FixedFraction(fraction), {"fraction": round(fraction, 4), "epoch": e}, base, **kw))
     table.append(_row("epoch", Last(), {}, base, **kw))
     table.append(_row("epoch", Oracle(), {}, base, **kw))
+    if max_loss is not None and grid:
+        def fixed_display(rule: Rule) -> dict:
+            f = float(rule.params.get("fraction", 1.0))
+            return {"fraction": round(f, 4), "epoch": f * last_epoch}
+
+        fixed = tune(candidates_of(FixedFraction(), base, runs), base, objective)
+        cv = cross_validate(fixed, base, groups, group_by, clusters=clusters, n_boot=n_boot, seed=seed, display=fixed_display,
+                            objective=objective, runs=runs) if groups else None
+        table.append(_row("epoch", fixed, fixed_display(fixed), base, cv=cv, **kw, tuned_in_sample=True, tuned_to_cap=True))
     names, _ = rule_predictors(directions, headline, max_predictors)
     for name in names:
         direction = directions[name]
@@ -266,11 +355,12 @@ def selection_table(
 
         rules: list[tuple[Rule, dict]] = [(Lowest(), {}), (WithinTolerance(tolerance), {}), (Patience(patience), {})]
         if name in TOP1_NAMES or name.endswith(":top1"):
-            tuned = tune(Threshold().grid([v[1] for v in series.values()]), series)
+            tuned = tune(Threshold().grid([v[1] for v in series.values()]), series, objective)
             rules.append((tuned, {"tuned_in_sample": True}))
         for rule, extra in rules:
             cv = None
             if groups and len(rule.grid([v[1] for v in series.values()])) > 1:
-                cv = cross_validate(rule, series, groups, group_by, clusters=clusters, n_boot=n_boot, seed=seed, display=display)
+                cv = cross_validate(rule, series, groups, group_by, clusters=clusters, n_boot=n_boot, seed=seed, display=display,
+                                    objective=objective)
             table.append(_row(name, rule, display(rule), series, cv=cv, **kw, **extra))
     return table

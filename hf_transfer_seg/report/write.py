@@ -16,13 +16,14 @@ from hf_transfer_seg import __version__
 from hf_transfer_seg.report.analysis import HEADLINE, MIN_EFFECT, headline_sentence
 from hf_transfer_seg.report.markdown import APPENDIX, appendix, markdown, rule_label
 from hf_transfer_seg.report.pipeline import MAX_RULE_PREDICTORS, run_analysis
-from hf_transfer_seg.report.plots import make_plots
 
 SCHEMA_VERSION = 2
+TABLE_COPY_MAX_ROWS = 200_000  # table.csv (a copy of the analysed table) is written up to this many rows: ~1.5 s
 SELECTION_KEYS = ("predictor", "rule", "online", "params", "dice_lost_vs_last", "dice_lost_vs_oracle", "epochs_saved",
                   "chosen_epoch_mean", "cross_validated")
 SELECTION_EXTRA = ("dice_lost_vs_last_ci", "epochs_saved_ci", "n_series", "n_series_no_dice_at_choice", "n_clusters", "p_value",
-                   "p_adjusted", "dice_lost_vs_last_ci_corrected", "claim", "exploratory", "equal_savings", "seed_noise")
+                   "p_adjusted", "dice_lost_vs_last_ci_corrected", "corrected_attainable", "claim", "exploratory", "equal_savings",
+                   "seed_noise", "tuned_to_cap")
 PREDICTOR_EXTRA = ("verdict_text", "mean_spearman_ci", "partial_spearman_ci", "mean_kendall", "n_series", "n_series_evidence",
                    "n_clusters_evidence", "n_clusters_partial", "p_value", "p_adjusted", "adds_beyond_epoch", "series")
 
@@ -74,8 +75,11 @@ def write_report(
     n_boot: int = 2000,
     seed: int = 0,
     mode: str = "checkpoints",
+    max_loss: float | None = None,
+    plots: bool = True,
 ) -> dict[str, Any]:
-    """Analyse ``df`` and write report.json, report.md and the plots to ``output``; return the report."""
+    """Analyse ``df`` and write report.json, report.md and (unless ``plots`` is False: ``--no-plots``) the
+    plots to ``output``; return the report. matplotlib is imported only when plots are drawn."""
     output = Path(output)
     if mode == "ranking":
         from hf_transfer_seg.report.ranking import analyse_ranking
@@ -85,11 +89,16 @@ def write_report(
     else:
         analysis = run_analysis(df, lower=lower or (), higher=higher or (), headline=headline, group_by=group_by,
                                 cluster_by=cluster_by, min_effect=min_effect, max_rule_predictors=max_rule_predictors,
-                                tolerance=tolerance, patience=patience, n_boot=n_boot, seed=seed)
+                                tolerance=tolerance, patience=patience, n_boot=n_boot, seed=seed, max_loss=max_loss)
     output.mkdir(parents=True, exist_ok=True)
     primary, why = primary_predictor(analysis, predictor)
     rho = analysis["predictors"].get(primary, {}).get("mean_spearman") if primary else None
-    plots = make_plots(df, primary, output, spearman=rho, epochs=mode != "ranking")
+    if plots:
+        from hf_transfer_seg.report.plots import make_plots
+
+        plots = make_plots(df, primary, output, spearman=rho, epochs=mode != "ranking")
+    else:
+        plots = {}
     synthetic = {"pretraining": _any_flag(df, "pretrain_synthetic"), "target": _any_flag(df, "target_synthetic")}
     report = {
         "schema_version": SCHEMA_VERSION,
@@ -97,6 +106,7 @@ def write_report(
         "code_version": __version__,
         "headline": analysis["headline"],
         "headline_sentence": analysis.get("headline_sentence_text") or headline_sentence(analysis),
+        "stopping_sentence": analysis.get("stopping_sentence"),
         "undeclared": analysis["undeclared"],
         "primary_predictor": primary,
         "primary_reason": why,
@@ -113,6 +123,10 @@ def write_report(
         "warnings": analysis.get("warnings", []),
         "selection_skipped": analysis.get("selection_skipped", []),
         "appendix": APPENDIX if mode != "ranking" else None,
+        "table_csv": "table.csv" if len(df) <= TABLE_COPY_MAX_ROWS else None,
+        # a copy of a 10^6-row input costs more than the whole analysis; the input itself is the table
+        **({} if len(df) <= TABLE_COPY_MAX_ROWS else {"table_csv_skipped": f"{len(df):,} rows > {TABLE_COPY_MAX_ROWS:,}: no copy "
+                                                       "written (the input is the analysed table; report.json holds every figure)"}),
         **contract(analysis),
     }
     if mode == "ranking":
@@ -126,7 +140,8 @@ def write_report(
         (output / "report.md").write_text(markdown(analysis, title=title, source=source, primary=primary, why=why, plots=plots,
                                                    synthetic=synthetic))
         (output / APPENDIX).write_text(appendix(analysis, title=title))
-    df.to_csv(output / "table.csv", index=False)
+    if report["table_csv"]:
+        df.to_csv(output / "table.csv", index=False)
     return report
 
 
