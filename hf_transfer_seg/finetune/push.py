@@ -128,6 +128,24 @@ def _endpoint() -> str:
     return constants.ENDPOINT.rstrip("/")
 
 
+def check_push_target(repo_id: str) -> None:
+    """Prove now, before training, that ``repo_id`` can be written, without leaving an empty repo behind.
+
+    The only check that works on the Hub and on the local hub alike creates the repo and a scratch branch
+    (:func:`hf_transfer_seg.hub.check_write_access`); a repo that did not exist before is deleted again, so an
+    interrupted fine-tune leaves nothing. :func:`push_segmentation_model` creates it when there is a model to push.
+    """
+    from huggingface_hub import HfApi
+
+    from hf_transfer_seg import hub
+
+    api = HfApi()
+    existed = hub.with_retries(lambda: api.repo_exists(repo_id), what=f"look up {repo_id}")
+    hub.check_write_access(repo_id, api=api)
+    if not existed:
+        hub.with_retries(lambda: api.delete_repo(repo_id, missing_ok=True), what=f"remove the write check's empty repo {repo_id}")
+
+
 def push_segmentation_model(result, repo_id: str, *, revision: str | None = None) -> dict[str, str]:
     """Push the model of ``result`` with its card to ``repo_id`` (branch ``revision``, default main)."""
     from huggingface_hub import HfApi
