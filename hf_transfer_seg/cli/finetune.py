@@ -218,6 +218,13 @@ def run_sweep(args: argparse.Namespace) -> int:
     for revision, dice in out["revisions"].items():
         values = ", ".join(f"seed {s}: {d:.4f}" for s, d in dice.items() if d is not None) or "all seeds already recorded"
         print(f"  {revision}: {values}")
+    if out.get("metrics"):
+        from hf_transfer_seg.metrics.baselines import baselines_line
+
+        print(f"  {baselines_line(out['metrics'])}")
+        for warning in dict.fromkeys((out["metrics"].get("warnings") or [])):
+            if "does not beat" not in warning:  # per run; the floor above is the same for every run
+                print(f"  warning: {warning}")
     summary = out.get("summary")
     if summary and summary.get("best_revision"):
         print(f"best Dice: {summary['best_revision']} ({summary['best_dice']:.4f})")

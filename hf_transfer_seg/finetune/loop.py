@@ -219,6 +219,7 @@ def finetune(
     model.config.update(
         image_size=config.image_size, eval_overlap=config.eval_overlap, class_names=target.class_names,
         resize_longest=config.resize_longest, intensity=target.intensity,
+        **({"slice_axis": config.slice_axis} if config.slice_axis else {}),
     )
     generator = torch.Generator().manual_seed(config.seed)
     loader, loss_fn, optimizer = build_training(model, train.samples, config, generator=generator)
