@@ -72,18 +72,12 @@ class Predictor:
     @torch.no_grad()
     def labels(self, image: torch.Tensor) -> np.ndarray:
         """Class map ``[H, W]`` of a normalised ``[3, H, W]`` image, at the image's own size."""
-        from hf_transfer_seg.models.segmentation import sliding_window_probs
+        from hf_transfer_seg.models.segmentation import at_training_scale, sliding_window_probs
 
-        h, w = image.shape[1:]
-        scale = self.resize_longest / max(h, w) if self.resize_longest else 1.0
-        if scale < 1.0:
-            size = (max(1, round(h * scale)), max(1, round(w * scale)))
-            small = torch.nn.functional.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
-            probs = sliding_window_probs(self.model, small.clamp(0, 1), self.window, overlap=self.overlap)
-            probs = torch.nn.functional.interpolate(probs[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-        else:
-            probs = sliding_window_probs(self.model, image, self.window, overlap=self.overlap)
-        return probs.argmax(0).numpy().astype(np.int64)
+        def probs(x: torch.Tensor) -> torch.Tensor:
+            return sliding_window_probs(self.model, x.clamp(0, 1), self.window, overlap=self.overlap)
+
+        return at_training_scale(probs, image, self.resize_longest).argmax(0).numpy().astype(np.int64)
 
 
 def _image_input(path: Path, predictor: Predictor) -> tuple[torch.Tensor, tuple[int, int]]:

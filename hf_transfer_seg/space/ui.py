@@ -162,6 +162,10 @@ def header_markdown(sel: Selection) -> str:
     if sel.serving:
         m = sel.serving
         dice = f", validation Dice {m.dice:.3f}" if m.dice is not None else ""
+        if m.dice is not None and m.trivial is not None:
+            name, floor = m.trivial
+            dice += (f" (predicting {name} everywhere scores {floor:.3f} on the same images"
+                     + ("; this model does not beat it" if m.dice <= floor else "") + ")")
         lines.append(
             f"Serving **`{m.repo_id}`** at `{m.sha[:10]}`, fine-tuned from **{m.encoder_revision or '?'}** "
             f"on `{m.target or '?'}`{dice}."
