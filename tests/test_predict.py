@@ -151,3 +151,21 @@ def test_predict_on_real_drive_image_keeps_its_size(seg_repo, shared_dir, tmp_pa
         width, height = img.size
     mask = tifffile.imread(tmp_path / "out" / f"{first.stem}.tif")
     assert mask.shape == (height, width)
+
+
+def test_predict_refuses_a_volume_for_a_model_trained_on_8bit_images(tmp_path, capsys, fresh_logging):
+    import timm
+
+    from hf_transfer_seg.models.checkpoint import save_checkpoint
+    from hf_transfer_seg.models.segmentation import build_model, save_segmentation_model
+
+    torch.manual_seed(0)
+    save_checkpoint(timm.create_model("test_resnet", num_classes=10), tmp_path / "enc")
+    model = build_model(tmp_path / "enc", 2)
+    model.config.update(class_names=["background", "vessel"], image_size=32)  # no intensity range: 8-bit images
+    save_segmentation_model(model, tmp_path / "seg")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    write_nifti(inputs, name="brain", zslab=(44, 46))
+    line = _bad(tmp_path, capsys, "-i", str(inputs), "-o", str(tmp_path / "out"), "--model", str(tmp_path / "seg"))
+    assert "brain.nii.gz is a volume, but the model was trained on 8-bit 2-D images" in line
