@@ -191,3 +191,26 @@ def test_real_drive_vessels_are_the_minority_and_raise_no_warning(shared_dir):
     assert 0.05 < b["class_fraction"]["foreground"] < 0.3
     assert b["majority_class"]["class"] == "background" and b["warnings"] == []
     assert b["all_foreground"]["dice_mean"] < 0.4
+
+
+def test_cards_show_the_model_beside_the_trivial_predictions_and_the_warnings():
+    from hf_transfer_seg.finetune.push import downstream_markdown, merge_run, results_markdown
+    from hf_transfer_seg.metrics import baselines
+
+    refs = [np.array([[1, 1, 1, 0]] * 4)]
+    metrics = {"dice_mean": 0.7, "iou_mean": 0.6, "hd95_mean": 1.5, "distance_unit": "px at 4x4 (HxW)", "per_class": {}}
+    baselines.attach(metrics, refs, 2, ["background", "cells"])
+    text = results_markdown(metrics)
+    assert "HD95 (px at 4x4 (HxW))" in text
+    assert "| this model | 0.7000 |" in text and "| all foreground (every pixel foreground) | 0.8571 |" in text
+    assert "| majority class (cells) | 0.8571 |" in text and "not defined for these constant predictions" in text
+    assert "**Warning:** foreground class 'cells' covers 75.0%" in text
+    assert "**Warning:** the model's Dice 0.7000 does not beat the trivial all-foreground prediction (0.8571)" in text
+
+    from hf_transfer_seg.finetune.push import baseline_dice
+
+    run = {"seed": 0, "dice": 0.7, "baselines": baseline_dice(metrics), "distance_unit": "px at 4x4 (HxW)"}
+    entry = merge_run(None, run, recipe={"epochs": 1}, target={"key": "t"})
+    assert entry["baselines"]["all_foreground"] == pytest.approx(0.8571, abs=1e-4)
+    table = downstream_markdown({"downstream": {"t": entry}})
+    assert "best trivial Dice" in table and "0.8571 (all foreground)" in table and "px at 4x4 (HxW)" in table

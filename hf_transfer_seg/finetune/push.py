@@ -309,14 +309,10 @@ def downstream_markdown(namespace: dict[str, Any]) -> str:
 
 def _trivial(baselines: dict[str, Any] | None) -> str:
     """The strongest constant prediction of a downstream entry, e.g. ``0.873 (all foreground)``."""
-    if not baselines:
-        return "n/a"
-    options = [(baselines.get(k), k.replace("_", " ")) for k in ("all_background", "all_foreground", "majority_class")]
-    options = [(v, k) for v, k in options if v is not None]
-    if not options:
-        return "n/a"
-    value, name = max(options)
-    return f"{_fmt(value)} ({name})"
+    from hf_transfer_seg.metrics.baselines import best_baseline
+
+    name, value = best_baseline(baselines)
+    return "n/a" if value is None else f"{_fmt(value)} ({name.replace('_', ' ')})"
 
 
 def apply_downstream(card: ModelCard, key: str, entry: dict[str, Any], *, model_name: str) -> ModelCard:

@@ -101,10 +101,18 @@ def majority_warnings(baselines: dict[str, Any], names: list[str]) -> list[str]:
     return warnings
 
 
-def best_baseline(baselines: dict[str, Any]) -> tuple[str, float | None]:
-    """(name, Dice) of the strongest constant prediction."""
-    options = [(k, baselines[k].get("dice_mean")) for k in ("all_background", "all_foreground", "majority_class")]
-    options = [(k, v) for k, v in options if v is not None]
+BASELINES = ("all_background", "all_foreground", "majority_class")
+
+
+def best_baseline(baselines: dict[str, Any] | None) -> tuple[str, float | None]:
+    """(name, Dice) of the strongest constant prediction, from :func:`trivial_baselines`' output or from the flat
+    ``{name: dice}`` a downstream entry stores; ``("none", None)`` when nothing is recorded."""
+    options = []
+    for key in BASELINES:
+        value = (baselines or {}).get(key) if isinstance(baselines, dict) else None
+        value = value.get("dice_mean") if isinstance(value, dict) else value
+        if isinstance(value, (int, float)) and math.isfinite(float(value)):
+            options.append((key, float(value)))
     return max(options, key=lambda kv: kv[1]) if options else ("none", None)
 
 

@@ -198,15 +198,10 @@ def _pin(ref: SegModelRef, branch: str, api: HfApi, notices: list[str]) -> SegMo
 
 def strongest_trivial(baselines: Any) -> tuple[str, float] | None:
     """(name, Dice) of the best constant prediction recorded beside a model's validation Dice, None when unrecorded."""
-    if not isinstance(baselines, dict):
-        return None
-    options = [(number((baselines.get(k) or {}).get("dice_mean")), k.replace("_", " "))
-               for k in ("all_background", "all_foreground", "majority_class") if isinstance(baselines.get(k), dict)]
-    options = [(v, k) for v, k in options if v is not None]
-    if not options:
-        return None
-    value, name = max(options)
-    return name, value
+    from hf_transfer_seg.metrics.baselines import best_baseline
+
+    name, value = best_baseline(baselines)
+    return None if value is None else (name.replace("_", " "), value)
 
 
 def weights_id(repo: str, sha: str, api: HfApi) -> str | None:
