@@ -168,7 +168,15 @@ def check_push_target(repo_id: str) -> None:
     existed = hub.with_retries(lambda: api.repo_exists(repo_id), what=f"look up {repo_id}")
     hub.check_write_access(repo_id, api=api)
     if not existed:
-        hub.with_retries(lambda: api.delete_repo(repo_id, missing_ok=True), what=f"remove the write check's empty repo {repo_id}")
+        from huggingface_hub.errors import HfHubHTTPError
+
+        try:
+            api.delete_repo(repo_id, missing_ok=True)
+        except HfHubHTTPError as exc:  # a token that may create but not delete: the empty repo stays, said once
+            from hf_transfer_seg.redact import redact
+
+            log.warning("could not remove the empty repo %s that the write check created (%s); it receives the model "
+                        "when training ends, or delete it if the run is abandoned", repo_id, redact(exc))
 
 
 def push_segmentation_model(result, repo_id: str, *, revision: str | None = None) -> dict[str, str]:
