@@ -271,8 +271,8 @@ def finetune(
         metrics = evaluate(accelerator.unwrap_model(model), val.samples, target, window=config.image_size,
                            overlap=config.eval_overlap, predictions=predictions)
     per_case = metrics.pop("metric_per_case", [])
-    for warning in metrics.get("warnings") or []:
-        log.warning("%s: %s", target.key, warning)
+    for warning in metrics.get("warnings") or []:  # the finetune/sweep commands print them as "warning:" lines
+        log.info("%s: %s", target.key, warning)
     if not math.isfinite(history[-1]["loss"]):
         log.warning("training loss is %s at the end; the learning rate may be too high", history[-1]["loss"])
     return FinetuneResult(
