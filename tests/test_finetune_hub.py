@@ -165,9 +165,12 @@ def test_sweep_records_mean_and_spread_resumes_and_feeds_the_report(encoder_repo
             "--epochs", "1", "--batch-size", "8", "--image-size", "64", "--seeds", "2", "--transfer-pixels", "200",
             "--no-progress"]
     assert main(args) == 0
+    assert "trivial baselines on the same images: all-background Dice 0.0000" in capsys.readouterr().out
     for revision in ("epoch-0001", "epoch-0002", "epoch-0003"):
         card, _ = hub.read_card(encoder_repo, revision)
         entry = get_namespace(card.data, "downstream")["mni152-tissue"]
+        assert entry["baselines"]["majority_class_name"] == "background"  # the floor stored beside every seed's Dice
+        assert "best trivial Dice" in card.text
         dice = [r["dice"] for r in entry["runs"]]
         assert entry["seeds"] == [0, 1] and entry["epochs"] == 1
         assert entry["dice_mean"] == pytest.approx(sum(dice) / 2)

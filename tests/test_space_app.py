@@ -170,6 +170,17 @@ def test_selection_serves_the_best_scored_revision_pinned_to_shas(encoder):
     assert serving.encoder_weights_id.startswith(("git-blob:", "sha256:"))
 
 
+def test_the_served_dice_stands_beside_the_strongest_trivial_prediction(encoder):
+    from hf_transfer_seg.space.ui import header_markdown
+
+    selection = select(SpaceConfig(model_repo=encoder["repo"], target=TARGET))
+    card = hub.card_at_sha(selection.serving.repo_id, selection.serving.sha)
+    baselines = get_namespace(card.data, "metrics")["baselines"]
+    name, floor = selection.serving.trivial
+    assert floor == max(baselines[k]["dice_mean"] for k in ("all_background", "all_foreground", "majority_class"))
+    assert f"(predicting {name} everywhere scores {floor:.3f} on the same images" in header_markdown(selection)
+
+
 def test_a_revision_keeps_both_commits_when_their_weights_differ(encoder):
     """Fine-tuned from a commit whose weights are not those of the commit the leaderboard lists (a branch pushed to
     again after scoring): both commits stay, and a notice says so."""
@@ -231,7 +242,7 @@ def test_selection_follows_the_summary_and_says_what_is_missing(encoder):
 def test_deploy_commits_the_app_its_configuration_and_the_project_source(encoder, deployed, capsys):
     api = HfApi()
     files = set(api.list_repo_files(deployed, repo_type="space"))
-    for name in ("app.py", "README.md", "requirements.txt", "space_config.json", "examples/mni152-z092.png",
+    for name in ("app.py", "README.md", "requirements.txt", "space_config.json", "examples/mni152-z092.png", "examples/examples.json",
                  "hf_transfer_seg/space/server.py", "hf_transfer_seg/finetune/push.py", "hf_transfer_seg/hub/cards.py"):  # fmt: skip
         assert name in files, name
     assert not any("__pycache__" in f or f.endswith(".pyc") for f in files)
@@ -288,6 +299,27 @@ def test_deployed_space_segments_through_the_api_with_the_best_revision(space_ap
     assert [a["label"] for a in overlay["annotations"]] == ["grey_matter", "white_matter"]
     with Image.open(overlay["image"]) as base:
         assert base.size == size
+
+
+def test_deployed_space_previews_tiff_uploads_and_labels_its_examples_by_target(space_app, tmp_path):
+    """A browser cannot show a TIFF: the Space shows a PNG preview of it; examples say which target they come from."""
+    import urllib.request
+
+    from gradio_client import Client, handle_file
+
+    client = Client(space_app["url"], verbose=False)
+    tiff = tmp_path / "scan.tif"
+    tifffile.imwrite(tiff, (np.random.default_rng(0).random((70, 90)) * 60000).astype(np.uint16))
+    preview = client.predict(handle_file(str(tiff)), api_name="/preview")  # a gr.update: {"value": ..., "visible": True}
+    assert preview["visible"] is True
+    value = preview["value"]
+    with Image.open(value["path"] if isinstance(value, dict) else value) as img:
+        assert img.size == (90, 70) and img.format == "PNG"
+        assert np.asarray(img).std() > 0  # not an empty picture
+    with urllib.request.urlopen(space_app["url"].rstrip("/") + "/config") as response:
+        config = response.read().decode()
+    assert "(the served model's own target)" in config  # MNI152 examples for a model fine-tuned on mni152-tissue
+    assert "held-out validation slices of the fine-tuning target" not in config
 
 
 def test_deployed_space_handles_awkward_and_bad_uploads(space_app, tmp_path):

@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     "rank": "rank",
     "finetune": "finetune",
     "sweep": "finetune",
+    "predict": "predict",
     "report": "report",
     "space": "space",
     "demo": "demo",

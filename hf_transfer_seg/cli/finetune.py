@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from hf_transfer_seg.cli import argtypes as T
 
@@ -27,6 +26,13 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--resize-longest", type=T.bounded_int(16, 65536), default=None, help="downscale images so the longer side is at most this (default: keep size)")
     t.add_argument("--limit", type=T.bounded_int(1, T.MAX_COUNT), default=None, help="use at most this many images (volumes: slices, spread over the cases)")
     add_volume_args(t, labelled=True)
+    t.add_argument("--foreground-values", default=None, type=_int_list,
+                   help="raw mask values of the classes of interest, comma separated: the first becomes class 1, the next "
+                   "class 2...; every other value is background (e.g. 0 for ISBI-2012, whose membranes are stored as 0 "
+                   "and cell interiors as 255). Default: the masks' own class indices (0/255 masks: 255 is foreground)")
+    t.add_argument("--class-names", default=None, type=_name_list,
+                   help="comma-separated class names, background first (e.g. background,membrane); shown in cards, "
+                   "metrics and the Space's legend")
     t.add_argument("--val-fraction", type=T.finite_float(0.0, 1.0, lo_open=True, hi_open=True), default=0.2, help="fraction of images held out for validation")
     t.add_argument("--split-seed", type=T.bounded_int(0, T.MAX_SEED), default=0, help="seed of the train/validation split (kept fixed across seeds and revisions)")
     r = p.add_argument_group("recipe (paper defaults)")
@@ -46,6 +52,23 @@ def _recipe_args(p: argparse.ArgumentParser) -> None:
     r.add_argument("--num-workers", type=T.bounded_int(0, T.MAX_WORKERS), default=0, help="DataLoader workers")
     r.add_argument("--mixed-precision", choices=("no", "fp16", "bf16"), default="no")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in str(text).split(",") if v.strip() != "")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of integer mask values (e.g. 0 or 1,2)") from None
+    if not values:
+        raise argparse.ArgumentTypeError("no values given; list the raw mask values of the classes of interest (e.g. 0)")
+    return values
+
+
+def _name_list(text: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in str(text).split(","))
+    if len(names) < 2 or any(not n for n in names) or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: give one distinct, non-empty name per class, background first (e.g. background,membrane)")
+    return names
 
 
 def add_volume_args(group, *, labelled: bool) -> None:
@@ -72,7 +95,8 @@ def _config(args: argparse.Namespace, **overrides):
         freeze_encoder=args.freeze_encoder, frozen_batchnorm_train=args.frozen_batchnorm_train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, loss=args.loss, image_size=args.image_size,
         crops_per_image=args.crops_per_image, augment=not args.no_augment, eval_every=args.eval_every,
-        num_workers=args.num_workers, mixed_precision=args.mixed_precision, **overrides,
+        num_workers=args.num_workers, mixed_precision=args.mixed_precision,
+        foreground_values=args.foreground_values, class_names=args.class_names, **overrides,
     )
 
 
@@ -95,7 +119,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--push-to", default=None, type=T.repo_id, help="push the segmentation model (weights + card) to this model repo")
     p.add_argument("--push-revision", default=None, help="branch of --push-to (default: main)")
     p.add_argument("--no-card", action="store_true", help="do not write the Dice into the encoder revision's card")
-    p.add_argument("--output-dir", default=None, type=T.output_dir, help="also save the model and a metrics.json here")
+    p.add_argument("--output-dir", default=None, type=T.output_dir,
+                   help="save the model, metrics.json, the validation predictions with validation/summary.json (per-case "
+                   "metrics and trivial baselines), and the state after each epoch (for --resume) here")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run whose state is in --output-dir")
     _recipe_args(p)
     p.set_defaults(func=run_finetune)
 
@@ -126,15 +153,17 @@ def run_finetune(args: argparse.Namespace) -> int:
 
     from accelerate import PartialState
 
+    from hf_transfer_seg.finetune import resume
     from hf_transfer_seg.finetune.loop import finetune
-    from hf_transfer_seg.finetune.push import push_segmentation_model, record_downstream
-    from hf_transfer_seg.models.segmentation import save_segmentation_model
+    from hf_transfer_seg.finetune.outputs import write_outputs
+    from hf_transfer_seg.finetune.push import check_push_target, push_segmentation_model, record_downstream
+    from hf_transfer_seg.metrics.baselines import baselines_line
 
-    config = _config(args, encoder_repo=args.encoder_repo, revision=args.revision, encoder_folder=args.encoder_folder, seed=args.seed)
+    config = _config(args, encoder_repo=args.encoder_repo, revision=args.revision, encoder_folder=args.encoder_folder,
+                     seed=args.seed, output_dir=args.output_dir, resume=args.resume)
+    config.validate()
     if args.push_to:
-        from hf_transfer_seg.hub import check_write_access
-
-        check_write_access(args.push_to)  # fail now, not after training
+        check_push_target(args.push_to)  # fail now, not after training; no empty repo is left behind
     result = finetune(config, progress=not args.no_progress)
     if not PartialState().is_main_process:
         return 0
@@ -143,22 +172,27 @@ def run_finetune(args: argparse.Namespace) -> int:
     summary = result.summary()
     summary.update(pushed=seg, encoder_card_commit=card_sha)
     if args.output_dir:
-        out = Path(args.output_dir)
-        save_segmentation_model(result.model, out / "model")
-        (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=str))
+        write_outputs(args.output_dir, result, summary)
+        resume.clear(args.output_dir)  # results written (and pushed): the per-epoch state has served
     m = result.metrics
 
     def f(value, digits=4):
         return "n/a" if value is None else f"{value:.{digits}f}"
 
     print(
-        f"\n{result.target['key']}: Dice {f(m['dice_mean'])}  IoU {f(m['iou_mean'])}  HD95 {f(m['hd95_mean'], 2)} {m.get('hd95_unit', 'px')}  "
+        f"\n{result.target['key']}: Dice {f(m['dice_mean'])}  IoU {f(m['iou_mean'])}  HD95 {f(m['hd95_mean'], 2)} "
+        f"{m.get('distance_unit') or m.get('hd95_unit', 'px')}  "
         f"({m['num_images']} validation images; {result.train_images_per_second:.1f} train images/s)"
     )
+    print(f"  {baselines_line(m)}")
+    for warning in m.get("warnings") or []:
+        print(f"  warning: {warning}")
     if m.get("dice_volume_mean") is not None:
         print(f"  per-volume Dice {f(m['dice_volume_mean'])} over {m['num_volumes']} validation volumes")
     for name, row in m["per_class"].items():
         print(f"  {name:>20}: Dice {f(row['dice'])}  IoU {f(row['iou'])}")
+    if args.output_dir:
+        print(f"validation predictions and per-case metrics: {Path(args.output_dir) / 'validation' / 'summary.json'}")
     if seg:
         print(f"pushed {seg['repo']}@{seg['revision']} (commit {seg['sha']}); load it with "
               f"hf_transfer_seg.finetune.load_segmentation_model({seg['repo']!r}" + (f", revision={seg['revision']!r})" if seg["revision"] != "main" else ")"))
@@ -184,6 +218,13 @@ def run_sweep(args: argparse.Namespace) -> int:
     for revision, dice in out["revisions"].items():
         values = ", ".join(f"seed {s}: {d:.4f}" for s, d in dice.items() if d is not None) or "all seeds already recorded"
         print(f"  {revision}: {values}")
+    if out.get("metrics"):
+        from hf_transfer_seg.metrics.baselines import baselines_line
+
+        print(f"  {baselines_line(out['metrics'])}")
+        for warning in dict.fromkeys((out["metrics"].get("warnings") or [])):
+            if "does not beat" not in warning:  # per run; the floor above is the same for every run
+                print(f"  warning: {warning}")
     summary = out.get("summary")
     if summary and summary.get("best_revision"):
         print(f"best Dice: {summary['best_revision']} ({summary['best_dice']:.4f})")

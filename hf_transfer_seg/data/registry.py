@@ -119,7 +119,7 @@ def load_target(spec: str | TargetSpec, **options: Any):
     """A labelled target (:class:`~hf_transfer_seg.data.sources.base.SegTarget`) from a ``--target`` spec.
 
     Options: num_classes, resize_longest, mask_dir, fov_dir, split, revision, image_column, mask_column, limit,
-    key, class_names, slice_axis, labels. Raw-valued targets come back pending normalisation.
+    key, class_names, slice_axis, labels, foreground_values (raw mask values of the classes of interest). Raw-valued targets come back pending normalisation.
     """
     return create_target(spec, labelled=True, **options)
 
@@ -135,14 +135,23 @@ def resolve_target(spec: str | TargetSpec, *, split: str = "train", image_column
 def _labelled(
     spec: TargetSpec, *, num_classes=None, resize_longest=None, mask_dir=None, fov_dir=None, split="train",
     revision=None, image_column=None, mask_column=None, limit=None, key=None, class_names=None, slice_axis=None,
-    labels=None, **_ignored,
+    labels=None, foreground_values=None, **_ignored,
 ):
     from hf_transfer_seg.data import segmentation as seg
 
+    foreground = list(foreground_values) if foreground_values else None
     if spec.kind == "builtin":
         if spec.location not in seg.EMBEDDED_TARGETS:
             raise ConfigError(f"{spec.location} has no labels; fine-tune on {' or '.join(seg.EMBEDDED_TARGETS)}, a folder or a dataset")
         target = seg.load_mni152_target(spec.location, resize_longest=resize_longest, limit=limit)
+        if foreground:
+            from hf_transfer_seg.data.sources.base import select_classes
+
+            select_classes(target, foreground, class_names)
+        elif class_names:
+            from hf_transfer_seg.data.sources.base import class_names_for
+
+            target.class_names = class_names_for(target.num_classes, class_names)
         if num_classes is not None and num_classes != target.num_classes:
             raise ConfigError(f"{spec.location} has {target.num_classes} classes, not {num_classes}")
         if key:
@@ -153,19 +162,19 @@ def _labelled(
 
         return labelled_target(
             spec.kind, spec.path, labels=labels, slice_axis=slice_axis, num_classes=num_classes, limit=limit, key=key,
-            class_names=class_names, resize_longest=resize_longest,
+            class_names=class_names, resize_longest=resize_longest, foreground=foreground,
         )
     if spec.kind == "folder":
         return seg.load_folder_target(
             spec.path, num_classes=num_classes, resize_longest=resize_longest, mask_dir=mask_dir, fov_dir=fov_dir,
-            limit=limit, key=key, class_names=class_names,
+            limit=limit, key=key, class_names=class_names, foreground=foreground,
         )
     from hf_transfer_seg.data.sources.hub import load_hub_target
 
     return load_hub_target(
         spec.location, split=split, revision=revision, image_column=image_column, mask_column=mask_column,
         num_classes=num_classes, resize_longest=resize_longest, limit=limit, key=key, class_names=class_names,
-        slice_axis=slice_axis,
+        slice_axis=slice_axis, foreground=foreground,
     )
 
 

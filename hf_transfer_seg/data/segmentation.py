@@ -137,6 +137,7 @@ def load_folder_target(
     limit: int | None = None,
     key: str | None = None,
     class_names: list[str] | None = None,
+    foreground: list[int] | None = None,
 ) -> SegTarget:
     root = Path(root)
     image_dir, masks_dir, fov = find_folder_layout(root, mask_dir=mask_dir, fov_dir=fov_dir)
@@ -185,7 +186,7 @@ def load_folder_target(
         )
         for p in images
     ]
-    samples, k = assemble(raw, num_classes=num_classes, resize_longest=None if raw_values else resize_longest)
+    samples, k = assemble(raw, num_classes=num_classes, resize_longest=None if raw_values else resize_longest, foreground=foreground)
     return SegTarget(
         key=key or folder_key(root),
         samples=samples,

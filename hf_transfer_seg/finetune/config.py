@@ -29,6 +29,8 @@ class FinetuneConfig:
     window: str | None = None  # CT window (name or W,L) instead of fitted percentiles
     intensity_range: str | None = None  # explicit LO,HI instead of fitted percentiles
     limit: int | None = None
+    foreground_values: tuple[int, ...] | None = None  # raw mask values of the classes of interest (1..n), others background
+    class_names: tuple[str, ...] | None = None  # one name per class, background first
     val_fraction: float = 0.2
     split_seed: int = 0  # fixed across training seeds and revisions so that runs compare on the same images
     # recipe (paper defaults)
@@ -50,6 +52,9 @@ class FinetuneConfig:
     num_workers: int = 0
     mixed_precision: str = "no"
     decoder_channels: tuple[int, ...] = field(default_factory=lambda: (256, 128, 64, 32, 16))
+    # where the run keeps its resume state after each epoch (finetune/resume.py); resume: continue from it
+    output_dir: str | None = None
+    resume: bool = False
 
     def validate(self) -> "FinetuneConfig":
         if not self.encoder_repo and not self.encoder_folder:
@@ -68,6 +73,12 @@ class FinetuneConfig:
             raise ConfigError(f"eval overlap must be in [0, 1), got {self.eval_overlap}")
         if self.loss not in ("soft-dice", "soft-dice+ce"):
             raise ConfigError(f"unknown loss {self.loss!r}; choose soft-dice or soft-dice+ce")
+        if self.resume and not self.output_dir:
+            raise ConfigError("--resume continues from the state saved in --output-dir; pass the interrupted run's --output-dir")
+        if self.foreground_values is not None:
+            self.foreground_values = tuple(int(v) for v in self.foreground_values)
+        if self.class_names is not None:
+            self.class_names = tuple(str(n) for n in self.class_names)
         self.decoder_channels = tuple(int(c) for c in self.decoder_channels)
         return self
 
@@ -93,9 +104,12 @@ class FinetuneConfig:
             "val_fraction": self.val_fraction,
             "split_seed": self.split_seed,
             "decoder_channels": list(self.decoder_channels),
+            **({"foreground_values": list(self.foreground_values)} if self.foreground_values else {}),
         }
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["decoder_channels"] = list(self.decoder_channels)
+        for key in ("foreground_values", "class_names"):
+            out[key] = list(out[key]) if out[key] is not None else None
         return out

@@ -24,6 +24,7 @@ from hf_transfer_seg.data.segmentation import SegSample, SegTarget, split_target
 from hf_transfer_seg.data import intensity
 from hf_transfer_seg.errors import ConfigError
 from hf_transfer_seg.finetune.config import FinetuneConfig
+from hf_transfer_seg.finetune import resume
 from hf_transfer_seg.finetune.losses import build_loss
 from hf_transfer_seg.finetune.tiles import RandomCropDataset, crops_per_image
 from hf_transfer_seg.models.checkpoint import download_checkpoint
@@ -44,6 +45,10 @@ class FinetuneResult:
     train_images_per_second: float
     wall_clock_seconds: float
     first_metrics: dict[str, Any] = field(default_factory=dict)  # after the first epoch
+    # the last evaluation's own values per validation image (nnU-Net's metric_per_case) and its predictions
+    per_case: list[dict[str, Any]] = field(default_factory=list)
+    predictions: list[Any] = field(default_factory=list, repr=False)
+    resumed_from: int = 0  # the epoch a --resume continued after (0: a fresh run)
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready facts of the run (no model)."""
@@ -58,6 +63,7 @@ class FinetuneResult:
             "split": self.split,
             "train_images_per_second": self.train_images_per_second,
             "wall_clock_seconds": self.wall_clock_seconds,
+            **({"resumed_after_epoch": self.resumed_from} if self.resumed_from else {}),
         }
 
 
@@ -86,6 +92,7 @@ def prepare_target(config: FinetuneConfig, target: SegTarget | None = None) -> t
             mask_dir=config.mask_dir, fov_dir=config.fov_dir, split=config.split,
             image_column=config.image_column, mask_column=config.mask_column, limit=config.limit,
             key=config.target_key, slice_axis=config.slice_axis, labels=config.labels,
+            foreground_values=config.foreground_values, class_names=list(config.class_names) if config.class_names else None,
         )
     train, val, split = split_target(target, val_fraction=config.val_fraction, seed=config.split_seed)
     fixed = intensity.from_options(config.window, config.intensity_range)
@@ -140,10 +147,26 @@ def train_epoch(model, loader, loss_fn, optimizer, scheduler=None, *, accelerato
     return {"loss": float(total) / max(images, 1), "images": images, "seconds": seconds}
 
 
+def distance_unit(samples: list[SegSample], resize_longest: int | None = None) -> str:
+    """What HD95/ASD are measured in: mm when every image has a spacing, else pixels of the evaluated size."""
+    if samples and all(s.spacing is not None for s in samples):
+        return "mm"
+    sizes = sorted({(int(s.mask.shape[-2]), int(s.mask.shape[-1])) for s in samples})
+    if not sizes:
+        return "px"
+    at = f"{sizes[0][0]}x{sizes[0][1]}" if len(sizes) == 1 else f"each image's own size ({len(sizes)} sizes, {sizes[0][0]}x{sizes[0][1]} to {sizes[-1][0]}x{sizes[-1][1]})"
+    return f"px at {at} (HxW)" + (f", images resized to at most {resize_longest} px" if resize_longest else "")
+
+
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, samples: list[SegSample], target: SegTarget, *, window: int, overlap: float = 0.5) -> dict[str, Any]:
-    """Validation metrics of ``model`` over whole images (sliding window), see :mod:`.metrics`."""
-    from hf_transfer_seg.metrics import load_metric
+def evaluate(
+    model: torch.nn.Module, samples: list[SegSample], target: SegTarget, *, window: int, overlap: float = 0.5,
+    predictions: list | None = None,
+) -> dict[str, Any]:
+    """Validation metrics of ``model`` over whole images (sliding window), see :mod:`.metrics`, beside the trivial
+    baselines on the same images (:mod:`hf_transfer_seg.metrics.baselines`). ``metric_per_case`` holds each image's
+    own values, named; ``predictions`` (a list), when given, receives the predicted class maps."""
+    from hf_transfer_seg.metrics import baselines, load_metric
 
     was_training = model.training
     model.eval()
@@ -153,13 +176,21 @@ def evaluate(model: torch.nn.Module, samples: list[SegSample], target: SegTarget
     finally:
         model.train(was_training)
     spaced = all(s.spacing is not None for s in samples)
-    return metric.compute(
-        predictions=preds, references=[s.mask.numpy() for s in samples], num_classes=target.num_classes,
-        class_names=target.class_names,
-        valid=[s.valid.numpy() if s.valid is not None else None for s in samples] if any(s.valid is not None for s in samples) else None,
+    references = [s.mask.numpy() for s in samples]
+    valid = [s.valid.numpy() if s.valid is not None else None for s in samples] if any(s.valid is not None for s in samples) else None
+    metrics = metric.compute(
+        predictions=preds, references=references, num_classes=target.num_classes,
+        class_names=target.class_names, valid=valid,
         spacing=[s.spacing for s in samples] if spaced else None,
         cases=[s.case for s in samples] if all(s.case for s in samples) else None,
     )
+    metrics["metric_per_case"] = [{"image": s.name, **({"case": s.case} if s.case else {}), "metrics": row}
+                                  for s, row in zip(samples, metrics.get("metric_per_case") or [])]
+    metrics["distance_unit"] = distance_unit(samples, target.resize_longest or None)
+    baselines.attach(metrics, references, target.num_classes, target.class_names, valid)
+    if predictions is not None:
+        predictions.extend(preds)
+    return metrics
 
 
 def finetune(
@@ -188,6 +219,7 @@ def finetune(
     model.config.update(
         image_size=config.image_size, eval_overlap=config.eval_overlap, class_names=target.class_names,
         resize_longest=config.resize_longest, intensity=target.intensity,
+        **({"slice_axis": config.slice_axis} if config.slice_axis else {}),
     )
     generator = torch.Generator().manual_seed(config.seed)
     loader, loss_fn, optimizer = build_training(model, train.samples, config, generator=generator)
@@ -197,14 +229,20 @@ def finetune(
     first_metrics: dict[str, Any] = {}
     metrics: dict[str, Any] = {}
     seen, train_seconds = 0, 0.0
+    identity = resume.run_identity(config, encoder, target.key, split)
+    start = _resume_point(config, accelerator.unwrap_model(model), optimizer, scheduler, generator, identity)
+    if start:
+        history, first_metrics, metrics = start["history"], start["first_metrics"], start["metrics"]
+    done = int(start.get("epoch", 0)) if start else 0
     show = progress and accelerator.is_local_main_process
     steps = len(loader)
     bar = tqdm(
-        total=steps * config.epochs, desc=f"fine-tune {encoder.get('revision') or encoder['architecture']}", unit="step",
-        disable=not show, leave=not nested, position=1 if nested else None, dynamic_ncols=True,
+        total=steps * config.epochs, initial=steps * done, desc=f"fine-tune {encoder.get('revision') or encoder['architecture']}",
+        unit="step", disable=not show, leave=not nested, position=1 if nested else None, dynamic_ncols=True,
     )
     postfix: dict[str, str] = {}
-    for epoch in range(1, config.epochs + 1):
+    predictions: list = []
+    for epoch in range(done + 1, config.epochs + 1):
         postfix["epoch"] = f"{epoch}/{config.epochs}"
         bar.set_postfix(postfix)
         stats = train_epoch(model, loader, loss_fn, optimizer, scheduler, accelerator=accelerator, progress=bar)
@@ -214,15 +252,27 @@ def finetune(
         postfix["loss"] = f"{stats['loss']:.3f}"
         if epoch == 1 or epoch == config.epochs or (config.eval_every and epoch % config.eval_every == 0):
             bar.set_postfix({**postfix, "dice": "evaluating"})
-            metrics = evaluate(accelerator.unwrap_model(model), val.samples, target, window=config.image_size, overlap=config.eval_overlap)
+            metrics = evaluate(accelerator.unwrap_model(model), val.samples, target, window=config.image_size,
+                               overlap=config.eval_overlap, predictions=predictions if epoch == config.epochs else None)
             row.update(dice_mean=metrics["dice_mean"], iou_mean=metrics["iou_mean"])
             if isinstance(metrics.get("dice_mean"), (int, float)) and math.isfinite(metrics["dice_mean"]):
                 postfix["dice"] = f"{metrics['dice_mean']:.3f} (epoch {epoch})"
             if epoch == 1:
-                first_metrics = metrics
+                first_metrics = {k: v for k, v in metrics.items() if k != "metric_per_case"}
         history.append(row)
         bar.set_postfix(postfix)
+        if config.output_dir and accelerator.is_main_process:
+            resume.save(config.output_dir, epoch=epoch, model=accelerator.unwrap_model(model), optimizer=optimizer,
+                        scheduler=scheduler, generator=generator, identity=identity,
+                        progress={"history": history, "first_metrics": first_metrics,
+                                  "metrics": {k: v for k, v in metrics.items() if k != "metric_per_case"}})
     bar.close()
+    if not predictions:  # resumed after the last epoch: the final evaluation (with its predictions) runs now
+        metrics = evaluate(accelerator.unwrap_model(model), val.samples, target, window=config.image_size,
+                           overlap=config.eval_overlap, predictions=predictions)
+    per_case = metrics.pop("metric_per_case", [])
+    for warning in metrics.get("warnings") or []:  # the finetune/sweep commands print them as "warning:" lines
+        log.info("%s: %s", target.key, warning)
     if not math.isfinite(history[-1]["loss"]):
         log.warning("training loss is %s at the end; the learning rate may be too high", history[-1]["loss"])
     return FinetuneResult(
@@ -236,4 +286,25 @@ def finetune(
         train_images_per_second=seen / max(train_seconds, 1e-9),
         wall_clock_seconds=time.perf_counter() - started,
         first_metrics=first_metrics,
+        per_case=per_case,
+        predictions=predictions,
+        resumed_from=done,
     )
+
+
+def _resume_point(config: FinetuneConfig, model, optimizer, scheduler, generator, identity) -> dict[str, Any]:
+    """The saved progress a ``--resume`` continues from (model, optimizer, scheduler and RNGs restored), or {}."""
+    if not config.output_dir:
+        return {}
+    found = resume.latest(config.output_dir)
+    if not config.resume:
+        if found is not None:
+            log.warning("%s holds the state of an interrupted run (%s); starting afresh overwrites it (pass --resume "
+                        "to continue it)", config.output_dir, found.name)
+        return {}
+    if found is None:
+        log.info("no saved state in %s; starting at epoch 1", config.output_dir)
+        return {}
+    state = resume.load(found, model=model, optimizer=optimizer, scheduler=scheduler, generator=generator, identity=identity)
+    log.info("resuming after epoch %d of %d from %s", state["epoch"], config.epochs, found)
+    return state

@@ -39,21 +39,46 @@ def data_statement(target: dict[str, Any]) -> str:
 
 
 def results_markdown(metrics: dict[str, Any]) -> str:
+    unit = metrics.get("distance_unit") or metrics.get("hd95_unit", "px")
     lines = [
         "## Validation results",
         "",
         f"Mean over foreground classes: Dice **{_fmt(metrics.get('dice_mean'))}**, IoU {_fmt(metrics.get('iou_mean'))}, "
-        f"HD95 {_fmt(metrics.get('hd95_mean'), 2)} {metrics.get('hd95_unit', 'px')}, average surface distance "
-        f"{_fmt(metrics.get('asd_mean'), 2)} {metrics.get('hd95_unit', 'px')} ({metrics.get('num_images', 0)} images; "
+        f"HD95 {_fmt(metrics.get('hd95_mean'), 2)} {unit}, average surface distance "
+        f"{_fmt(metrics.get('asd_mean'), 2)} {unit} ({metrics.get('num_images', 0)} images; "
         "MONAI's definitions, see below).",
         "",
-        f"| class | Dice | IoU | HD95 ({metrics.get('hd95_unit', 'px')}) | ASD | images with HD95 |",
+        f"| class | Dice | IoU | HD95 ({unit}) | ASD | images with HD95 |",
         "|---|---|---|---|---|---|",
     ]
     for name, row in (metrics.get("per_class") or {}).items():
         lines.append(f"| {name} | {_fmt(row.get('dice'))} | {_fmt(row.get('iou'))} | {_fmt(row.get('hd95'), 2)} | "
                      f"{_fmt(row.get('asd'), 2)} | {row.get('hd95_images', 0)} |")
-    return "\n".join(lines)
+    return "\n".join(lines + baselines_markdown(metrics))
+
+
+def baselines_markdown(metrics: dict[str, Any]) -> list[str]:
+    """The trivial predictions on the same validation images, and the warnings they raise."""
+    b = metrics.get("baselines")
+    if not b:
+        return []
+    fractions = ", ".join(f"{name} {fraction:.1%}" for name, fraction in (b.get("class_fraction") or {}).items())
+    lines = [
+        "",
+        f"Trivial predictions on the same validation images (pixel shares: {fractions}); a model must beat them. "
+        f"{b.get('hd95_note', '')}.",
+        "",
+        "| prediction | Dice | IoU |",
+        "|---|---|---|",
+        f"| this model | {_fmt(metrics.get('dice_mean'))} | {_fmt(metrics.get('iou_mean'))} |",
+        f"| all background | {_fmt(b['all_background'].get('dice_mean'))} | {_fmt(b['all_background'].get('iou_mean'))} |",
+        f"| all foreground ({b['all_foreground'].get('what', 'every pixel foreground')}) | "
+        f"{_fmt(b['all_foreground'].get('dice_mean'))} | {_fmt(b['all_foreground'].get('iou_mean'))} |",
+        f"| majority class ({b['majority_class'].get('class')}) | {_fmt(b['majority_class'].get('dice_mean'))} | "
+        f"{_fmt(b['majority_class'].get('iou_mean'))} |",
+    ]
+    lines += [f"\n**Warning:** {w}." for w in metrics.get("warnings") or []]
+    return lines
 
 
 def recipe_markdown(recipe: dict[str, Any]) -> str:
@@ -128,6 +153,32 @@ def _endpoint() -> str:
     return constants.ENDPOINT.rstrip("/")
 
 
+def check_push_target(repo_id: str) -> None:
+    """Prove now, before training, that ``repo_id`` can be written, without leaving an empty repo behind.
+
+    The only check that works on the Hub and on the local hub alike creates the repo and a scratch branch
+    (:func:`hf_transfer_seg.hub.check_write_access`); a repo that did not exist before is deleted again, so an
+    interrupted fine-tune leaves nothing. :func:`push_segmentation_model` creates it when there is a model to push.
+    """
+    from huggingface_hub import HfApi
+
+    from hf_transfer_seg import hub
+
+    api = HfApi()
+    existed = hub.with_retries(lambda: api.repo_exists(repo_id), what=f"look up {repo_id}")
+    hub.check_write_access(repo_id, api=api)
+    if not existed:
+        from huggingface_hub.errors import HfHubHTTPError
+
+        try:
+            api.delete_repo(repo_id, missing_ok=True)
+        except HfHubHTTPError as exc:  # a token that may create but not delete: the empty repo stays, said once
+            from hf_transfer_seg.redact import redact
+
+            log.warning("could not remove the empty repo %s that the write check created (%s); it receives the model "
+                        "when training ends, or delete it if the run is abandoned", repo_id, redact(exc))
+
+
 def push_segmentation_model(result, repo_id: str, *, revision: str | None = None) -> dict[str, str]:
     """Push the model of ``result`` with its card to ``repo_id`` (branch ``revision``, default main)."""
     from huggingface_hub import HfApi
@@ -170,10 +221,21 @@ def run_record(result, seg_push: dict[str, str] | None = None) -> dict[str, Any]
         "hd95": result.metrics.get("hd95_mean"),
         "hd95_unit": result.metrics.get("hd95_unit", "px"),
         "dice_per_class": per_class,
+        **({"distance_unit": result.metrics["distance_unit"]} if result.metrics.get("distance_unit") else {}),
+        **({"baselines": baseline_dice(result.metrics)} if result.metrics.get("baselines") else {}),
     }
     if seg_push:
         record["seg_repo"] = f"{seg_push['repo']}@{seg_push['revision']}"
     return record
+
+
+def baseline_dice(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The trivial predictions' mean Dice (and the majority class's name), as stored beside each run's Dice."""
+    b = metrics["baselines"]
+    return {
+        "all_background": b["all_background"].get("dice_mean"), "all_foreground": b["all_foreground"].get("dice_mean"),
+        "majority_class": b["majority_class"].get("dice_mean"), "majority_class_name": b["majority_class"].get("class"),
+    }
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -210,6 +272,10 @@ def merge_run(entry: dict[str, Any] | None, run: dict[str, Any], *, recipe: dict
     seg = [r["seg_repo"] for r in runs if r.get("seg_repo")]
     if seg:
         entry["seg_repo"] = seg[-1]
+    if runs[-1].get("distance_unit"):
+        entry["distance_unit"] = runs[-1]["distance_unit"]
+    if runs[-1].get("baselines"):  # the validation images are fixed by split_seed: one floor for every seed
+        entry["baselines"] = runs[-1]["baselines"]
     return entry
 
 
@@ -224,16 +290,16 @@ def downstream_markdown(namespace: dict[str, Any]) -> str:
         "figures (and its model-index entry when the data is a Hub dataset); here they are under "
         "`hf_transfer_seg.downstream`, not in this card's model-index.",
         "",
-        "| target | encoder | data | seeds | Dice | IoU | HD95 | epochs | model |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| target | encoder | data | seeds | Dice | best trivial Dice | IoU | HD95 | epochs | model |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, e in sorted(downstream.items()):
         std = e.get("dice_std")
         lines.append(
             f"| {key.split('@')[0]} | {'frozen' if e.get('frozen') else 'fine-tuned'} | "
             f"{'SYNTHETIC' if e.get('synthetic') else 'real'} | {len(e.get('seeds') or [])} | "
-            f"{_fmt(e.get('dice_mean'))}{' ± ' + _fmt(std) if std else ''} | {_fmt(e.get('iou_mean'))} | "
-            f"{_fmt(e.get('hd95_mean'), 2)} {e.get('hd95_unit', 'px')} | {e.get('epochs')} | {e.get('seg_repo') or ''} |"
+            f"{_fmt(e.get('dice_mean'))}{' ± ' + _fmt(std) if std else ''} | {_trivial(e.get('baselines'))} | {_fmt(e.get('iou_mean'))} | "
+            f"{_fmt(e.get('hd95_mean'), 2)} {e.get('distance_unit') or e.get('hd95_unit', 'px')} | {e.get('epochs')} | {e.get('seg_repo') or ''} |"
         )
     transfer = namespace.get(schema.TRANSFERABILITY) or {}
     if transfer:
@@ -247,6 +313,14 @@ def downstream_markdown(namespace: dict[str, Any]) -> str:
         for key, t in sorted(transfer.items()):
             lines.append(f"| {key} | {_fmt(t.get('logme'))} | {_fmt(t.get('linear_probe_dice'))} | {t.get('level')} | {t.get('pixels')} |")
     return "\n".join(lines)
+
+
+def _trivial(baselines: dict[str, Any] | None) -> str:
+    """The strongest constant prediction of a downstream entry, e.g. ``0.873 (all foreground)``."""
+    from hf_transfer_seg.metrics.baselines import best_baseline
+
+    name, value = best_baseline(baselines)
+    return "n/a" if value is None else f"{_fmt(value)} ({name.replace('_', ' ')})"
 
 
 def apply_downstream(card: ModelCard, key: str, entry: dict[str, Any], *, model_name: str) -> ModelCard:

@@ -97,6 +97,7 @@ def run_sweep(
                 seg = push_segmentation_model(result, push_to, revision=f"{info.name}-seed{seed}") if push_to else None
                 record_downstream(result, seg_push=seg)
             dice[seed] = result.metrics.get("dice_mean")
+            out.setdefault("metrics", {k: result.metrics.get(k) for k in ("baselines", "warnings")})
             bar.set_postfix(revision=info.name, seed=seed, dice=f"{dice[seed] or 0:.3f}")
             bar.update(1)
         if info.name in out["failed"]:

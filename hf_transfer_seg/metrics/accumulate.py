@@ -98,6 +98,7 @@ class SegmentationMetrics:
         self.num_images = 0
         self.spaced_images = 0  # images with a known pixel spacing (HD95 in mm when every image has one)
         self.volumes: dict[str, torch.Tensor] = {}  # case -> its own confusion matrix (per-volume Dice)
+        self.per_image: list[dict[str, dict[str, Any]]] = []  # each image's own values per foreground class
 
     def update(
         self, pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None,
@@ -125,6 +126,12 @@ class SegmentationMetrics:
             if not math.isnan(h):
                 self.hd95[c].append(h)
                 self.asd[c].append(a)
+        own = _scores_of(cm)
+        self.per_image.append({
+            self.class_names[c]: {**own[c], "hd95": None if math.isnan(h) else h, "asd": None if math.isnan(a) else a,
+                                  "n_ref": int(cm[c].sum()), "n_pred": int(cm[:, c].sum())}
+            for c, h, a in zip(classes, hd, asd)
+        })
         self.num_images += 1
 
     def compute(self) -> dict[str, Any]:
@@ -172,7 +179,20 @@ class SegmentationMetrics:
             "pixel_accuracy": float(tp.sum() / cm.sum().clamp_min(1)),
             "per_class": per_class,
             "num_images": self.num_images,
+            "metric_per_case": self.per_image,  # in update order; callers name the images (nnU-Net's summary.json)
         }
+
+
+def _scores_of(cm: torch.Tensor) -> list[dict[str, float | None]]:
+    """Dice and IoU of every class of one confusion matrix (None where the class is absent from both sides)."""
+    cm = cm.double()
+    tp = cm.diag()
+    fp, fn = cm.sum(0) - tp, cm.sum(1) - tp
+    return [
+        {"dice": float(2 * tp[c] / (2 * tp[c] + fp[c] + fn[c])) if 2 * tp[c] + fp[c] + fn[c] > 0 else None,
+         "iou": float(tp[c] / (tp[c] + fp[c] + fn[c])) if tp[c] + fp[c] + fn[c] > 0 else None}
+        for c in range(cm.shape[0])
+    ]
 
 
 def _dice_of(cm: torch.Tensor) -> list[float]:

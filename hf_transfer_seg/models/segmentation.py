@@ -212,6 +212,19 @@ def sliding_window_probs(
     return probs[0, :, :h, :w].float().cpu()
 
 
+def at_training_scale(scores, image: torch.Tensor, longest: int | None) -> torch.Tensor:
+    """``scores`` (``[3, h, w]`` image -> ``[K, h, w]``) of ``image``, run where the model was trained: an image longer
+    than ``longest`` px is downscaled first (bilinear, antialiased) and the scores brought back to its size (bilinear),
+    so the argmax has the input's geometry. The Space and ``predict`` both use it."""
+    h, w = image.shape[1:]
+    scale = longest / max(h, w) if longest else 1.0
+    if scale >= 1.0:
+        return scores(image)
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    small = F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    return F.interpolate(scores(small)[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+
+
 # ------------------------------------------------------------------------------------- save and load
 #
 # smp's own Hub format: ``config.json`` holds ``_model_class: "Unet"`` and the U-Net's init arguments,

@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 from hf_transfer_seg.errors import ConfigError
 
+EXAMPLES_MANIFEST = "examples.json"  # examples/<this>: which target the example images come from, and how
 CONFIG_FILE = "space_config.json"
 
 # field -> environment variable

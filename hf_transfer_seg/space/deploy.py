@@ -29,7 +29,7 @@ from hf_transfer_seg.cards.render import replace_section
 from hf_transfer_seg.hub import with_retries
 from hf_transfer_seg.redact import redact
 from hf_transfer_seg.resources import resource_path
-from hf_transfer_seg.space.config import CONFIG_FILE, ENV_VARS, SpaceConfig
+from hf_transfer_seg.space.config import CONFIG_FILE, ENV_VARS, EXAMPLES_MANIFEST, SpaceConfig
 from hf_transfer_seg.space.selection import Selection, card_namespace, select
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,8 @@ def stage(config: SpaceConfig, selection: Selection, folder: Path) -> list[str]:
     (folder / "examples").mkdir()
     for p in examples:
         shutil.copy2(p, folder / "examples" / p.name)
+    if (source / "examples" / EXAMPLES_MANIFEST).is_file():  # what the examples are (the Space labels them by it)
+        shutil.copy2(source / "examples" / EXAMPLES_MANIFEST, folder / "examples" / EXAMPLES_MANIFEST)
 
     card = SpaceCard.load(source / "README.md")
     card.data.models = _models(config, selection)

@@ -77,15 +77,12 @@ class Segmenter:
     @torch.inference_mode()
     def predict(self, image: torch.Tensor) -> np.ndarray:
         """Class index per pixel, ``uint8 [H, W]``, for an image ``float32 [3, H, W]`` in [0, 1]."""
-        h, w = image.shape[1:]
-        scale = self.resize_longest / max(h, w) if self.resize_longest else 1.0
-        if scale < 1.0:
-            size = (max(1, round(h * scale)), max(1, round(w * scale)))
-            small = torch.nn.functional.interpolate(image[None], size=size, mode="bilinear", antialias=True)[0]
-            logits = self.logits(self.prepare(small))[:, :, : size[0], : size[1]]
-            logits = torch.nn.functional.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[0]
-        else:
-            logits = self.logits(self.prepare(image))[0, :, :h, :w]
+        from hf_transfer_seg.models.segmentation import at_training_scale
+
+        def logits(x: torch.Tensor) -> torch.Tensor:
+            return self.logits(self.prepare(x))[0, :, : x.shape[1], : x.shape[2]]
+
+        logits = at_training_scale(logits, image, self.resize_longest)
         if logits.shape[0] == 1:
             mask = torch.sigmoid(logits[0]) > self.threshold
         else:

@@ -58,6 +58,8 @@ class SegModelRef:
     dice: float | None = None
     frozen: bool | None = None
     synthetic: bool | None = None
+    # the strongest trivial prediction on the same validation images: (name, Dice), e.g. ("all foreground", 0.873)
+    trivial: tuple[str, float] | None = None
 
     @property
     def label(self) -> str:
@@ -182,6 +184,7 @@ def _pin(ref: SegModelRef, branch: str, api: HfApi, notices: list[str]) -> SegMo
     return replace(
         ref,
         sha=sha,
+        trivial=strongest_trivial(metrics.get("baselines")),
         encoder_revision=card_revision or ref.encoder_revision,
         encoder_sha=base.get("sha") or ref.encoder_sha,
         encoder_downloaded_sha=base.get("sha") or ref.encoder_sha,
@@ -191,6 +194,14 @@ def _pin(ref: SegModelRef, branch: str, api: HfApi, notices: list[str]) -> SegMo
         frozen=(ours.get("recipe") or {}).get("frozen", ref.frozen),
         synthetic=ours.get("synthetic", ref.synthetic),
     )
+
+
+def strongest_trivial(baselines: Any) -> tuple[str, float] | None:
+    """(name, Dice) of the best constant prediction recorded beside a model's validation Dice, None when unrecorded."""
+    from hf_transfer_seg.metrics.baselines import best_baseline
+
+    name, value = best_baseline(baselines)
+    return None if value is None else (name.replace("_", " "), value)
 
 
 def weights_id(repo: str, sha: str, api: HfApi) -> str | None:

@@ -14,7 +14,7 @@ import gradio as gr
 
 from hf_transfer_seg.errors import HfTransferSegError
 from hf_transfer_seg.redact import redact
-from hf_transfer_seg.space.config import SpaceConfig
+from hf_transfer_seg.space.config import EXAMPLES_MANIFEST, SpaceConfig
 from hf_transfer_seg.space.inference import Segmenter
 from hf_transfer_seg.space.selection import select
 from hf_transfer_seg.space.service import SegmentationService
@@ -42,6 +42,21 @@ def example_files(app_dir: str | Path | None) -> list[Path]:
     if folder is None or not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.suffix.lower() in EXAMPLE_SUFFIXES)
+
+
+def example_source(app_dir: str | Path | None) -> dict[str, Any] | None:
+    """What the example images are (``examples/examples.json``: target key and a description), None when unrecorded."""
+    import json
+
+    path = Path(app_dir) / "examples" / EXAMPLES_MANIFEST if app_dir else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("cannot read %s (%s); the examples are labelled as of unknown source", path.name, exc)
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def build_service(config: SpaceConfig, *, loader=load_segmenter) -> SegmentationService:
@@ -80,7 +95,7 @@ def error_blocks(message: str) -> gr.Blocks:
 def create_demo(config: SpaceConfig, app_dir: str | Path | None = None, *, loader=load_segmenter) -> gr.Blocks:
     """The app for ``config``; raises :class:`HfTransferSegError` when it cannot be served."""
     service = build_service(config, loader=loader)
-    demo = build_blocks(service, examples=example_files(app_dir))
+    demo = build_blocks(service, examples=example_files(app_dir), examples_source=example_source(app_dir))
     demo.hts_service = service  # type: ignore[attr-defined]  # for tests and the benchmark
     return demo
 

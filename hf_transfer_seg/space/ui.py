@@ -122,6 +122,31 @@ def legend_html(class_names: list[str]) -> str:
     return "".join(swatch.format(*class_color(i), name) for i, name in enumerate(class_names) if i > 0)
 
 
+def examples_label(source: dict[str, Any] | None, served_target: str | None) -> str:
+    """What the example images are, said plainly: from the served model's own target, or from another one."""
+    if not source or not source.get("target"):
+        return "Examples (images shipped with this Space; which data they come from is not recorded)"
+    target, what = str(source["target"]), str(source.get("what") or f"images of {source['target']}")
+    if served_target and target == served_target:
+        return f"Examples: {what} (the served model's own target)"
+    return (f"Examples: {what}. NOT the served model's target ({served_target or 'unknown'}): they show how the "
+            "pipeline runs, not how well this model segments its own kind of image")
+
+
+def preview_value(service: SegmentationService, path: str | None):
+    """A PNG preview of an upload the browser cannot show (TIFF, 16-bit, float): the image as the model sees it."""
+    if not path:
+        return gr.update(value=None, visible=False)
+    suffix = Path(str(path)).suffix.lower()
+    try:
+        image = service.read(path)
+    except HfTransferSegError:
+        return gr.update(value=None, visible=False)  # segmenting it says why, in one sentence
+    if suffix not in (".tif", ".tiff") and image.raw is None:
+        return gr.update(value=None, visible=False)  # the browser shows it itself
+    return gr.update(value=image.display_rgb(), visible=True, label=f"Preview of the upload ({image.description})")
+
+
 def header_markdown(sel: Selection) -> str:
     lines = ["# Medical image segmentation with the best-scored pretraining checkpoint"]
     best = (
@@ -137,6 +162,10 @@ def header_markdown(sel: Selection) -> str:
     if sel.serving:
         m = sel.serving
         dice = f", validation Dice {m.dice:.3f}" if m.dice is not None else ""
+        if m.dice is not None and m.trivial is not None:
+            name, floor = m.trivial
+            dice += (f" (predicting {name} everywhere scores {floor:.3f} on the same images"
+                     + ("; this model does not beat it" if m.dice <= floor else "") + ")")
         lines.append(
             f"Serving **`{m.repo_id}`** at `{m.sha[:10]}`, fine-tuned from **{m.encoder_revision or '?'}** "
             f"on `{m.target or '?'}`{dice}."
@@ -152,7 +181,8 @@ def header_markdown(sel: Selection) -> str:
 
 
 def build_blocks(
-    service: SegmentationService, *, examples: list[Path], title: str = "Segmentation with the best-scored checkpoint"
+    service: SegmentationService, *, examples: list[Path], title: str = "Segmentation with the best-scored checkpoint",
+    examples_source: dict[str, Any] | None = None,
 ) -> gr.Blocks:
     sel = service.selection
     serving = sel.serving
@@ -201,12 +231,14 @@ def build_blocks(
                             height=380,
                             elem_id="input-image",
                         )
+                        preview_out = gr.Image(label="Preview of the upload", visible=False, interactive=False, height=240,
+                                               format="png", elem_id="input-preview")
                         run = gr.Button("Segment", variant="primary", elem_id="segment-button", interactive=serving is not None)
                         if examples:
                             gr.Examples(
                                 examples=[[str(p)] for p in examples],
                                 inputs=[image_in],
-                                label="Examples (held-out validation slices of the fine-tuning target)",
+                                label=examples_label(examples_source, serving.target if serving is not None else None),
                                 examples_per_page=8,
                             )
                     with gr.Column(scale=1):
@@ -231,6 +263,8 @@ def build_blocks(
                     concurrency_id="model",  # one forward at a time on a CPU Space
                 )
                 info_out.change(served_markdown, inputs=[info_out], outputs=[served_out], api_visibility="private", queue=False)
+                image_in.change(functools.partial(preview_value, service), inputs=[image_in], outputs=[preview_out],
+                                api_name="preview", concurrency_limit=1, concurrency_id="model")
 
             with gr.Tab("Leaderboard", id="leaderboard"):
                 gr.Markdown(

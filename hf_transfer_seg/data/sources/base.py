@@ -147,13 +147,18 @@ def _pil_mask(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
-def label_mapping(values: set[int], num_classes: int | None) -> tuple[int, dict[int, int]]:
+def label_mapping(
+    values: set[int], num_classes: int | None, foreground: list[int] | tuple[int, ...] | None = None
+) -> tuple[int, dict[int, int]]:
     """(number of classes, raw value -> class index) for the union of raw mask values.
 
     Binary masks stored as 0/255 (or 0/any single value) map to 0/1. With ``num_classes`` given,
     every value must be a class index (or the binary 0/v case); otherwise it is a :class:`DataError`.
+    With ``foreground`` (``--foreground-values``), see :func:`foreground_mapping`.
     """
     values = set(int(v) for v in values)
+    if foreground:
+        return foreground_mapping(values, foreground, num_classes)
     if num_classes is not None and num_classes < 2:
         raise ConfigError(f"--num-classes must be >= 2 (background + at least one class), got {num_classes}")
     binary_like = 0 in values and len(values) <= 2 or values <= {0, 1}
@@ -178,6 +183,44 @@ def label_mapping(values: set[int], num_classes: int | None) -> tuple[int, dict[
         f"mask values {outside[:10]} are outside the class set 0..{num_classes - 1}; fix the masks or pass "
         f"the right --num-classes (binary masks may use 0 and one other value such as 255)"
     )
+
+
+def foreground_mapping(
+    values: set[int], foreground: list[int] | tuple[int, ...], num_classes: int | None = None
+) -> tuple[int, dict[int, int]]:
+    """Name the classes of interest by their raw mask values: ``foreground[i]`` becomes class ``i + 1``,
+    every other value background (0). ISBI-2012 stores membranes as 0 and cell interiors as 255:
+    ``--foreground-values 0`` makes the membranes the scored class. A listed value that no mask holds
+    is a :class:`DataError` (a typo would otherwise train on an empty class)."""
+    foreground = [int(v) for v in foreground]
+    if len(set(foreground)) != len(foreground):
+        raise ConfigError(f"--foreground-values {foreground} lists a value twice; list each class value once")
+    missing = [v for v in foreground if v not in values]
+    if missing:
+        raise DataError(
+            f"--foreground-values {missing} not in any mask (the masks hold {sorted(values)[:12]}); "
+            "pass values that occur in the masks"
+        )
+    k = len(foreground) + 1
+    if num_classes is not None and num_classes != k:
+        raise ConfigError(f"--num-classes {num_classes} disagrees with {len(foreground)} --foreground-values (+ background = {k})")
+    index = {v: i + 1 for i, v in enumerate(foreground)}
+    return k, {v: index.get(v, 0) for v in values}
+
+
+def select_classes(target: "SegTarget", foreground: list[int] | tuple[int, ...], class_names: list[str] | None = None) -> "SegTarget":
+    """``target`` (masks already class indices, e.g. the embedded MNI152 set) with only ``foreground``'s classes
+    kept, renumbered 1..n in that order (:func:`foreground_mapping`), in place."""
+    values: set[int] = set()
+    for s in target.samples:
+        values |= set(torch.unique(s.mask).tolist())
+    k, mapping = foreground_mapping(values, foreground)
+    old = list(target.class_names)
+    for s in target.samples:
+        s.mask = apply_mapping(s.mask.numpy(), mapping)
+    target.num_classes = k
+    target.class_names = class_names_for(k, class_names or ["background"] + [old[int(v)] for v in foreground if int(v) < len(old)])
+    return target
 
 
 def apply_mapping(array: np.ndarray, mapping: dict[int, int]) -> torch.Tensor:
@@ -233,8 +276,10 @@ def assemble(
     *,
     num_classes: int | None,
     resize_longest: int | None,
+    foreground: list[int] | None = None,
 ) -> tuple[list[SegSample], int]:
-    """Decode (name, image loader, mask loader, fov loader) rows, check them, map labels, resize."""
+    """Decode (name, image loader, mask loader, fov loader) rows, check them, map labels, resize.
+    ``foreground``: raw values of the classes of interest (:func:`foreground_mapping`)."""
     decoded = []
     values: set[int] = set()
     for name, load_img, load_mask, load_fov in raw:
@@ -252,7 +297,7 @@ def assemble(
                 raise DataError(f"field-of-view mask of {name} is {fov.shape[::-1]} but the image is {tuple(mask.shape[::-1])}")
             valid = torch.from_numpy(fov > 0)
         per_image = set(np.unique(mask).tolist())
-        if num_classes is not None:
+        if num_classes is not None and not foreground:
             try:
                 label_mapping(per_image, num_classes)
             except DataError as exc:
@@ -261,7 +306,7 @@ def assemble(
         decoded.append((name, image, mask, valid))
     if not decoded:
         raise DataError("the target holds no images")
-    k, mapping = label_mapping(values, num_classes)
+    k, mapping = label_mapping(values, num_classes, foreground)
     samples = [
         resize_sample(SegSample(name, image.float(), apply_mapping(mask, mapping), valid), resize_longest)
         for name, image, mask, valid in decoded

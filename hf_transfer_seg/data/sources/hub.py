@@ -31,6 +31,7 @@ def load_hub_target(
     key: str | None = None,
     class_names: list[str] | None = None,
     slice_axis: str | None = None,
+    foreground: list[int] | None = None,
 ) -> SegTarget:
     """A Hub dataset (or anything :func:`datasets.load_dataset` accepts) with an image and a mask column.
 
@@ -59,6 +60,7 @@ def load_hub_target(
         return _hub_volume_target(
             ds, dataset_id, split, image_column, mask_column, num_classes=num_classes, limit=limit, key=key,
             class_names=class_names, slice_axis=slice_axis, resize_longest=resize_longest, revision=revision,
+            foreground=foreground,
         )
     if limit:
         ds = ds.select(range(min(limit, len(ds))))
@@ -74,9 +76,9 @@ def load_hub_target(
     for i, row in enumerate(rows):
         name = str(row.get("name") or row.get("file_name") or row.get("id") or f"{i:05d}")
         raw.append((name, (lambda v=row[image_column]: image_of(v)), (lambda v=row[mask_column]: read_mask_array(np.asarray(v) if not isinstance(v, Image.Image) else v)), None))
-    samples, k = assemble(raw, num_classes=num_classes, resize_longest=resize_longest)
+    samples, k = assemble(raw, num_classes=num_classes, resize_longest=resize_longest, foreground=foreground)
     names = class_names
-    if names is None:
+    if names is None and not foreground:
         feature = ds.features.get(mask_column)
         names = list(getattr(feature, "names", None) or []) or None
         if names is not None and len(names) != k:
@@ -99,7 +101,7 @@ def _is_nifti_feature(feature: Any) -> bool:
 
 
 def _hub_volume_target(ds, dataset_id, split, image_column, mask_column, *, num_classes, limit, key, class_names,
-                       slice_axis, resize_longest, revision) -> SegTarget:
+                       slice_axis, resize_longest, revision, foreground=None) -> SegTarget:
     """Rows of NIfTI volumes (image and mask columns) as cases of a volumetric target."""
     from hf_transfer_seg.data.sources.cases import Case, labelled_slices
     from hf_transfer_seg.data.sources.volumes import integer_labels, nibabel_volume
@@ -114,7 +116,7 @@ def _hub_volume_target(ds, dataset_id, split, image_column, mask_column, *, num_
         return Case(f"row{i:05d}", image, labels)
 
     samples, values = labelled_slices([case(i) for i in range(len(ds))], slice_axis=slice_axis, limit=limit)
-    k, mapping = label_mapping(values, num_classes)
+    k, mapping = label_mapping(values, num_classes, foreground)
     for sample in samples:
         sample.mask = apply_mapping(sample.mask.numpy(), mapping)
     return SegTarget(

@@ -61,18 +61,20 @@ def medical_cases(kind: str, path: Path, *, labelled: bool, labels: str | None =
 
 
 def labelled_target(kind: str, path: Path, *, labels=None, slice_axis=None, num_classes=None, limit=None,
-                    key=None, class_names=None, resize_longest=None):
+                    key=None, class_names=None, resize_longest=None, foreground=None):
     from hf_transfer_seg.data.sources.base import SegTarget, apply_mapping, class_names_for, label_mapping
 
     cases, default_key, description, names = medical_cases(kind, path, labelled=True, labels=labels)
     samples, values = labelled_slices(cases, slice_axis=slice_axis, limit=limit)
     if not samples:
         raise DataError(f"{description}: no slices with an image")
+    if foreground:
+        names = None  # --foreground-values choose the classes; dataset.json's names describe the raw labels
     if names is not None:
         if num_classes is not None and num_classes != len(names):
             raise ConfigError(f"dataset.json names {len(names)} classes, not --num-classes {num_classes}")
         num_classes = len(names)
-    k, mapping = label_mapping(values, num_classes)
+    k, mapping = label_mapping(values, num_classes, foreground)
     for sample in samples:
         sample.mask = apply_mapping(sample.mask.numpy(), mapping)
     spacing = samples[0].spacing
