@@ -18,7 +18,9 @@ checkpoint itself) and the mean of 5 seeds' noise per checkpoint. A column ``x``
 Each table runs the report's own verdict code (``analysis.assess`` with ``x`` as the headline, clusters from
 ``clusters.resolve`` without a run column). Printed per scenario: the rate of "predicts" with its Monte
 Carlo SE, the rate the epoch-controlled test alone would give (p < 0.05 and effect >= 0.3, before the
-placebo self-check), the mean effect, the mean placebo rate, and the clusters found.
+placebo self-check), the mean effect, the mean per-series partial Spearman of the former control (ranks
+residualised on a within-series cubic in log epoch, for comparison with issue 23's "partial <= -0.5"), the
+mean placebo rate, and the clusters found.
 
     python benchmarks/report_calibration.py                 # 100 tables per scenario (~3 min on one core)
     python benchmarks/report_calibration.py --tables 40     # quicker
@@ -124,20 +126,26 @@ def authors(path: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tables", type=int, default=100)
+    ap.add_argument("--only", default=None, help="comma list of scenario labels to run (default: all)")
     ap.add_argument("--authors", action="store_true", help="also run the authors' table from $HF_TRANSFER_SEG_AUTHORS_TABLE")
     args = ap.parse_args()
     print(f"{args.tables} tables per scenario; 36 series, 6 runs (inferred from top1), 9 checkpoints; floor {MIN_EFFECT}")
-    print(f"{'scenario':<16} {'predicts':>16} {'test alone':>16} {'mean effect':>12} {'placebo rate':>13} {'clusters':>9} {'s':>6}")
+    print(f"{'scenario':<16} {'predicts':>16} {'test alone':>16} {'mean effect':>12} {'cubic partial':>14} {'placebo rate':>13} "
+          f"{'clusters':>9} {'s':>6}")
+    only = set(args.only.split(",")) if args.only else None
     for label, family, level in SCENARIOS:
+        if only and label not in only:
+            continue
         t0 = time.perf_counter()
         res = [one(1000 * i + 17, family, level) for i in range(args.tables)]
         rate = float(np.mean([r["predicts"] for r in res]))
         alone = float(np.mean([r["test_only"] for r in res]))
         eff = np.nanmean([np.nan if r["effect"] is None else r["effect"] for r in res])
         pl = np.nanmean([np.nan if r["placebo"] is None else r["placebo"] for r in res])
+        cubic = np.nanmean([np.nan if r["cubic"] is None else r["cubic"] for r in res])
         ncl = sorted({r["n_clusters"] for r in res})
         print(f"{label:<16} {rate:>8.1%} ± {mc(rate, len(res)):.1%} {alone:>8.1%} ± {mc(alone, len(res)):.1%} {eff:>+12.3f} "
-              f"{pl:>13.1%} {','.join(map(str, ncl)):>9} {time.perf_counter() - t0:>6.1f}", flush=True)
+              f"{cubic:>+14.3f} {pl:>13.1%} {','.join(map(str, ncl)):>9} {time.perf_counter() - t0:>6.1f}", flush=True)
     if args.authors:
         path = os.environ.get("HF_TRANSFER_SEG_AUTHORS_TABLE")
         if not path or not os.path.isfile(path):

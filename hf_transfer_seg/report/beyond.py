@@ -140,7 +140,7 @@ def fit(des: Design, y: np.ndarray, x: np.ndarray, sign: np.ndarray, *, draws: i
     with np.errstate(invalid="ignore", divide="ignore"):
         effect = s_g.sum(axis=0) / np.sqrt(xx * yy)
         per_cluster = s_g / np.sqrt(xx_g * yy_g[:, None])
-    p = np.full(q, np.nan)
+    p, t_stat = np.full(q, np.nan), np.full(q, np.nan)
     ok = (xx > 1e-9 * len(yt)) & (yy > 1e-9 * len(yt)) & (g >= MIN_CLUSTERS)
     w = weights(g, draws, seed)
     for start in range(0, q, CHUNK):
@@ -157,11 +157,12 @@ def fit(des: Design, y: np.ndarray, x: np.ndarray, sign: np.ndarray, *, draws: i
         with np.errstate(invalid="ignore", divide="ignore"):
             t_b = (sg @ w.T) / np.sqrt((scores ** 2).sum(axis=2))
         o = sign[cols]
+        t_stat[cols] = t
         p[cols] = ((o[:, None] * t_b) >= (o * t)[:, None] - 1e-12).mean(axis=1)
     defined = (xx > 1e-9 * len(yt)) & (yy > 1e-9 * len(yt))
     effect = np.where(defined, effect, np.nan)
     per_cluster = np.where(defined[None, :] & (xx_g > 1e-9) & (yy_g[:, None] > 1e-9), per_cluster, np.nan)
-    return {"effect": effect, "p": p, "per_cluster": per_cluster.T, "n": np.full(q, len(yt)), "n_clusters": np.full(q, g)}
+    return {"effect": effect, "p": p, "t": t_stat, "per_cluster": per_cluster.T, "n": np.full(q, len(yt)), "n_clusters": np.full(q, g)}
 
 
 def _placebos(x: np.ndarray, series: np.ndarray, clusters: np.ndarray, epochs: np.ndarray, sign: float, k: int,
