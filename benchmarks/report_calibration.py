@@ -56,8 +56,11 @@ def curve(rng: np.random.Generator, epochs: np.ndarray = EPOCHS) -> np.ndarray:
     return 1 / (1 + np.exp(-(np.log1p(epochs) - mid) / width))
 
 
-def table(seed: int, family: str, level: float) -> tuple[pd.DataFrame, str]:
-    """One constructed table with the predictor column ``x``; returns (table, direction of x)."""
+def authors_structure(seed: int, columns, run_level: float = 0.02) -> pd.DataFrame:
+    """36 series (3 models x 2 schemes x 3 datasets x frozen/unfrozen), 9 checkpoints, columns series, model, dataset,
+    frozen, epoch, dice, top1 and whatever ``columns(rng, top1, dev, run_noise, m, sch)`` returns for a series (name ->
+    array over the checkpoints; ``dev`` is Dice's deviation from the series' curve, ``run_noise`` a run-level draw with
+    SD ``run_level``)."""
     rng = np.random.default_rng(seed)
     rows = []
     k = len(EPOCHS)
@@ -65,24 +68,31 @@ def table(seed: int, family: str, level: float) -> tuple[pd.DataFrame, str]:
         for sch in range(2):
             top1 = 0.76 * curve(rng) + rng.normal(0, 0.002, k)
             shared = rng.normal(0, 0.004, k)  # the checkpoint's own quality, seen by every series of the run
-            run_noise = rng.normal(0, level, k)
+            run_noise = rng.normal(0, run_level, k)
             for d in range(3):
                 for frozen in (False, True):
-                    trend = 0.55 + 0.1 * d + rng.uniform(0.05, 0.15) * curve(rng)
-                    dev = shared + rng.normal(0, 0.015, (5, k)).mean(axis=0)  # 5 seeds
-                    dice = trend + dev
-                    if family == "run":
-                        x, direction = top1 + run_noise, HIGHER
-                    elif family == "series":
-                        x, direction = top1 + rng.normal(0, level, k), HIGHER
-                    elif family == "minuslog":
-                        x, direction = -np.log(EPOCHS) + rng.normal(0, level, k), LOWER
-                    else:
-                        x, direction = -0.1 * top1 - 1.5 * dev + rng.normal(0, 0.008, k), LOWER
+                    dev = shared + rng.normal(0, 0.015, (5, k)).mean(axis=0)  # + the mean of 5 seeds' noise
+                    dice = 0.55 + 0.1 * d + rng.uniform(0.05, 0.15) * curve(rng) + dev
+                    cols = columns(rng, top1, dev, run_noise, m, sch)
                     name = f"m{m} | s{sch} | d{d} | {'frozen' if frozen else 'unfrozen'}"
-                    rows += [{"series": name, "model": f"m{m}", "dataset": f"d{d}", "frozen": frozen, "epoch": e, "dice": v,
-                              "top1": t, "x": xv} for e, v, t, xv in zip(EPOCHS, dice, top1, x)]
-    return pd.DataFrame(rows), direction
+                    rows += [{"series": name, "model": f"m{m}", "dataset": f"d{d}", "frozen": frozen, "epoch": e, "dice": dice[i],
+                              "top1": top1[i], **{c: v[i] for c, v in cols.items()}} for i, e in enumerate(EPOCHS)]
+    return pd.DataFrame(rows)
+
+
+def table(seed: int, family: str, level: float) -> tuple[pd.DataFrame, str]:
+    """One constructed table with the predictor column ``x``; returns (table, direction of x)."""
+    def x(rng, top1, dev, run_noise, m, sch):
+        k = len(EPOCHS)
+        if family == "run":
+            return {"x": top1 + run_noise}
+        if family == "series":
+            return {"x": top1 + rng.normal(0, level, k)}
+        if family == "minuslog":
+            return {"x": -np.log(EPOCHS) + rng.normal(0, level, k)}
+        return {"x": -0.1 * top1 - 1.5 * dev + rng.normal(0, 0.008, k)}
+
+    return authors_structure(seed, x, level if family == "run" else 0.0), LOWER if family in ("minuslog", "power") else HIGHER
 
 
 def one(seed: int, family: str, level: float) -> dict:

@@ -63,7 +63,7 @@ def test_vectorised_rank_statistics_match_scipy_and_the_residual_definition():
     rx, ry, rz, lz = (*(stats.rankdata(v) for v in (x[:, 0], y, z)), np.log1p(z))
     resid = [v - np.polyval(np.polyfit(lz, v, 3), lz) for v in (rx, ry)]
     assert partial_spearman(x[:, 0], y, z) == pytest.approx(np.corrcoef(*resid)[0, 1])
-    # the former control (what benchmarks/report_epoch_control.py calls "old"): a line in the ranks of z
+    # the former control (the first-order rank partial): a line in the ranks of z
     linear = [v - np.polyval(np.polyfit(rz, v, 1), rz) for v in (rx, ry)]
     assert epoch_partial_columns(x[:, :1], y, z, degree=1, basis="rank")[0] == pytest.approx(np.corrcoef(*linear)[0, 1])
     # too few checkpoints for the control (6 < 7): undefined, not a weaker control
@@ -131,7 +131,7 @@ def _saturating_table(seed: int, noise_corr: float = 0.0, grid=(1, 5, 10, 20, 50
     """36 series in 6 runs: Dice rises and the score falls, both *saturating* along training (exponential or
     logistic in log epoch, random rates; a run's score curve is shared by its series), plus noise; the score's
     noise carries minus ``noise_corr`` x Dice's (0: nothing beyond training length). As in
-    benchmarks/report_epoch_control.py."""
+    the former benchmarks/report_epoch_control.py."""
     rng = np.random.default_rng(seed)
     e = np.asarray(grid, float)
 

@@ -6,9 +6,11 @@ statsmodels, the verdicts against tables whose right answer is known, bad cluste
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,39 +23,22 @@ from hf_transfer_seg.report.analysis import assess
 from hf_transfer_seg.report.clusters import resolve
 from hf_transfer_seg.selection import HIGHER, LOWER
 
-EPOCHS = np.array([1, 2, 5, 10, 20, 50, 100, 200, 300], dtype=float)
-
-
-def _curve(rng: np.random.Generator) -> np.ndarray:
-    if rng.random() < 0.5:
-        return 1 - np.exp(-EPOCHS / np.exp(rng.uniform(np.log(3), np.log(80))))
-    return 1 / (1 + np.exp(-(np.log1p(EPOCHS) - rng.uniform(np.log(5), np.log(60))) / rng.uniform(0.3, 1.0)))
+_spec = importlib.util.spec_from_file_location("report_calibration", Path(__file__).parents[1] / "benchmarks" / "report_calibration.py")
+CALIBRATION = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(CALIBRATION)
+EPOCHS = CALIBRATION.EPOCHS
 
 
 def authors_like(seed: int = 0) -> pd.DataFrame:
-    """Columns series, model, dataset, frozen, epoch, dice, top1 (a run's curve, identical across its 6 series) and:
-    ``beyond`` (lower is better: carries Dice's within-series deviation), ``noise`` (independent of Dice),
-    ``run_curve`` (top-1's run curve + run-level noise: nothing beyond training length), ``run_const``
-    (one value per run: cannot rank checkpoints)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    k = len(EPOCHS)
-    for m in range(3):
-        for sch in range(2):
-            top1 = 0.76 * _curve(rng) + rng.normal(0, 0.002, k)
-            shared = rng.normal(0, 0.004, k)
-            run_noise = rng.normal(0, 0.02, k)
-            for d in range(3):
-                for frozen in (False, True):
-                    dev = shared + rng.normal(0, 0.015, (5, k)).mean(axis=0)
-                    dice = 0.55 + 0.1 * d + rng.uniform(0.05, 0.15) * _curve(rng) + dev
-                    cols = {"beyond": -0.1 * top1 - 1.5 * dev + rng.normal(0, 0.008, k), "noise": rng.normal(size=k),
-                            "run_curve": top1 + run_noise, "run_const": np.full(k, 10.0 * m + sch)}
-                    name = f"m{m} | s{sch} | d{d} | {'frozen' if frozen else 'unfrozen'}"
-                    for i, e in enumerate(EPOCHS):
-                        rows.append({"series": name, "model": f"m{m}", "dataset": f"d{d}", "frozen": frozen, "epoch": e,
-                                     "dice": dice[i], "top1": top1[i], **{c: v[i] for c, v in cols.items()}})
-    return pd.DataFrame(rows)
+    """The benchmark's tables (benchmarks/report_calibration.py) with columns ``beyond`` (lower is better: carries Dice's
+    within-series deviation), ``noise`` (independent of Dice), ``run_curve`` (top-1's run curve + run-level noise:
+    nothing beyond training length), ``run_const`` (one value per run: cannot rank checkpoints)."""
+    def columns(rng, top1, dev, run_noise, m, sch):
+        k = len(EPOCHS)
+        return {"beyond": -0.1 * top1 - 1.5 * dev + rng.normal(0, 0.008, k), "noise": rng.normal(size=k),
+                "run_curve": top1 + run_noise, "run_const": np.full(k, 10.0 * m + sch)}
+
+    return CALIBRATION.authors_structure(seed, columns, 0.02)
 
 
 def _verdicts(df: pd.DataFrame, directions: dict, headline: str | None) -> dict:
@@ -83,6 +68,7 @@ def test_runs_are_inferred_from_top1_without_a_run_column(table):
     assert "from column names" in resolve(table.drop(columns=["top1"]), None).description
 
 
+@pytest.mark.filterwarnings("ignore::statsmodels.tools.sm_exceptions.SingularMatrixWarning")  # series + cell dummies overlap by design
 def test_fixed_effects_t_matches_statsmodels_cluster_robust_ols(table):
     sub, _ = beyond.prepare(table, resolve(table, None).mapping)
     des = beyond.design(sub["series"].to_numpy(str), sub["_cell"].to_numpy(str), sub["epoch"].to_numpy(float), sub["_cluster"].to_numpy(str))

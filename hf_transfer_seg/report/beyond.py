@@ -1,26 +1,33 @@
 """Does a predictor add anything beyond training length? A fixed-effects model with wild cluster bootstrap,
 and a placebo self-check on the user's own table.
 
-The model (two-way fixed effects, the panel-data standard for "x explains y beyond the common trend"):
+The model (fixed effects with unit-specific trends, the panel-data standard for "x explains y beyond the
+trend"):
 
-    rank_s(Dice)_{s,e} = beta * rank_s(x)_{s,e} + alpha_s + gamma_{d(s), e} + u_{s,e}
+    rank_s(Dice)_{s,e} = beta * rank_s(x)_{s,e} + sum_k a_{s,k} t_e^k + gamma_{d(s), e} + u_{s,e},  t = log(1 + epoch)
 
-with ranks taken within each series and standardised (scale-free, one weight per series, the Spearman
-flavour of the rest of the report), ``alpha_s`` a series effect and ``gamma_{d,e}`` a dataset x epoch
-effect (``d`` from a ``dataset``/``target`` column; without one, an epoch effect). The dataset x epoch
-effect absorbs any shape of the trend with training length that the series of a dataset share,
-saturating or not, without a functional form (the former within-series cubic in log epoch left a plateau
-bias). The effect reported is the partial correlation of the two-way residuals; its test is a
-one-sided wild cluster bootstrap of the cluster-robust (CR1) t statistic, restricted under beta = 0
-(WCR, Cameron, Gelbach & Miller 2008; with Webb's six-point weights for few clusters, Webb 2014), with
-clusters = pretraining runs. The bootstrap uses the closed form of Roodman et al. (2019, "fast and wild"):
-every draw's coefficient and cluster scores are linear in the G weights, so a draw costs G x G
-multiplications and every predictor, and every placebo column, of a table runs in one array operation.
+Ranks are taken within each series and standardised (scale-free, one weight per series, the Spearman
+flavour of the rest of the report). ``a_{s,k}`` (k = 0..3) is each series' own cubic trend in log epoch
+(its degree drops so that ``TREND_RESID_DOF`` points are left beyond it: 9 checkpoints, cubic; 6, a line),
+which absorbs a saturating curve of any rate; ``gamma_{d,e}`` is a dataset x epoch effect (``d`` from a
+``dataset``/``target`` column, else one per epoch), which absorbs what the series of a dataset share at a
+checkpoint whatever its shape. The effect reported is the partial correlation of the residuals; its test is
+a one-sided wild cluster bootstrap of the cluster-robust (CR1) t statistic, restricted under beta = 0 (WCR,
+Cameron, Gelbach & Miller 2008) with Webb's six-point weights (Webb 2014; few clusters), clusters =
+pretraining runs. The bootstrap uses the closed form of Roodman et al. (2019, "fast and wild"): every draw's
+coefficient and cluster scores are linear in the G weights, so all predictors and all placebo columns of a
+table run in one array operation. The fixed effects are partialled out in two stages (FWL), so nothing
+larger than a cells x cells matrix is decomposed.
 
-Written here on numpy rather than with ``wildboottest``/``pyfixest``: those fit one formula per call
-(pyfixest also pulls in polars/numba and a JIT start), and the placebo self-check needs ~200 fits per
-predictor; here the 200 fits are one einsum (milliseconds for 36 series x 9 checkpoints). The arithmetic is
-checked against a direct dummy-variable OLS with statsmodels' cluster-robust covariance in the tests.
+Choices made by simulation (``benchmarks/report_calibration.py``, authors' structure): ranks and the
+series' cubic trend. Without the series' own trend (dataset x epoch only, or a line) a column carrying
+Dice's within-series deviation (former cubic partial about -0.55) got a partial of only about -0.25 to -0.3:
+a series' own saturating shape stayed in Dice's residual.
+
+Written here on numpy rather than with ``wildboottest``/``pyfixest``: those fit one formula per call (pyfixest
+also pulls in polars/numba and a JIT start), and the placebo self-check needs ~200 fits per predictor; here
+the 200 fits are one einsum. The t statistic and the effect are checked against statsmodels (dummy-variable
+OLS with cluster-robust covariance) in tests/test_report_verdicts.py.
 
 No test below ``MIN_CLUSTERS`` clusters.
 
