@@ -179,7 +179,7 @@ def _tests(corrs: dict[str, dict[str, Any]], names: list[str], clusters: dict[st
 
 
 def _verdict(name: str, c: dict[str, Any], t: dict[str, Any] | None, p: dict[str, float | None], headline: bool, min_effect: float,
-             n_exploratory: int, placebo: dict | None) -> tuple[str, str]:
+             n_exploratory: int, placebo: dict | None, fe_entry: dict | None = None) -> tuple[str, str]:
     rho = c["mean_spearman"]
     rho_text = f"mean Spearman {rho:+.2f}" if rho is not None else "no Spearman (too few checkpoints)"
     if c["direction"] is None:
@@ -195,7 +195,10 @@ def _verdict(name: str, c: dict[str, Any], t: dict[str, Any] | None, p: dict[str
     raw_text = f"{rho_text}, {k_raw} of {k_all} runs in the declared direction, one-sided Wilcoxon {which} = {p['raw']:.3g}"
     eff = t["effect"]
     k_b = int((t["beyond_clusters"] > 0).sum())
-    if eff is None or p["beyond"] is None:
+    if (fe_entry or {}).get("too_large"):
+        beyond_text = (f"no epoch-controlled test: the table is too large for its dataset x epoch effects (rows x cells above "
+                       f"{beyond.MAX_DENSE:.0e}); report a subset of series or fewer checkpoints for it")
+    elif eff is None or p["beyond"] is None:
         beyond_text = (f"no epoch-controlled effect (within every series its ranks follow the common epoch trend, or fewer than {MIN_CLUSTERS} "
                        "runs have one)")
     else:
@@ -246,7 +249,7 @@ def verdicts(corrs: dict[str, dict[str, Any]], names: list[str], clusters: dict[
             and sign * t["effect"] >= min_effect
         if f is not None and t is not None and t["effect"] is not None and (candidate or name in placebo_for or is_headline):
             placebo = beyond.placebo_rate(f["_design"], f["_y"], f["_x"], f["_epochs"], float(sign), alpha=ALPHA, floor=min_effect, seed=seed)
-        verdict, sentence = _verdict(name, c, t, p, is_headline, min_effect, len(explore), placebo)
+        verdict, sentence = _verdict(name, c, t, p, is_headline, min_effect, len(explore), placebo, f)
         c = {k: v for k, v in c.items() if not k.startswith("_")}
         eff = t["effect"] if t else (None if f is None or not np.isfinite(f["effect"]) else float(f["effect"]))
         out[name] = {**c, "verdict": verdict, "verdict_text": sentence, "headline": is_headline,

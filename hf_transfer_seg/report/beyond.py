@@ -47,13 +47,15 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import sparse, stats
 
 MIN_CLUSTERS = 5  # no test, no interval from fewer clusters
 DRAWS = 999  # wild bootstrap draws
 PLACEBOS = 200
 PLACEBO_MAX = 0.05  # "predicts" only when the placebo "predicts" rate is at most this
 CHUNK = 256  # columns per bootstrap block (memory: CHUNK x DRAWS x G floats)
+WCB_MAX_CLUSTERS = 60  # wild bootstrap up to this many clusters; beyond, the CR1 t against t(G - 1)
+MAX_DENSE = 30_000_000  # numbers in the largest dense array (rows x cells, rows x clusters): ~240 MB
 SERIES_TREND = 3  # degree of the series-specific trend in log(1 + epoch) (0: none); chosen by benchmarks/report_calibration.py
 RANKS = True  # within-series ranks (else standardised values); chosen by benchmarks/report_calibration.py
 TREND_RESID_DOF = 4  # a series keeps at least this many points beyond its own trend (9 checkpoints: cubic)
@@ -68,8 +70,19 @@ class Design:
     """The rows (series, epoch) of one pattern of known values, and what the model needs of them."""
     series: np.ndarray  # (n,) series index
     cluster: np.ndarray  # (n,) cluster index 0..G-1
-    basis: np.ndarray  # (n, r) orthonormal basis of the fixed effects' column space
+    blocks: list  # per series: (row indices, orthonormal basis of its own trend)
+    cell_basis: np.ndarray | None  # (n, r) orthonormal basis of the cell effects after the series trends; None: too large
     n_clusters: int
+    groups: sparse.csr_matrix  # (G, n) cluster membership
+
+    def resid(self, v: np.ndarray) -> np.ndarray:
+        """``v`` (n, Q) minus its projection on every fixed effect."""
+        out = np.array(v, dtype=float, copy=True)
+        for rows, q in self.blocks:
+            out[rows] -= q @ (q.T @ out[rows])
+        if self.cell_basis is not None and self.cell_basis.shape[1]:
+            out -= self.cell_basis @ (self.cell_basis.T @ out)
+        return out
 
 
 def cell_column(df: pd.DataFrame) -> str | None:
@@ -83,8 +96,9 @@ def within_ranks(values: np.ndarray, series: np.ndarray) -> np.ndarray:
     """Average ranks (``RANKS``; else the values) within each series, standardised (columns of ``values`` (n, Q));
     0 where a series is constant."""
     out = np.zeros_like(values, dtype=float)
-    for s in np.unique(series):
-        m = series == s
+    order = np.argsort(series, kind="stable")
+    cuts = np.nonzero(np.diff(series[order]))[0] + 1
+    for m in np.split(order, cuts):
         r = stats.rankdata(values[m], axis=0) if RANKS else np.asarray(values[m], dtype=float)
         r = r - r.mean(axis=0)
         sd = np.sqrt((r ** 2).mean(axis=0))
@@ -94,32 +108,36 @@ def within_ranks(values: np.ndarray, series: np.ndarray) -> np.ndarray:
 
 def design(series: np.ndarray, cells: np.ndarray, epochs: np.ndarray, clusters: np.ndarray, *, trend: int | None = None) -> Design:
     """Fixed effects: each series' own polynomial in log(1 + epoch) (level, and up to ``trend`` degrees), and a
-    cell x epoch effect. The basis is built in two stages (Frisch-Waugh-Lovell): the series blocks are orthonormal
-    per series (a 9 x 4 QR each), the cell dummies are residualised on them and orthonormalised (a cells x cells
-    eigenproblem): no decomposition of the whole design."""
+    cell x epoch effect. Built in two stages (Frisch-Waugh-Lovell): the series blocks are orthonormal per series
+    (a 9 x 4 QR each, kept per series), the cell dummies are residualised on them and orthonormalised (a cells x
+    cells eigenproblem): no decomposition of the whole design. A design whose cell basis would exceed
+    ``MAX_DENSE`` numbers gets none (:func:`fit` then reports no effect and says why)."""
     trend = SERIES_TREND if trend is None else trend
     s_idx = np.unique(series, return_inverse=True)[1]
     c_idx = np.unique(np.char.add(np.asarray(cells, dtype=str), np.char.add("|", np.asarray(epochs, dtype=str))), return_inverse=True)[1]
     n = len(series)
     t = np.log1p(np.maximum(np.asarray(epochs, dtype=float), 0.0))
+    order = np.argsort(s_idx, kind="stable")
+    bounds = np.searchsorted(s_idx[order], np.arange(s_idx.max() + 2))
     blocks = []
     for s in range(s_idx.max() + 1):  # degree <= trend, leaving >= TREND_RESID_DOF points beyond the series' own fit
-        rows = np.nonzero(s_idx == s)[0]
+        rows = order[bounds[s]:bounds[s + 1]]
         deg = max(0, min(trend, len(np.unique(t[rows])) - 1 - TREND_RESID_DOF))
         ts = (t[rows] - t[rows].mean()) / (t[rows].std() or 1.0)
-        q, _ = np.linalg.qr(np.vander(ts, deg + 1, increasing=True))
-        block = np.zeros((n, q.shape[1]))
-        block[rows] = q
-        blocks.append(block)
-    b1 = np.hstack(blocks)
-    c = np.zeros((n, c_idx.max() + 1))
-    c[np.arange(n), c_idx] = 1.0
-    c = c - b1 @ (b1.T @ c)
-    lam, vec = np.linalg.eigh(c.T @ c)
-    keep = lam > 1e-9 * max(lam.max(), 1e-300)
-    basis = np.hstack([b1, c @ (vec[:, keep] / np.sqrt(lam[keep]))])
+        blocks.append((rows, np.linalg.qr(np.vander(ts, deg + 1, increasing=True))[0]))
     g_idx = np.unique(clusters, return_inverse=True)[1]
-    return Design(s_idx, g_idx, basis, int(g_idx.max()) + 1)
+    g = int(g_idx.max()) + 1
+    groups = sparse.csr_matrix((np.ones(n), (g_idx, np.arange(n))), shape=(g, n))
+    des = Design(s_idx, g_idx, blocks, None, g, groups)
+    n_cells = int(c_idx.max()) + 1
+    if n * n_cells <= MAX_DENSE:
+        c = np.zeros((n, n_cells))
+        c[np.arange(n), c_idx] = 1.0
+        c = des.resid(c)
+        lam, vec = np.linalg.eigh(c.T @ c)
+        keep = lam > 1e-9 * max(lam.max(), 1e-300)
+        des.cell_basis = c @ (vec[:, keep] / np.sqrt(lam[keep]))
+    return des
 
 
 def weights(g: int, draws: int, seed: int) -> np.ndarray:
@@ -127,49 +145,53 @@ def weights(g: int, draws: int, seed: int) -> np.ndarray:
 
 
 def fit(des: Design, y: np.ndarray, x: np.ndarray, sign: np.ndarray, *, draws: int = DRAWS, seed: int = 0) -> dict[str, np.ndarray]:
-    """Partial correlation, one-sided WCR p-value (positive = ``sign`` direction) and per-cluster partial
-    correlations of each column of ``x`` (n, Q) with ``y`` (n,), on the design's rows. Ranks are taken here."""
-    yr = within_ranks(y[:, None], des.series)[:, 0]
-    xr = within_ranks(x, des.series)
-    b = des.basis
-    yt = yr - b @ (b.T @ yr)
-    xt = xr - b @ (b.T @ xr)
+    """Partial correlation, one-sided p-value (positive = ``sign`` direction; WCR wild cluster bootstrap up to
+    ``WCB_MAX_CLUSTERS`` clusters, beyond it the CR1 t against t(G - 1)) and per-cluster partial correlations of
+    each column of ``x`` (n, Q) with ``y`` (n,), on the design's rows. Ranks are taken here. All NaN when the
+    design is too large for the cell effects."""
+    q = x.shape[1]
     g = des.n_clusters
-    onehot = np.zeros((len(yt), g))
-    onehot[np.arange(len(yt)), des.cluster] = 1.0
-    placed = onehot * yt[:, None]  # u_h placed in column h
-    z = placed - b @ (b.T @ placed)  # M (u o 1_h)
-    xx_g = onehot.T @ (xt ** 2)  # (G, Q)
-    yy_g = onehot.T @ (yt ** 2)  # (G,)
-    s_g = onehot.T @ (xt * yt[:, None])  # (G, Q)
+    nan = np.full(q, np.nan)
+    if des.cell_basis is None:
+        return {"effect": nan, "p": nan.copy(), "t": nan.copy(), "per_cluster": np.full((q, g), np.nan), "n": np.full(q, len(y)),
+                "n_clusters": np.full(q, g), "too_large": True}
+    yt = des.resid(within_ranks(y[:, None], des.series))[:, 0]
+    xt = des.resid(within_ranks(x, des.series))
+    n = len(yt)
+    xx_g = des.groups @ (xt ** 2)  # (G, Q)
+    yy_g = des.groups @ (yt ** 2)  # (G,)
+    s_g = des.groups @ (xt * yt[:, None])  # (G, Q)
     xx, yy = xx_g.sum(axis=0), float(yy_g.sum())
-    q = xt.shape[1]
     with np.errstate(invalid="ignore", divide="ignore"):
         effect = s_g.sum(axis=0) / np.sqrt(xx * yy)
         per_cluster = s_g / np.sqrt(xx_g * yy_g[:, None])
-    p, t_stat = np.full(q, np.nan), np.full(q, np.nan)
-    ok = (xx > 1e-9 * len(yt)) & (yy > 1e-9 * len(yt)) & (g >= MIN_CLUSTERS)
-    w = weights(g, draws, seed)
-    for start in range(0, q, CHUNK):
-        cols = np.arange(start, min(q, start + CHUNK))
-        cols = cols[ok[cols]]
-        if not len(cols):
-            continue
-        a = np.einsum("iq,ig,ih->qgh", xt[:, cols], onehot, z)  # (Q, G, G)
-        sg, xg, x2 = s_g[:, cols].T, xx_g[:, cols].T, xx[cols]
-        beta = sg.sum(axis=1) / x2
-        t = sg.sum(axis=1) / np.sqrt(((sg - beta[:, None] * xg) ** 2).sum(axis=1))
-        beta_b = (sg @ w.T) / x2[:, None]  # (Q, B)
-        scores = np.einsum("qgh,bh->qbg", a, w) - beta_b[..., None] * xg[:, None, :]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            t_b = (sg @ w.T) / np.sqrt((scores ** 2).sum(axis=2))
-        o = sign[cols]
-        t_stat[cols] = t
-        p[cols] = ((o[:, None] * t_b) >= (o * t)[:, None] - 1e-12).mean(axis=1)
-    defined = (xx > 1e-9 * len(yt)) & (yy > 1e-9 * len(yt))
+        beta_all = s_g.sum(axis=0) / xx
+        t_all = s_g.sum(axis=0) / np.sqrt(((s_g - beta_all[None, :] * xx_g) ** 2).sum(axis=0))
+    p = nan.copy()
+    defined = (xx > 1e-9 * n) & (yy > 1e-9 * n)
+    ok = defined & (g >= MIN_CLUSTERS) & np.isfinite(t_all)
+    if g > WCB_MAX_CLUSTERS or n * g > MAX_DENSE:  # many clusters: the asymptotic CR1 t is fine (and the bootstrap costly)
+        p[ok] = stats.t.sf(sign[ok] * t_all[ok], df=g - 1)
+    elif ok.any():
+        z = des.resid(des.groups.T.toarray() * yt[:, None])  # M (u o 1_h), one column per cluster h
+        w = weights(g, draws, seed)
+        for start in range(0, q, CHUNK):
+            cols = np.arange(start, min(q, start + CHUNK))
+            cols = cols[ok[cols]]
+            if not len(cols):
+                continue
+            a = np.stack([des.groups @ (xt[:, cols] * z[:, [h]]) for h in range(g)], axis=2).transpose(1, 0, 2)  # (Q, G, G)
+            sg, xg, x2 = s_g[:, cols].T, xx_g[:, cols].T, xx[cols]
+            beta_b = (sg @ w.T) / x2[:, None]  # (Q, B)
+            scores = np.einsum("qgh,bh->qbg", a, w) - beta_b[..., None] * xg[:, None, :]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                t_b = (sg @ w.T) / np.sqrt((scores ** 2).sum(axis=2))
+            o = sign[cols]
+            p[cols] = ((o[:, None] * t_b) >= (o * t_all[cols])[:, None] - 1e-12).mean(axis=1)
     effect = np.where(defined, effect, np.nan)
     per_cluster = np.where(defined[None, :] & (xx_g > 1e-9) & (yy_g[:, None] > 1e-9), per_cluster, np.nan)
-    return {"effect": effect, "p": p, "t": t_stat, "per_cluster": per_cluster.T, "n": np.full(q, len(yt)), "n_clusters": np.full(q, g)}
+    return {"effect": effect, "p": p, "t": np.where(ok, t_all, np.nan), "per_cluster": per_cluster.T, "n": np.full(q, n),
+            "n_clusters": np.full(q, g), "too_large": False}
 
 
 def _placebos(x: np.ndarray, series: np.ndarray, clusters: np.ndarray, epochs: np.ndarray, sign: float, k: int,
@@ -238,6 +260,6 @@ def test_predictors(scored: pd.DataFrame, predictors: Sequence[str], signs: dict
         res = fit(des, y_all[m], x, np.asarray([signs[p] for p in names], float), seed=seed)
         for j, p in enumerate(names):
             out[p] = {"effect": res["effect"][j], "p": res["p"][j], "per_cluster": res["per_cluster"][j],
-                      "n_clusters": des.n_clusters, "_design": des, "_y": y_all[m], "_x": x[:, j],
+                      "n_clusters": des.n_clusters, "too_large": res["too_large"], "_design": des, "_y": y_all[m], "_x": x[:, j],
                       "_epochs": sub["epoch"].to_numpy(float)}
     return out
