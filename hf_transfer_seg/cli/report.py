@@ -47,7 +47,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--pretraining-columns", nargs="+", default=[], metavar="COL",
                    help="pretraining-side columns (identical across the series of one run at every epoch) to find the runs from, "
                         "besides a top-1 column (commas also split)")
-    p.add_argument("--min-effect", type=T.finite_float(0.0, 1.0), default=0.3, help="declared minimum mean |Spearman| for a verdict of 'predicts'")
+    p.add_argument("--min-effect", type=T.finite_float(0.0, 1.0), default=0.3, help="declared floor: mean |Spearman| for 'tracks', |epoch-controlled effect| for 'predicts', and the margin "
+                        "an equivalence test must exclude for 'does not predict'")
     p.add_argument("--max-rule-predictors", type=T.bounded_int(0, 100_000), default=50,
                    help="selection rules for at most this many declared predictors (headline and top-1 first; the rest get correlations only)")
     p.add_argument("--tolerance", type=T.finite_float(0.0, 1.0), default=0.05, help="'within tolerance' rule: fraction of the series' score range")

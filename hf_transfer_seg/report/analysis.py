@@ -63,7 +63,8 @@ def correlations(names: list[str], per: dict[str, np.ndarray], predictors: list[
     """Per predictor: means over series, cluster-bootstrap intervals and per-series detail."""
     ids = cluster_ids(names, clusters)
     rho, tau, partial, n = per["spearman"], per["kendall"], per["partial_spearman"], per["n"]
-    rho_ci = cluster_mean_ci(rho.T, ids, n_boot=n_boot, seed=seed) if len(names) else [None] * len(predictors)
+    # no interval from fewer than MIN_CLUSTERS clusters (a bootstrap over 2-4 clusters cannot leave their range)
+    rho_ci = cluster_mean_ci(rho.T, ids, n_boot=n_boot, seed=seed, min_clusters=MIN_CLUSTERS) if len(names) else [None] * len(predictors)
     out = {}
     for j, name in enumerate(predictors):
         direction = directions.get(name)

@@ -65,10 +65,10 @@ def _cluster_sums(values: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarr
 
 
 def cluster_mean_ci(
-    values, ids: np.ndarray, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+    values, ids: np.ndarray, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95, min_clusters: int = 2
 ) -> list[list[float] | None]:
     """For each row of ``values`` (quantities x series, NaN = missing): a BCa interval of the mean over
-    series, resampling clusters. None where fewer than 2 clusters have a value (or ``n_boot`` < 1)."""
+    series, resampling clusters. None where fewer than ``min_clusters`` clusters have a value (or ``n_boot`` < 1)."""
     values = np.atleast_2d(np.asarray(values, dtype=float))
     out: list[list[float] | None] = [None] * values.shape[0]
     if n_boot < 1 or values.size == 0:
@@ -77,7 +77,7 @@ def cluster_mean_ci(
     sums, counts = _cluster_sums(values, ids, k)
     present = counts > 0
     n_present = present.sum(axis=1)
-    todo = np.nonzero(n_present >= 2)[0]
+    todo = np.nonzero(n_present >= max(2, min_clusters))[0]
     # rows with the same clusters present share one bootstrap call (the common case: all of them)
     patterns: dict[bytes, list[int]] = {}
     for q in todo:
