@@ -62,6 +62,8 @@ def test_runs_are_inferred_from_top1_without_a_run_column(table):
     for s, r in unit.mapping.items():
         runs.setdefault(r, set()).add(" | ".join(s.split(" | ")[:2]))  # model | scheme
     assert all(len(v) == 1 for v in runs.values()) and len(runs) == 6  # exactly the model x scheme runs
+    gap = table.drop(index=table.index[[3, 40]])  # a checkpoint missing in two series: they stay in their runs
+    assert resolve(gap, None).n == 6
     # a named pretraining column is used as well; a model column alone would have given 3 (never silently)
     assert resolve(table, None, ["run_curve"]).n == 6
     assert resolve(table.drop(columns=["top1"]), None).how == "run_parts"

@@ -67,25 +67,50 @@ def top1_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns if c in TOP1_NAMES or str(c).endswith(":top1")]
 
 
+MERGE_MAX = 400  # signature groups up to which runs with gaps (a checkpoint missing in one series) are merged
+
+
 def infer_runs(df: pd.DataFrame, columns: list[str]) -> dict[str, str] | None:
-    """series -> run label: series whose ``columns`` agree at every shared epoch (and cover the same epochs)
-    are one run. None when no series has a value of any of the columns."""
-    sig: dict[str, tuple] = {}
+    """series -> run label: series whose ``columns`` agree at every epoch they share (at least 2) are one run
+    (a series missing a checkpoint stays in its run). None when no series has a value of any of the columns."""
+    values: dict[str, dict] = {}
     for name, g in df.sort_values("epoch").groupby("series", sort=True):
-        parts = []
+        known = {}
         for col in columns:
             v = pd.to_numeric(g[col], errors="coerce").round(DECIMALS)
-            known = v.notna()
-            parts.append(tuple(zip(g["epoch"][known].round(DECIMALS), v[known])))
-        sig[str(name)] = tuple(parts)
-    if all(not any(p) for p in sig.values()):
+            for e, x in zip(g["epoch"].round(DECIMALS), v):
+                if pd.notna(x):
+                    known[(col, e)] = x
+        values[str(name)] = known
+    if not any(values.values()):
         return None
-    labels: dict[tuple, str] = {}
+    groups: dict[tuple, list[str]] = {}
+    for s in sorted(values):
+        groups.setdefault(tuple(sorted(values[s].items())), []).append(s)
+    keys = list(groups)
+    parent = list(range(len(keys)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    if len(keys) <= MERGE_MAX:
+        dicts = [dict(k) for k in keys]
+        for i in range(len(keys)):
+            for j in range(i + 1, len(keys)):
+                shared = dicts[i].keys() & dicts[j].keys()
+                if len({e for _, e in shared}) >= 2 and all(dicts[i][k] == dicts[j][k] for k in shared):
+                    parent[root(j)] = root(i)
+    members: dict[int, list[str]] = {}
+    for i, k in enumerate(keys):
+        members.setdefault(root(i), []).extend(groups[k])
     out = {}
-    for s in sorted(sig):
-        if sig[s] not in labels:
-            labels[sig[s]] = f"run {len(labels) + 1} ({s})"
-        out[s] = labels[sig[s]]
+    for n, (_, series) in enumerate(sorted(members.items(), key=lambda kv: min(kv[1]))):
+        first = min(series)
+        for s in series:
+            out[s] = f"run {n + 1} ({first})"
     return out
 
 
