@@ -12,13 +12,13 @@ checkpoint itself) and the mean of 5 seeds' noise per checkpoint. A column ``x``
 - ``series``: top-1's run curve + noise per series and epoch (SD 0.02). Higher-is-better. Null.
 - ``-log epoch``: -log(epoch) + noise per series and epoch (SD 0.3). Lower-is-better. Null.
 - ``power``: lower-is-better: minus the run curve, minus Dice's within-series deviation from its curve (its
-  checkpoint and seed noise), plus noise; the mean epoch-controlled partial is printed (issue: <= -0.5).
-  "predicts" is the right answer; its rate is the power.
+  checkpoint and seed noise), plus noise (SD 0.008); the mean epoch-controlled partial is printed (issue: <= -0.5).
+  "predicts" is the right answer; its rate is the power. ``power, weaker``: the same with noise SD 0.016.
 
 Each table runs the report's own verdict code (``analysis.assess`` with ``x`` as the headline, clusters from
 ``clusters.resolve`` without a run column). Printed per scenario: the rate of "predicts" with its Monte
 Carlo SE, the rate the epoch-controlled test alone would give (p < 0.05 and effect >= 0.3, before the
-placebo self-check), the mean effect, the mean per-series partial Spearman of the former control (ranks
+placebo self-check), the rate of p < 0.05 alone (the wild bootstrap's size, without the floor), the mean effect, the mean per-series partial Spearman of the former control (ranks
 residualised on a within-series cubic in log epoch, for comparison with issue 23's "partial <= -0.5"), the
 mean placebo rate, and the clusters found.
 
@@ -44,7 +44,7 @@ from hf_transfer_seg.selection import HIGHER, LOWER
 EPOCHS = np.array([1, 2, 5, 10, 20, 50, 100, 200, 300], dtype=float)
 SCENARIOS = [("run sd 0.01", "run", 0.01), ("run sd 0.02", "run", 0.02), ("run sd 0.05", "run", 0.05),
              ("run sd 0.1", "run", 0.1), ("series sd 0.02", "series", 0.02), ("-log epoch", "minuslog", 0.3),
-             ("power", "power", 0.0)]
+             ("power", "power", 0.008), ("power, weaker", "power", 0.016)]
 
 
 def curve(rng: np.random.Generator, epochs: np.ndarray = EPOCHS) -> np.ndarray:
@@ -90,7 +90,7 @@ def table(seed: int, family: str, level: float) -> tuple[pd.DataFrame, str]:
             return {"x": top1 + rng.normal(0, level, k)}
         if family == "minuslog":
             return {"x": -np.log(EPOCHS) + rng.normal(0, level, k)}
-        return {"x": -0.1 * top1 - 1.5 * dev + rng.normal(0, 0.008, k)}
+        return {"x": -0.1 * top1 - 1.5 * dev + rng.normal(0, level, k)}
 
     return authors_structure(seed, x, level if family == "run" else 0.0), LOWER if family in ("minuslog", "power") else HIGHER
 
@@ -104,7 +104,8 @@ def one(seed: int, family: str, level: float) -> dict:
     sign = -1 if direction == LOWER else 1
     test_only = b.get("p_value") is not None and b["p_value"] < 0.05 and b["effect"] is not None and sign * b["effect"] >= MIN_EFFECT
     cubic = [v["partial_spearman"] for v in p["series"].values() if v["partial_spearman"] is not None]
-    return {"predicts": p["verdict"] == "predicts", "test_only": test_only, "effect": b.get("effect"), "n_clusters": unit.n,
+    p_only = b.get("p_value") is not None and b["p_value"] < 0.05
+    return {"predicts": p["verdict"] == "predicts", "test_only": test_only, "p_only": p_only, "effect": b.get("effect"), "n_clusters": unit.n,
             "cubic": float(np.mean(cubic)) if cubic else None,
             "placebo": (b.get("placebo") or {}).get("rate"), "verdict": p["verdict"]}
 
@@ -140,7 +141,7 @@ def main() -> None:
     ap.add_argument("--authors", action="store_true", help="also run the authors' table from $HF_TRANSFER_SEG_AUTHORS_TABLE")
     args = ap.parse_args()
     print(f"{args.tables} tables per scenario; 36 series, 6 runs (inferred from top1), 9 checkpoints; floor {MIN_EFFECT}")
-    print(f"{'scenario':<16} {'predicts':>16} {'test alone':>16} {'mean effect':>12} {'cubic partial':>14} {'placebo rate':>13} "
+    print(f"{'scenario':<16} {'predicts':>16} {'test alone':>16} {'p < 0.05':>16} {'mean effect':>12} {'cubic partial':>14} {'placebo rate':>13} "
           f"{'clusters':>9} {'s':>6}")
     only = set(args.only.split(",")) if args.only else None
     for label, family, level in SCENARIOS:
@@ -150,11 +151,12 @@ def main() -> None:
         res = [one(1000 * i + 17, family, level) for i in range(args.tables)]
         rate = float(np.mean([r["predicts"] for r in res]))
         alone = float(np.mean([r["test_only"] for r in res]))
+        p_only = float(np.mean([r["p_only"] for r in res]))
         eff = np.nanmean([np.nan if r["effect"] is None else r["effect"] for r in res])
         pl = np.nanmean([np.nan if r["placebo"] is None else r["placebo"] for r in res])
         cubic = np.nanmean([np.nan if r["cubic"] is None else r["cubic"] for r in res])
         ncl = sorted({r["n_clusters"] for r in res})
-        print(f"{label:<16} {rate:>8.1%} ± {mc(rate, len(res)):.1%} {alone:>8.1%} ± {mc(alone, len(res)):.1%} {eff:>+12.3f} "
+        print(f"{label:<16} {rate:>8.1%} ± {mc(rate, len(res)):.1%} {alone:>8.1%} ± {mc(alone, len(res)):.1%} {p_only:>8.1%} ± {mc(p_only, len(res)):.1%} {eff:>+12.3f} "
               f"{cubic:>+14.3f} {pl:>13.1%} {','.join(map(str, ncl)):>9} {time.perf_counter() - t0:>6.1f}", flush=True)
     if args.authors:
         path = os.environ.get("HF_TRANSFER_SEG_AUTHORS_TABLE")
