@@ -40,6 +40,7 @@ import pandas as pd
 from hf_transfer_seg.cards import schema
 from hf_transfer_seg.report import beyond
 from hf_transfer_seg.report.clusters import Clusters
+from hf_transfer_seg.report.correlate import per_series
 from hf_transfer_seg.report.stats import (  # noqa: F401 (partial_spearman re-exported)
     cluster_ids, cluster_mean_ci, cluster_means, holm, partial_spearman, signed_rank_p,
 )
@@ -270,8 +271,6 @@ def verdicts(corrs: dict[str, dict[str, Any]], names: list[str], clusters: dict[
 def assess(scored: pd.DataFrame, predictors: list[str], directions: dict[str, str | None], clusters: Clusters, *,
            headline: str | None, min_effect: float, n_boot: int, seed: int, progress=None, placebo_for=()) -> tuple[dict, dict]:
     """Correlations, the epoch-controlled test and the verdicts of every predictor; and the epoch baseline."""
-    from hf_transfer_seg.report.correlate import per_series
-
     names, per = per_series(scored, predictors + ["epoch"], progress=progress)
     mapping = clusters.mapping
     corrs = correlations(names, per, predictors + ["epoch"], {**directions, "epoch": HIGHER}, mapping, n_boot=n_boot, seed=seed)
