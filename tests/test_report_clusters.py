@@ -15,7 +15,8 @@ import pytest
 from scipy import stats
 
 from hf_transfer_seg.errors import DataError
-from hf_transfer_seg.report.analysis import analyse, headline_sentence
+from hf_transfer_seg.report.analysis import headline_sentence
+from hf_transfer_seg.report.pipeline import run_analysis as analyse
 from hf_transfer_seg.report.correlate import kendall_columns
 from hf_transfer_seg.report.stats import (
     cluster_ids, cluster_mean_ci, epoch_partial_columns, partial_spearman, signed_rank_interval, signed_rank_p,
@@ -62,7 +63,7 @@ def test_vectorised_rank_statistics_match_scipy_and_the_residual_definition():
     rx, ry, rz, lz = (*(stats.rankdata(v) for v in (x[:, 0], y, z)), np.log1p(z))
     resid = [v - np.polyval(np.polyfit(lz, v, 3), lz) for v in (rx, ry)]
     assert partial_spearman(x[:, 0], y, z) == pytest.approx(np.corrcoef(*resid)[0, 1])
-    # the former control (what benchmarks/report_epoch_control.py calls "old"): a line in the ranks of z
+    # the former control (the first-order rank partial): a line in the ranks of z
     linear = [v - np.polyval(np.polyfit(rz, v, 1), rz) for v in (rx, ry)]
     assert epoch_partial_columns(x[:, :1], y, z, degree=1, basis="rank")[0] == pytest.approx(np.corrcoef(*linear)[0, 1])
     # too few checkpoints for the control (6 < 7): undefined, not a weaker control
@@ -101,12 +102,13 @@ def test_cluster_bootstrap_counts_clusters_not_copies():
 
 def test_pseudo_replicated_series_are_tested_by_pretraining_run():
     df = _runs_table()
-    report = analyse(df, n_boot=300)
-    assert report["settings"]["cluster_by"] == ["model", "pretraining_scheme"] and report["n_clusters"] == 6
+    report = analyse(df, n_boot=300)  # no run column: the runs are found from top-1, identical across a run's series
+    assert report["settings"]["cluster_source"] == "inferred" and report["n_clusters"] == 6
+    assert "pretraining runs inferred from top1" in report["cluster_text"]
     top1 = report["predictors"]["top1"]
     assert top1["n_clusters_evidence"] == 6
     assert top1["p_value"] == pytest.approx(1 / 64)  # every run positive: the exact one-sided p over 6 clusters
-    naive = analyse(df, n_boot=300, cluster_by=[])["predictors"]["top1"]  # 36 "independent" series
+    naive = analyse(df, n_boot=300, cluster_by=["none"])["predictors"]["top1"]  # 36 "independent" series
     assert naive["p_value"] < 1e-4 < top1["p_value"]
 
 
@@ -129,7 +131,7 @@ def _saturating_table(seed: int, noise_corr: float = 0.0, grid=(1, 5, 10, 20, 50
     """36 series in 6 runs: Dice rises and the score falls, both *saturating* along training (exponential or
     logistic in log epoch, random rates; a run's score curve is shared by its series), plus noise; the score's
     noise carries minus ``noise_corr`` x Dice's (0: nothing beyond training length). As in
-    benchmarks/report_epoch_control.py."""
+    the former benchmarks/report_epoch_control.py."""
     rng = np.random.default_rng(seed)
     e = np.asarray(grid, float)
 
@@ -158,23 +160,24 @@ def test_saturating_score_and_dice_with_independent_noise_track_training_length_
     p = report["predictors"][SCORE]
     assert p["mean_spearman"] < -0.5 and p["p_value"] < 0.05  # strongly "correlated" with Dice, through epoch
     assert p["verdict"] == "tracks_training_length_only" and p["adds_beyond_epoch"] is False
-    assert "epoch-controlled (within-series cubic in log epoch) partial Spearman" in p["verdict_text"]
-    assert "beyond" not in headline_sentence(report) and "tracks training length only" in headline_sentence(report)
+    assert "epoch-controlled effect (fixed-effects partial r)" in p["verdict_text"]
+    assert "predicts" not in headline_sentence(report) and "tracks training length only" in headline_sentence(report)
 
 
 def test_saturating_score_with_information_beyond_epoch_predicts():
     report = analyse(_saturating_table(SATURATING_SEED, noise_corr=0.6), lower=[SCORE], headline=SCORE, n_boot=1000)
     p = report["predictors"][SCORE]
-    assert p["verdict"] == "predicts" and p["adds_beyond_epoch"] is True and p["partial_spearman_ci"][1] < 0
-    assert "(within-series cubic in log epoch)" in p["verdict_text"] and "excludes 0" in headline_sentence(report)
+    b = p["beyond_epoch"]
+    assert p["verdict"] == "predicts" and p["adds_beyond_epoch"] is True
+    assert b["effect"] <= -0.3 and b["p_value"] < 0.05 and b["placebo"]["rate"] <= 0.05
+    assert "predicts Dice beyond training length" in headline_sentence(report)
 
 
-def test_series_too_short_for_the_epoch_control_have_no_partial_and_say_so():
-    df = _saturating_table(SATURATING_SEED, noise_corr=0.9, grid=(1, 10, 50, 100, 200, 300))  # 6 checkpoints < 7
-    p = analyse(df, lower=[SCORE], headline=SCORE, n_boot=200)["predictors"][SCORE]
-    assert p["partial_spearman"] is None and p["n_clusters_partial"] == 0
-    assert p["verdict"] == "tracks_training_length_only"
-    assert "36 of 36 series have fewer than 7 checkpoints, too few for the control" in p["verdict_text"]
+def test_six_checkpoints_with_nothing_beyond_epoch_are_not_called_predicts():
+    # 6 checkpoints: the series' own trend drops to a line in log epoch (4 points left beyond it); still no "predicts"
+    df = _saturating_table(SATURATING_SEED, noise_corr=0.0, grid=(1, 10, 50, 100, 200, 300))
+    p = analyse(df, lower=[SCORE], headline=SCORE, n_boot=0)["predictors"][SCORE]
+    assert p["verdict"] == "tracks_training_length_only" and p["beyond_epoch"]["n_runs"] == 6
 
 
 def test_effect_floor_and_reason_are_stated():
@@ -325,8 +328,9 @@ def test_report_md_is_one_page_with_an_appendix(tmp_path):
     assert done.returncode == 0, done.stderr
     md = (tmp_path / "r" / "report.md").read_text()
     appendix = (tmp_path / "r" / "report-appendix.md").read_text()
-    assert len(md.splitlines()) < 80 and "report-appendix.md" in md
-    assert "| extra7 |" in appendix and "| extra7 |" not in md  # the exploratory grid is in the appendix
+    assert len(md.splitlines()) < 90 and "report-appendix.md" in md  # one page: headline, verdicts, stopping, baselines
+    assert "| extra29 |" in appendix and "| extra29 |" not in md  # the exploratory grid is in the appendix...
+    assert "extra29" in md.split("## Verdicts")[1].split("## Baselines")[0]  # ...and every declared verdict on the first page
     assert "top1 | best value" in md and "lowest" not in md  # a higher-is-better column's best value
     assert "fixed stop at epoch 150" in md and "fixed stop saving the same share" in md
     assert "insufficient_evidence" not in done.stdout

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hf_transfer_seg.report.analysis import MIN_SERIES, analyse, holm, partial_spearman
+from hf_transfer_seg.report.analysis import MIN_SERIES, holm, partial_spearman
+from hf_transfer_seg.report.pipeline import run_analysis as analyse
 from hf_transfer_seg.scoring.ties import paired_difference, pick, ties_with_best
 from hf_transfer_seg.selection import FixedFraction, Patience, parse_rule
 
@@ -76,7 +77,11 @@ def test_noise_only_table_with_many_predictors_yields_no_predicts_verdict():
     names = [f"noise{j}" for j in range(60)]
     result = analyse(df, lower=names, headline=None, n_boot=100)
     verdicts = [result["predictors"][n]["verdict"] for n in names]
-    assert "predicts" not in verdicts and set(verdicts) == {"does_not_predict"}
+    # 60 noise columns over 8 series (each its own cluster): nothing is shown either way; absence of evidence is
+    # "not shown", never "does not predict" (the equivalence test over 8 clusters, Holm over 60, cannot reach 0.05)
+    assert "predicts" not in verdicts and set(verdicts) == {"not_shown"}
+    assert "the smallest signed-rank p attainable with 8 clusters and Holm over 60 exploratory predictors is 0.234" in \
+        result["predictors"]["noise0"]["verdict_text"]
     raw = [result["predictors"][n]["p_value"] for n in names]
     assert min(raw) < 0.05  # some raw p-values would have passed: the Holm correction is what holds them back
     assert all(result["predictors"][n]["p_adjusted"] >= result["predictors"][n]["p_value"] for n in names)
@@ -87,7 +92,7 @@ def test_minimum_evidence_gate_one_series_of_three_checkpoints():
     df = pd.DataFrame(_rows("demo", [2, 4.5, 6], [0.934, 0.941, 0.942], **{"robustness:cosine_m0.5_L-1_flat": [0.30, 0.26, 0.25]}))
     p = analyse(df, n_boot=100)["predictors"]["robustness:cosine_m0.5_L-1_flat"]
     assert p["mean_spearman"] == pytest.approx(-1.0)
-    assert p["verdict"] == "insufficient_evidence" and "insufficient evidence (n = 0" in p["verdict_text"]
+    assert p["verdict"] == "insufficient_evidence" and "insufficient evidence: 0 series" in p["verdict_text"]
     assert p["adds_beyond_epoch"] is None
     assert MIN_SERIES >= 2
 

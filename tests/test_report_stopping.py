@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hf_transfer_seg.report.analysis import analyse, headline_sentence
+from hf_transfer_seg.report.analysis import headline_sentence
+from hf_transfer_seg.report.pipeline import run_analysis as analyse
 from hf_transfer_seg.report.compare import attainable, best_vs_last_noise
 from hf_transfer_seg.report.rules import Runs, tune
 from hf_transfer_seg.selection import HIGHER, Patience

@@ -41,9 +41,14 @@ def add_parser(subparsers) -> None:
                    help="a per-series column (e.g. dataset, model): tune rule parameters leave-one-group-out and report out-of-sample figures")
     p.add_argument("--cluster-by", default=None, metavar="COLS",
                    help="per-series column(s), comma-separated, naming the independent unit (tests and intervals run over these "
-                        "clusters); default: the columns that identify a pretraining run when present (pretraining_run, else "
-                        "model/encoder/pretraining_scheme), else each series; 'none' for each series")
-    p.add_argument("--min-effect", type=T.finite_float(0.0, 1.0), default=0.3, help="declared minimum mean |Spearman| for a verdict of 'predicts'")
+                        "clusters); default: the pretraining runs: a pretraining_run column, else inferred from top-1 (and "
+                        "--pretraining-columns) being identical across a run's series at every epoch, else "
+                        "model/encoder/pretraining_scheme together (said so), else each series; 'none' for each series")
+    p.add_argument("--pretraining-columns", nargs="+", default=[], metavar="COL",
+                   help="pretraining-side columns (identical across the series of one run at every epoch) to find the runs from, "
+                        "besides a top-1 column (commas also split)")
+    p.add_argument("--min-effect", type=T.finite_float(0.0, 1.0), default=0.3, help="declared floor: mean |Spearman| for 'tracks', |epoch-controlled effect| for 'predicts', and the margin "
+                        "an equivalence test must exclude for 'does not predict'")
     p.add_argument("--max-rule-predictors", type=T.bounded_int(0, 100_000), default=50,
                    help="selection rules for at most this many declared predictors (headline and top-1 first; the rest get correlations only)")
     p.add_argument("--tolerance", type=T.finite_float(0.0, 1.0), default=0.05, help="'within tolerance' rule: fraction of the series' score range")
@@ -83,17 +88,17 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("--target is required with --repo-id: the key of the target whose Dice and scores to read")
         df = table_from_cards(args.repo_id, args.target, frozen=args.frozen, revisions=args.revisions, score_key=args.score_target)
         source = f"cards of {', '.join(args.repo_id)} (target {args.target}{', frozen encoder' if args.frozen else ''})"
-    cluster_by = None if args.cluster_by is None else [] if args.cluster_by.strip().lower() == "none" else _names(args.cluster_by)
-    declared = (_names(args.lower_is_better) + _names(args.higher_is_better) + ([args.group_by] if args.group_by else [])
-                + (cluster_by or []))
+    cluster_by = None if args.cluster_by is None else ["none"] if args.cluster_by.strip().lower() == "none" else _names(args.cluster_by)
+    declared = _names(args.lower_is_better) + _names(args.higher_is_better) + ([args.group_by] if args.group_by else [])
     missing = [n for n in declared if n not in df.columns]
     if missing:
-        raise ConfigError(f"{', '.join(missing)} named in --lower-is-better/--higher-is-better/--group-by/--cluster-by but not a column of "
+        raise ConfigError(f"{', '.join(missing)} named in --lower-is-better/--higher-is-better/--group-by but not a column of "
                           f"the table; its columns are: {', '.join(map(str, df.columns))}")
     report = write_report(
         df, args.output, source=source, predictor=args.predictor, lower=lower,
         higher=_names(args.higher_is_better), headline=args.headline, group_by=args.group_by, tolerance=args.tolerance,
-        patience=args.patience, n_boot=args.bootstrap, seed=args.seed, cluster_by=cluster_by, min_effect=args.min_effect,
+        patience=args.patience, n_boot=args.bootstrap, seed=args.seed, cluster_by=cluster_by, pretraining_columns=_names(args.pretraining_columns) or None,
+        min_effect=args.min_effect,
         max_rule_predictors=args.max_rule_predictors, mode="ranking" if args.results_repo else "checkpoints",
         max_loss=args.max_loss, plots=not args.no_plots,
     )

@@ -7,10 +7,12 @@ import math
 from typing import Any
 
 from hf_transfer_seg import __version__
-from hf_transfer_seg.report.analysis import ALPHA, CONTROL, HEADLINE, MIN_CLUSTERS, MIN_POINTS, MIN_SERIES, PARTIAL_MIN_POINTS, headline_sentence
+from hf_transfer_seg.report import beyond
+from hf_transfer_seg.report.analysis import ALPHA, HEADLINE, MIN_CLUSTERS, MIN_POINTS, MIN_SERIES, headline_sentence
 from hf_transfer_seg.report.rules import TOP1_NAMES
 
 APPENDIX = "report-appendix.md"
+MAX_FIRST_PAGE = 12  # declared predictors whose verdicts report.md lists (the rest: the appendix)
 RULE_TEXT = {
     "fixed_fraction": "fixed stop",
     "last": "always the last checkpoint",
@@ -151,7 +153,8 @@ def _warnings(analysis: dict[str, Any]) -> list[str]:
 
 def verdict_counts(preds: dict[str, dict[str, Any]]) -> str:
     """'predicts: 1, does not predict: 3'; one phrase when the table is too small for any verdict."""
-    if preds and all(p["verdict"] in ("insufficient_evidence", "direction_unknown") for p in preds.values()):
+    if preds and all(p["verdict"] in ("insufficient_evidence", "direction_unknown") for p in preds.values()) \
+            and any(p["verdict"] == "insufficient_evidence" for p in preds.values()):
         return f"none ({len(preds)} predictor(s); too little evidence for any verdict: too few series, checkpoints or clusters)"
     counts = {}
     for p in preds.values():
@@ -159,11 +162,49 @@ def verdict_counts(preds: dict[str, dict[str, Any]]) -> str:
     return ", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items()) or "no predictors"
 
 
+def _placebo_text(p: dict[str, Any]) -> str:
+    pl = (p.get("beyond_epoch") or {}).get("placebo")
+    return "–" if not pl else f"{pl['rate']:.1%} of {pl['n']}"
+
+
+def _verdict_lines(analysis: dict[str, Any]) -> list[str]:
+    """Every declared predictor's verdict, on the first page: a row each (headline, top-1 and decisive verdicts first,
+    at most ``MAX_FIRST_PAGE`` rows), the rest named in one line per verdict. The full reasons are in the appendix."""
+    preds = analysis["predictors"]
+    declared = [n for n, p in preds.items() if p["direction"]]
+    first = [n for n in declared if preds[n]["headline"]] + [n for n in declared if n in TOP1_NAMES or n.endswith(":top1")]
+    decisive = [n for n in declared if preds[n]["verdict"] in ("predicts", "tracks_training_length_only", "does_not_predict")]
+    order = list(dict.fromkeys(first + decisive + declared))
+    rows, rest = order[:MAX_FIRST_PAGE], order[MAX_FIRST_PAGE:]
+    lines = ["## Verdicts", "", f"{verdict_counts(preds)} (of {len(preds)} predictors; the reasons: [{APPENDIX}]({APPENDIX})).", "",
+             "| predictor | verdict | mean Spearman | epoch-controlled effect | runs in the declared direction (raw; controlled) "
+             "| p: tracks / beyond epoch / equivalence | placebo \"predicts\" rate |", "|---|---|---|---|---|---|---|"]
+    for name in rows:
+        p = preds[name]
+        b = p.get("beyond_epoch") or {}
+        runs = f"{p['runs_in_direction']} of {p['n_runs']}; " + (f"{b['runs_in_direction']} of {b['n_runs']}" if b["n_runs"] else "n/a") if b else "–"
+        ps = " / ".join(_f(p.get(k1) if p["headline"] else p.get(k2), ".3g") if src is p else _f(b.get(k1) if p["headline"] else b.get(k2), ".3g")
+                        for src, k1, k2 in ((p, "p_value", "p_adjusted"), (b, "p_value", "p_adjusted"), (b, "equivalence_p", "equivalence_p_adjusted")))
+        lines.append(f"| {name}{' (headline)' if p['headline'] else ''} | {p['verdict'].replace('_', ' ')} | {_f(p['mean_spearman'])} | "
+                     f"{_f(b.get('effect'))} | {runs} | {ps} | {_placebo_text(p)} |")
+    by: dict[str, list[str]] = {}
+    for name in rest:
+        by.setdefault(preds[name]["verdict"], []).append(name)
+    lines.append("")
+    for verdict, names in by.items():
+        lines.append(f"Also {verdict.replace('_', ' ')} ({len(names)}): {', '.join(names[:30])}{' …' if len(names) > 30 else ''}.")
+    notes = [preds[n]["verdict_text"] for n in declared if preds[n]["verdict"] == "not_shown"]
+    attain = next((t[t.index("the smallest signed-rank p"):].split(")")[0] for t in notes if "the smallest signed-rank p" in t), None)
+    if attain:
+        lines.append(f"Not shown = neither direction reached the evidence bar; {attain}. p-values of exploratory predictors are Holm-adjusted.")
+    return lines + [""]
+
+
 def markdown(analysis: dict[str, Any], *, title: str, source: str, primary: str | None, why: str, plots: dict[str, str],
              synthetic: dict[str, bool | None]) -> str:
     """The one-page report."""
     preds, s = analysis["predictors"], analysis["settings"]
-    cl = ", ".join(s.get("cluster_by") or []) or "none (each series is its own cluster)"
+    cl = analysis.get("cluster_text") or ", ".join(s.get("cluster_by") or []) or "none (each series is its own cluster)"
     lines = [f"# {title}", ""] + _warnings(analysis)
     lines.append(f"Source: {source}. {analysis['n_series']} series in {analysis['n_clusters']} clusters (independent units; "
                  f"cluster by: {cl}), {analysis['n_rows']} checkpoints with a Dice value.")
@@ -171,15 +212,17 @@ def markdown(analysis: dict[str, Any], *, title: str, source: str, primary: str 
         lines.append(f"Pretraining data: **{ {True: 'SYNTHETIC', False: 'real'}.get(synthetic.get('pretraining'), 'not recorded') }**; "
                      f"target data: **{ {True: 'SYNTHETIC', False: 'real'}.get(synthetic.get('target'), 'not recorded') }**.")
     lines += ["", "## Headline", "", headline_sentence(analysis), "",
-              f"Evidence rules: a verdict needs >= {MIN_SERIES} series with >= {MIN_POINTS} checkpoints in >= {MIN_CLUSTERS} clusters; "
-              f"one-sided Wilcoxon over cluster means of the per-series Spearman (alpha {ALPHA}); declared minimum effect "
-              f"|rho| >= {s['min_effect']:g}; \"predicts\" also needs the epoch-controlled partial Spearman's interval to exclude 0 "
-              f"(ranks residualised on a {CONTROL}, undefined below {PARTIAL_MIN_POINTS} checkpoints), "
-              "else \"tracks training length only\". The headline predictor "
-              f"({analysis.get('headline_requested') or HEADLINE}) was declared in advance and is tested alone; every other "
-              "predictor is exploratory (Holm). Intervals: BCa bootstrap resampling clusters.", ""]
+              f"Evidence rules: a verdict needs at least {MIN_SERIES} series with at least {MIN_POINTS} checkpoints in at least "
+              f"{MIN_CLUSTERS} clusters. \"Tracks\": one-sided Wilcoxon over cluster means of the per-series Spearman (alpha {ALPHA}) and "
+              f"mean |rho| >= {s['min_effect']:g}. \"Predicts\" (beyond training length): {s.get('beyond_epoch_test', 'n/a')}, one-sided "
+              f"p < {ALPHA} and partial |r| >= {s['min_effect']:g}, and at most {beyond.PLACEBO_MAX:.0%} of {beyond.PLACEBOS} placebo columns "
+              "(nothing beyond training length, the predictor's own shape and noise levels) called \"predicts\" on this table. "
+              f"\"Does not predict\": an equivalence test over clusters shows both effects below {s['min_effect']:g}; otherwise \"not shown\". "
+              f"The headline predictor ({analysis.get('headline_requested') or HEADLINE}) was declared in advance and is tested alone; "
+              "every other predictor is exploratory (Holm).", ""]
     if analysis.get("stopping_sentence"):
         lines += [f"**Stopping:** {analysis['stopping_sentence']}", ""]
+    lines += _verdict_lines(analysis)
     base = analysis["epoch_baseline"]
     lines += ["## Baselines", "",
               f"Training length alone (epoch) has mean Spearman {_f(base['mean_spearman'])}{_ci(base['mean_spearman_ci'])} with Dice.", ""]
@@ -196,16 +239,11 @@ def markdown(analysis: dict[str, Any], *, title: str, source: str, primary: str 
         lines += selection_markdown(key, s)
     else:
         lines.append("Neither the headline predictor nor a top-1 column has selection rules in this table.")
-    lines += ["", "## Verdicts", "", f"{verdict_counts(preds)} (of {len(preds)} predictors)."]
-    shown = [n for n in ([analysis["headline"]] if analysis.get("headline") else []) +
-             [n for n, p in preds.items() if not p["headline"] and p["verdict"] in ("predicts", "tracks_training_length_only")]][:10]
-    for name in shown:
-        p = preds[name]
-        lines.append(f"- **{name}**{' (headline)' if p['headline'] else ' (exploratory)'} {p['verdict_text']}")
     n = analysis["noise"]
     lines += ["", "## Noise", ""]
     if n["known"]:
-        lines.append(f"Seed SD of Dice per checkpoint (pooled over {n['checkpoints_with_seeds']} checkpoints, >= {n['num_seeds']} seeds): "
+        lines.append(f"Seed SD of Dice per checkpoint (pooled over {n['checkpoints_with_seeds']} checkpoints, "
+                     f"{n.get('num_seeds_text') or str(n['num_seeds']) + ' seeds'}): "
                      f"{n['seed_sd']:.4f}; SE of a difference between two checkpoints: {n['se_of_difference']:.4f}. A claimed gain "
                      "\"exceeds seed noise\" when a mean of n paired differences is larger than twice its own SE under seed noise "
                      "(that SE / sqrt(n)); the oracle's gain, a mean of per-series maxima, is compared with the same mean of maxima "
@@ -230,13 +268,15 @@ def appendix(analysis: dict[str, Any], *, title: str) -> str:
     if analysis.get("selection_skipped"):
         lines += ["", f"No selection rules (bound {s['max_rule_predictors']}): {', '.join(analysis['selection_skipped'])}."]
     lines += ["", "## Correlation with Dice (per series, then averaged; intervals resample clusters)", "",
-              "| predictor | better when | mean Spearman [95% CI] | partial (epoch-controlled) [95% CI] | mean Kendall | series | clusters | p (adj.) | verdict |",
+              "| predictor | better when | mean Spearman [95% CI] | epoch-controlled effect (FE partial r) | mean Kendall | series | clusters | p (adj.) | verdict |",
               "|---|---|---|---|---|---|---|---|---|"]
     for name, p in preds.items():
         pv = p.get("p_value") if p["headline"] else p.get("p_adjusted")
         lines.append(f"| {name} | {p['direction'] or 'undeclared'} | {_f(p['mean_spearman'])}{_ci(p['mean_spearman_ci'])} | "
-                     f"{_f(p['partial_spearman'])}{_ci(p['partial_spearman_ci'])} | {_f(p['mean_kendall'])} | {p['n_series']} | "
+                     f"{_f(p['partial_spearman'])} | {_f(p['mean_kendall'])} | {p['n_series']} | "
                      f"{p.get('n_clusters_evidence', '')} | {_f(pv, '.3g')} | {p['verdict'].replace('_', ' ')} |")
+    lines += ["", "## Verdicts and their reasons", ""]
+    lines += [f"- **{name}**{' (headline)' if p['headline'] else ''}: {p['verdict_text']}" for name, p in preds.items() if p["direction"]]
     clusters = analysis.get("clusters") or {}
     if clusters and len(set(clusters.values())) < len(clusters):
         lines += ["", "## Clusters", "", "| cluster | series |", "|---|---|"]

@@ -132,7 +132,7 @@ def _sentence(head, requested, preds, ranking) -> str:
     r, p = ranking[head], preds[head]
     hits = f"its pick has the best Dice on {r['top1_hits']} of {len(r['targets'])} target(s)"
     regret = f", mean regret {r['mean_regret']:.4f}" if r.get("mean_regret") is not None else ""
-    return f"Headline {head} (model ranking, no stopping rules): {p['verdict_text']} {hits}{regret}."
+    return f"Headline {head} (model ranking, no stopping rules): {p['verdict_text'].rstrip('.')}; {hits}{regret}."
 
 
 def ranking_markdown(analysis: dict[str, Any], *, title: str, source: str, plots: dict[str, str]) -> str:

@@ -21,7 +21,7 @@ clusters and every test runs over per-cluster means:
   (cubic) in log(1 + epoch) within the series, and the residuals are correlated (Pearson). This
   removes any smooth shared trend with training length, saturating ones included; the first-order rank
   partial (pingouin's ``partial_corr(method="spearman")``) removes only a trend linear in the epoch rank
-  and gave a false "beyond training length" on saturating curves (``benchmarks/report_epoch_control.py``
+  and gave a false "beyond training length" on saturating curves (a former ``benchmarks/report_epoch_control.py``
   chose this control by simulation). The degree drops so that at least ``EPOCH_RESID_DOF`` residual
   degrees of freedom remain, and never below ``EPOCH_MIN_DEGREE`` (cubic): a series with fewer than
   ``EPOCH_MIN_DEGREE + 1 + EPOCH_RESID_DOF`` checkpoints has no partial (undefined, not a weaker control).
@@ -65,10 +65,10 @@ def _cluster_sums(values: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarr
 
 
 def cluster_mean_ci(
-    values, ids: np.ndarray, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95
+    values, ids: np.ndarray, *, n_boot: int = 2000, seed: int = 0, level: float = 0.95, min_clusters: int = 2
 ) -> list[list[float] | None]:
     """For each row of ``values`` (quantities x series, NaN = missing): a BCa interval of the mean over
-    series, resampling clusters. None where fewer than 2 clusters have a value (or ``n_boot`` < 1)."""
+    series, resampling clusters. None where fewer than ``min_clusters`` clusters have a value (or ``n_boot`` < 1)."""
     values = np.atleast_2d(np.asarray(values, dtype=float))
     out: list[list[float] | None] = [None] * values.shape[0]
     if n_boot < 1 or values.size == 0:
@@ -77,7 +77,7 @@ def cluster_mean_ci(
     sums, counts = _cluster_sums(values, ids, k)
     present = counts > 0
     n_present = present.sum(axis=1)
-    todo = np.nonzero(n_present >= 2)[0]
+    todo = np.nonzero(n_present >= max(2, min_clusters))[0]
     # rows with the same clusters present share one bootstrap call (the common case: all of them)
     patterns: dict[bytes, list[int]] = {}
     for q in todo:
@@ -238,7 +238,7 @@ def spearman_columns(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.clip(r, -1.0, 1.0)
 
 
-EPOCH_DEGREE = 3  # cubic in log(1 + epoch) (chosen by simulation: benchmarks/report_epoch_control.py)
+EPOCH_DEGREE = 3  # cubic in log(1 + epoch) (the per-series descriptive partial; the verdict uses report/beyond.py)
 EPOCH_BASIS = "log"  # log(1 + epoch); "rank" (the epoch rank) under-controlled saturating curves in that simulation
 EPOCH_MIN_DEGREE = 3  # no fallback below the cubic: a quadratic fallback (6 checkpoints) said "predicts" on 22 % of null tables
 EPOCH_RESID_DOF = 3  # residual degrees of freedom left after the epoch fit

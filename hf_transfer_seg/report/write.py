@@ -24,8 +24,8 @@ SELECTION_KEYS = ("predictor", "rule", "online", "params", "dice_lost_vs_last", 
 SELECTION_EXTRA = ("dice_lost_vs_last_ci", "epochs_saved_ci", "n_series", "n_series_no_dice_at_choice", "n_clusters", "p_value",
                    "p_adjusted", "dice_lost_vs_last_ci_corrected", "corrected_attainable", "claim", "exploratory", "equal_savings",
                    "seed_noise", "tuned_to_cap")
-PREDICTOR_EXTRA = ("verdict_text", "mean_spearman_ci", "partial_spearman_ci", "mean_kendall", "n_series", "n_series_evidence",
-                   "n_clusters_evidence", "n_clusters_partial", "p_value", "p_adjusted", "adds_beyond_epoch", "series")
+PREDICTOR_EXTRA = ("verdict_text", "mean_spearman_ci", "mean_kendall", "n_series", "n_series_evidence", "n_clusters_evidence",
+                   "runs_in_direction", "n_runs", "p_value", "p_adjusted", "beyond_epoch", "adds_beyond_epoch", "series")
 
 
 def primary_predictor(analysis: dict[str, Any], requested: str | None = None) -> tuple[str | None, str]:
@@ -68,6 +68,7 @@ def write_report(
     headline: str | None = HEADLINE,
     group_by: str | None = None,
     cluster_by: list[str] | None = None,
+    pretraining_columns: list[str] | None = None,
     min_effect: float = MIN_EFFECT,
     max_rule_predictors: int | None = MAX_RULE_PREDICTORS,
     tolerance: float = 0.05,
@@ -88,8 +89,9 @@ def write_report(
                                    n_boot=n_boot, seed=seed)
     else:
         analysis = run_analysis(df, lower=lower or (), higher=higher or (), headline=headline, group_by=group_by,
-                                cluster_by=cluster_by, min_effect=min_effect, max_rule_predictors=max_rule_predictors,
-                                tolerance=tolerance, patience=patience, n_boot=n_boot, seed=seed, max_loss=max_loss)
+                                cluster_by=cluster_by, pretraining_columns=pretraining_columns, min_effect=min_effect,
+                                max_rule_predictors=max_rule_predictors, tolerance=tolerance, patience=patience, n_boot=n_boot,
+                                seed=seed, max_loss=max_loss)
     output.mkdir(parents=True, exist_ok=True)
     primary, why = primary_predictor(analysis, predictor)
     rho = analysis["predictors"].get(primary, {}).get("mean_spearman") if primary else None
@@ -120,6 +122,7 @@ def write_report(
         "mode": mode,
         "n_clusters": analysis.get("n_clusters"),
         "clusters": analysis.get("clusters"),
+        "cluster_text": analysis.get("cluster_text"),
         "warnings": analysis.get("warnings", []),
         "selection_skipped": analysis.get("selection_skipped", []),
         "appendix": APPENDIX if mode != "ranking" else None,
