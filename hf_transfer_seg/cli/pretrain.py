@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
 from hf_transfer_seg.cli import argtypes as T
 
@@ -101,7 +102,8 @@ def add_parser(subparsers) -> None:
 def _overrides(args: argparse.Namespace) -> dict:
     from hf_transfer_seg.pretrain.config import FIELDS
 
-    return {k: v for k, v in vars(args).items() if k in FIELDS}
+    # --license (before or after the subcommand) is None when not given: then the recipe file's, else the variable's
+    return {k: v for k, v in vars(args).items() if k in FIELDS and not (k == "license" and v is None)}
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
@@ -113,17 +115,23 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from hf_transfer_seg.disk import check_writable_dir
     from hf_transfer_seg.errors import HubError
 
-    config = build_config(_overrides(args), args.config_file)
+    from hf_transfer_seg.cards.license import ENV as LICENSE_ENV
+    from hf_transfer_seg.pretrain.publisher import delivery_hint
+
+    config = build_config(_overrides(args), args.config_file)  # every option checked, whatever its source
     check_writable_dir(config.output_dir)
+    if config.license:  # the cards read the setting from the environment (so do processes started from here)
+        os.environ[LICENSE_ENV] = config.license
     callbacks = live_cli.make_callbacks(args, config) + make_early_stop(config.early_stop, config, args)
     result = run_pretraining(config, callbacks)
     if result.exit_code:
         return result.exit_code
     if config.repo_id and result.pending:
+        why = "; ".join(f"{r}: {c}" for r, c in result.causes.items()) or "their pushes did not finish"
         raise HubError(
-            f"{len(result.pending)} checkpoint(s) could not be pushed and are still pending: {', '.join(result.pending)}. "
-            f"They are safe in {config.output_dir}/pending; deliver them with `hf-transfer-seg push-pending "
-            f"--output-dir {config.output_dir} --repo-id {config.repo_id}` once the Hub is reachable."
+            f"{len(result.pending)} checkpoint(s) could not be pushed and are still pending: {', '.join(result.pending)} "
+            f"({why}). They are safe in {config.output_dir}/pending; "
+            f"{delivery_hint(config.output_dir, config.repo_id, result.causes)}."
         )
     where = f"{config.repo_id} (branches {', '.join(result.revisions)})" if config.repo_id else f"{config.output_dir}/pending"
     if result.revisions:
@@ -133,19 +141,28 @@ def run_pretrain(args: argparse.Namespace) -> int:
 
 def run_push_pending(args: argparse.Namespace) -> int:
     from hf_transfer_seg.hub import check_write_access
-    from hf_transfer_seg.pretrain.publisher import list_pending, push_pending, remove_leftover_staging, require_pushable
+    from hf_transfer_seg.cards.license import ENV as LICENSE_ENV
+    from hf_transfer_seg.pretrain.publisher import (
+        delivery_hint, list_pending, push_pending, relicense_pending, remove_leftover_staging, require_pushable,
+    )
 
     require_pushable(args.output_dir)
     waiting = list_pending(args.output_dir)
+    if waiting and getattr(args, "license", None):  # --license: the pending cards get it (e.g. after the Hub refused theirs)
+        for name in relicense_pending(args.output_dir, os.environ.get(LICENSE_ENV) or args.license):
+            print(f"{name}: license set to {args.license}")
     if not waiting:
         for branch in remove_leftover_staging(args.output_dir, args.repo_id):  # what an interrupted push left
             print(f"removed leftover staging branch {args.repo_id}@{branch}")
         print(f"nothing pending in {args.output_dir}")
         return 0
     check_write_access(args.repo_id)
-    pushed, failed = push_pending(args.output_dir, args.repo_id, attempts=args.attempts, delay=args.retry_delay)
+    causes: dict[str, str] = {}
+    pushed, failed = push_pending(args.output_dir, args.repo_id, attempts=args.attempts, delay=args.retry_delay, causes=causes)
     for name in pushed:
         print(f"pushed {args.repo_id}@{name}")
     for name in failed:
-        print(f"still pending: {name}")
+        print(f"still pending: {name} ({causes.get(name, 'not pushed')})")
+    if failed:
+        print(f"{len(failed)} checkpoint(s) still in {args.output_dir}/pending: {delivery_hint(args.output_dir, args.repo_id, causes)}")
     return 1 if failed else 0
