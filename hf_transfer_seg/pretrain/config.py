@@ -257,25 +257,33 @@ def _check_schedule(schedule: list[float]) -> None:
         names[name] = epoch
 
 
-# option -> (lowest, highest) allowed: the same bounds as the command-line flags (hf_transfer_seg.cli.argtypes), for
-# values that come from a recipe file (YAML ``.nan``, ``.inf``, a negative or absurd number are refused the same way)
-_BOUNDS: dict[str, tuple[float, float]] = {
-    "drop_path": (0.0, 0.999999), "lr": (1e-12, 10.0), "min_lr": (0.0, 10.0), "warmup_lr": (0.0, 10.0),
-    "warmup_epochs": (0.0, 100_000.0), "weight_decay": (0.0, 10.0), "label_smoothing": (0.0, 0.999999),
-    "clip_grad": (1e-12, 1e6), "push_retry_delay": (0.0, 86_400.0), "epochs": (1e-12, 100_000.0),
-    "seed": (0, 2**32 - 1), "num_workers": (0, 512), "num_classes": (2, 100_000), "image_size": (8, 8192),
-    "push_attempts": (1, 100), "log_every": (0, 10**9), "batch_size": (1, 2**20), "grad_accum": (1, 2**20),
+# option -> (lowest, highest, lowest excluded, highest excluded): the ONE range of each numeric option. The
+# command-line flags get their argparse types from it (hf_transfer_seg.cli.pretrain), and values from a recipe
+# file are checked against it (_check_bounds): YAML ``.nan``, ``.inf``, a negative or absurd number are refused
+# the same way as on the command line, before any work.
+BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
+    "drop_path": (0.0, 1.0, False, True), "lr": (0.0, 10.0, True, False), "min_lr": (0.0, 10.0, False, False),
+    "warmup_lr": (0.0, 10.0, False, False), "warmup_epochs": (0.0, 100_000.0, False, False),
+    "weight_decay": (0.0, 10.0, False, False), "label_smoothing": (0.0, 1.0, False, True),
+    "clip_grad": (0.0, 1e6, True, False), "push_retry_delay": (0.0, 86_400.0, False, False),
+    "epochs": (0.0, 100_000.0, True, False), "seed": (0, 2**32 - 1, False, False), "num_workers": (0, 512, False, False),
+    "num_classes": (2, 100_000, False, False), "image_size": (8, 8192, False, False), "push_attempts": (1, 100, False, False),
+    "log_every": (0, 10**9, False, False), "batch_size": (1, 2**20, False, False), "grad_accum": (1, 2**20, False, False),
+    "train_size": (1, 10**9, False, False), "val_size": (1, 10**9, False, False),
 }
 
 
 def _check_bounds(config: PretrainConfig) -> None:
-    for name, (lo, hi) in _BOUNDS.items():
+    for name, (lo, hi, lo_open, hi_open) in BOUNDS.items():
         value = getattr(config, name)
         if value is None or isinstance(value, bool):
             continue
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and lo <= value <= hi):
-            raise ConfigError(f"--{name.replace('_', '-')} {value!r} is not allowed: give a finite value between "
-                              f"{lo:g} and {hi:g} (on the command line or as {name}: in the recipe file)")
+        ok = isinstance(value, (int, float)) and math.isfinite(value)
+        ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+        if not ok:
+            ends = f"between {lo:g}{' (excluded)' if lo_open else ''} and {hi:g}{' (excluded)' if hi_open else ''}"
+            raise ConfigError(f"--{name.replace('_', '-')} {value!r} is not allowed: give a finite value {ends} "
+                              f"(on the command line or as {name}: in the recipe file)")
 
 
 def validate(config: PretrainConfig) -> None:
