@@ -27,7 +27,9 @@ TINY = ["--encoder", "test_resnet", "--image-size", "32", "--train-size", "16", 
         "--num-workers", "0", "--log-every", "0", "--epochs", "0.5", "--checkpoint-epochs", "0.5"]
 
 
-def _cli(checkout: str, args: list[str], env: dict | None = None, cwd: str | None = None) -> subprocess.CompletedProcess:
+def _cli(checkout: str, args: list[str], env: dict | None = None, cwd: str = tempfile.gettempdir()) -> subprocess.CompletedProcess:
+    """``hf-transfer-seg ARGS`` with the code of ``checkout`` (run outside any checkout: ``python -m`` puts the
+    working directory first on sys.path)."""
     full = {k: v for k, v in os.environ.items() if k != "HF_TRANSFER_SEG_LICENSE"}
     full.update({"PYTHONPATH": checkout, "TQDM_DISABLE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1",
                  "HF_ENDPOINT": "http://127.0.0.1:9"}, **(env or {}))
@@ -44,7 +46,7 @@ def licence_cases(checkout: str, tmp: Path) -> dict[str, bool]:
         run = _cli(checkout, [*pre, "pretrain", *TINY, "--output-dir", str(folder), *args], env)
         lines = [line for line in run.stderr.splitlines() if line.strip() and " INFO " not in line and " WARNING " not in line]
         out[name] = (run.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and "icens" in lines[0]
-                     and "is not" in lines[0] and not (folder / "state").exists())
+                     and "is not" in lines[0] and not (folder / "run_config.json").exists())  # refused before training
 
     for i, value in enumerate(["nonsense!!", "other:x y", "0", "x" * 5000]):
         refused(f"env-{i}-{value[:10]}", [], {"HF_TRANSFER_SEG_LICENSE": value})
@@ -116,65 +118,55 @@ CHILD_SIDECARS = r'''
 import json, logging, sys, io
 from pathlib import Path
 logging.basicConfig(level=logging.WARNING, stream=io.StringIO())
-import yaml
+sys.path.insert(0, sys.argv[2])  # the cases of this checkout's tests, whatever the checkout under test
 from huggingface_hub import CommitOperationAdd, HfApi
+from test_bad_inputs_sidecars import GRID, HOSTILE, TARGET, _card, _good_grid, _ours
 from hf_transfer_seg.localhub import local_hub
 from hf_transfer_seg.errors import HfTransferSegError
-H, T, GRID = "cosine_m0.5_L-1_flat", "t", "robustness/grid_t.json"
-def ours(e):
-    return {"training": {"epoch": e, "top1": 1.0}, "robustness": {T: {H: {"score": 0.1 * e, "status": "ok"}}},
-            "robustness_targets": {T: {"grid_file": GRID}}, "downstream": {T: {"dice_mean": 0.5}}}
-cases = {
-    "grid-nested-200000": (lambda o: o, b"[" * 200000 + b"]" * 200000),
-    "grid-int-5000-digits": (lambda o: o, b'{"robustness": {"x": {"score": ' + b"7" * 5000 + b"}}}"),
-    "grid-file-../../../../etc/passwd": (lambda o: o["robustness_targets"][T].update(grid_file="../../../../etc/passwd"), None),
-    "grid-file-/etc/passwd": (lambda o: o["robustness_targets"][T].update(grid_file="/etc/passwd"), None),
-    "grid-file-../../other/repo/x": (lambda o: o["robustness_targets"][T].update(grid_file="../../other/repo/x"), None),
-    "robustness-a-list": (lambda o: o.update(robustness=[1, 2]), None),
-    "robustness-target-a-string": (lambda o: o["robustness"].update({T: "high"}), None),
-    "robustness_targets-a-list": (lambda o: o.update(robustness_targets=[T]), None),
-    "downstream-a-list": (lambda o: o.update(downstream=["x"]), None),
-    "training-a-string": (lambda o: o.update(training="done")  , None),
-}
 results = {}
-with local_hub(Path(sys.argv[1])) as endpoint:
+with local_hub(Path(sys.argv[1]) / "root", port=int(sys.argv[3])) as endpoint:
     api = HfApi(endpoint=endpoint)
     from hf_transfer_seg.report.table import table_from_cards
     from hf_transfer_seg.space.config import SpaceConfig
     from hf_transfer_seg.space.selection import select
-    for i, (name, (change, grid)) in enumerate(cases.items()):
+    for i, (name, (change, grid)) in enumerate(HOSTILE.items()):
         repo = f"test-org/hostile-{i}"
         api.create_repo(repo)
-        api.create_commit(repo, operations=[CommitOperationAdd("README.md", b"---\nlibrary_name: timm\n---\n")], commit_message="main")
+        api.create_commit(repo, operations=[CommitOperationAdd("README.md", _card({}).encode())], commit_message="main")
         for e, bad in ((1, False), (2, True)):
-            o = ours(e)
-            if bad: change(o)
-            card = "---\n" + yaml.safe_dump({"library_name": "timm", "hf_transfer_seg": o}) + "---\n"
+            o = _ours(e)
+            if bad:
+                change(o)
+            blob = grid if (bad and grid) else _good_grid(e)
             api.create_branch(repo, branch=f"epoch-{e:04d}")
-            blob = grid if (bad and grid) else json.dumps({"robustness": {H: {"score": 0.1 * e}}}).encode()
-            api.create_commit(repo, operations=[CommitOperationAdd("README.md", card.encode()), CommitOperationAdd(GRID, blob)],
-                              commit_message="x", revision=f"epoch-{e:04d}")
-        try:
-            table = table_from_cards([repo], T); ok = list(table["revision"]) == ["epoch-0001"]
-        except HfTransferSegError:
-            ok = False  # a clean error, but the good revision beside it is lost too
+            ops = [CommitOperationAdd("README.md", _card(o).encode()), CommitOperationAdd(GRID, blob)]
+            api.create_commit(repo, operations=ops, commit_message=name, revision=f"epoch-{e:04d}")
+        try:  # a clean error that loses the good revision beside the bad one is not clean either
+            results[f"report:{name}"] = list(table_from_cards([repo], TARGET)["revision"]) == ["epoch-0001"]
         except BaseException:
-            ok = False
-        results[f"report:{name}"] = ok
+            results[f"report:{name}"] = False
         try:
-            sel = select(SpaceConfig(model_repo=repo))
-            ok = any(n.startswith("revision epoch-0002 skipped") for n in sel.notices)
+            notices = select(SpaceConfig(model_repo=repo)).notices
+            results[f"space:{name}"] = any(n.startswith("revision epoch-0002 skipped") for n in notices)
         except BaseException:
-            ok = False
-        results[f"space:{name}"] = ok
+            results[f"space:{name}"] = False
 print(json.dumps(results))
 '''
 
 
-def _child(checkout: str, code: str, *args: str) -> dict[str, bool]:
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _child(checkout: str, code: str, *args: str, port: int = 9) -> dict[str, bool]:
     env = dict(os.environ, PYTHONPATH=f"{checkout}{os.pathsep}{Path(checkout) / 'tests'}", HF_HUB_DISABLE_PROGRESS_BARS="1",
-               TQDM_DISABLE="1")
-    run = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=900)
+               TQDM_DISABLE="1", HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HOME=str(Path(args[0]) / "hf-home"))
+    run = subprocess.run([sys.executable, "-c", code, *args, str(port)], env=env, capture_output=True, text=True,
+                         timeout=900, cwd=args[0])
     lines = [line for line in run.stdout.splitlines() if line.startswith("{")]
     if not lines:
         raise SystemExit(f"child failed:\n{run.stderr[-3000:]}")
@@ -185,12 +177,14 @@ def measure(checkout: str) -> dict[str, dict[str, bool]]:
     checkout = str(Path(checkout).resolve())
     with tempfile.TemporaryDirectory(prefix="inputs-hostile-") as tmp:
         tmp = Path(tmp)
-        (tmp / "l").mkdir(), (tmp / "r").mkdir(), (tmp / "m").mkdir()
+        for part in ("l", "r", "m", "hub"):
+            (tmp / part).mkdir()
         return {
             "licence: flag, variable, recipe (item 1)": licence_cases(checkout, tmp / "l"),
             "recipe file not YAML text (item 7)": recipe_cases(checkout, tmp / "r"),
             "damaged DICOM / .nii.gz (item 7)": _child(checkout, CHILD_READERS, str(tmp / "m"), str(Path(checkout) / "tests")),
-            "sidecars: report + Space (item 6)": _child(checkout, CHILD_SIDECARS, str(tmp / "hub")),
+            "sidecars: report + Space (item 6)": _child(checkout, CHILD_SIDECARS, str(tmp / "hub"), str(HERE.parents[1] / "tests"),
+                                                        port=_free_port()),
         }
 
 

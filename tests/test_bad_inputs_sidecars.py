@@ -15,10 +15,6 @@ import pytest
 import yaml
 from huggingface_hub import CommitOperationAdd, HfApi
 
-from hf_transfer_seg import safe_json
-from hf_transfer_seg.cards.shape import card_problems
-from hf_transfer_seg.repo_paths import RepoPathError, check_repo_path
-
 TARGET = "t"
 HEADLINE = "cosine_m0.5_L-1_flat"
 GRID = f"robustness/grid_{TARGET}.json"
@@ -55,6 +51,8 @@ GOOD_EPOCHS = (1, 2, 3)
 
 
 def _card(ours) -> str:
+    """A README.md whose front matter holds ``ours`` as the hf_transfer_seg mapping (also used by
+    benchmarks/inputs_hostile.py, which imports this module's cases without the modules they test)."""
     meta = {"library_name": "timm", "hf_transfer_seg": ours}
     return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n# test\n"
 
@@ -125,7 +123,9 @@ def test_the_space_selection_skips_each_hostile_revision_and_says_why(hostile_re
 @pytest.mark.parametrize("path", ["../../../../etc/passwd", "/etc/passwd", "../../other/repo/x", "a/./b", "a//b",
                                   "x/.git/config", "a\\b", "a\x00b", "", "a/", 7, "x" * 5000])
 def test_grid_file_follows_the_upload_path_rule(path):
+    from hf_transfer_seg.cards.shape import card_problems
     from hf_transfer_seg.localhub.names import BadRequest, check_path
+    from hf_transfer_seg.repo_paths import RepoPathError, check_repo_path
 
     with pytest.raises(RepoPathError) as ours:
         check_repo_path(path)
@@ -137,11 +137,16 @@ def test_grid_file_follows_the_upload_path_rule(path):
 
 
 def test_plain_relative_paths_pass():
+    from hf_transfer_seg.cards.shape import card_problems
+    from hf_transfer_seg.repo_paths import check_repo_path
+
     assert check_repo_path(GRID) == GRID
     assert card_problems(_ours(1)) == []
 
 
 def test_the_bounded_json_loader():
+    from hf_transfer_seg import safe_json
+
     with pytest.raises(safe_json.JSONLimitError, match="deeper"):
         safe_json.loads("[" * 200_000 + "]" * 200_000)
     with pytest.raises(safe_json.JSONLimitError, match="65 levels"):
