@@ -136,3 +136,10 @@ def test_a_good_licence_from_the_recipe_reaches_every_card(tmp_path):
             card = ModelCard.load(hf_hub_download(repo, "README.md", revision=name, endpoint=endpoint,
                                                   cache_dir=tmp_path / "cache"))
             assert (card.data.license, card.data.license_name) == ("other", "my-lab-terms")
+
+
+@pytest.mark.parametrize("value", ["abc", "-5", "0", "1e99"])
+def test_a_bad_size_cap_in_the_environment_is_refused_before_training(value, tmp_path):
+    out = tmp_path / "out"
+    run = cli("pretrain", *TINY, "--output-dir", str(out), env=_env(HF_TRANSFER_SEG_MAX_VOXELS=value))
+    _refused_before_training(run, out, "HF_TRANSFER_SEG_MAX_VOXELS=")
