@@ -83,9 +83,9 @@ def test_every_pushed_card_has_a_license_small_yaml_and_real_dataset_ids(hub_end
     _cli(*PRETRAIN, "--repo-id", encoder, "--output-dir", str(tmp_path / "pretrain"), cwd=tmp_path)
     assert cli_main(["score", "--repo-id", encoder, "--target", TARGET, *SCORE]) == 0
     monkeypatch.setenv(LICENSE_ENV, "")  # restored at teardown: `--license` below sets it in this process
-    assert cli_main(["--license", "mit", "finetune", "--encoder-repo", encoder, "--revision", "epoch-0001", "--target", "mni152-tissue",
+    assert cli_main(["finetune", "--encoder-repo", encoder, "--revision", "epoch-0001", "--target", "mni152-tissue",
                      "--resize-longest", "64", "--epochs", "1", "--batch-size", "4", "--image-size", "64",
-                     "--output-dir", str(tmp_path / "ft"), "--no-progress", "--push-to", seg]) == 0  # fmt: skip
+                     "--output-dir", str(tmp_path / "ft"), "--no-progress", "--push-to", seg, "--license", "mit"]) == 0  # fmt: skip
     monkeypatch.delenv(LICENSE_ENV)
     _cli("rank", "--models", f"{encoder}@epoch-0001", "--target", TARGET, "--num-images", "8", "--image-size", "32",
          "--results-repo", results, "--no-progress", cwd=tmp_path)
@@ -99,8 +99,8 @@ def test_every_pushed_card_has_a_license_small_yaml_and_real_dataset_ids(hub_end
             metas[(repo_id, branch)] = _check(repo_id, repo_type, branch, text)
 
     # defaults are stated; the setting wins where it was given
-    revision = metas[(encoder, "epoch-0001")]
-    assert (revision["license"], revision["license_name"]) == ("other", "not-set")
+    revision = metas[(encoder, "epoch-0001")]  # trained on the built-in synthetic set: the code's license
+    assert revision["license"] == "apache-2.0" and "license_name" not in revision
     assert metas[(seg, "main")]["license"] == "mit" and metas[(space, "main")]["license"] == "apache-2.0"
     assert metas[(results, "main")]["license"] == "other"
     # encoder revision: downstream Dice in its own section, not in model-index; the whole grid beside the card
@@ -158,7 +158,31 @@ def test_a_failed_rescore_of_an_older_card_keeps_its_yaml_grid():
 
 def test_a_bad_license_setting_is_one_clear_line(capsys, monkeypatch):
     monkeypatch.delenv(LICENSE_ENV, raising=False)
-    assert cli_main(["--license", "Apache 2", "score", "--repo-id", "test-org/none"]) == 2
+    for argv in (["--license", "Apache 2", "score", "--repo-id", "test-org/none"],
+                 ["score", "--repo-id", "test-org/none", "--license", "Apache 2"]):  # before or after the subcommand
+        assert cli_main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: argument --license: 'Apache 2' is not a license identifier the Hub accepts"), err
+        assert "\n" not in err and "apache-2.0" in err
+        assert LICENSE_ENV not in os.environ
+    for value in ("0", "nonsense!!", "other:x y", "x" * 5000):
+        assert cli_main(["score", "--repo-id", "test-org/none", "--license", value]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and len(err) < 800 and "is not" in err
+    monkeypatch.setenv(LICENSE_ENV, "other:x y")  # the variable: the same check, before any work, naming it
+    assert cli_main(["score", "--repo-id", "test-org/none"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: --license 'Apache 2' is not a Hub license identifier") and "\n" not in err
-    assert LICENSE_ENV not in os.environ
+    assert err.startswith(f"error: {LICENSE_ENV}='other:x y'") and "\n" not in err
+
+
+def test_built_in_data_has_a_known_license():
+    from hf_transfer_seg.cards.license import choose_license, data_license
+    from hf_transfer_seg.localhub.metadata_rules import check_license
+
+    assert data_license("digits").license == "bsd-3-clause" and data_license("synthetic").license == "apache-2.0"
+    assert data_license("skimage-retina").license == "cc0-1.0"
+    assert (data_license("mni152-tissue").license, data_license("mni152-wm").name) == ("other", "mni-icbm152-2009")
+    assert data_license("org/imagenet") is None and choose_license(data="org/imagenet").name == "not-set"
+    for key in ("digits", "synthetic", "skimage-retina", "mni152-tissue"):  # each one the Hub accepts
+        known = data_license(key)
+        assert check_license({"license": known.license, "license_name": known.name}) == []

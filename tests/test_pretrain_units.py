@@ -247,10 +247,16 @@ def test_revision_card_carries_the_schema():
     assert data.library_name == "timm" and "synthetic-data" in data.tags
     assert get_namespace(data, "training")["global_step"] == 4
     assert data.eval_results is None  # synthetic data has no Hub dataset id: top-1 stays in `training`, no model-index
-    assert data.license == "other" and data.license_name == "not-set" and "--license" in get_section_text(card.text, "license")
+    # trained on the built-in synthetic set only: the license of the code that generates it, stated as such
+    assert data.license == "apache-2.0" and "built-in training data" in get_section_text(card.text, "license")
     assert "Synthetic data" in card.text and "hf-hub:org/enc@epoch-0000.5" in card.text
     assert "| Optimizer steps | 4 |" in get_section_text(card.text, "training")
     real = cards.revision_card("org/enc", "epoch-0001", _facts(synthetic=False, dataset="org/imagenet", dataset_kind="hub"))
+    assert (real.data.license, real.data.license_name) == ("other", "not-set")  # unknown data: the author must say
+    digits = cards.revision_card("org/enc", "epoch-0001", _facts(synthetic=False, dataset="digits", dataset_kind="bundled"))
+    assert digits.data.license == "bsd-3-clause" and "scikit-learn" in get_section_text(digits.text, "license")
+    folder = cards.revision_card("org/enc", "epoch-0001", _facts(synthetic=False, dataset="digits", dataset_kind="folder"))
+    assert folder.data.license == "other"  # a local folder that happens to be named digits is not the built-in set
     assert "Real data" in real.text and real.data.datasets == ["org/imagenet"]
     metrics = {(r.metric_type, r.metric_name, r.dataset_type): r.metric_value for r in real.data.eval_results}
     assert metrics == {("accuracy", "top-1", "org/imagenet"): 12.5, ("accuracy", "top-5", "org/imagenet"): 50.0}

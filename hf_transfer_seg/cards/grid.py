@@ -18,9 +18,9 @@ import json
 from typing import Any
 
 from hf_transfer_seg.cards.schema import HEADLINE, HIGHLIGHTS, ROBUSTNESS, ROBUSTNESS_TARGETS, grid_path
+from hf_transfer_seg.cards.shape import GRID_FILE  # key of robustness_targets[target] naming the JSON file
 
 FORMAT = 1
-GRID_FILE = "grid_file"  # key of robustness_targets[target] naming the JSON file
 YAML_DROPPED = ("per_image",)  # entry keys that never stay in the YAML
 
 
@@ -40,9 +40,14 @@ def grid_bytes(target_key: str, entries: dict[str, Any]) -> bytes:
 
 
 def parse_grid(raw: bytes | str) -> dict[str, Any]:
-    """Entries of a grid file ({} for anything that is not one)."""
+    """Entries of a grid file ({} for anything that is not one); a file over the bounded JSON loader's size or
+    depth (:mod:`hf_transfer_seg.safe_json`) raises its :class:`~hf_transfer_seg.safe_json.JSONLimitError`."""
+    from hf_transfer_seg.safe_json import JSONLimitError, loads
+
     try:
-        data = json.loads(raw)
+        data = loads(raw)
+    except JSONLimitError:
+        raise
     except (TypeError, ValueError):
         return {}
     entries = data.get(ROBUSTNESS) if isinstance(data, dict) else None
@@ -62,6 +67,8 @@ def merge(yaml_entries: dict[str, Any] | None, file_entries: dict[str, Any] | No
 def grid_files(namespace: dict[str, Any]) -> dict[str, str]:
     """``{target: path}`` of the grid files a card's mapping names."""
     targets = namespace.get(ROBUSTNESS_TARGETS) or {}
+    if not isinstance(targets, dict):
+        return {}
     return {t: str(info[GRID_FILE]) for t, info in targets.items() if isinstance(info, dict) and info.get(GRID_FILE)}
 
 

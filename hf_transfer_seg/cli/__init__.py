@@ -42,8 +42,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--license", metavar="ID", help="license of every repo this command pushes (a Hub identifier such as "
-                        "apache-2.0, or other:NAME); default: stated in each card (hf_transfer_seg.cards.license)")
+    _add_license(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Only import the module the user asked for (plus all of them for --help).
     wanted = next((a for a in (argv or []) if not a.startswith("-")), None)
@@ -56,7 +55,21 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
                 raise
             continue  # subcommand not built yet
         module.add_parser(sub)
+    for command in sub.choices.values():  # `--license` is accepted after the subcommand too (`score ... --license mit`)
+        _add_license(command, argparse.SUPPRESS)
     return parser
+
+
+def _add_license(parser: argparse.ArgumentParser, default) -> None:
+    """``--license ID`` on ``parser`` (the top level: default None; a subcommand: SUPPRESS, so it only overrides
+    the top-level value when given), checked while parsing (``argtypes.license_id``)."""
+    from hf_transfer_seg.cli.argtypes import license_id
+
+    if any("--license" in action.option_strings for action in parser._actions):
+        return
+    parser.add_argument("--license", metavar="ID", type=license_id, default=default,
+                        help="license of every repo this command pushes (a Hub identifier such as apache-2.0, or "
+                        "other:NAME); also HF_TRANSFER_SEG_LICENSE; default: stated in each card (hf_transfer_seg.cards.license)")
 
 
 # (command, dest) -> argparse type, for flags of modules that another helper owns (report.py: its --output)
@@ -86,7 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # also --help / --version (0): a code, so in-process callers get one too
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
-    problem = _check_paths(args)
+    if getattr(args, "license", None):  # checked while parsing; the environment carries it to every card builder,
+        from hf_transfer_seg.cards.license import ENV  # also in processes this one starts
+
+        os.environ[ENV] = args.license
+    from hf_transfer_seg.cli.argtypes import check_environment
+
+    problem = _check_paths(args) or check_environment()  # every source of a value is checked before any work
     if problem:
         print(problem, file=sys.stderr)
         return 2
@@ -103,15 +122,6 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if args.license:  # the environment carries it to every card builder, also in processes this one starts
-        from hf_transfer_seg.cards.license import ENV, parse_license
-
-        try:
-            parse_license(args.license)
-        except HfTransferSegError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        os.environ[ENV] = args.license
     try:
         return int(args.func(args) or 0)
     except HfTransferSegError as exc:

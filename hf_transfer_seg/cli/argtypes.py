@@ -298,6 +298,46 @@ def model_spec(text: str) -> str:
 model_spec = _named(model_spec, "model")
 
 
+def license_id(text: str) -> str:
+    """A license setting the Hub accepts (``ID`` or ``other:NAME``), checked by the one function every source of a
+    license uses (:func:`hf_transfer_seg.cards.license.parse_license`); the text is passed on."""
+    from hf_transfer_seg.cards.license import parse_license
+    from hf_transfer_seg.errors import ConfigError
+
+    try:
+        parse_license(text, "")
+    except ConfigError as exc:
+        raise Error(str(exc).strip()) from None
+    return str(text).strip()
+
+
+license_id = _named(license_id, "license")
+
+
+def _environment_checks() -> dict[str, Callable[[], object]]:
+    """Environment variable -> the check its reader runs (the same function, so nothing reads it differently)."""
+    from hf_transfer_seg.cards import license
+    from hf_transfer_seg.data import limits
+
+    return {
+        license.ENV: lambda: os.environ.get(license.ENV) and license.parse_license(os.environ[license.ENV], f"{license.ENV}="),
+        limits.ENV: limits.max_voxels,
+    }
+
+
+def check_environment() -> str | None:
+    """The one-line error of the first hf-transfer-seg environment variable holding a bad value, None when all
+    are fine: run by the command line before any work, as flags are checked while they are parsed."""
+    from hf_transfer_seg.errors import ConfigError
+
+    for check in _environment_checks().values():
+        try:
+            check()
+        except ConfigError as exc:
+            return f"error: {' '.join(str(exc).split())} (unset it or fix it, then run the command again)"
+    return None
+
+
 def port(text: str) -> int:
     return bounded_int(0, 65535)(text)
 

@@ -53,12 +53,17 @@ def card_at_sha(repo_id: str, sha: str, *, repo_type: str = "model", grid: bool 
 
 def _grid_entries(repo_id: str, sha: str, path: str, *, repo_type: str = "model") -> dict:
     """Entries of the grid file ``path`` at ``sha`` ({} when it is missing or unreadable: the YAML is kept)."""
+    from hf_transfer_seg.cards.shape import BadCard
+    from hf_transfer_seg.safe_json import JSONLimitError
+
     try:
         local = with_retries(
             lambda: hf_hub_download(repo_id, path, revision=sha, repo_type=repo_type),
             what=f"download {path} of {repo_id}@{sha[:10]}",
         )
         return parse_grid(Path(local).read_bytes())
+    except JSONLimitError as exc:
+        raise BadCard(f"the grid file {path} of {repo_id}@{sha[:10]} is not usable: {exc}; fix or re-push that card") from None
     except (EntryNotFoundError, OSError) as exc:
         log.warning("%s of %s@%s is not readable (%s); using the card's YAML only", path, repo_id, sha[:10], exc)
         return {}
@@ -66,11 +71,17 @@ def _grid_entries(repo_id: str, sha: str, path: str, *, repo_type: str = "model"
 
 def with_grid(card: ModelCard, repo_id: str, sha: str, *, repo_type: str = "model") -> ModelCard:
     """``card`` (read at ``sha``) with ``hf_transfer_seg.robustness[target]`` = the whole grid of each target whose
-    grid file the card names, the YAML's entries on top; cards without grid files are returned unchanged."""
+    grid file the card names, the YAML's entries on top; cards without grid files are returned unchanged.
+
+    The card is checked first (:func:`hf_transfer_seg.cards.shape.check_card`): a mapping of the wrong shape or a
+    ``grid_file`` outside the repository raises :class:`~hf_transfer_seg.cards.shape.BadCard`, as does a grid file
+    over the bounded JSON loader's limits; nothing outside the repository is ever requested."""
     from hf_transfer_seg.cards.data import get_namespace, set_namespace
     from hf_transfer_seg.cards.grid import grid_files, merge
     from hf_transfer_seg.cards.schema import ROBUSTNESS
+    from hf_transfer_seg.cards.shape import check_card
 
+    check_card(card.data, f"{repo_id}@{sha[:10]}")
     files = grid_files(get_namespace(card.data))
     if not files:
         return card

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from hf_transfer_seg.repo_paths import RepoPathError, check_repo_path
+
 REPO_TYPES = ("model", "dataset", "space")
 ZERO_OID = "0" * 40
 _HEX40 = re.compile(r"^[0-9a-f]{40}\Z")
@@ -117,29 +119,12 @@ def check_repo_id(repo_id: str) -> tuple[str, str]:
 
 
 def check_path(path: str, *, allow_empty: bool = False) -> str:
-    """A file path inside a repository, normalized; :class:`BadRequest` for anything that could escape."""
-    if not isinstance(path, str):
-        raise BadRequest("file path must be a string")
-    original = path
-    path = path.strip("/") if allow_empty else path
-    if path == "" and allow_empty:
-        return ""
-    if not path or len(path.encode("utf-8", "surrogatepass")) > 4096:
-        raise BadRequest(f"invalid file path {original!r}: empty or too long")
-    if path.startswith("/") or path.endswith("/"):
-        raise BadRequest(f"invalid file path {original!r}: must be relative, without leading or trailing '/'")
-    if any(ord(c) < 0x20 or c == "\x7f" for c in path) or "\\" in path:
-        raise BadRequest(f"invalid file path {original!r}: control characters and backslashes are not allowed")
+    """A file path inside a repository, normalized; :class:`BadRequest` for anything that could escape (the
+    package's one rule, :func:`hf_transfer_seg.repo_paths.check_repo_path`, which card readers apply too)."""
     try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadRequest(f"invalid file path {original!r}: not valid UTF-8") from None
-    for part in path.split("/"):
-        if part in ("", ".", ".."):
-            raise BadRequest(f"invalid file path {original!r}: empty, '.' or '..' components are not allowed")
-        if part.lower() == ".git":
-            raise BadRequest(f"invalid file path {original!r}: '.git' components are not allowed")
-    return path
+        return check_repo_path(path, allow_empty=allow_empty)
+    except RepoPathError as exc:
+        raise BadRequest(str(exc)) from None
 
 
 def is_commit_abbrev(text) -> bool:

@@ -6,7 +6,8 @@ text from ``model_cards/encoder_revision.md`` with the managed section ``trainin
 Summary card (``main``): ``hf_transfer_seg.checkpoints`` (one row per pushed revision, in epoch order) and the
 managed section ``checkpoints``; keys and sections other tools maintain are left alone.
 Accuracies are percentages (0-100). Both carry a ``license`` (:mod:`hf_transfer_seg.cards.license`: the
-``--license`` setting, else ``other``/``not-set`` with a section saying what to set).
+``--license`` setting, else the license of a built-in training set (synthetic, digits), else ``other``/``not-set``
+with a section saying what to set).
 """
 
 from __future__ import annotations
@@ -117,7 +118,16 @@ def revision_card(repo_id: str | None, revision: str, facts: dict[str, Any]) -> 
         image_size=facts.get("image_size"),
         training_table=training_table(facts),
     )
-    return apply_license(card, choose_license())
+    return apply_license(card, card_license(facts))
+
+
+BUILT_IN_KINDS = ("synthetic", "bundled")  # data.classification: generated, or shipped inside a package (digits)
+
+
+def card_license(facts: dict[str, Any]):
+    """The license of a checkpoint's cards: the setting, else its built-in training set's, else the stated default."""
+    builtin = facts.get("dataset") if facts.get("dataset_kind") in BUILT_IN_KINDS else None
+    return choose_license(data=builtin)
 
 
 def _deep_merge(base: dict, extra: dict) -> dict:
@@ -208,7 +218,7 @@ def edit_summary(card: ModelCard, row: dict[str, Any], facts: dict[str, Any], re
     if facts.get("synthetic") and "synthetic-data" not in (card.data.tags or []):
         card.data.tags = list(card.data.tags or []) + ["synthetic-data"]
     if fresh or card.data.license is None or os.environ.get(LICENSE_ENV):  # a license set by hand stays
-        card = apply_license(card, choose_license())
+        card = apply_license(card, card_license(facts))
     latest_name = get_namespace(card.data, schema.LATEST_REVISION)
     card.text = replace_section(card.text, schema.SECTION_CHECKPOINTS, checkpoints_table(rows, repo_id, latest_name))
     return card

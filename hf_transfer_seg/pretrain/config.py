@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,7 @@ class PretrainConfig:
     output_dir: str = "pretrain-output"
     push_attempts: int = 3  # rounds of (push with its own retries), with push_retry_delay between rounds
     push_retry_delay: float = 30.0
+    license: str | None = None  # ID or other:NAME (flag > recipe file > HF_TRANSFER_SEG_LICENSE), checked at start
     # execution
     resume: bool = False
     seed: int = 0
@@ -130,18 +132,38 @@ def parse_epochs(value: Any) -> list[float]:
     return sorted(set(epochs))
 
 
+MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few hundred bytes; anything over 1 MiB is not one
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """The options of a recipe file: a UTF-8 YAML mapping of at most :data:`MAX_RECIPE_BYTES` (ConfigError otherwise)."""
     import yaml
 
     from hf_transfer_seg import safe_yaml
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"recipe file {path} does not exist")
+        raise ConfigError(f"recipe file {path} does not exist (or is not a regular file)")
     try:
-        data = safe_yaml.load(path.read_text()) or {}
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_RECIPE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"recipe file {path} cannot be read ({exc.strerror or exc}); check its permissions") from None
+    if len(raw) > MAX_RECIPE_BYTES:
+        raise ConfigError(f"recipe file {path} is over {MAX_RECIPE_BYTES // 1024} KiB: not a recipe (a YAML mapping of "
+                          "option: value); check the --config path")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"recipe file {path} is not UTF-8 text (byte {exc.start} is {raw[exc.start:exc.start + 1]!r}): "
+                          "is it a binary file? Give a YAML file of option: value lines") from None
+    if "\x00" in text:
+        raise ConfigError(f"recipe file {path} holds NUL bytes: it is a binary file, not YAML; check the --config path")
+    try:
+        data = safe_yaml.load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"recipe file {path} is not valid YAML: {exc}") from exc
+        said = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"recipe file {path} is not valid YAML: {said}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"recipe file {path} must hold a mapping of option: value")
     return {str(k).replace("-", "_"): v for k, v in data.items()}
@@ -172,17 +194,33 @@ def _coerce(name: str, value: Any) -> Any:
 
 
 def build_config(overrides: dict[str, Any] | None = None, yaml_path: str | Path | None = None) -> PretrainConfig:
-    """Defaults, then the YAML file, then ``overrides`` (flags given on the command line), validated."""
+    """Defaults, then the YAML file, then ``overrides`` (flags given on the command line), validated.
+
+    The license is the one option with a fourth source, the environment variable ``HF_TRANSFER_SEG_LICENSE``
+    (below the recipe file); wherever it comes from it is checked here, before any work."""
+    from hf_transfer_seg.cards.license import ENV as LICENSE_ENV
+
     values: dict[str, Any] = {}
     if yaml_path:
         values.update(load_yaml(yaml_path))
+    recipe_license = "license" in values and values["license"] is not None
     values.update({k.replace("-", "_"): v for k, v in (overrides or {}).items()})
+    flag_license = "license" in (overrides or {}) and overrides["license"] is not None
+    if values.get("license") is None and os.environ.get(LICENSE_ENV):
+        values["license"] = os.environ[LICENSE_ENV]
+    source = "--license" if flag_license else f"license: in recipe file {yaml_path}," if recipe_license else f"{LICENSE_ENV}="
     unknown = sorted(set(values) - set(FIELDS))
     if unknown:
         close = {u: difflib.get_close_matches(u, FIELDS, n=1) for u in unknown}
         hints = ", ".join(f"{u}" + (f" (did you mean {c[0]}?)" if c else "") for u, c in close.items())
         raise ConfigError(f"unknown pretraining option(s): {hints}. Valid options: {', '.join(FIELDS)}")
+    license = values.pop("license", None)
     config = PretrainConfig(**{k: _coerce(k, v) for k, v in values.items()})
+    if license is not None:
+        from hf_transfer_seg.cards.license import parse_license
+
+        parse_license(license, source)  # a non-string recipe value (license: 0) is refused as it is
+        config.license = license.strip()
     validate(config)
     return config
 
@@ -219,25 +257,33 @@ def _check_schedule(schedule: list[float]) -> None:
         names[name] = epoch
 
 
-# option -> (lowest, highest) allowed: the same bounds as the command-line flags (hf_transfer_seg.cli.argtypes), for
-# values that come from a recipe file (YAML ``.nan``, ``.inf``, a negative or absurd number are refused the same way)
-_BOUNDS: dict[str, tuple[float, float]] = {
-    "drop_path": (0.0, 0.999999), "lr": (1e-12, 10.0), "min_lr": (0.0, 10.0), "warmup_lr": (0.0, 10.0),
-    "warmup_epochs": (0.0, 100_000.0), "weight_decay": (0.0, 10.0), "label_smoothing": (0.0, 0.999999),
-    "clip_grad": (1e-12, 1e6), "push_retry_delay": (0.0, 86_400.0), "epochs": (1e-12, 100_000.0),
-    "seed": (0, 2**32 - 1), "num_workers": (0, 512), "num_classes": (2, 100_000), "image_size": (8, 8192),
-    "push_attempts": (1, 100), "log_every": (0, 10**9), "batch_size": (1, 2**20), "grad_accum": (1, 2**20),
+# option -> (lowest, highest, lowest excluded, highest excluded): the ONE range of each numeric option. The
+# command-line flags get their argparse types from it (hf_transfer_seg.cli.pretrain), and values from a recipe
+# file are checked against it (_check_bounds): YAML ``.nan``, ``.inf``, a negative or absurd number are refused
+# the same way as on the command line, before any work.
+BOUNDS: dict[str, tuple[float, float, bool, bool]] = {
+    "drop_path": (0.0, 1.0, False, True), "lr": (0.0, 10.0, True, False), "min_lr": (0.0, 10.0, False, False),
+    "warmup_lr": (0.0, 10.0, False, False), "warmup_epochs": (0.0, 100_000.0, False, False),
+    "weight_decay": (0.0, 10.0, False, False), "label_smoothing": (0.0, 1.0, False, True),
+    "clip_grad": (0.0, 1e6, True, False), "push_retry_delay": (0.0, 86_400.0, False, False),
+    "epochs": (0.0, 100_000.0, True, False), "seed": (0, 2**32 - 1, False, False), "num_workers": (0, 512, False, False),
+    "num_classes": (2, 100_000, False, False), "image_size": (8, 8192, False, False), "push_attempts": (1, 100, False, False),
+    "log_every": (0, 10**9, False, False), "batch_size": (1, 2**20, False, False), "grad_accum": (1, 2**20, False, False),
+    "train_size": (1, 10**9, False, False), "val_size": (1, 10**9, False, False),
 }
 
 
 def _check_bounds(config: PretrainConfig) -> None:
-    for name, (lo, hi) in _BOUNDS.items():
+    for name, (lo, hi, lo_open, hi_open) in BOUNDS.items():
         value = getattr(config, name)
         if value is None or isinstance(value, bool):
             continue
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and lo <= value <= hi):
-            raise ConfigError(f"--{name.replace('_', '-')} {value!r} is not allowed: give a finite value between "
-                              f"{lo:g} and {hi:g} (on the command line or as {name}: in the recipe file)")
+        ok = isinstance(value, (int, float)) and math.isfinite(value)
+        ok = ok and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+        if not ok:
+            ends = f"between {lo:g}{' (excluded)' if lo_open else ''} and {hi:g}{' (excluded)' if hi_open else ''}"
+            raise ConfigError(f"--{name.replace('_', '-')} {value!r} is not allowed: give a finite value {ends} "
+                              f"(on the command line or as {name}: in the recipe file)")
 
 
 def validate(config: PretrainConfig) -> None:
@@ -305,7 +351,13 @@ def check_resume_compatible(config: PretrainConfig, path: Path) -> None:
     """Refuse to resume with options that do not fit the saved state."""
     if not path.is_file():
         return
-    saved = json.loads(path.read_text())
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"--resume: {path} (the saved run's options) is not readable ({type(exc).__name__}); "
+                          "restore it, or start a new run in another --output-dir") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"--resume: {path} does not hold the saved run's options; start a new run in another --output-dir")
     changed = [f"{k}: saved {saved.get(k)!r}, now {getattr(config, k)!r}" for k in RESUME_FIXED if saved.get(k) != getattr(config, k)]
     if changed:
         raise ConfigError(

@@ -30,7 +30,7 @@ from hf_transfer_seg.pretrain import state as states
 from hf_transfer_seg.pretrain.config import PretrainConfig, check_resume_compatible, micro_batch, save_run_config
 from hf_transfer_seg.pretrain.data_path import batch_prep, build_data, build_loaders, prepared_val
 from hf_transfer_seg.pretrain.hooks import run_callbacks
-from hf_transfer_seg.pretrain.publisher import Publisher, discard_partial, list_pending, pending_dir, read_ledger, stage_checkpoint
+from hf_transfer_seg.pretrain.publisher import Publisher, delivery_hint, discard_partial, list_pending, pending_dir, read_ledger, stage_checkpoint
 from hf_transfer_seg.redact import redact
 from hf_transfer_seg.version import code_version
 
@@ -44,6 +44,7 @@ STOP_SYNC_EVERY = 10  # optimizer steps between agreeing on a stop signal across
 class PretrainResult:
     revisions: list[str] = field(default_factory=list)  # checkpoints written by this run
     pending: list[str] = field(default_factory=list)  # not (yet) on the Hub when the run ended
+    causes: dict[str, str] = field(default_factory=dict)  # pending revision -> why its push failed
     global_step: int = 0
     finished: bool = False
     stopped_early: str | None = None
@@ -488,11 +489,12 @@ def _finish(accelerator, publisher: Publisher | None, result: PretrainResult, co
     output_dir = Path(config.output_dir)
     if publisher is not None:
         result.pending = publisher.pending
+        result.causes = {r: c for r, c in publisher.causes.items() if r in result.pending}
         if result.pending:
             log.error(
-                "%d checkpoint(s) are not on the Hub yet: %s. They are safe in %s; deliver them with "
-                "`hf-transfer-seg push-pending --output-dir %s --repo-id %s`",
-                len(result.pending), ", ".join(result.pending), pending_dir(output_dir), output_dir, config.repo_id,
+                "%d checkpoint(s) are not on the Hub yet: %s. They are safe in %s; %s",
+                len(result.pending), ", ".join(result.pending), pending_dir(output_dir),
+                delivery_hint(output_dir, config.repo_id, result.causes),
             )
     elif accelerator.is_main_process:
         result.pending = list_pending(output_dir)

@@ -36,6 +36,7 @@ from hf_transfer_seg.cards import get_namespace, schema
 from hf_transfer_seg.disk import disk_full_is_clean
 from hf_transfer_seg.errors import HfTransferSegError, HubError
 from hf_transfer_seg.hub import parse_revision_name, push_revision, update_card
+from hf_transfer_seg.hub.failures import cause, is_refusal
 from hf_transfer_seg.pretrain import card as cards
 from hf_transfer_seg.pretrain.state import run_identity
 from hf_transfer_seg.redact import redact
@@ -218,12 +219,13 @@ def remove_leftover_staging(output_dir: str | Path, repo_id: str) -> list[str]:
 
 
 def push_with_retries(output_dir: str | Path, revision: str, repo_id: str, *, attempts: int, delay: float) -> dict | None:
-    """``push_one`` with rounds of back-off; raises the last error when every round failed."""
+    """``push_one`` with rounds of back-off; raises the last error when every round failed, or at once when the
+    Hub refused the push (a 4xx answer: the same push would be refused again)."""
     for attempt in range(1, attempts + 1):
         try:
             return push_one(output_dir, revision, repo_id)
         except (HfTransferSegError, OSError, Exception) as exc:  # noqa: BLE001 - the checkpoint stays pending
-            if attempt == attempts:
+            if attempt == attempts or is_refusal(exc):
                 raise
             wait = delay * 2 ** (attempt - 1)
             log.warning("push of %s failed (%s); round %d/%d, next in %.0fs", revision, redact(exc), attempt, attempts, wait)
@@ -231,9 +233,11 @@ def push_with_retries(output_dir: str | Path, revision: str, repo_id: str, *, at
     return None
 
 
-def push_pending(output_dir: str | Path, repo_id: str, *, attempts: int = 3, delay: float = 30.0) -> tuple[list[str], list[str]]:
-    """Push every pending checkpoint of ``output_dir`` in epoch order; return (pushed, still pending).
-    First removes the staging branches an interrupted push of this run left behind."""
+def push_pending(output_dir: str | Path, repo_id: str, *, attempts: int = 3, delay: float = 30.0,
+                 causes: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
+    """Push every pending checkpoint of ``output_dir`` in epoch order; return (pushed, still pending); the cause
+    of each failure goes into ``causes`` (revision -> one line). First removes the staging branches an
+    interrupted push of this run left behind."""
     remove_leftover_staging(output_dir, repo_id)
     pushed, failed = [], []
     for revision in list_pending(output_dir):
@@ -241,9 +245,46 @@ def push_pending(output_dir: str | Path, repo_id: str, *, attempts: int = 3, del
             if push_with_retries(output_dir, revision, repo_id, attempts=attempts, delay=delay) is not None:
                 pushed.append(revision)
         except Exception as exc:  # noqa: BLE001 - report and go on with the next one
-            log.error("could not push %s: %s; it stays in %s", revision, redact(exc), pending_dir(output_dir))
+            why = cause(exc)
+            log.error("could not push %s: %s; it stays in %s", revision, why, pending_dir(output_dir))
+            log.debug("push of %s failed", revision, exc_info=True)
             failed.append(revision)
+            if causes is not None:
+                causes[revision] = why
     return pushed, failed
+
+
+def relicense_pending(output_dir: str | Path, setting: str) -> list[str]:
+    """Set the license of every pending checkpoint's card to ``setting`` (``ID`` or ``other:NAME``, checked);
+    return the revisions changed. For checkpoints the Hub refused because of the license they were staged with."""
+    from hf_transfer_seg.cards.license import apply_license, choose_license
+
+    chosen = choose_license(setting)
+    changed = []
+    for revision in list_pending(output_dir):
+        readme = pending_dir(output_dir) / revision / "README.md"
+        if not readme.is_file():
+            continue
+        card = apply_license(load_card(readme, where=str(readme)), chosen)
+        tmp = readme.with_suffix(".tmp")
+        card.save(tmp)
+        os.replace(tmp, readme)
+        changed.append(revision)
+    return changed
+
+
+def delivery_hint(output_dir: str | Path, repo_id: str, causes: dict[str, str]) -> str:
+    """The exact command that delivers what is pending, and what to fix first when the Hub refused something."""
+    command = f"hf-transfer-seg push-pending --output-dir {output_dir} --repo-id {repo_id}"
+    refused = " ".join(causes.values())
+    if "license" in refused.lower():
+        return (f"choose a license the Hub accepts and deliver them with `{command} --license ID` (it rewrites "
+                "the license of their cards)")
+    if "HTTP 4" in refused:
+        return f"fix what the Hub refused, then deliver them with `{command}`"
+    if "cannot reach the Hub" in refused or "HTTP 5" in refused:
+        return f"deliver them with `{command}` once the Hub answers again"
+    return f"deliver them with `{command}`"
 
 
 class Publisher:
@@ -258,6 +299,7 @@ class Publisher:
         self.output_dir, self.repo_id, self.attempts, self.delay = Path(output_dir), repo_id, attempts, delay
         self.pushed: list[str] = []
         self.failed: list[str] = []
+        self.causes: dict[str, str] = {}  # revision -> why its push failed (one line, hub.failures.cause)
         self.pending: list[str] = []  # after close(): the revisions still in pending/
         self.removed_staging: list[str] = []  # leftover staging branches of this run, removed at start
         self._queue: queue.Queue = queue.Queue()
@@ -292,10 +334,12 @@ class Publisher:
                         self.pushed.append(revision)
                 except Exception as exc:  # noqa: BLE001 - never kill training over a push
                     self.failed.append(revision)
+                    self.causes[revision] = cause(exc)
+                    log.debug("push of %s failed", revision, exc_info=True)
                     log.error(
-                        "giving up pushing %s for now (%s); it stays in %s and `hf-transfer-seg push-pending "
-                        "--output-dir %s --repo-id %s` (also run at the next start) delivers it",
-                        revision, redact(exc), pending_dir(self.output_dir), self.output_dir, self.repo_id,
+                        "giving up pushing %s for now: %s. It stays in %s; %s (also run at the next start)",
+                        revision, self.causes[revision], pending_dir(self.output_dir),
+                        delivery_hint(self.output_dir, self.repo_id, {revision: self.causes[revision]}),
                     )
             finally:
                 self._queue.task_done()
@@ -318,10 +362,8 @@ class Publisher:
             log.error("training failed (%s); delivering the checkpoints already written before stopping", exc_type.__name__)
         self.close()
         if exc_type is not None and self.pending:
-            log.error(
-                "not on the Hub: %s; they are safe in %s and `hf-transfer-seg push-pending --output-dir %s --repo-id %s` "
-                "delivers them", ", ".join(self.pending), pending_dir(self.output_dir), self.output_dir, self.repo_id,
-            )
+            log.error("not on the Hub: %s; they are safe in %s: %s", ", ".join(self.pending), pending_dir(self.output_dir),
+                      delivery_hint(self.output_dir, self.repo_id, self.causes))
 
 
 def require_pushable(output_dir: str | Path) -> None:

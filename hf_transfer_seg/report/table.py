@@ -151,11 +151,17 @@ def table_from_cards(repo_ids: list[str], target_key: str, *, frozen: bool = Fal
 
     from hf_transfer_seg import hub
 
+    from hf_transfer_seg.cards.shape import BadCard
+
     rows = []
     for repo_id in repo_ids:
         infos = hub.select_revisions(repo_id, revisions)
         for info in tqdm(infos, desc=f"read cards of {repo_id}", unit="rev"):
-            card = hub.card_at_sha(repo_id, info.sha)
+            try:
+                card = hub.card_at_sha(repo_id, info.sha)
+            except BadCard as exc:  # an untrusted sidecar: skip that revision, say why, go on
+                log.warning("skipped %s@%s: %s", repo_id, info.name, exc)
+                continue
             row = rows_from_card(card.data, series=repo_id + (schema.FROZEN_SUFFIX if frozen else ""), revision=info.name,
                                  epoch=info.epoch, sha=info.sha, target_key=target_key, frozen=frozen, score_key=score_key)
             row["pretraining_run"] = repo_id  # the independent unit (the report's default --cluster-by)

@@ -34,6 +34,7 @@ from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
 from hf_transfer_seg.cards import schema
 from hf_transfer_seg.cards.data import get_namespace
 from hf_transfer_seg.cards.schema import number
+from hf_transfer_seg.cards.shape import BadCard
 from hf_transfer_seg.errors import ConfigError, HubError, RevisionNotFound
 from hf_transfer_seg.hub import branch_sha, card_at_sha, list_revisions, parse_revision_name, with_retries
 from hf_transfer_seg.space.config import SpaceConfig
@@ -120,6 +121,14 @@ def card_namespace(repo_id: str, sha: str) -> dict[str, Any]:
     return get_namespace(card_at_sha(repo_id, sha).data)
 
 
+def _usable_namespace(repo_id: str, sha: str) -> dict[str, Any] | BadCard:
+    """:func:`card_namespace`, or the :class:`BadCard` saying why the card at ``sha`` cannot be used."""
+    try:
+        return card_namespace(repo_id, sha)
+    except BadCard as exc:
+        return exc
+
+
 def _choose_target(summary: dict[str, Any], wanted: str | None, repo_id: str) -> str | None:
     if wanted:
         if summary and wanted not in summary:
@@ -171,7 +180,10 @@ def _pin(ref: SegModelRef, branch: str, api: HfApi, notices: list[str]) -> SegMo
     except (RevisionNotFound, RepositoryNotFoundError, HubError) as exc:
         notices.append(f"segmentation repo {ref.repo_id}@{branch} is unavailable ({type(exc).__name__}); skipped")
         return None
-    ours = card_namespace(ref.repo_id, sha)
+    ours = _usable_namespace(ref.repo_id, sha)
+    if isinstance(ours, BadCard):
+        notices.append(f"segmentation repo {ref.repo_id}@{branch} skipped: {ours}")
+        return None
     base = ours.get(schema.BASE) or {}
     metrics = ours.get(schema.METRICS) or {}
     target = ours.get(schema.TARGET) or {}
@@ -319,7 +331,11 @@ def select(config: SpaceConfig, *, api: HfApi | None = None) -> Selection:
     # Every checkpoint revision's card, read at the commit its branch points to (in parallel: one request each).
     heads = {r.name: r for r in revisions}
     with ThreadPoolExecutor(max_workers=8) as pool:
-        cards = dict(zip(heads, pool.map(lambda r: card_namespace(repo, r.sha), revisions)))
+        cards = dict(zip(heads, pool.map(lambda r: _usable_namespace(repo, r.sha), revisions)))
+    for name, card in list(cards.items()):
+        if isinstance(card, BadCard):  # an untrusted sidecar: that revision is skipped, and the Space says why
+            notices.append(f"revision {name} skipped: {card}")
+            del cards[name], heads[name]
     checkpoints = {c["revision"]: c for c in ours.get(schema.CHECKPOINTS) or [] if isinstance(c, dict) and c.get("revision")}
     scored = {r["revision"]: r for r in entry.get("rows") or [] if isinstance(r, dict) and r.get("revision")}
     rows = _leaderboard(heads, cards, checkpoints, scored, best_revision)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -167,8 +168,8 @@ def read_nifti_header(path: str | Path):
     try:
         with (gzip.open if str(path).lower().endswith(".gz") else open)(path, "rb") as fh:
             head = fh.read(544)
-    except (OSError, EOFError) as exc:
-        raise DataError(f"cannot read NIfTI file {path} ({exc}); {_reexport(path.name)}") from None
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; random bytes give zlib.error
+        raise DataError(f"cannot read NIfTI file {path} ({_kind(exc)}: {exc}); {_reexport(path.name)}") from None
     klass = None
     for order in ("<", ">"):
         size = int(np.frombuffer(head[:4], dtype=f"{order}i4")[0]) if len(head) >= 4 else 0
@@ -188,15 +189,57 @@ def read_nifti_header(path: str | Path):
     return header
 
 
+def _kind(exc: BaseException) -> str:
+    return "zlib.error" if isinstance(exc, zlib.error) else type(exc).__name__
+
+
+GZIP_SLACK_BYTES = 1 << 20  # what a .nii.gz may hold after the voxel data its header declares
+
+
+def _inflate(path: Path, header) -> bytes:
+    """The whole decompressed stream of a ``.nii.gz``, read to its end so that gzip checks its CRC and length
+    (nibabel stops after the voxels: random bytes in the middle of the stream were read as voxels, silently), and
+    never more than the header declares (+ :data:`GZIP_SLACK_BYTES`)."""
+    import gzip
+
+    from hf_transfer_seg.data import limits
+
+    declared = int(header.get_data_offset()) + limits.count(header.get_data_shape()) * np.dtype(header.get_data_dtype()).itemsize
+    limit = max(declared, 348) + GZIP_SLACK_BYTES
+    out = bytearray()
+    try:
+        with gzip.open(path, "rb") as fh:
+            while chunk := fh.read(min(1 << 24, limit + 1 - len(out))):
+                out += chunk
+                if len(out) > limit:
+                    raise DataError(
+                        f"{path.name} decompresses to more than the {declared:,} bytes its header declares (+ "
+                        f"{GZIP_SLACK_BYTES:,}); the file is damaged or hostile: {_reexport(path.name)}"
+                    )
+    except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile (CRC, length, magic) is an OSError
+        raise DataError(
+            f"{path.name} is damaged: its gzip stream does not decompress ({_kind(exc)}: {exc}); {_reexport(path.name)}"
+        ) from None
+    return bytes(out)
+
+
 def read_nifti(path: str | Path, channels: int | None = None) -> Volume:
-    """A NIfTI volume; its header is checked (size cap, dtype, truncation) before nibabel reads or inflates the data."""
+    """A NIfTI volume; its header is checked (size cap, dtype, truncation) before nibabel reads or inflates the
+    data, and a ``.nii.gz`` is inflated whole first (:func:`_inflate`: a damaged stream is refused, never read)."""
     import nibabel as nib
 
-    read_nifti_header(path)  # the gzip stream is inflated no further than the header declares
+    path = Path(path)
+    header = read_nifti_header(path)  # the gzip stream is inflated no further than the header declares
     try:
-        img = nib.load(str(path))
+        if path.name.lower().endswith(".gz"):
+            klass = nib.Nifti2Image if isinstance(header, nib.Nifti2Header) else nib.Nifti1Image
+            img = klass.from_bytes(_inflate(path, header))
+        else:
+            img = nib.load(str(path))
+    except DataError:
+        raise
     except Exception as exc:  # noqa: BLE001 - nibabel raises several types for bad files
-        raise DataError(f"cannot read NIfTI file {path}: {exc}; {_reexport(Path(path).name)}") from exc
+        raise DataError(f"cannot read NIfTI file {path}: {exc}; {_reexport(path.name)}") from None
     return nibabel_volume(img, str(path), channels)
 
 
@@ -348,17 +391,42 @@ def _decode(ds, path: Path, rows: int, columns: int) -> np.ndarray:
                 f"DICOM file {path} holds {have:,} bytes of PixelData where its header ({rows} Rows x {columns} Columns x "
                 f"{bits} bits) needs {need:,}: {_reexport(path.name)}"
             )
+    _decoder_tracebacks_at_debug()
     try:
         return np.asarray(ds.pixel_array, dtype=np.float32)
     except Exception as exc:  # noqa: BLE001 - pydicom's decoders raise RuntimeError, NotImplementedError, ValueError...
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.debug("pydicom could not decode %s", path, exc_info=True)
+        said = "; ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip()).replace(":;", ":")[:400]
+        said = said or type(exc).__name__
         if compressed:
             raise DataError(
-                f"DICOM file {path} is compressed ({syntax.name}) and no installed decoder reads it ({first}); "
+                f"DICOM file {path} is compressed ({syntax.name}) and no installed decoder reads it ({said}); "
                 "pip install pylibjpeg pylibjpeg-openjpeg pylibjpeg-libjpeg (or python-gdcm), or decompress the series "
-                "first (gdcmconv --raw, dcmtk dcmdjpeg)"
+                "first (gdcmconv --raw, dcmtk dcmdjpeg); if a decoder is installed, the file's pixel data is damaged: "
+                f"{_reexport(path.name)}"
             ) from None
-        raise DataError(f"cannot decode the pixels of DICOM file {path} ({first}); {_reexport(path.name)}") from None
+        raise DataError(f"cannot decode the pixels of DICOM file {path} ({said}); {_reexport(path.name)}") from None
+
+
+class _AtDebug(logging.Filter):
+    """Moves a record to DEBUG: shown with ``-v``, not above the one-line error that names the same failure."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger().isEnabledFor(logging.DEBUG)  # the logger's level check has already passed it
+
+
+# pydicom logs each decoder plugin's failure with its traceback (LOGGER.exception) before raising; the reader
+# raises one DataError naming the file, the syntax and each plugin's message, so the library's own report of the
+# same failure belongs at debug level.
+PYDICOM_DECODER_LOGGERS = ("pydicom.pixels.decoders.base", "pydicom.pixels.decoders")
+
+
+def _decoder_tracebacks_at_debug() -> None:
+    for name in PYDICOM_DECODER_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _AtDebug) for f in logger.filters):
+            logger.addFilter(_AtDebug())
 
 
 def read_dicom_series(folder: str | Path) -> Volume:
