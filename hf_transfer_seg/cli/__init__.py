@@ -29,6 +29,7 @@ SUBCOMMANDS = {
     "report": "report",
     "space": "space",
     "demo": "demo",
+    "launch": "launch",
 }
 
 
