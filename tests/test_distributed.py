@@ -56,12 +56,25 @@ def launch(launch_args: list[str], command: list[str], *, env: dict | None = Non
 
 
 def start(launch_args: list[str], command: list[str], *, env: dict, log: Path) -> subprocess.Popen:
-    """A launch in its own process group, so the whole 'machine' (launcher and workers) can be killed at once."""
+    """A launch in its own process group (one 'machine': the launcher and its workers, see kill_machine)."""
     return subprocess.Popen(_argv(launch_args, command), env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                             cwd=ROOT, start_new_session=True)
 
 
 def kill_machine(proc: subprocess.Popen) -> None:
+    """SIGKILL the launcher and its workers (torchrun starts them in sessions of their own), workers first."""
+    import psutil
+
+    try:
+        workers = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        workers = []
+    for worker in workers:
+        try:
+            worker.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(workers, timeout=30)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
 
@@ -140,7 +153,7 @@ def test_fsdp_killed_mid_run_resumes_from_its_shards_and_pushes(fsdp_reference, 
 
     resumed = launch(FSDP, [*command, "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed from" in resumed.stderr and "step 4, epoch 0, batch 4" in resumed.stderr
+    assert "resumed from" in resumed.stderr and "step 4, epoch 0, batch 4" in resumed.stderr, resumed.stderr[-3000:]
     assert [r.name for r in hub.list_revisions(repo_id)] == ["epoch-0000.5", "epoch-0001"]
     for name in ("epoch-0000.5", "epoch-0001"):
         pushed = _weights(hf_hub_download(repo_id, "model.safetensors", revision=name))

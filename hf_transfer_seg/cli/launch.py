@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from hf_transfer_seg.errors import ConfigError
 

@@ -108,7 +108,35 @@ def shard(accelerator, model: torch.nn.Module, encoder: str) -> torch.nn.Module:
         state=SimpleNamespace(fsdp_plugin=plugin), torch_device_mesh=None, parallelism_config=None,
         mixed_precision=accelerator.mixed_precision, is_main_process=accelerator.is_main_process, device=accelerator.device,
     )
-    return fsdp2_prepare_model(view, model)
+    model = fsdp2_prepare_model(view, model)
+    model.register_forward_pre_hook(_sync_buffers_in_training)
+    return model
+
+
+@torch.no_grad()
+def sync_buffers(model: torch.nn.Module) -> None:
+    """Give every process process 0's buffers (BatchNorm statistics), as DDP does before each forward.
+
+    FSDP shards parameters only; buffers stay per process and drift apart (each sees its own batches). Kept
+    equal, the checkpoint (process 0's) is the same as DDP's, and a saved state holds one consistent copy (DCP
+    writes a replicated tensor from one process only, not necessarily process 0)."""
+    import torch.distributed as dist
+
+    by_dtype: dict = {}
+    for buffer in model.buffers():
+        by_dtype.setdefault(buffer.dtype, []).append(buffer)
+    for group in by_dtype.values():
+        flat = torch.cat([b.reshape(-1) for b in group])
+        dist.broadcast(flat, src=0)
+        offset = 0
+        for b in group:
+            b.copy_(flat[offset:offset + b.numel()].view_as(b))
+            offset += b.numel()
+
+
+def _sync_buffers_in_training(module: torch.nn.Module, args) -> None:  # noqa: ARG001 - forward pre-hook signature
+    if module.training:
+        sync_buffers(module)
 
 
 def is_sharded(model: torch.nn.Module) -> bool:
@@ -141,6 +169,7 @@ class Shards:
     def save(self, folder: Path) -> None:
         import torch.distributed.checkpoint as dcp
 
+        sync_buffers(self.model)
         dcp.save(self._state(), checkpoint_id=str(Path(folder) / SHARDS_DIR))
 
     def load(self, folder: Path) -> None:
