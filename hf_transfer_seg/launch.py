@@ -184,6 +184,15 @@ def _rendezvous_problem(exc: BaseException) -> str | None:
     return None
 
 
+_PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Socket Timeout", "NCCL communicator was aborted")
+
+
+def peer_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` is a collective failing because another process (or its machine) went away."""
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(marker in text for marker in _PEER_LOST) or type(exc).__name__ == "DistNetworkError"
+
+
 def _run_accelerate(args: argparse.Namespace) -> int:
     from accelerate.commands.launch import launch_command
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError

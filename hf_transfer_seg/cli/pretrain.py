@@ -116,7 +116,19 @@ def run_pretrain(args: argparse.Namespace) -> int:
     config = build_config(_overrides(args), args.config_file)
     check_writable_dir(config.output_dir)
     callbacks = live_cli.make_callbacks(args, config) + make_early_stop(config.early_stop, config, args)
-    result = run_pretraining(config, callbacks)
+    try:
+        result = run_pretraining(config, callbacks)
+    except RuntimeError as exc:
+        from hf_transfer_seg.launch import RendezvousError, peer_lost
+        from hf_transfer_seg.pretrain.state import latest_state
+
+        if not peer_lost(exc):
+            raise
+        saved = latest_state(config.output_dir)
+        raise RendezvousError(  # one line, exit 2; the staged checkpoints and the saved state are kept
+            f"lost the connection to another training process (it or its machine stopped: {str(exc).splitlines()[0][-120:]}). "
+            f"{'The state of ' + saved.name + ' is saved; start' if saved else 'Start'} every machine again with --resume"
+        ) from None
     if result.exit_code:
         return result.exit_code
     if config.repo_id and result.pending:
