@@ -187,10 +187,17 @@ def _rendezvous_problem(exc: BaseException) -> str | None:
 _PEER_LOST = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Socket Timeout", "NCCL communicator was aborted")
 
 
-def peer_lost(exc: BaseException) -> bool:
-    """Whether ``exc`` is a collective failing because another process (or its machine) went away."""
+def peer_lost(exc: BaseException) -> str | None:
+    """What went wrong, when ``exc`` is a collective failing because another process (or its machine) went away."""
+    import re
+
     text = str(exc)
-    return isinstance(exc, RuntimeError) and any(marker in text for marker in _PEER_LOST) or type(exc).__name__ == "DistNetworkError"
+    if type(exc).__name__ == "DistNetworkError":
+        return text.splitlines()[0][:160] if text else "DistNetworkError"
+    if not isinstance(exc, RuntimeError):
+        return None
+    found = re.search(r"(\w+ error \[[^\]]*\]:\d+: )?(" + "|".join(map(re.escape, _PEER_LOST)) + ")", text)
+    return found.group(0) if found else None
 
 
 def _run_accelerate(args: argparse.Namespace) -> int:

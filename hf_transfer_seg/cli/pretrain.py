@@ -122,11 +122,12 @@ def run_pretrain(args: argparse.Namespace) -> int:
         from hf_transfer_seg.launch import RendezvousError, peer_lost
         from hf_transfer_seg.pretrain.state import latest_state
 
-        if not peer_lost(exc):
+        what = peer_lost(exc)
+        if what is None:
             raise
         saved = latest_state(config.output_dir)
         raise RendezvousError(  # one line, exit 2; the staged checkpoints and the saved state are kept
-            f"lost the connection to another training process (it or its machine stopped: {str(exc).splitlines()[0][-120:]}). "
+            f"lost the connection to another training process (it or its machine stopped: {what}). "
             f"{'The state of ' + saved.name + ' is saved; start' if saved else 'Start'} every machine again with --resume"
         ) from None
     if result.exit_code:
