@@ -92,6 +92,7 @@ def test_two_process_run_pushes_one_loadable_revision_per_checkpoint(hub_endpoin
         "--output-dir", str(out), env=_env(**{DEBUG_DIR_ENV: str(debug)}),
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "distributed: MULTI_CPU, 2 process(es) on 1 machine(s), device cpu, precision no" in done.stderr
     names = ["epoch-0000.5", "epoch-0001", "epoch-0001.5"]
     revisions = hub.list_revisions(repo_id)
     assert [r.name for r in revisions] == names
@@ -262,6 +263,8 @@ def test_folder_with_a_corrupt_jpeg_trains_and_the_card_counts_it(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "test_resnet, advanced recipe" in done.stderr
+    first = next(line for line in done.stderr.splitlines() if " INFO " in line or " WARNING " in line)
+    assert "distributed: NO, 1 process(es) on 1 machine(s), device cpu, precision no" in first, first  # the run's first line
     assert "skipping unreadable image" in done.stderr and "broken.jpg" in done.stderr
     assert "checkpoints stay local" in done.stderr
     card = ModelCard.load(tmp_path / "out" / "pending" / "epoch-0002" / "README.md")
