@@ -206,6 +206,16 @@ def test_a_held_port_does_not_stop_a_one_machine_launch(tmp_path):
     assert (tmp_path / "out" / "pending" / "epoch-0000.5" / "model.safetensors").is_file()
 
 
+def test_two_launches_at_once_on_one_host_both_finish(tmp_path):
+    """Neither names a port (as the demo, and as plain `accelerate launch` would take 29500 for both): each torchrun
+    binds a port of its own, so the second cannot collide with the first."""
+    procs = [start(DDP, ["pretrain", *TINY, "--epochs", "0.5", "--output-dir", str(tmp_path / f"out{i}")], env=_env(),
+                   log=tmp_path / f"run{i}.log") for i in (0, 1)]
+    for i, proc in enumerate(procs):
+        assert proc.wait(timeout=300) == 0, (tmp_path / f"run{i}.log").read_text()[-3000:]
+        assert (tmp_path / f"out{i}" / "pending" / "epoch-0000.5" / "model.safetensors").is_file()
+
+
 def test_bad_launches_fail_in_one_line_before_training_and_keep_staged_work(tmp_path):
     out = tmp_path / "out"
     (out / "pending" / "epoch-0001").mkdir(parents=True)  # a checkpoint waiting for push-pending
