@@ -1,6 +1,7 @@
 """``hf-transfer-seg pretrain`` and ``hf-transfer-seg push-pending``.
 
-Several processes: ``accelerate launch --config_file accelerate_configs/<cfg>.yaml -m hf_transfer_seg pretrain ...``.
+Several processes: ``hf-transfer-seg launch --config_file accelerate_configs/<cfg>.yaml -- pretrain ...`` (no port
+races, launch checks; :mod:`hf_transfer_seg.launch`) or ``accelerate launch --config_file ... -m hf_transfer_seg pretrain ...``.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 At every scheduled optimizer step all processes evaluate on their shard of the validation set, the main
 process writes the checkpoint (timm Hub format + card) into ``pending/`` and hands it to the background
 publisher, and every process saves the full training state. SIGTERM/SIGINT save the state and stop.
+FSDP: through Accelerate on GPUs; on CPUs, where Accelerate cannot shard, by ``pretrain.sharding`` (same export).
 """
 
 from __future__ import annotations
