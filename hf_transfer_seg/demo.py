@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -103,12 +102,6 @@ class Stage:
     detail: dict = field(default_factory=dict)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _say(message: str) -> None:
     print(f"\n==> {message}", flush=True)
 
@@ -123,13 +116,11 @@ class Demo:
     # -- plumbing -------------------------------------------------------------------------------
     def _run(self, *args: str, accelerate: bool = False) -> None:
         """Run one hf-transfer-seg command like a user would; stream its output; fail loudly."""
-        if accelerate:
+        if accelerate:  # hf-transfer-seg launch: torchrun binds the rendezvous port itself, nothing to race for
+            from hf_transfer_seg.launch import command
+
             config = resource_path("accelerate_configs") / "multi_gpu.yaml"
-            cmd = [
-                sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-                "--num_processes", str(self.s.num_processes), "--mixed_precision", "no",
-                "--main_process_port", str(_free_port()), "-m", "hf_transfer_seg", *args,
-            ]
+            cmd = command(["--config_file", str(config), "--num_processes", str(self.s.num_processes), "--mixed_precision", "no"], list(args))
         else:
             cmd = [sys.executable, "-m", "hf_transfer_seg", *args]
         print("$ hf-transfer-seg " + " ".join(args), flush=True)

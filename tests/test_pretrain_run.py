@@ -1,4 +1,4 @@
-"""``hf-transfer-seg pretrain`` end to end: real processes (accelerate launch, 2 gloo ranks), the real local hub.
+"""``hf-transfer-seg pretrain`` end to end: real processes (hf-transfer-seg launch, 2 gloo ranks), the real local hub.
 
 Tiny on purpose: test_resnet at 32 px on 64 synthetic images, batch 8, fractional checkpoint epochs.
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -42,12 +41,6 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "hf_transfer_seg", *args], env=env or _env(), capture_output=True, text=True,
@@ -61,13 +54,10 @@ def start_cli(*args: str, env: dict, log: Path) -> subprocess.Popen:
 
 
 def accelerate_launch(num_processes: int, *args: str, env: dict, timeout: float = 400) -> subprocess.CompletedProcess:
-    accelerate = Path(sys.executable).parent / "accelerate"
-    launcher = [str(accelerate)] if accelerate.exists() else [sys.executable, "-m", "accelerate.commands.launch"]
-    if accelerate.exists():
-        launcher.append("launch")
-    command = launcher + [
-        "--config_file", str(ROOT / "accelerate_configs" / "multi_gpu.yaml"), "--num_processes", str(num_processes),
-        "--mixed_precision", "no", "--main_process_port", str(_free_port()), "-m", "hf_transfer_seg", *args,
+    """``hf-transfer-seg launch`` (Accelerate's launcher; torchrun binds the rendezvous port itself)."""
+    command = [
+        sys.executable, "-m", "hf_transfer_seg", "launch", "--config_file", str(ROOT / "accelerate_configs" / "multi_gpu.yaml"),
+        "--num_processes", str(num_processes), "--mixed_precision", "no", "--", *args,
     ]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
@@ -102,6 +92,7 @@ def test_two_process_run_pushes_one_loadable_revision_per_checkpoint(hub_endpoin
         "--output-dir", str(out), env=_env(**{DEBUG_DIR_ENV: str(debug)}),
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "distributed: MULTI_CPU, 2 process(es) on 1 machine(s), device cpu, precision no" in done.stderr
     names = ["epoch-0000.5", "epoch-0001", "epoch-0001.5"]
     revisions = hub.list_revisions(repo_id)
     assert [r.name for r in revisions] == names
@@ -272,6 +263,8 @@ def test_folder_with_a_corrupt_jpeg_trains_and_the_card_counts_it(tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "test_resnet, advanced recipe" in done.stderr
+    first = next(line for line in done.stderr.splitlines() if " INFO " in line or " WARNING " in line)
+    assert "distributed: NO, 1 process(es) on 1 machine(s), device cpu, precision no" in first, first  # the run's first line
     assert "skipping unreadable image" in done.stderr and "broken.jpg" in done.stderr
     assert "checkpoints stay local" in done.stderr
     card = ModelCard.load(tmp_path / "out" / "pending" / "epoch-0002" / "README.md")

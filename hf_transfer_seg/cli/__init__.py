@@ -30,6 +30,7 @@ SUBCOMMANDS = {
     "report": "report",
     "space": "space",
     "demo": "demo",
+    "launch": "launch",
 }
 
 

@@ -1,6 +1,7 @@
 """``hf-transfer-seg pretrain`` and ``hf-transfer-seg push-pending``.
 
-Several processes: ``accelerate launch --config_file accelerate_configs/<cfg>.yaml -m hf_transfer_seg pretrain ...``.
+Several processes: ``hf-transfer-seg launch --config_file accelerate_configs/<cfg>.yaml -- pretrain ...`` (no port
+races, launch checks; :mod:`hf_transfer_seg.launch`) or ``accelerate launch --config_file ... -m hf_transfer_seg pretrain ...``.
 """
 
 from __future__ import annotations
@@ -134,7 +135,20 @@ def run_pretrain(args: argparse.Namespace) -> int:
     if config.license:  # the cards read the setting from the environment (so do processes started from here)
         os.environ[LICENSE_ENV] = config.license
     callbacks = live_cli.make_callbacks(args, config) + make_early_stop(config.early_stop, config, args)
-    result = run_pretraining(config, callbacks)
+    try:
+        result = run_pretraining(config, callbacks)
+    except RuntimeError as exc:
+        from hf_transfer_seg.launch import RendezvousError, peer_lost
+        from hf_transfer_seg.pretrain.state import latest_state
+
+        what = peer_lost(exc)
+        if what is None:
+            raise
+        saved = latest_state(config.output_dir)
+        raise RendezvousError(  # one line, exit 2; the staged checkpoints and the saved state are kept
+            f"lost the connection to another training process (it or its machine stopped: {what}). "
+            f"{'The state of ' + saved.name + ' is saved; start' if saved else 'Start'} every machine again with --resume"
+        ) from None
     if result.exit_code:
         return result.exit_code
     if config.repo_id and result.pending:

@@ -3,6 +3,7 @@
 At every scheduled optimizer step all processes evaluate on their shard of the validation set, the main
 process writes the checkpoint (timm Hub format + card) into ``pending/`` and hands it to the background
 publisher, and every process saves the full training state. SIGTERM/SIGINT save the state and stop.
+FSDP: through Accelerate on GPUs; on CPUs, where Accelerate cannot shard, by ``pretrain.sharding`` (same export).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from hf_transfer_seg.hub import check_write_access, ensure_repo, revision_name
 from hf_transfer_seg.logs import quiet_libraries
 from hf_transfer_seg.models.checkpoint import save_checkpoint
 from hf_transfer_seg.pretrain import card as cards
-from hf_transfer_seg.pretrain import recipes
+from hf_transfer_seg.pretrain import recipes, sharding
 from hf_transfer_seg.pretrain import state as states
 from hf_transfer_seg.pretrain.config import PretrainConfig, check_resume_compatible, micro_batch, save_run_config
 from hf_transfer_seg.pretrain.data_path import batch_prep, build_data, build_loaders, prepared_val
@@ -81,21 +82,42 @@ def _make_accelerator(config: PretrainConfig):
     )
 
 
+def describe_launch(accelerator, cpu_fsdp: bool) -> str:
+    """The first log line of every run: distributed type, processes, machines, precision."""
+    world = accelerator.num_processes
+    machines = max(1, world // int(os.environ.get("LOCAL_WORLD_SIZE") or world))
+    kind = str(accelerator.distributed_type).split(".")[-1]
+    if cpu_fsdp:
+        kind = "FSDP (FSDP2 sharded over gloo on CPU by hf_transfer_seg.pretrain.sharding)"
+    elif kind == "FSDP":
+        kind = f"FSDP (FSDP{accelerator.state.fsdp_plugin.fsdp_version} by Accelerate)"
+    return (f"distributed: {kind}, {world} process(es) on {machines} machine(s), device {accelerator.device.type}, "
+            f"precision {accelerator.mixed_precision}")
+
+
 def _weights_hash(model: torch.nn.Module) -> str:
+    """A digest of the full weights (collective for a sharded model: every process gathers them)."""
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    weights = sharding.full_state_dict(model, everywhere=True) if sharding.is_sharded(model) else model.state_dict()
+    for name, tensor in sorted(weights.items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
 
 
 def _export_model(accelerator, model, config: PretrainConfig, num_classes: int):
-    """A plain module with the full weights on the main process (None elsewhere). Collective under FSDP."""
+    """A plain module with the full weights on the main process (None elsewhere). Collective under FSDP.
+
+    FSDP2 (this run's CPU sharding, or Accelerate's on GPUs) gathers with ``sharding.full_state_dict``; FSDP1
+    through Accelerate."""
     from accelerate.utils import DistributedType
 
-    if accelerator.distributed_type != DistributedType.FSDP:
+    if sharding.is_sharded(model):
+        state_dict = sharding.full_state_dict(model)  # every process takes part in gathering the shards
+    elif accelerator.distributed_type == DistributedType.FSDP:
+        state_dict = accelerator.get_state_dict(model)
+    else:
         return accelerator.unwrap_model(model) if accelerator.is_main_process else None
-    state_dict = accelerator.get_state_dict(model)  # every process takes part in gathering the shards
     if not accelerator.is_main_process:
         return None
     plain = recipes.create_model(config, num_classes)
@@ -144,10 +166,11 @@ class CheckpointStep:
     def __init__(
         self, *, config: PretrainConfig, accelerator, model, val_loader, data, schedule, state: states.TrainerState,
         batches_per_epoch: int, publisher: Publisher | None, callbacks: list[Callable], wall: Callable[[], float],
+        shards: sharding.Shards | None = None,
     ):
         self.config, self.accelerator, self.model, self.val_loader, self.data = config, accelerator, model, val_loader, data
         self.schedule, self.state, self.batches_per_epoch = schedule, state, batches_per_epoch
-        self.publisher, self.callbacks, self.wall = publisher, list(callbacks), wall
+        self.publisher, self.callbacks, self.wall, self.shards = publisher, list(callbacks), wall, shards
         self.output_dir = Path(config.output_dir)
         self.data_config = recipes.data_config(config)
         self.debug_dir = os.environ.get(DEBUG_DIR_ENV)
@@ -186,7 +209,7 @@ class CheckpointStep:
             state.stopped_early = reason
         state.finished = stop or state.global_step >= self.schedule.total_steps
         state.wall_clock_seconds = self.wall()
-        states.save(self.accelerator, self.output_dir, state, self.batches_per_epoch)
+        states.save(self.accelerator, self.output_dir, state, self.batches_per_epoch, shards=self.shards)
         if self.publisher is not None and (pending_dir(self.output_dir) / revision).is_dir():
             self.publisher.submit(revision)
         return stop, reason
@@ -322,6 +345,8 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
     quiet_libraries("accelerate", "huggingface_hub")
     if not main:
         logging.getLogger("hf_transfer_seg").setLevel(logging.WARNING)
+    cpu_fsdp = sharding.cpu_mode(accelerator)  # FSDP asked for on CPU: shard here (or refuse in one line)
+    log.info("%s", describe_launch(accelerator, cpu_fsdp))
     output_dir = Path(config.output_dir)
     world = accelerator.num_processes
     micro = micro_batch(config, world)
@@ -337,13 +362,30 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
     set_seed(config.seed, device_specific=True)  # but different dropout/drop-path/Mixup draws per process
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = recipes.optimizer(config, model)
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.FSDP:  # Accelerate shards it in prepare: refuse what it cannot wrap
+        sharding.check_model(accelerator.state.fsdp_plugin, model, config.encoder)
+    shards = None
+    if cpu_fsdp:  # sharded before the optimizer sees its parameters; neither goes through prepare (that would be DDP)
+        from accelerate.optimizer import AcceleratedOptimizer
+
+        model = sharding.shard(accelerator, model, config.encoder)
+        optimizer = recipes.optimizer(config, model)
+        shards = sharding.Shards(model, optimizer)  # saved and resumed by state.save/load with its shards
+        optimizer = AcceleratedOptimizer(optimizer, device_placement=False)  # steps only when gradients sync
+    else:
+        optimizer = recipes.optimizer(config, model)
     train_dl, val_dl, streaming_batches = build_loaders(config, data, micro, accelerator)
     if data.streaming:
-        model, optimizer = accelerator.prepare(model, optimizer)
+        if not cpu_fsdp:
+            model, optimizer = accelerator.prepare(model, optimizer)
         batches_per_epoch = streaming_batches
     else:
-        model, optimizer, train_dl = accelerator.prepare(model, optimizer, train_dl)
+        if cpu_fsdp:
+            train_dl = accelerator.prepare(train_dl)
+        else:
+            model, optimizer, train_dl = accelerator.prepare(model, optimizer, train_dl)
         val_dl = accelerator.prepare(val_dl) if val_dl is not None else None
         batches_per_epoch = len(train_dl)
     prep = batch_prep(config, accelerator.device)  # fast data path: uint8 batches normalised/erased on the device
@@ -356,7 +398,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
 
     state = states.TrainerState()
     if config.resume and saved is not None:
-        state = states.load(accelerator, saved)
+        state = states.load(accelerator, saved, shards=shards)
     elif config.resume:
         log.warning("--resume: no saved state in %s, starting from scratch", output_dir)
     if main:
@@ -386,6 +428,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
         checkpoint = CheckpointStep(
             config=config, accelerator=accelerator, model=model, val_loader=val_dl, data=data, schedule=schedule,
             state=state, batches_per_epoch=batches_per_epoch, publisher=publisher, callbacks=callbacks, wall=wall,
+            shards=shards,
         )
         result.revisions = checkpoint.revisions
         scheduler.step_update(state.global_step)
@@ -454,7 +497,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
                             flag = accelerator.reduce(flag, reduction="sum")
                         if flag.item() > 0:
                             state.wall_clock_seconds = wall()
-                            states.save(accelerator, output_dir, state, batches_per_epoch)
+                            states.save(accelerator, output_dir, state, batches_per_epoch, shards=shards)
                             result.exit_code = signals.exit_code or 143
                             stop = True
                             log.warning("state saved at step %d; continue with --resume", state.global_step)
@@ -475,7 +518,7 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
         if not state.finished and not result.exit_code:
             state.finished = True
             state.wall_clock_seconds = wall()
-            states.save(accelerator, output_dir, state, batches_per_epoch)
+            states.save(accelerator, output_dir, state, batches_per_epoch, shards=shards)
         result.global_step, result.finished = state.global_step, state.finished
         accelerator.wait_for_everyone()
         accelerator.end_training()  # the other processes may exit now; only the main one waits for the network

@@ -94,8 +94,11 @@ def read_trainer_state(path: Path) -> TrainerState:
     return TrainerState(**json.loads((path / TRAINER_STATE).read_text()))
 
 
-def save(accelerator, output_dir: str | Path, state: TrainerState, batches_per_epoch: int = 0) -> Path:
+def save(accelerator, output_dir: str | Path, state: TrainerState, batches_per_epoch: int = 0, *, shards=None) -> Path:
     """Save the full state on every process; the main process publishes it and removes older ones.
+
+    ``shards`` (:class:`~hf_transfer_seg.pretrain.sharding.Shards`, a CPU FSDP run): the sharded model and
+    optimizer, which Accelerate does not hold, are saved into the same folder, every process its own shards.
 
     The position is saved normalised (the end of an epoch is stored as the start of the next one); ``state``
     itself is not changed.
@@ -107,6 +110,8 @@ def save(accelerator, output_dir: str | Path, state: TrainerState, batches_per_e
     accelerator.wait_for_everyone()
     with disk_full_is_clean(output_dir, f"the training state at step {state.global_step}", partial=path):
         accelerator.save_state(str(path))
+        if shards is not None:
+            shards.save(path)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             (path / TRAINER_STATE).write_text(json.dumps(asdict(state), indent=2))
@@ -121,8 +126,10 @@ def save(accelerator, output_dir: str | Path, state: TrainerState, batches_per_e
     return path
 
 
-def load(accelerator, path: Path) -> TrainerState:
+def load(accelerator, path: Path, *, shards=None) -> TrainerState:
     accelerator.load_state(str(path))
+    if shards is not None:
+        shards.load(path)
     state = read_trainer_state(path)
     log.info("resumed from %s: step %d, epoch %d, batch %d", path, state.global_step, state.epoch, state.batch_in_epoch)
     return state
