@@ -38,7 +38,7 @@ def _table(floor: bool = True) -> pd.DataFrame:
 
 
 def _report(df: pd.DataFrame, out) -> tuple[dict, str]:
-    report = write_report(check_table(df), out, source="test", n_boot=50, plots=False, cluster_by=["run"])
+    write_report(check_table(df), out, source="test", n_boot=50, plots=False, cluster_by=["run"])
     return json.loads((out / "report.json").read_text()), (out / "report.md").read_text()
 
 
@@ -176,7 +176,7 @@ def test_cards_mode_reads_the_floor_from_the_hub_and_warns(card_repos, tmp_path,
     assert floor["series"][card_repos["cells"]]["trivial_dice"] == pytest.approx(2 * 75 / 175)
     assert floor["series"][card_repos["vessels"]]["trivial_dice"] == pytest.approx(2 * 20 / 120)
     assert floor["series"][card_repos["cells"]]["trivial_baseline"] in ("all_foreground", "majority_class")
-    assert f"warning: Dice here is not evidence of learning: the last checkpoint of 1 of 2 series" in out
+    assert "warning: Dice here is not evidence of learning: the last checkpoint of 1 of 2 series" in out
     assert (tmp_path / "r" / "report.md").read_text().splitlines()[2].startswith("> **Warning: Dice here is not evidence")
 
 

@@ -12,25 +12,17 @@ that is not evidence of learning, whatever a predictor says about it.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import pandas as pd
 
+from hf_transfer_seg.cards.schema import number
 from hf_transfer_seg.errors import DataError
 
 COLUMN = "trivial_dice"
 NAME_COLUMN = "trivial_baseline"
 NOT_RECORDED = "trivial baselines not recorded"
 MAX_ROWS = 8  # series listed in report.md's table (report.json holds every one)
-
-
-def _num(value: Any) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 def check_column(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
@@ -60,8 +52,8 @@ def trivial_floor(df: pd.DataFrame) -> dict[str, Any]:
     fallback = floor.groupby(scored["series"]).max()
     series: dict[str, dict[str, Any]] = {}
     for name, row in last.iterrows():
-        value = _num(row[COLUMN])
-        value = _num(fallback.get(name)) if value is None else value
+        value = number(row[COLUMN])
+        value = number(fallback.get(name)) if value is None else value
         if value is None:
             continue
         dice = float(row["dice"])
