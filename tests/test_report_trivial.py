@@ -90,6 +90,13 @@ def test_seeds_collapse_keeps_the_floor_and_a_missing_last_floor_falls_back_to_t
     assert floor["series"]["s1"]["trivial_dice"] == pytest.approx(0.873)  # the series' recorded floor (same images)
     assert floor["series"]["s1"]["dice"] == pytest.approx(0.865) and floor["not_beating"] == ["s1", "s3"]
 
+    table.loc[table["series"] == "s3", "trivial_dice"] = np.nan  # a series whose cards predate the floor
+    floor = trivial_floor(table)
+    assert floor["n_series_without"] == 1 and "s3" not in floor["series"] and floor["not_beating"] == ["s1"]
+    from hf_transfer_seg.report.trivial import markdown_lines
+
+    assert "(1 series without a recorded floor)" in markdown_lines(floor)[0]
+
 
 @pytest.mark.parametrize("value, message", [
     ("high", "column 'trivial_dice' holds 1 non-numeric value(s) (first: 'high')"),
