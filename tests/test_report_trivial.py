@@ -192,3 +192,20 @@ def test_the_report_reads_cards_without_importing_torch():
             "print('torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.stdout.strip() == "False", done.stderr[-2000:]
+
+
+def test_mains_downstream_summary_shows_the_floor_and_warns_when_nothing_beats_it(card_repos):
+    """The main card's summary, built from the same cards (table_from_cards -> summary_entry -> main_section)."""
+    from hf_transfer_seg.report.summary import main_section, summary_entry
+    from hf_transfer_seg.report.table import table_from_cards
+
+    cells = summary_entry(table_from_cards([card_repos["cells"]], "t"), "t")
+    assert [r["trivial_dice"] for r in cells["rows"]] == pytest.approx([2 * 75 / 175] * 3)
+    text = main_section({"t": cells})
+    assert "| epoch-0003 | 3 | 0.8000 |  | 0.8571 (" in text and "best trivial Dice" in text
+    assert "**Warning:** Dice here is not evidence of learning: the best Dice (0.8000) does not beat" in text
+    vessels = main_section({"t": summary_entry(table_from_cards([card_repos["vessels"]], "t"), "t")})
+    assert "0.3333 (" in vessels and "Warning" not in vessels
+    old = main_section({"t": {"rows": [{"revision": "epoch-0001", "epoch": 1.0, "sha": "abc", "dice_mean": 0.5}],
+                              "best_revision": "epoch-0001", "best_dice": 0.5}})
+    assert "| epoch-0001 | 1 | 0.5000 |  | n/a |" in old and "Warning" not in old  # summaries written before the floor
