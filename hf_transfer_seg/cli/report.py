@@ -111,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
     print("  verdicts: " + verdict_counts(report["predictors"]))
     if report.get("table_csv_skipped"):
         print(f"  table.csv: {report['table_csv_skipped']}")
+    trivial = report.get("trivial_baseline") or {}
+    if trivial.get("warning"):
+        print(f"  warning: {trivial['warning']}")
     for warning in report.get("warnings", [])[:5]:
         print(f"  warning: {warning}")
     print("  " + report["headline_sentence"])

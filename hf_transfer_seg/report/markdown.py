@@ -10,6 +10,7 @@ from hf_transfer_seg import __version__
 from hf_transfer_seg.report import beyond
 from hf_transfer_seg.report.analysis import ALPHA, HEADLINE, MIN_CLUSTERS, MIN_POINTS, MIN_SERIES, headline_sentence
 from hf_transfer_seg.report.rules import TOP1_NAMES
+from hf_transfer_seg.report.trivial import markdown_lines as trivial_lines
 
 APPENDIX = "report-appendix.md"
 MAX_FIRST_PAGE = 12  # declared predictors whose verdicts report.md lists (the rest: the appendix)
@@ -201,11 +202,12 @@ def _verdict_lines(analysis: dict[str, Any]) -> list[str]:
 
 
 def markdown(analysis: dict[str, Any], *, title: str, source: str, primary: str | None, why: str, plots: dict[str, str],
-             synthetic: dict[str, bool | None]) -> str:
-    """The one-page report."""
+             synthetic: dict[str, bool | None], trivial: dict[str, Any] | None = None) -> str:
+    """The one-page report (``trivial``: :func:`hf_transfer_seg.report.trivial.trivial_floor` of the table)."""
     preds, s = analysis["predictors"], analysis["settings"]
     cl = analysis.get("cluster_text") or ", ".join(s.get("cluster_by") or []) or "none (each series is its own cluster)"
-    lines = [f"# {title}", ""] + _warnings(analysis)
+    trivial = trivial or {"recorded": False}
+    lines = [f"# {title}", ""] + ([f"> **Warning: {trivial['warning']}.**", ""] if trivial.get("warning") else []) + _warnings(analysis)
     lines.append(f"Source: {source}. {analysis['n_series']} series in {analysis['n_clusters']} clusters (independent units; "
                  f"cluster by: {cl}), {analysis['n_rows']} checkpoints with a Dice value.")
     if any(v is not None for v in synthetic.values()):
@@ -226,9 +228,10 @@ def markdown(analysis: dict[str, Any], *, title: str, source: str, primary: str 
     base = analysis["epoch_baseline"]
     lines += ["## Baselines", "",
               f"Training length alone (epoch) has mean Spearman {_f(base['mean_spearman'])}{_ci(base['mean_spearman_ci'])} with Dice.", ""]
-    lines += selection_markdown([r for r in analysis["selection"] if r["predictor"] == "epoch"], s)
+    lines += selection_markdown([r for r in analysis["selection"] if r["predictor"] == "epoch"], s) + [""]
+    lines += trivial_lines(trivial)
     key = _key_rows(analysis)
-    lines += ["", "## Selection rules that matter (headline and top-1)", ""]
+    lines += ["## Selection rules that matter (headline and top-1)", ""]
     if key:
         lines += ["Positive = Dice lost against always training to the end. Hindsight rules only choose a checkpoint of a finished "
                   "run and save nothing. Corrected CI: Bonferroni-level signed-rank interval over cluster means, over every rule of "

@@ -28,9 +28,11 @@ def summary_entry(df, key: str) -> dict[str, Any]:
     for _, r in df.sort_values("epoch").iterrows():
         row = {"revision": r["revision"], "epoch": float(r["epoch"]), "sha": r["sha"],
                "dice_mean": number(r.get("dice")), "dice_std": number(r.get("dice_std"))}
-        for extra in ("logme", "linear_probe_dice"):
+        for extra in ("logme", "linear_probe_dice", "trivial_dice"):
             if extra in r and number(r[extra]) is not None:
                 row[extra] = number(r[extra])
+        if isinstance(r.get("trivial_baseline"), str):
+            row["trivial_baseline"] = r["trivial_baseline"]
         rows.append(row)
     scored = [r for r in rows if r["dice_mean"] is not None]
     best = max(scored, key=lambda r: r["dice_mean"]) if scored else None
@@ -52,15 +54,27 @@ def main_section(summary: dict[str, Any]) -> str:
         pre = {True: "SYNTHETIC", False: "real"}.get(entry.get("pretraining_synthetic"), "not recorded")
         lines += ["", f"### Target `{key}` ({'frozen' if entry.get('frozen') else 'fine-tuned'} encoder)", "",
                   f"Target data: {'SYNTHETIC' if entry.get('synthetic') else 'real'}; pretraining data: {pre}.", "",
-                  "| revision | epoch | Dice | ± | commit (short) |", "|---|---|---|---|---|"]
+                  "| revision | epoch | Dice | ± | best trivial Dice | commit (short) |", "|---|---|---|---|---|---|"]
         for r in entry.get("rows") or []:
             dice = "n/a" if r.get("dice_mean") is None else f"{r['dice_mean']:.4f}"
             std = "" if not r.get("dice_std") else f"{r['dice_std']:.4f}"
-            lines.append(f"| {r['revision']} | {r['epoch']:g} | {dice} | {std} | `{(r.get('sha') or '')[:10]}` |")
+            lines.append(f"| {r['revision']} | {r['epoch']:g} | {dice} | {std} | {_trivial_cell(r)} | `{(r.get('sha') or '')[:10]}` |")
         if entry.get("best_revision"):
             lines += ["", f"Best Dice: **{entry['best_revision']}** ({entry['best_dice']:.4f})."]
+            best = next((r for r in entry.get("rows") or [] if r["revision"] == entry["best_revision"]), {})
+            if best.get("trivial_dice") is not None and entry["best_dice"] <= best["trivial_dice"]:
+                lines += ["", f"**Warning:** Dice here is not evidence of learning: the best Dice ({entry['best_dice']:.4f}) does not "
+                          f"beat a constant prediction on the same images ({_trivial_cell(best)})."]
         lines += ["", f"![Dice vs epoch on {key}]({schema.plot_path(schema.DOWNSTREAM, key)})"]
     return "\n".join(lines)
+
+
+def _trivial_cell(row: dict[str, Any]) -> str:
+    """``0.8730 (all-foreground)``: a row's best constant prediction on the same images, ``n/a`` when not recorded."""
+    if row.get("trivial_dice") is None:
+        return "n/a"
+    name = row.get("trivial_baseline")
+    return f"{row['trivial_dice']:.4f}" + (f" ({name.replace('_', '-')})" if name else "")
 
 
 def plot_png(df, key: str) -> bytes:

@@ -17,13 +17,15 @@ import pandas as pd
 from hf_transfer_seg.cards import schema
 from hf_transfer_seg.cards.schema import downstream_key, number
 from hf_transfer_seg.errors import ConfigError, DataError
+from hf_transfer_seg.metrics.baselines import best_baseline
+from hf_transfer_seg.report import trivial
 
 log = logging.getLogger(__name__)
 
 REQUIRED = ("series", "epoch", "dice")
 # columns a card-built table carries that are not predictors
 NOT_PREDICTORS = {"dice_std", "num_seeds", "pretrain_synthetic", "target_synthetic", "synthetic", "revision", "sha", "seed",
-                  "pretraining_run"}
+                  "pretraining_run", trivial.COLUMN, trivial.NAME_COLUMN}  # the trivial floor (report.trivial) is never a predictor
 
 
 def collapse_seeds(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
@@ -79,6 +81,7 @@ def check_table(df: pd.DataFrame, source: str = "table") -> pd.DataFrame:
     if bad_epochs:
         raise DataError(f"{source}: {bad_epochs} row(s) have no numeric epoch")
     check_finite(df, source, ["epoch", "dice"])
+    df = trivial.check_column(df, source)
     df = collapse_seeds(df, source)
     dupes = df.duplicated(["series", "epoch"]).sum()
     if dupes:
@@ -131,6 +134,10 @@ def rows_from_card(data, *, series: str, revision: str, epoch: float, sha: str, 
     row["dice"] = number(down.get("dice_mean"))
     row["dice_std"] = number(down.get("dice_std"))
     row["num_seeds"] = len(down.get("seeds") or []) or None
+    floors = down.get("baselines")  # the constant predictions on the same images (report.trivial); a card is untrusted
+    floors = {k: number(v) for k, v in floors.items() if not isinstance(v, bool)} if isinstance(floors, dict) else None
+    name, floor = best_baseline(floors)
+    row[trivial.COLUMN], row[trivial.NAME_COLUMN] = floor, (name if floor is not None else None)
     training = ours.get(schema.TRAINING) or {}
     row["top1"] = number(training.get("top1", training.get("imagenet_top1")))
     row["pretrain_synthetic"] = training.get("synthetic") if "synthetic" in training else None

@@ -16,6 +16,7 @@ from hf_transfer_seg import __version__
 from hf_transfer_seg.report.analysis import HEADLINE, MIN_EFFECT, headline_sentence
 from hf_transfer_seg.report.markdown import APPENDIX, appendix, markdown, rule_label
 from hf_transfer_seg.report.pipeline import MAX_RULE_PREDICTORS, run_analysis
+from hf_transfer_seg.report.trivial import trivial_floor
 
 SCHEMA_VERSION = 2
 TABLE_COPY_MAX_ROWS = 200_000  # table.csv (a copy of the analysed table) is written up to this many rows: ~1.5 s
@@ -102,6 +103,7 @@ def write_report(
     else:
         plots = {}
     synthetic = {"pretraining": _any_flag(df, "pretrain_synthetic"), "target": _any_flag(df, "target_synthetic")}
+    trivial = trivial_floor(df) if mode != "ranking" else None  # a model zoo has no last checkpoint
     report = {
         "schema_version": SCHEMA_VERSION,
         "source": source,
@@ -117,6 +119,7 @@ def write_report(
         "n_series": analysis["n_series"],
         "n_rows": analysis["n_rows"],
         "epoch_baseline": analysis["epoch_baseline"],
+        "trivial_baseline": trivial,
         "noise": analysis["noise"],
         "plots": plots,
         "mode": mode,
@@ -141,7 +144,7 @@ def write_report(
         (output / "report.md").write_text(ranking_markdown(analysis, title=title, source=source, plots=plots))
     else:
         (output / "report.md").write_text(markdown(analysis, title=title, source=source, primary=primary, why=why, plots=plots,
-                                                   synthetic=synthetic))
+                                                   synthetic=synthetic, trivial=trivial))
         (output / APPENDIX).write_text(appendix(analysis, title=title))
     if report["table_csv"]:
         df.to_csv(output / "table.csv", index=False)
