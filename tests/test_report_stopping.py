@@ -17,7 +17,7 @@ from hf_transfer_seg.report.analysis import headline_sentence
 from hf_transfer_seg.report.pipeline import run_analysis as analyse
 from hf_transfer_seg.report.compare import attainable, best_vs_last_noise
 from hf_transfer_seg.report.rules import Runs, tune
-from hf_transfer_seg.selection import HIGHER, Patience
+from hf_transfer_seg.selection import Patience
 
 EPOCHS = list(range(0, 301, 25))  # 13 checkpoints
 SCORE = "robustness:x"

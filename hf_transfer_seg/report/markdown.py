@@ -204,7 +204,7 @@ def _verdict_lines(analysis: dict[str, Any]) -> list[str]:
 def markdown(analysis: dict[str, Any], *, title: str, source: str, primary: str | None, why: str, plots: dict[str, str],
              synthetic: dict[str, bool | None], trivial: dict[str, Any] | None = None) -> str:
     """The one-page report (``trivial``: :func:`hf_transfer_seg.report.trivial.trivial_floor` of the table)."""
-    preds, s = analysis["predictors"], analysis["settings"]
+    s = analysis["settings"]
     cl = analysis.get("cluster_text") or ", ".join(s.get("cluster_by") or []) or "none (each series is its own cluster)"
     trivial = trivial or {"recorded": False}
     lines = [f"# {title}", ""] + ([f"> **Warning: {trivial['warning']}.**", ""] if trivial.get("warning") else []) + _warnings(analysis)

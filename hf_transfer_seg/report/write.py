@@ -6,7 +6,6 @@ The ``report.json`` contract is documented in docs/report-json.md; keep it stabl
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
