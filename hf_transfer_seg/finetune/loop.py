@@ -143,17 +143,16 @@ def train_epoch(model, loader, loss_fn, optimizer, scheduler=None, *, accelerato
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, samples: list[SegSample], target: SegTarget, *, window: int, overlap: float = 0.5) -> dict[str, Any]:
     """Validation metrics of ``model`` over whole images (sliding window), see :mod:`.metrics`."""
-    from hf_transfer_seg.metrics import load_metric
+    from hf_transfer_seg.metrics import compute_segmentation  # what the package's evaluate module computes
 
     was_training = model.training
     model.eval()
-    metric = load_metric("segmentation")  # the evaluate module shipped in the package (hf_transfer_seg/metrics)
     try:
         preds = [sliding_window_probs(model, s.image, window, overlap=overlap).argmax(0).numpy() for s in samples]
     finally:
         model.train(was_training)
     spaced = all(s.spacing is not None for s in samples)
-    return metric.compute(
+    return compute_segmentation(
         predictions=preds, references=[s.mask.numpy() for s in samples], num_classes=target.num_classes,
         class_names=target.class_names,
         valid=[s.valid.numpy() if s.valid is not None else None for s in samples] if any(s.valid is not None for s in samples) else None,
