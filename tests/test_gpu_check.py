@@ -34,3 +34,5 @@ def test_gpu_check_cpu_smoke_prints_every_section():
         import nvidia.dali  # noqa: F401
     except ImportError:  # DALI absent: the section says so instead of failing
         assert any(line.startswith("SKIPPED train_fed_dali: nvidia-dali is not installed") for line in out.splitlines()), out[-3000:]
+    else:  # DALI present: its CPU pipeline feeds the training step in the smoke
+        assert re.search(r"^RESULT train_fed_dali: .*= \d+\.\d\dx", out, re.M), out[-3000:]
