@@ -400,7 +400,10 @@ class Demo:
                 if self.s.launch:
                     self._serve("the report is done", deploy=False)  # deployed just above
                     _say(f"The Space is served on http://127.0.0.1:{self.s.port} (Ctrl-C to stop)")
-                    self.space_process.wait()
+                    try:
+                        self.space_process.wait()
+                    except KeyboardInterrupt:  # the end of a finished demo, not an interruption
+                        print("\nSpace stopped", flush=True)
         finally:
             self._stop_space()
         return summary
