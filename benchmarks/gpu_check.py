@@ -12,7 +12,9 @@ Sections (each prints ``RESULT <name>: ...`` or ``FAILED <name>: ...`` and the s
    flip on the device) vs ``--decode cpu`` (the data_path number), same workers.
 4. ``scoring``: the robustness score's forward passes + full grid (``scoring.scorer.score_model``, bf16) vs a
    bare bf16 ``features_only`` forward of the same batches.
-5. ``compile``: the training step of section 1 with ``torch.compile`` (what ``--compile`` asks Accelerate for)
+5. ``train_fed``, ``runs``: see ``gpu_check_runs.py`` (training fed by each data engine vs the synthetic ceiling
+   of section 1; a 2-revision ``score`` and a one-epoch ``finetune`` through a local hub).
+6. ``compile``: the training step of section 1 with ``torch.compile`` (what ``--compile`` asks Accelerate for)
    vs without.
 
 ``--cpu-smoke`` runs every section tiny on the CPU (test_resnet, 32 px, a few images; the GPU-decode code path
@@ -35,6 +37,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+import gpu_check_runs  # noqa: E402 - sections that train on real loaders and run the real commands
 SAMPLE = ROOT.parent / "shared" / "data" / "imagenet-sample"
 
 
@@ -134,11 +137,12 @@ def _project_step(s: Settings):
     images, labels = _batch(s)
     images, labels = images.to(accelerator.device), labels.to(accelerator.device)
 
-    def step():
-        x = prep(images)
+    def step(x=None, y=None):  # no arguments: the in-memory batch (the synthetic-data ceiling)
+        if x is None:
+            x, y = prep(images), labels
         with accelerator.accumulate(model):
             with accelerator.autocast():
-                loss = criterion(model(x), labels)
+                loss = criterion(model(x), y)
             accelerator.backward(loss)
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -149,6 +153,7 @@ def _project_step(s: Settings):
 def section_train_step(s: Settings, store: dict) -> None:
     step, precision = _project_step(s)
     ours = s.batch / timed(step, s.steps, s.warmup, s.device)
+    store["ceiling"] = ours
     del step
     baseline = s.batch / timed(_timm_step(s), s.steps, s.warmup, s.device)
     store["timm_step"] = baseline
@@ -307,6 +312,7 @@ def section_scoring(s: Settings, store: dict) -> None:
 
     ours = 2 * m / timed(project, 2 if not s.smoke else 1, 1, s.device)
     baseline = 2 * m / timed(bare, 2 if not s.smoke else 1, 1, s.device)
+    store["bare_forward"] = baseline
     result(
         "scoring",
         f"{s.model} features_only {'bf16' if s.amp else 'fp32'}, {m} image pairs: score_model (forward + full grid) {ours:.0f} images/s vs bare "
@@ -317,7 +323,7 @@ def section_scoring(s: Settings, store: dict) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cpu-smoke", action="store_true", help="every section tiny on the CPU (under a minute)")
-    parser.add_argument("--sections", default="train_step,data_path,gpu_decode,scoring,compile")
+    parser.add_argument("--sections", default="train_step,data_path,gpu_decode,train_fed,scoring,runs,compile")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     s = Settings(args.cpu_smoke)
@@ -336,13 +342,15 @@ def main(argv=None) -> int:
         for name in args.sections.split(","):
             start = time.perf_counter()
             try:
-                if name in ("data_path", "gpu_decode") and files is None:
+                if name in ("data_path", "gpu_decode", "train_fed") and files is None:
                     files = _files(s, Path(tmp))
                 fn = {
                     "train_step": lambda: section_train_step(s, store),
                     "data_path": lambda: section_data_path(s, store, files),
                     "gpu_decode": lambda: section_gpu_decode(s, store, files),
+                    "train_fed": lambda: gpu_check_runs.section_train_fed(s, store, files),
                     "scoring": lambda: section_scoring(s, store),
+                    "runs": lambda: gpu_check_runs.section_runs(s, store),
                     "compile": lambda: section_compile(s, store),
                 }[name]
                 fn()

@@ -3,9 +3,12 @@
 local hub -> pretrain on scikit-learn's bundled real digits (2 processes, 6 revisions; top-1 rises from
 chance) -> score every revision (ties with the best tested on paired per-image values) -> fine-tune the
 best-scored and the last revision with two seeds each -> report (whose headline verdict ends the
-summary) -> deploy the Space (and launch it). Every stage is the same command a user
+summary) -> deploy the Space. It prints its plan with an ETA per stage first (``demo_plan``), refined as stages
+finish; with launching on, the Space is served as soon as the first U-Net is pushed and refreshed when the
+others and the report are done. Every stage is the same command a user
 would run (a subprocess of ``python -m hf_transfer_seg``), so the demo shows the real tool and
-nothing in it is special-cased. Re-running with the same ``--workdir`` reuses finished work.
+nothing in it is special-cased. Re-running with the same ``--workdir`` reuses finished work, and a fine-tune
+interrupted (Ctrl-C) continues after its last finished epoch (the fine-tune's ``--resume``).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any, Iterator
 
 from hf_transfer_seg.cards import schema
 from hf_transfer_seg.cards.schema import HEADLINE
+from hf_transfer_seg.demo_plan import Plan, pretrain_steps
 from hf_transfer_seg.errors import HfTransferSegError
 from hf_transfer_seg.resources import resource_path
 
@@ -68,6 +72,7 @@ class DemoSettings:
     seg_image_size: int = 128
     seg_batch_size: int = 8
     seg_limit: int = 48
+    finetune_steps: int | None = None  # optimizer steps per U-Net, rounded to whole epochs (None: seg_epochs)
     launch: bool = True
     port: int = 7860
 
@@ -112,6 +117,60 @@ class Demo:
         self.workdir = Path(settings.workdir).resolve()
         self.stages: dict[str, Stage] = {}
         self.summary_path = self.workdir / "summary.json"
+        self.plan: Plan | None = None
+        self.seg_epochs = settings.seg_epochs
+        self.space_process: subprocess.Popen | None = None
+
+    # -- the plan and its ETA ------------------------------------------------------------------
+    def _seg_steps_per_epoch(self) -> int:
+        """Optimizer steps of one fine-tuning epoch, from the fine-tune's own split and crop count (cached in
+        the workdir: loading the target takes seconds)."""
+        cache = self.workdir / "plan-cache.json"
+        key = f"{self.s.seg_target}|{self.s.seg_image_size}|{self.s.seg_batch_size}|{self.s.seg_limit}"
+        known = json.loads(cache.read_text()) if cache.is_file() else {}
+        if key not in known:
+            from hf_transfer_seg.finetune.config import FinetuneConfig
+            from hf_transfer_seg.finetune.loop import prepare_target
+            from hf_transfer_seg.finetune.tiles import crops_per_image
+
+            config = FinetuneConfig(target=self.s.seg_target, image_size=self.s.seg_image_size,
+                                    batch_size=self.s.seg_batch_size, limit=self.s.seg_limit)
+            _, train, _, _ = prepare_target(config)
+            crops = len(train.samples) * crops_per_image(train.samples, self.s.seg_image_size)
+            known[key] = crops // self.s.seg_batch_size if crops > self.s.seg_batch_size else 1  # the loader drops the last
+            cache.write_text(json.dumps(known))
+        return int(known[key])
+
+    def _make_plan(self) -> Plan:
+        per_epoch = self._seg_steps_per_epoch()
+        if self.s.finetune_steps:
+            self.seg_epochs = max(1, round(self.s.finetune_steps / per_epoch))
+        plan = Plan()
+        revisions = len(self.s.checkpoint_epochs.split(","))
+        plan.add("pretrain", "pretrain", f"pretrain {self.s.encoder} on {self.s.dataset} ({self.s.num_processes} processes)",
+                 pretrain_steps(self.s.train_size or 1497, self.s.batch_size, self.s.epochs), "steps")
+        plan.add("score", "score", f"score {revisions} revisions on {self.s.score_target}", revisions * self.s.score_images,
+                 "revision x image pairs")
+        seeds = [s.strip() for s in str(self.s.seeds).split(",") if s.strip()]
+        for n, label in enumerate(("best", "second")):
+            for seed in seeds:
+                first = n == 0 and seed == seeds[0]
+                plan.add(f"finetune_{label}_seed{seed}", "finetune",
+                         f"U-Net from the {label if label == 'best' else 'last/worst'} revision, seed {seed}",
+                         self.seg_epochs * per_epoch, f"steps ({self.seg_epochs} x {per_epoch})",
+                         note="<- the Space goes up here" if first and self.s.launch else "")
+        plan.add("report", "report", "report", 1, "")
+        plan.add("space", "space", "deploy the Space" + (" and serve it" if self.s.launch else ""), 1, "")
+        return plan
+
+    def _finished(self, key: str, seconds: float, reused: bool) -> None:
+        if self.plan is None:
+            return
+        self.plan.finish(key, seconds, reused=reused)
+        left = [s for s in self.plan.stages if s.seconds is None]
+        if left:
+            print(f"\n--- plan: {self.plan.lines()[-1].strip()}; next: {left[0].title} ~{_seconds(self.plan.estimate(left[0]))}",
+                  flush=True)
 
     # -- plumbing -------------------------------------------------------------------------------
     def _run(self, *args: str, accelerate: bool = False) -> None:
@@ -140,6 +199,8 @@ class Demo:
         yield stage
         stage.seconds = round(time.perf_counter() - start, 1)
         self.stages[name] = stage
+        if self.plan is not None and name in {s.key for s in self.plan.stages}:
+            self._finished(name, stage.seconds, stage.reused)
 
     @contextlib.contextmanager
     def _hub(self) -> Iterator[str]:
@@ -232,20 +293,29 @@ class Demo:
                          f"{self.s.seg_target}, seeds {', '.join(map(str, seeds))}") as st:
             reused = []
             for seed in seeds:
+                start = time.perf_counter()
                 out = self.workdir / f"finetune-{label}" / f"seed{seed}"
                 metrics_file = out / "metrics.json"
                 if metrics_file.is_file() and (json.loads(metrics_file.read_text()).get("encoder") or {}).get("revision") == revision:
                     print(f"{metrics_file} exists for {revision}; reusing it")
                     reused.append(seed)
-                    continue
-                push = ["--push-to", self.s.seg_repo(label)] if seed == seeds[0] else []
-                self._run(
-                    "finetune", "--encoder-repo", self.s.encoder_repo, "--revision", revision,
-                    "--target", self.s.seg_target, "--epochs", str(self.s.seg_epochs),
-                    "--image-size", str(self.s.seg_image_size), "--batch-size", str(self.s.seg_batch_size),
-                    "--limit", str(self.s.seg_limit), "--eval-every", str(max(1, self.s.seg_epochs)),
-                    "--seed", str(seed), *push, "--output-dir", str(out),
-                )
+                else:
+                    push = ["--push-to", self.s.seg_repo(label)] if seed == seeds[0] else []
+                    # the state the fine-tune saves after each epoch (its resume/ folder): an interrupted run continues
+                    resume = ["--resume"] if (out / "resume").is_dir() else []
+                    if resume:
+                        print(f"{out} holds an interrupted fine-tune: continuing after its last finished epoch")
+                    self._run(
+                        "finetune", "--encoder-repo", self.s.encoder_repo, "--revision", revision,
+                        "--target", self.s.seg_target, "--epochs", str(self.seg_epochs),
+                        "--image-size", str(self.s.seg_image_size), "--batch-size", str(self.s.seg_batch_size),
+                        "--limit", str(self.s.seg_limit), "--eval-every", str(max(1, self.seg_epochs)),
+                        "--seed", str(seed), *push, "--output-dir", str(out), *resume,
+                    )
+                key = f"finetune_{'best' if label == 'best' else 'second'}_seed{seed}"
+                self._finished(key, round(time.perf_counter() - start, 1), seed in reused)
+                if label == "best" and seed == seeds[0]:
+                    self._serve("the first U-Net is pushed")
             st.reused = len(reused) == len(seeds)
         return [json.loads((self.workdir / f"finetune-{label}" / f"seed{s}" / "metrics.json").read_text()) for s in seeds]
 
@@ -260,34 +330,73 @@ class Demo:
 
     def deploy(self) -> None:
         with self._stage("space", f"Deploying the Space {self.s.space_id}"):
-            self._run(
-                "space", "deploy", "--space-id", self.s.space_id, "--model-repo", self.s.encoder_repo,
-                "--target", self.s.score_target, "--seg-repo", self.s.seg_repo("best"),
-            )
+            self._deploy()
+
+    def _deploy(self) -> None:
+        self._run(
+            "space", "deploy", "--space-id", self.s.space_id, "--model-repo", self.s.encoder_repo,
+            "--target", self.s.score_target, "--seg-repo", self.s.seg_repo("best"),
+        )
+
+    def _serve(self, why: str, *, deploy: bool = True) -> None:
+        """(Re)deploy the Space and (re)start serving it in the background (when launching is on): it shows what
+        the cards say now. Its output goes to ``workdir/space.log``."""
+        if not self.s.launch:
+            return
+        _say(f"{'Refreshing' if self.space_process else 'Launching'} the Space: {why}")
+        if deploy:
+            self._deploy()
+        self._stop_space()
+        log = open(self.workdir / "space.log", "ab")  # noqa: SIM115 - owned by the server process
+        self.space_process = subprocess.Popen([
+            sys.executable, "-m", "hf_transfer_seg", "space", "run", "--model-repo", self.s.encoder_repo,
+            "--target", self.s.score_target, "--seg-repo", self.s.seg_repo("best"), "--port", str(self.s.port),
+        ], stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        print(f"Space: http://127.0.0.1:{self.s.port} (starting; log {self.workdir / 'space.log'}); the demo goes on", flush=True)
+
+    def _stop_space(self) -> None:
+        if self.space_process is not None and self.space_process.poll() is None:
+            self.space_process.terminate()
+            try:
+                self.space_process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.space_process.kill()
+        self.space_process = None
 
     # -- the whole story ------------------------------------------------------------------------
     def run(self) -> dict:
         self.workdir.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         print(f"Working folder: {self.workdir} (hub, checkpoints, report; --workdir or ${HOME_ENV} to move it)", flush=True)
-        with self._hub() as endpoint:
-            local = (self.workdir / "hub").is_dir() and endpoint.startswith("http://127.0.0.1")
-            print(f"Hub: {endpoint}" + (f" (local hub, root {self.workdir / 'hub'})" if local else ""))
-            revisions = self.pretrain()
-            scores = self.score(revisions)
-            rows = sorted((r for r in scores.get("rows", []) if r.get("score") is not None), key=lambda r: r["score"])
-            seg = {label: self.finetune(label, revision) for label, revision in _contrast(rows, revisions).items()}
-            report = self.report()
-            self.report_json = json.loads((report.parent / "report.json").read_text())
-            self.deploy()
-            summary = self._summary(endpoint, local, revisions, scores, seg, report, started)
-            self._print(summary)
-            if self.s.launch:
-                _say(f"Launching the Space on http://127.0.0.1:{self.s.port} (Ctrl-C to stop)")
-                subprocess.run([
-                    sys.executable, "-m", "hf_transfer_seg", "space", "run", "--model-repo", self.s.encoder_repo,
-                    "--target", self.s.score_target, "--seg-repo", self.s.seg_repo("best"), "--port", str(self.s.port),
-                ])
+        self.plan = self._make_plan()
+        _say("Plan")
+        print("\n".join(self.plan.lines()), flush=True)
+        try:
+            with self._hub() as endpoint:
+                local = (self.workdir / "hub").is_dir() and endpoint.startswith("http://127.0.0.1")
+                print(f"Hub: {endpoint}" + (f" (local hub, root {self.workdir / 'hub'})" if local else ""))
+                revisions = self.pretrain()
+                scores = self.score(revisions)
+                rows = sorted((r for r in scores.get("rows", []) if r.get("score") is not None), key=lambda r: r["score"])
+                seg = {}
+                for label, revision in _contrast(rows, revisions).items():
+                    seg[label] = self.finetune(label, revision)
+                    if label != "best":
+                        self._serve(f"the U-Nets from the {label} revision are done", deploy=True)
+                report = self.report()
+                self.report_json = json.loads((report.parent / "report.json").read_text())
+                self.deploy()
+                summary = self._summary(endpoint, local, revisions, scores, seg, report, started)
+                self._print(summary)
+                if self.s.launch:
+                    self._serve("the report is done", deploy=False)  # deployed just above
+                    _say(f"The Space is served on http://127.0.0.1:{self.s.port} (Ctrl-C to stop)")
+                    try:
+                        self.space_process.wait()
+                    except KeyboardInterrupt:  # the end of a finished demo, not an interruption
+                        print("\nSpace stopped", flush=True)
+        finally:
+            self._stop_space()
         return summary
 
     def _summary(self, endpoint, local, revisions, scores, seg, report, started) -> dict:
@@ -378,6 +487,10 @@ class Demo:
         print(f"summary       {self.summary_path}")
         if summary.get("headline_verdict"):
             print(f"verdict       {summary['headline_verdict']}")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f} s" if value < 90 else f"{value / 60:.0f} min"
 
 
 def _mean(values: list) -> float | None:

@@ -262,3 +262,57 @@ def test_data_sources_use_a_public_interface_and_never_import_the_registry():
             if path in sources and "hf_transfer_seg.data.registry" in names:
                 offences.append(f"{where}: a source imports the registry")
     assert not offences, offences
+
+
+# ------------------------------------------------------------------------------------- the optional DALI engine
+
+
+def _dali():
+    return pytest.importorskip("nvidia.dali", reason="DALI is an extra: pip install -e '.[dali]'")
+
+
+def test_dali_cpu_decodes_real_jpegs_into_uint8_batches_and_shards_each_epoch(shared_dir):
+    _dali()
+    from hf_transfer_seg.data.dali import train_loader
+
+    sample = shared_dir / "data" / "imagenet-sample"
+    if not sample.is_dir():
+        pytest.skip(f"{sample} is absent")
+    files = [(str(p), i) for i, p in enumerate(sorted(sample.iterdir())[:16])]
+    loader = train_loader(files, image_size=64, batch_size=4, device="cpu", workers=1)
+    assert len(loader) == 4
+    for _ in range(2):  # two epochs: every image once per epoch, in a new order
+        seen = []
+        for images, labels in loader:
+            assert images.dtype == torch.uint8 and images.shape == (4, 3, 64, 64) and labels.dtype == torch.int64
+            assert images.float().std() > 5  # decoded pictures, not blanks
+            seen += labels.tolist()
+        assert sorted(seen) == list(range(16))
+    shards = [train_loader(files, image_size=32, batch_size=4, shard=k, num_shards=2, workers=1) for k in (0, 1)]
+    parts = [{v for _, labels in shard for v in labels.tolist()} for shard in shards]
+    assert len(parts[0]) == len(parts[1]) == 8 and not parts[0] & parts[1]  # one half each, disjoint
+
+
+def test_dali_keeps_each_image_with_its_own_label_and_flips_like_the_fast_path(tmp_path):
+    """Solid-colour JPEGs whose red value encodes their label: whatever the crop, the batch keeps the pairing. A
+    half-black/half-white image flipped with probability 1 has its white half on the other side."""
+    _dali()
+    from hf_transfer_seg.data.dali import train_loader
+
+    files = []
+    for label in range(12):
+        path = tmp_path / f"{label}.jpg"
+        Image.fromarray(np.full((40 + 4 * label, 56, 3), (20 * label, 128, 60), np.uint8)).save(path, quality=95)
+        files.append((str(path), label))
+    for images, labels in train_loader(files, image_size=32, batch_size=4, workers=1):
+        red = images[:, 0].float().mean(dim=(1, 2))
+        assert torch.allclose(red, 20 * labels.float(), atol=3), (red, labels)
+    half = np.zeros((48, 48, 3), np.uint8)
+    half[:, 24:] = 255
+    Image.fromarray(half).save(tmp_path / "half.jpg", quality=95)
+    one = [(str(tmp_path / "half.jpg"), 0)] * 4
+    flipped, _ = next(iter(train_loader(one, image_size=32, batch_size=4, workers=1, scale=(1.0, 1.0), hflip=1.0)))
+    kept, _ = next(iter(train_loader(one, image_size=32, batch_size=4, workers=1, scale=(1.0, 1.0), hflip=0.0)))
+    assert (flipped[:, :, :, :8].float().mean() > 200) and (kept[:, :, :, -8:].float().mean() > 200)
+    with pytest.raises(ValueError, match="shard 2"):
+        train_loader(one, image_size=32, batch_size=4, shard=2, num_shards=2)

@@ -97,6 +97,9 @@ def test_demo_runs_the_whole_loop_and_reuses_finished_work(tmp_path):
     assert headline["headline"] and headline["verdict"] == "insufficient_evidence"
     assert report["noise"]["known"] and {r["rule"] for r in report["selection"]} >= {"fixed_fraction", "last", "oracle"}
     assert "<- best" in first.stdout and "wall time" in first.stdout
+    # the plan comes first, with an ETA, and is refined as stages finish
+    assert first.stdout.index("==> Plan") < first.stdout.index("==> Pretraining") and "remaining ~" in first.stdout
+    assert "--- plan: remaining" in first.stdout and "this machine:" in first.stdout
     assert first.stdout.rstrip().splitlines()[-1].startswith("verdict") and "insufficient evidence" in first.stdout.rstrip().splitlines()[-1]
 
     # Every artefact is in the hub the demo left in workdir/hub: open it again and look with the client.
@@ -141,3 +144,62 @@ with local_hub({str(workdir / 'hub')!r}) as endpoint:
     for stage in [s for s in again["stages"] if s in ("pretrain", "score") or s.startswith("finetune")]:
         assert again["stages"][stage]["reused"], stage
     assert [r["sha"] for r in again["revisions"]] == [r["sha"] for r in revisions]
+
+
+def test_the_plan_refines_its_eta_from_measured_stages():
+    from hf_transfer_seg.demo_plan import PER_UNIT, STARTUP, Plan
+
+    plan = Plan()
+    plan.add("pretrain", "pretrain", "pretrain", 100, "steps")
+    plan.add("ft0", "finetune", "U-Net 0", 50, "steps")
+    plan.add("ft1", "finetune", "U-Net 1", 50, "steps")
+    first = plan.estimate(plan.get("ft1"))
+    assert first == STARTUP["finetune"] + 50 * PER_UNIT["finetune"]  # the reference machine's rate
+    reference_pretrain = STARTUP["pretrain"] + 100 * PER_UNIT["pretrain"]
+    plan.finish("pretrain", 2 * reference_pretrain)  # this machine: twice as slow so far
+    assert plan.speed == 2 and plan.estimate(plan.get("ft1")) == 2 * first
+    plan.finish("ft0", 300.0)  # a measured fine-tune: its own rate from now on
+    assert plan.estimate(plan.get("ft1")) == pytest.approx(300.0)  # same size, same start-up share
+    assert plan.lines()[1].strip().endswith("done in 5 min") and "remaining ~" in plan.lines()[-1]
+    plan.finish("ft1", 0.5, reused=True)  # reused: costs nothing, teaches nothing
+    assert plan.remaining() == 0 and "reused" in plan.lines()[2]
+
+
+def test_finetune_steps_become_whole_epochs_and_a_bad_value_is_one_line(tmp_path, capsys):
+    from hf_transfer_seg.cli import main
+    from hf_transfer_seg.demo import Demo, DemoSettings
+
+    demo = Demo(DemoSettings.small(workdir=tmp_path, finetune_steps=100, launch=False))
+    tmp_path.mkdir(exist_ok=True)
+    plan = demo._make_plan()
+    per_epoch = demo._seg_steps_per_epoch()  # cached in the workdir
+    assert demo.seg_epochs == max(1, round(100 / per_epoch))
+    assert plan.get("finetune_best_seed0").units == demo.seg_epochs * per_epoch
+    assert (tmp_path / "plan-cache.json").is_file()
+    capsys.readouterr()
+    assert main(["demo", "--finetune-steps", "0", "--no-launch", "--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--finetune-steps" in err[0]
+
+
+def test_an_interrupted_finetune_is_continued_with_resume(tmp_path):
+    """The demo passes --resume to a fine-tune whose output folder holds the per-epoch state of an interrupted run
+    (the fine-tune's resume/ folder), and only then. The commands are recorded instead of run (a subclass of the
+    demo: the fine-tune itself is tested with its own --resume)."""
+    from hf_transfer_seg.demo import Demo, DemoSettings
+
+    class Recording(Demo):
+        commands: list = []
+
+        def _run(self, *args, accelerate=False):
+            self.commands.append(args)
+            out = Path(args[args.index("--output-dir") + 1])
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "metrics.json").write_text(json.dumps({"encoder": {"revision": "epoch-0001"}}))
+
+    demo = Recording(DemoSettings.small(workdir=tmp_path, launch=False, seeds="0,1"))
+    (tmp_path / "finetune-best" / "seed1" / "resume" / "epoch-0001").mkdir(parents=True)
+    demo.finetune("best", "epoch-0001")
+    by_seed = {c[c.index("--seed") + 1]: c for c in demo.commands}
+    assert "--resume" not in by_seed["0"] and "--resume" in by_seed["1"]
+    assert "--push-to" in by_seed["0"] and "--push-to" not in by_seed["1"]

@@ -16,7 +16,13 @@ import torch
 
 from hf_transfer_seg.metrics import SegmentationMetrics, average_surface_distance, hd95, load_metric
 
-monai_metrics = pytest.importorskip("monai.metrics")
+
+def monai_metrics():
+    """``monai.metrics``, imported by the first test that needs it: at module level it cost every test run's
+    collection a full MONAI import (seconds of CPU, minutes of silence on a loaded machine)."""
+    return pytest.importorskip("monai.metrics")
+
+
 TOL = 1e-6
 
 
@@ -46,10 +52,10 @@ def _monai(pred: np.ndarray, ref: np.ndarray, spacing=None) -> dict[str, float]:
     p = torch.as_tensor(pred[None, None], dtype=torch.float32)
     r = torch.as_tensor(ref[None, None], dtype=torch.float32)
     return {
-        "dice": float(monai_metrics.compute_dice(p, r, include_background=True)[0, 0]),
-        "iou": float(monai_metrics.compute_iou(p, r, include_background=True)[0, 0]),
-        "hd95": float(monai_metrics.compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=spacing)[0, 0]),
-        "asd": float(monai_metrics.compute_average_surface_distance(p, r, include_background=True, symmetric=True, spacing=spacing)[0, 0]),
+        "dice": float(monai_metrics().compute_dice(p, r, include_background=True)[0, 0]),
+        "iou": float(monai_metrics().compute_iou(p, r, include_background=True)[0, 0]),
+        "hd95": float(monai_metrics().compute_hausdorff_distance(p, r, include_background=True, percentile=95, spacing=spacing)[0, 0]),
+        "asd": float(monai_metrics().compute_average_surface_distance(p, r, include_background=True, symmetric=True, spacing=spacing)[0, 0]),
     }
 
 
@@ -129,7 +135,7 @@ def test_empty_masks_follow_the_paper_and_monai():
     assert math.isnan(average_surface_distance(empty, ref))
     # both empty: MONAI's Dice is undefined (NaN with ignore_empty) and so is ours (None)
     t = torch.zeros(1, 1, 16, 16)
-    assert math.isnan(float(monai_metrics.compute_dice(t, t, include_background=True)[0, 0]))
+    assert math.isnan(float(monai_metrics().compute_dice(t, t, include_background=True)[0, 0]))
     out = _ours(empty, empty)
     assert out["dice_mean"] is None and out["hd95_mean"] is None and out["per_class"]["fg"]["hd95_images"] == 0
     # missed entirely: Dice 0 like MONAI, no HD95 (the image is left out of the HD95 mean)
@@ -213,3 +219,43 @@ def test_sliding_window_is_monai_and_gives_the_results_of_the_handwritten_one():
                 theirs = sliding_window_inference(image[None], (64, 64), 4, lambda x: model(x).float().softmax(1), overlap=0.5,
                                                   mode="constant")[0]
             torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
+
+
+LEAN_PROBE = """
+import json, sys
+import numpy as np, torch
+from hf_transfer_seg import _lazy
+if sys.argv[1] == "lean":
+    _lazy.lean_imports()  # what every command-line process does
+from hf_transfer_seg.metrics import compute_segmentation  # what the fine-tuning loop calls
+from hf_transfer_seg.models.segmentation import sliding_window_probs
+rng = np.random.default_rng(0)
+pred, ref = rng.random((40, 48)) > 0.6, rng.random((40, 48)) > 0.5
+values = compute_segmentation([pred.astype(int)], [ref.astype(int)], num_classes=2)
+torch.manual_seed(0)
+probs = sliding_window_probs(torch.nn.Conv2d(3, 2, 3, padding=1), torch.rand(3, 50, 70), 32)
+absent = [name for name in _lazy.MONAI_UNUSED + _lazy.EVALUATE_UNUSED if name in sys.modules]
+import pandas, sklearn, scipy.stats  # reported absent only while MONAI / evaluate imported
+print(json.dumps({"metrics": values, "probs": probs.sum().item(), "imported": absent}))
+"""
+
+
+def test_lean_imports_give_the_same_numbers_and_leave_the_libraries_importable():
+    """A command-line process imports MONAI without its unused optional libraries: the fine-tuning loop's metrics
+    and sliding window are the same numbers as with the full import, none of those libraries is imported by
+    them, and each can still be imported afterwards."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = {}
+    for mode in ("lean", "full"):
+        done = subprocess.run([sys.executable, "-c", LEAN_PROBE, mode], capture_output=True, text=True, timeout=600,
+                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        assert done.returncode == 0, done.stderr[-3000:]
+        out[mode] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["lean"]["imported"] == []
+    assert set(out["full"]["imported"]) & {"sklearn", "transformers", "matplotlib"}  # what the lean import avoids
+    assert out["lean"]["metrics"] == out["full"]["metrics"]
+    assert out["lean"]["probs"] == pytest.approx(out["full"]["probs"], abs=0)

@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     from hf_transfer_seg.logs import quiet_libraries
 
     quiet_libraries()
+    from hf_transfer_seg._lazy import lean_imports
+
+    lean_imports()  # MONAI and evaluate without the optional libraries no command uses (seconds per process)
     from hf_transfer_seg.redact import install_log_redaction
 
     install_log_redaction()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+from hf_transfer_seg.cli import argtypes as T
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-processes", type=int, default=2, help="pretraining processes (accelerate launch)")
     p.add_argument("--score-target", default=None, help="target of the robustness score (default mni152-tissue, the images the U-Net is fine-tuned on)")
     p.add_argument("--port", type=int, default=7860, help="port of the launched Space")
+    p.add_argument("--finetune-steps", type=T.bounded_int(1, 1_000_000), default=None,
+                   help="optimizer steps per U-Net, rounded to whole epochs (default: 8 epochs, 112 steps; the four "
+                        "U-Nets are most of the demo's time)")
     p.set_defaults(func=run)
 
 
@@ -33,12 +39,17 @@ def run(args: argparse.Namespace) -> int:
 
     common = dict(
         launch=not args.no_launch, namespace=args.namespace,
-        num_processes=args.num_processes, port=args.port,
+        num_processes=args.num_processes, port=args.port, finetune_steps=args.finetune_steps,
     )
     if args.workdir is not None:
         common["workdir"] = args.workdir
     if args.score_target:
         common["score_target"] = args.score_target
     settings = DemoSettings.small(**common) if args.small else DemoSettings(**common)
-    run_demo(settings)
+    try:
+        run_demo(settings)
+    except KeyboardInterrupt:
+        print("\ninterrupted: run the same command again (same --workdir) to go on: finished stages are reused and an "
+              "interrupted fine-tune continues after its last finished epoch", file=sys.stderr)
+        return 130
     return 0

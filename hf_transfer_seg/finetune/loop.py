@@ -166,11 +166,10 @@ def evaluate(
     """Validation metrics of ``model`` over whole images (sliding window), see :mod:`.metrics`, beside the trivial
     baselines on the same images (:mod:`hf_transfer_seg.metrics.baselines`). ``metric_per_case`` holds each image's
     own values, named; ``predictions`` (a list), when given, receives the predicted class maps."""
-    from hf_transfer_seg.metrics import baselines, load_metric
+    from hf_transfer_seg.metrics import baselines, compute_segmentation  # what the package's evaluate module computes
 
     was_training = model.training
     model.eval()
-    metric = load_metric("segmentation")  # the evaluate module shipped in the package (hf_transfer_seg/metrics)
     try:
         preds = [sliding_window_probs(model, s.image, window, overlap=overlap).argmax(0).numpy() for s in samples]
     finally:
@@ -178,7 +177,7 @@ def evaluate(
     spaced = all(s.spacing is not None for s in samples)
     references = [s.mask.numpy() for s in samples]
     valid = [s.valid.numpy() if s.valid is not None else None for s in samples] if any(s.valid is not None for s in samples) else None
-    metrics = metric.compute(
+    metrics = compute_segmentation(
         predictions=preds, references=references, num_classes=target.num_classes,
         class_names=target.class_names, valid=valid,
         spacing=[s.spacing for s in samples] if spaced else None,

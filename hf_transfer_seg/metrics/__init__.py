@@ -12,10 +12,10 @@ from typing import Any
 SEGMENTATION = Path(__file__).resolve().parent / "segmentation"
 
 __all__ = [
-    "SEGMENTATION", "SegmentationMetrics", "average_surface_distance", "confusion_matrix", "hd95", "load_metric",
+    "SEGMENTATION", "SegmentationMetrics", "average_surface_distance", "compute_segmentation", "confusion_matrix", "hd95", "load_metric",
     "surface_distances",
 ]
-_ACCUMULATE = {"SegmentationMetrics", "average_surface_distance", "confusion_matrix", "hd95", "surface_distances"}
+_ACCUMULATE = {"SegmentationMetrics", "average_surface_distance", "compute_segmentation", "confusion_matrix", "hd95", "surface_distances"}
 
 
 def __getattr__(name: str) -> Any:
@@ -27,7 +27,10 @@ def __getattr__(name: str) -> Any:
 
 
 def load_metric(name: str = "segmentation", **kwargs):
-    """``evaluate.load`` of a metric module of this package, from its path (no Hub access)."""
-    import evaluate
+    """``evaluate.load`` of a metric module of this package, from its path (no Hub access); in a command-line
+    process evaluate is imported without its evaluator's libraries (``_lazy.import_lean``)."""
+    from hf_transfer_seg._lazy import EVALUATE_UNUSED, import_lean
+
+    evaluate = import_lean("evaluate", EVALUATE_UNUSED)
 
     return evaluate.load(str(Path(__file__).resolve().parent / name), **kwargs)

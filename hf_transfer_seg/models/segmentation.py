@@ -199,8 +199,9 @@ def sliding_window_probs(
     sides; this keeps the results of the hand-written version this replaced, to the bit on the test model) and
     cropped back afterwards. ``benchmarks/sliding_window.py`` times it against that version.
     """
-    from monai.inferers import sliding_window_inference
+    from hf_transfer_seg._lazy import MONAI_UNUSED, import_lean
 
+    sliding_window_inference = import_lean("monai.inferers", MONAI_UNUSED).sliding_window_inference
     device = next(model.parameters()).device
     _, h, w = image.shape
     ph, pw = max(h, window), max(w, window)

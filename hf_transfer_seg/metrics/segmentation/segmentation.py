@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import datasets
 import evaluate
-import numpy as np
-import torch
 
 _DESCRIPTION = __doc__
 _KWARGS = """
@@ -53,14 +51,6 @@ class Segmentation(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, num_classes: int, class_names=None, valid=None, spacing=None, cases=None):
-        from hf_transfer_seg.metrics.accumulate import SegmentationMetrics
+        from hf_transfer_seg.metrics.accumulate import compute_segmentation
 
-        metrics = SegmentationMetrics(num_classes, class_names)
-        for i, (pred, ref) in enumerate(zip(predictions, references)):
-            metrics.update(
-                torch.as_tensor(np.asarray(pred)), torch.as_tensor(np.asarray(ref)),
-                torch.as_tensor(np.asarray(valid[i], bool)) if valid is not None and valid[i] is not None else None,
-                tuple(spacing[i]) if spacing is not None and spacing[i] is not None else None,
-                cases[i] if cases is not None else None,
-            )
-        return metrics.compute()
+        return compute_segmentation(predictions, references, num_classes, class_names, valid, spacing, cases)

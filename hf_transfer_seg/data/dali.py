@@ -1,0 +1,82 @@
+"""Optional DALI data engine (``pip install -e '.[dali]'``): the fast path's simple training recipe, built with DALI.
+
+NVIDIA DALI (``nvidia-dali-cuda120``, about 0.5 GB of wheels, so an extra and not installed by CI) decodes and
+augments in its own thread pool instead of Python loader workers. Same semantics as
+:class:`~hf_transfer_seg.data.uint8_transforms.TrainTransformU8` without RandAugment:
+
+- RandomResizedCrop: a crop of ``scale`` x the image area with an aspect ratio in [3/4, 4/3] (log-uniform in both,
+  10 attempts, then the whole image: ``decoders.image_random_crop``), resized to ``image_size`` (bilinear);
+- horizontal flip with probability ``hflip``;
+- uint8 ``[N, 3, size, size]`` batches with the labels of the same ``(file, label)`` list the fast path reads;
+  normalisation then runs on the device (``gpu_augment.DevicePrep``), as for the fast path.
+
+``device="cpu"``: libjpeg-turbo decodes only the region of the crop (region-of-interest decode).
+``device="mixed"``: nvJPEG (and the A100/H100 hardware JPEG decoder where DALI finds one) decodes on the GPU.
+Each process reads its own shard (``shard`` of ``num_shards``: the process index and count), reshuffled each
+epoch; the last incomplete batch is dropped, like the fast path's loader.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import torch
+
+RATIO = (3.0 / 4.0, 4.0 / 3.0)
+
+
+def available() -> bool:
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class DaliLoader:
+    """Iterates ``(images uint8 [N, 3, S, S], labels int64 [N])`` batches of one shard; ``len`` = batches per epoch."""
+
+    def __init__(self, files: Sequence[tuple[str, int]], *, image_size: int, batch_size: int, device: str = "cpu",
+                 workers: int = 2, seed: int = 0, scale: tuple[float, float] = (0.08, 1.0), hflip: float = 0.5,
+                 shard: int = 0, num_shards: int = 1, device_id: int | None = None):
+        from nvidia.dali import fn, pipeline_def, types
+        from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
+
+        if device not in ("cpu", "mixed"):
+            raise ValueError(f"DALI decoding device must be 'cpu' or 'mixed', not {device!r}")
+        if not 0 <= shard < num_shards:
+            raise ValueError(f"shard {shard} is outside 0..{num_shards - 1}")
+        if device == "mixed" and device_id is None:
+            device_id = torch.cuda.current_device()
+        paths, labels = [str(f) for f, _ in files], [int(label) for _, label in files]
+
+        @pipeline_def
+        def pipeline():
+            jpegs, label = fn.readers.file(files=paths, labels=labels, shard_id=shard, num_shards=num_shards,
+                                           random_shuffle=True, seed=seed, name="reader")
+            images = fn.decoders.image_random_crop(jpegs, device=device, output_type=types.RGB, random_area=list(scale),
+                                                   random_aspect_ratio=list(RATIO), num_attempts=10)
+            images = fn.resize(images, resize_x=image_size, resize_y=image_size, interp_type=types.INTERP_LINEAR)
+            images = fn.flip(images, horizontal=fn.random.coin_flip(probability=hflip))
+            return fn.transpose(images, perm=[2, 0, 1]), label
+
+        pipe = pipeline(batch_size=batch_size, num_threads=max(1, workers), device_id=device_id, seed=seed,
+                        prefetch_queue_depth=2)
+        pipe.build()
+        self._iterator = DALIGenericIterator([pipe], ["images", "labels"], reader_name="reader",
+                                             last_batch_policy=LastBatchPolicy.DROP, auto_reset=True)
+        self.batch_size = batch_size
+        self._batches = pipe.epoch_size("reader") // num_shards // batch_size
+
+    def __len__(self) -> int:
+        return self._batches
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for out in self._iterator:
+            yield out[0]["images"], out[0]["labels"].reshape(-1).long()
+
+
+def train_loader(files: Sequence[tuple[str, int]], *, image_size: int, batch_size: int, device: str = "cpu",
+                 workers: int = 2, seed: int = 0, **kwargs) -> DaliLoader:
+    """The DALI training loader of the simple recipe (see the module's docstring)."""
+    return DaliLoader(files, image_size=image_size, batch_size=batch_size, device=device, workers=workers, seed=seed, **kwargs)
