@@ -11,7 +11,7 @@ COMMAND ...`` in this process (Accelerate's own parser and launcher, torchrun un
 * **Several machines: checked before anything starts.** The machine rank must lie inside the machine count; the
   main machine must own ``main_process_ip`` and have the port free; the others wait (``--wait-main`` seconds) for
   the main machine's port to answer. Each problem is one line naming the address, port and fix, exit 2.
-* **FSDP**: a pretrain run asking for FSDP is checked before start-up (``pretrain.sharding.check_request``).
+* **FSDP**: a pretrain run asking for FSDP is checked before start-up (``pretrain.sharding.check_request``, passed in by ``cli/launch.py``).
 * A rendezvous that still fails (port taken between the check and the bind, main machine gone) is one line naming
   the address and port, exit 2; a launched command that fails keeps its own message and exit code (its processes
   printed it), without torchrun's failure report.
@@ -27,6 +27,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any, Callable
 from pathlib import Path
 
 from hf_transfer_seg.errors import ConfigError, HfTransferSegError
@@ -214,8 +215,11 @@ def _run_accelerate(args: argparse.Namespace) -> int:
     return 0
 
 
-def launch(launch_args: list[str], command: list[str], *, wait_main: float = WAIT_MAIN_SECONDS) -> int:
-    """``accelerate launch LAUNCH_ARGS -m hf_transfer_seg COMMAND`` in this process; the exit code of the command."""
+def launch(launch_args: list[str], command: list[str], *, wait_main: float = WAIT_MAIN_SECONDS,
+           check_command: Callable[[list[str], Any], None] | None = None) -> int:
+    """``accelerate launch LAUNCH_ARGS -m hf_transfer_seg COMMAND`` in this process; the exit code of the command.
+    ``check_command(command, topology)`` runs before anything starts (the CLI passes the stage's own checks, e.g.
+    pretraining's FSDP request: this shared layer imports no stage)."""
     from accelerate.commands.launch import launch_command_parser
 
     if not command:
@@ -227,10 +231,8 @@ def launch(launch_args: list[str], command: list[str], *, wait_main: float = WAI
         return exc.code if isinstance(exc.code, int) else 2
     topo = topology(args, launch_args)
     check_topology(topo, wait_main=wait_main)
-    if command[0] == "pretrain" and topo.distributed_type == "FSDP":
-        from hf_transfer_seg.pretrain.sharding import check_request
-
-        check_request(command[1:], topo.fsdp)
+    if check_command is not None:
+        check_command(command, topo)
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # children print their own errors
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     single = topo.num_machines == 1

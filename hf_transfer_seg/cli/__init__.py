@@ -57,7 +57,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             continue  # subcommand not built yet
         module.add_parser(sub)
     for command in sub.choices.values():  # `--license` is accepted after the subcommand too (`score ... --license mit`)
-        _add_license(command, argparse.SUPPRESS)
+        if "-" in command.prefix_chars:  # not `launch`: its options all belong to accelerate (it passes them through)
+            _add_license(command, argparse.SUPPRESS)
     return parser
 
 

@@ -45,4 +45,12 @@ def run_launch(args: argparse.Namespace) -> int:
         del options[at:at + 2]
     from hf_transfer_seg.launch import launch
 
-    return launch(options, command, wait_main=wait)
+    return launch(options, command, wait_main=wait, check_command=check_stage)
+
+
+def check_stage(command: list[str], topology) -> None:
+    """The launched stage's own start-up checks: a pretraining run asking for FSDP is checked before any process starts."""
+    if command and command[0] == "pretrain" and topology.distributed_type == "FSDP":
+        from hf_transfer_seg.pretrain.sharding import check_request
+
+        check_request(command[1:], topology.fsdp)
