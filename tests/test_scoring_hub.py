@@ -28,7 +28,7 @@ from hf_transfer_seg.scoring.scorer import score_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 # --device cpu: the same fp32 numbers on a machine with a GPU (which would default to cuda + bf16)
-FAST = ["--num-images", "8", "--image-size", "64", "--batch-size", "8", "--no-progress", "--device", "cpu"]
+FAST = ["--num-images", "8", "--image-size", "64", "--batch-size", "8", "--no-progress", "--device", "cpu", "--view-draws", "2"]
 PLOT = "plots/robustness_skimage-retina.png"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from hf_transfer_seg.cards.schema import HEADLINE
+from hf_transfer_seg.cards.schema import HEADLINE, MAX_VIEW_DRAWS, VIEW_DRAWS
 from hf_transfer_seg.cli import argtypes as T
 
 
@@ -32,7 +32,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--config", default=HEADLINE, help="headline configuration of the ranking")
     p.add_argument("--image-size", type=T.bounded_int(16, T.MAX_IMAGE_SIDE), default=None, help="score every model at this size (default: chosen from the target, its median shorter side rounded down to "
                    "a multiple of 32 within 64-224 px, never a model's pretraining size; the output says which)")
-    p.add_argument("--view-draws", type=T.bounded_int(1, 16), default=3,
+    p.add_argument("--view-draws", type=T.bounded_int(1, MAX_VIEW_DRAWS), default=VIEW_DRAWS,
                    help="independent draws of views and negatives per image: averaged, and resampled by the tie test")
     p.add_argument("--no-masks", action="store_true", help="leave out LogME and linear-probe Dice even when the target has masks")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None, help="forward precision (default: bf16 on GPU, fp32 on CPU)")

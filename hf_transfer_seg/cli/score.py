@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from hf_transfer_seg.cards.schema import HEADLINE
+from hf_transfer_seg.cards.schema import HEADLINE, MAX_VIEW_DRAWS, VIEW_DRAWS
 from hf_transfer_seg.cli import argtypes as T
 
 
@@ -40,7 +40,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--image-size", type=T.bounded_int(16, T.MAX_IMAGE_SIDE), default=None,
                    help="images are resized (shorter side) and centre-cropped to this (default: chosen from the target, "
                    "its median shorter side rounded down to a multiple of 32 within 64-224 px; the output says which)")
-    p.add_argument("--view-draws", type=T.bounded_int(1, 16), default=3,
+    p.add_argument("--view-draws", type=T.bounded_int(1, MAX_VIEW_DRAWS), default=VIEW_DRAWS,
                    help="independent draws of colour-jittered views and negatives per image: the score averages them "
                    "and the tie test resamples them, so a tie verdict does not hang on one --seed (cost: one pass each)")
     p.add_argument("--jitter", choices=("image", "batch"), default="image", help="'batch' reproduces the reference code's one draw per batch")

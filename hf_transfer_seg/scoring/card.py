@@ -318,7 +318,8 @@ def plot_png(target_key: str, entry: dict) -> bytes:
 
     rows = [r for r in entry.get("rows") or [] if r.get("status", "ok") == "ok" and r.get("score") is not None]
     fig, ax = new_figure((6.4, 5.6))
-    ax.set_position([0.12, 0.58, 0.85, 0.35])
+    ax.remove()
+    ax, low = fig.subplots(2, 1, sharex=True)
     lowest = entry.get("lowest_revision") or entry.get("best_revision")
     if rows:
         x = [float(r["epoch"]) for r in rows]
@@ -328,7 +329,6 @@ def plot_png(target_key: str, entry: dict) -> bytes:
             ax.plot([float(best["epoch"])], [best["score"]], marker="*", markersize=16, color="tab:red", linestyle="none",
                     label=f"best: {best['revision']} ({(best.get('sha') or '')[:10]})")  # fmt: skip
         ax.legend(loc="best", fontsize=8)
-        low = fig.add_subplot(2, 1, 2, sharex=ax)
         paired = [{"difference": r.get("difference_vs_best"), "tied": r.get("tied_with_best"), "is_best": r["revision"] == lowest}
                   for r in rows]
         paired_difference_axes(low, x, paired, best=str(lowest))
@@ -336,7 +336,7 @@ def plot_png(target_key: str, entry: dict) -> bytes:
         low.set_ylabel(f"paired difference to {lowest}")
     else:
         ax.text(0.5, 0.5, "no revision could be scored", ha="center", va="center", transform=ax.transAxes)
-        ax.set_xlabel("pretraining epoch")
+        low.set_axis_off()
     ax.set_ylabel(f"score ({entry.get('config')})\nlower is better")
     ax.set_title(f"Robustness score on {target_key}", fontsize=10)
     ax.grid(alpha=0.3)

@@ -13,6 +13,7 @@ from hf_transfer_seg.errors import ConfigError, WeightsError
 from hf_transfer_seg.models.checkpoint import load_encoder, normalization
 from hf_transfer_seg.scoring.grid import DrawnDistances, PairDistanceAccumulator, PairDistances
 from hf_transfer_seg.scoring.plan import ScoringPlan
+from hf_transfer_seg.scoring.views import expand
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -90,7 +91,7 @@ def pair_distances(
             v1 = view1[start : start + batch_size]
             v2 = view2[start : start + batch_size]
             b = v1.shape[0]
-            x = torch.cat([v1, v2]).to(device)
+            x = expand(torch.cat([v1, v2]).to(device))  # later draws of views are stored as uint8
             with _autocast(device, precision):
                 levels = feature_levels(model, (x - mean_t) / std_t)
             for i, f in enumerate(levels):

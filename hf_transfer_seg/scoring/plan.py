@@ -8,8 +8,9 @@ test resamples the draws too: :mod:`hf_transfer_seg.scoring.ties`). The images a
 the derangement's cycles (see ``grid.py``). Scoring several revisions with one plan is the common
 random numbers design: differences between revisions are not differences between random views.
 
-Both views are kept in memory as float32 (``2 x M x 3 x S x S`` per draw: 300 MB for 256 images at 224 px), so
-jitter runs once per score, not once per revision; only the per-checkpoint normalisation is redone.
+Both views are kept in memory, as float32 for the first draw (``2 x M x 3 x S x S``: 300 MB for 256 images at
+224 px) and as uint8 for the later draws (75 MB each), so jitter runs once per score, not once per revision;
+only the per-checkpoint normalisation is redone.
 """
 
 from __future__ import annotations
@@ -22,18 +23,17 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
+from hf_transfer_seg.cards.schema import MAX_VIEW_DRAWS, VIEW_DRAWS
 from hf_transfer_seg.data.unlabelled import ImageTarget, fit_to_size
 from hf_transfer_seg.errors import ConfigError, DataError
 from hf_transfer_seg.scoring.grid import bootstrap_weights
 from hf_transfer_seg.scoring.robustness import cycle_order, derangement
 from hf_transfer_seg.scoring.ties import plan_key, resampling_units
-from hf_transfer_seg.scoring.views import JITTER_MODES, draw_jitter, make_view
+from hf_transfer_seg.scoring.views import JITTER_MODES, compact, draw_jitter, expand, make_view
 
 log = logging.getLogger(__name__)
 
 MIN_IMAGES = 4
-VIEW_DRAWS = 3  # independent draws of views and negatives per score (the tie test's verdict must survive another seed)
-MAX_VIEW_DRAWS = 16
 # The default resolution of `score` and `rank`, chosen from the target, never from a model's pretraining size: the
 # median shorter side of the target's images, rounded down to a multiple of 32 (the stride of the deepest stage of
 # most encoders) and bounded to [MIN_SIDE, MAX_SIDE]: 64 px keeps a stride-32 encoder's deepest map at 2 x 2 or
@@ -88,7 +88,8 @@ class ScoringPlan:
         """This plan (and its draws) with both views passed through ``resize`` (a model's own input size)."""
         if side == self.image_size:
             return self
-        out = dataclasses.replace(self, view1=resize(self.view1), view2=resize(self.view2), image_size=side)
+        again = (lambda v: compact(resize(expand(v)))) if self.view1.dtype == torch.uint8 else resize  # noqa: E731
+        out = dataclasses.replace(self, view1=again(self.view1), view2=again(self.view2), image_size=side)
         out.draws = [d.resized(side, resize) for d in self.draws]
         return out
 
@@ -153,8 +154,8 @@ def _draw(images: torch.Tensor, indices: list[int], g: torch.Generator, jitter: 
     else:
         params1, params2 = draw_jitter(m, g).take(order), draw_jitter(m, g).take(order)
     mine = images[order]
-    view1 = make_view(mine, params1, mode=jitter, batch_size=jitter_batch_size)
-    view2 = make_view(mine, params2, mode=jitter, batch_size=jitter_batch_size)
+    view1 = compact(make_view(mine, params1, mode=jitter, batch_size=jitter_batch_size))
+    view2 = compact(make_view(mine, params2, mode=jitter, batch_size=jitter_batch_size))
     return order, position[neg[order]], [indices[j] for j in order.tolist()], view1, view2
 
 

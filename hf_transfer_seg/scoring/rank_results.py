@@ -132,7 +132,9 @@ def target_table(df: pd.DataFrame, target: str, headline: str) -> tuple[pd.DataF
             f"{_fmt(row.get('logme'), 3)} | {_fmt(row.get('linear_probe_dice'), 3)} | {status} |"
         )
     ranked = [f"`{m}`" for m, row in table.iterrows() if row["status"] == "ok"]
-    lines += ["", f"Ranking by the score (best first): {' > '.join(ranked) if ranked else 'no model scored'}."]
+    flagged = table["status"].isin(list(NOT_RANKED)).any()
+    nothing = "none: every scored model is flagged below" if flagged else "no model scored"
+    lines += ["", f"Ranking by the score (best first): {' > '.join(ranked) if ranked else nothing}."]
     lines += resolution_lines(table)
     for status, why in NOT_RANKED.items():
         flagged = [f"`{m}`" for m, row in table.iterrows() if row["status"] == status]
