@@ -1,9 +1,12 @@
 """Rank any Hub encoders on the target's images: the score grid, label-free and label-aware predictors.
 
-One plan (image subset, jitter of both views, negatives, bootstrap) is drawn once from the seed and
-shared by every model (common random numbers), built at the largest input size any model asks for;
-each model gets the views resized (antialiased) to its own input size and normalised with its own
-mean/std (timm ``pretrained_cfg`` or the transformers image processor settings). While one model runs
+One plan (image subset, draws of jittered views and negatives, bootstrap) is drawn once from the seed and
+shared by every model (common random numbers), at one resolution for every model: ``--image-size``, else
+the size chosen from the target (:func:`~hf_transfer_seg.scoring.plan.default_image_size`), never a
+model's pretraining size; only a model that refuses it (a fixed-size ViT) gets the views resized
+(antialiased) to the one size it accepts, flagged in the output. Each model normalises with its own
+mean/std (timm ``pretrained_cfg`` or the transformers image processor settings). A model whose deepest
+feature map is below 2 x 2 at that size, or whose embeddings collapse, is flagged and never ranked. While one model runs
 its forward passes, the next one is downloaded and built in a background thread.
 
 From the same two forward passes per batch: the whole robustness grid with bootstrap intervals, the

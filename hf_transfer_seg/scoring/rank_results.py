@@ -47,6 +47,7 @@ def plot_path(target: str) -> str:
 
 
 _num = schema.number
+_DIFFERENCE = {"mean": "", "ci_low": "_ci_low", "ci_high": "_ci_high"}  # headline rows: paired difference to the best
 TRIVIAL_PROBE = "linear_probe_dice_trivial"  # Dice of a constant prediction on the same validation masks
 PROBE_MARGIN = 0.02  # a probe within this of the constant prediction's Dice has learnt nothing from the encoder
 NOT_RANKED = {"collapsed": "collapsed (the embeddings do not depend on the image; the score is the margin, not a measurement)",
@@ -81,6 +82,8 @@ def outcome_rows(outcome: RankOutcome) -> pd.DataFrame:
             row = {**common, "predictor": f"robustness:{name}", "value": s.score, "ci_low": s.ci_low, "ci_high": s.ci_high, "lower_is_better": True}
             if name == outcome.headline:
                 row["tie"] = r.tie.get("tie")
+                diff = r.tie.get("difference") or {}
+                row.update({f"difference{suffix}": diff.get(key) for key, suffix in _DIFFERENCE.items()})
             rows.append(row)
         for name, value in r.predictors.items():
             rows.append({**common, "predictor": name, "value": _num(value), "lower_is_better": lower.get(name)})
@@ -104,7 +107,8 @@ def _text(x: Any) -> str:
 def target_table(df: pd.DataFrame, target: str, headline: str) -> tuple[pd.DataFrame, list[str]]:
     """One row per model of ``target`` (headline and predictors side by side), ranked; and its markdown."""
     sub = df[df["target"] == target].copy()
-    for col in ("value", "ci_low", "ci_high", "tie", "reason", "input_size", "sha", "family"):
+    for col in ("value", "ci_low", "ci_high", "tie", "reason", "input_size", "sha", "family", "difference",
+                "difference_ci_low", "difference_ci_high"):
         if col not in sub.columns:  # a table of failed models only has no value columns
             sub[col] = None
     head = sub[sub["predictor"] == f"robustness:{headline}"].set_index("model")
@@ -249,18 +253,20 @@ def disagreement_lines(table: pd.DataFrame) -> list[str]:
 
 
 def plot_png(table: pd.DataFrame, target: str, headline: str) -> bytes:
-    from hf_transfer_seg.plotting import new_figure, png_bytes
+    """Each ranked model's paired difference to the best model with its 95% interval (what `tie` is read from)."""
+    from hf_transfer_seg.plotting import new_figure, paired_difference_axes, png_bytes
 
     ok = table[table["status"] == "ok"].iloc[::-1]
-    fig, ax = new_figure((6.5, 0.45 * max(len(ok), 2) + 1.2), dpi=110)
-    y = range(len(ok))
-    low = (ok["value"] - ok["ci_low"]).clip(lower=0)
-    high = (ok["ci_high"] - ok["value"]).clip(lower=0)
-    ax.errorbar(ok["value"], list(y), xerr=[low, high], fmt="o", capsize=3)
-    ax.set_yticks(list(y), [str(m) for m in ok.index], fontsize=8)
-    ax.set_xlabel(f"robustness score {headline} (lower is better)")
+    fig, ax = new_figure((6.5, 0.45 * max(len(ok), 2) + 1.4), dpi=110)
+    best = next((str(m) for m, row in ok.iterrows() if row.get("tie") == "best"), None)
+    rows = []
+    for _, row in ok.iterrows():
+        mean, low, high = (_num(row.get(c)) for c in ("difference", "difference_ci_low", "difference_ci_high"))
+        diff = {"mean": mean, "ci_low": low, "ci_high": high} if None not in (mean, low, high) else None
+        rows.append({"difference": diff, "tied": row.get("tie") == "tied", "is_best": row.get("tie") == "best"})
+    paired_difference_axes(ax, [str(m) for m in ok.index], rows, best=str(best), horizontal=True)
+    ax.set_xlabel(f"paired difference of {headline} to the best model (lower is better)")
     ax.set_title(f"Encoders on {target}", fontsize=10)
-    ax.grid(alpha=0.3)
     return png_bytes(fig)
 
 
