@@ -22,7 +22,7 @@ from hf_transfer_seg.scoring.configs import grid_configs
 NUM_IMAGES = 8
 TARGET = "mni152-tissue"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-SIDE = 64  # every model at one size (fixed-size ViTs at the one size they accept); test_scoring_ties covers the default
+SIDE = 64  # every model at one size (a fixed-size ViT at the one size it accepts); test_scoring_ties covers the default
 
 
 # ----------------------------------------------------------------------------------- label-free maths
@@ -128,7 +128,7 @@ def test_rank_writes_every_model_to_the_results_repo(zoo, ranked):
     results_repo, stdout = ranked
     df, _ = read_results(results_repo)
     api = HfApi()
-    sizes = {"resnet": SIDE, "convnext": SIDE, "vit": 48, "dinov2": SIDE, "hfvit": 32}  # the ViTs refuse other sizes
+    sizes = {"resnet": SIDE, "convnext": SIDE, "vit": SIDE, "dinov2": SIDE, "hfvit": 32}  # transformers' ViT refuses other sizes
     for name, size in sizes.items():
         row = _headline(df, zoo[name])
         assert row["status"] == "ok", row["reason"]
@@ -150,7 +150,7 @@ def test_rank_writes_every_model_to_the_results_repo(zoo, ranked):
     assert pickled["status"] == "skipped" and "pytorch_model.bin" in pickled["reason"]
     missing = _headline(df, f"{zoo['ns']}/missing")
     assert missing["status"] == "failed" and "not found" in missing["reason"]
-    assert "Input sizes differ between models (32, 48, 64 px)" in stdout
+    assert "Input sizes differ between models (32, 64 px)" in stdout and "accepts only the input size its config" in stdout
     readme = Path(hf_hub_download(results_repo, "README.md", repo_type="dataset")).read_text()
     assert "Ranking by the score" in readme and zoo["dinov2"] in readme and "skipped: only pickle weights" in readme
     plot = Path(hf_hub_download(results_repo, f"plots/rank_{TARGET}.png", repo_type="dataset")).read_bytes()
