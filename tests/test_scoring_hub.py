@@ -68,7 +68,7 @@ def test_score_every_revision_records_cards_summary_plot_and_best(hub_endpoint, 
     printed = capsys.readouterr().out
 
     # every good revision: the whole grid, model-index, a readable section; values match a local score
-    plan = build_plan(resolve_target(BUILTIN_RETINA), num_images=8, seed=0, image_size=64, progress=False)
+    plan = build_plan(resolve_target(BUILTIN_RETINA), num_images=8, seed=0, image_size=64, progress=False, view_draws=2)  # as FAST
     for name, (info, folder) in pushed.items():
         card, _ = hub.read_card(repo_id, name)
         entries = get_namespace(card.data, "robustness")[BUILTIN_RETINA]
