@@ -16,7 +16,10 @@ of growing scale (consecutive checkpoints drift apart the same way: some pairs c
 downloaded. Targets: the DRIVE training images in ../shared (skipped when absent) and the built-in MNI152
 target (59 axial slices of one brain volume).
 
-    python benchmarks/tie_stability.py [--seeds 5] [--draws 3] [--image-size N]
+    python benchmarks/tie_stability.py [--seeds 5] [--draws 3,8] [--image-size 64] [--targets drive,mni152]
+
+On an idle machine a target takes a few minutes at 64 px; on the shared 2-core machine at load ~12 the DRIVE run took
+734 s and the MNI152 run 1632 s (the numbers in ``cards/schema.py`` come from those runs).
 """
 
 from __future__ import annotations
