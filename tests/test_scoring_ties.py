@@ -262,3 +262,18 @@ def test_score_records_no_local_path_and_states_resolution_and_ties(hub_endpoint
     key = resolve_target(str(target)).key
     values = json.loads(Path(hf_hub_download(repo_id, per_image_path(key))).read_text())["epoch-0001"]
     assert len(values["draws"]) == 2 and len(values["draws"][0]) == 6 and values["units"] == list(range(6))
+
+
+def test_a_labelled_folder_target_records_its_name_and_hash_not_its_path(tmp_path):
+    from hf_transfer_seg.data.registry import load_target
+
+    root = tmp_path / "membrane" / "train"
+    _images(root / "images", 4, (48, 48))
+    (root / "masks").mkdir()
+    for i in range(4):
+        mask = np.zeros((48, 48), np.uint8)
+        mask[10:30, 5 + i : 25 + i] = 255
+        Image.fromarray(mask).save(root / "masks" / f"img{i:02d}.png")
+    info = load_target(str(root)).info()
+    assert info["source"] == f"folder:{local_name(root)}" and info["source"].startswith("folder:train#")
+    assert str(tmp_path) not in json.dumps(info)
