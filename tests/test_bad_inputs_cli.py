@@ -89,6 +89,7 @@ NUMERIC = [
     *[(RANK, "--device", v) for v in ("meta", "nonsense")],
     (RANK, "--image-size", "100000"),
     (RANK, "--batch-size", "0"),
+    *[(c, "--view-draws", v) for c in (SCORE, RANK) for v in ("0", "33", "nan")],
     # report (type= validators only)
     *[(REPORT, "--bootstrap", v) for v in ("-1", "nan", "1000000000")],
     *[(REPORT, "--tolerance", v) for v in ("nan", "-0.1", "2", "inf")],

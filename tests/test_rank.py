@@ -22,6 +22,7 @@ from hf_transfer_seg.scoring.configs import grid_configs
 NUM_IMAGES = 8
 TARGET = "mni152-tissue"
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+SIDE = 64  # every model at one size (a fixed-size ViT at the one size it accepts); test_scoring_ties covers the default
 
 
 # ----------------------------------------------------------------------------------- label-free maths
@@ -108,7 +109,7 @@ def ranked(zoo, tmp_path_factory):
     results_repo = f"{zoo['ns']}/ranking"
     models = [zoo[k] for k in ("resnet", "convnext", "vit", "dinov2", "hfvit", "broken", "pickled")] + [f"{zoo['ns']}/missing"]
     proc = _cli("rank", "--models", *models, "--target", TARGET, "--num-images", str(NUM_IMAGES), "--results-repo", results_repo,
-                "--write-cards", "--no-progress", cwd=cwd)
+                "--write-cards", "--no-progress", "--image-size", str(SIDE), "--view-draws", "2", cwd=cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return results_repo, proc.stdout
 
@@ -127,7 +128,7 @@ def test_rank_writes_every_model_to_the_results_repo(zoo, ranked):
     results_repo, stdout = ranked
     df, _ = read_results(results_repo)
     api = HfApi()
-    sizes = {"resnet": 64, "convnext": 64, "vit": 48, "dinov2": 56, "hfvit": 32}
+    sizes = {"resnet": SIDE, "convnext": SIDE, "vit": SIDE, "dinov2": SIDE, "hfvit": 32}  # transformers' ViT refuses other sizes
     for name, size in sizes.items():
         row = _headline(df, zoo[name])
         assert row["status"] == "ok", row["reason"]
@@ -149,7 +150,7 @@ def test_rank_writes_every_model_to_the_results_repo(zoo, ranked):
     assert pickled["status"] == "skipped" and "pytorch_model.bin" in pickled["reason"]
     missing = _headline(df, f"{zoo['ns']}/missing")
     assert missing["status"] == "failed" and "not found" in missing["reason"]
-    assert "Input sizes differ between models (32, 48, 56, 64 px)" in stdout
+    assert "Input sizes differ between models (32, 64 px)" in stdout and "accepts only the input size its config" in stdout
     readme = Path(hf_hub_download(results_repo, "README.md", repo_type="dataset")).read_text()
     assert "Ranking by the score" in readme and zoo["dinov2"] in readme and "skipped: only pickle weights" in readme
     plot = Path(hf_hub_download(results_repo, f"plots/rank_{TARGET}.png", repo_type="dataset")).read_bytes()
@@ -165,8 +166,9 @@ def test_write_cards_records_the_ranking_in_writable_model_cards(zoo, ranked):
 
     card, _ = read_card(zoo["dinov2"], "main")
     entry = get_namespace(card.data, "model_ranking")[TARGET]
-    assert entry["results_repo"] == ranked[0] and entry["input_size"] == 56 and entry["num_images"] == NUM_IMAGES
+    assert entry["results_repo"] == ranked[0] and entry["input_size"] == SIDE and entry["num_images"] == NUM_IMAGES
     assert entry["rank"] >= 1 and math.isfinite(entry["rankme"])
+    assert "## Encoder ranking (hf-transfer-seg rank)" in card.text and f"| {TARGET} |" in card.text
 
 
 def test_reruns_and_concurrent_runs_update_rows_without_losing_others(zoo, ranked):

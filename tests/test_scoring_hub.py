@@ -28,7 +28,7 @@ from hf_transfer_seg.scoring.scorer import score_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 # --device cpu: the same fp32 numbers on a machine with a GPU (which would default to cuda + bf16)
-FAST = ["--num-images", "8", "--image-size", "64", "--batch-size", "8", "--no-progress", "--device", "cpu"]
+FAST = ["--num-images", "8", "--image-size", "64", "--batch-size", "8", "--no-progress", "--device", "cpu", "--view-draws", "2"]
 PLOT = "plots/robustness_skimage-retina.png"
 
 
@@ -68,7 +68,7 @@ def test_score_every_revision_records_cards_summary_plot_and_best(hub_endpoint, 
     printed = capsys.readouterr().out
 
     # every good revision: the whole grid, model-index, a readable section; values match a local score
-    plan = build_plan(resolve_target(BUILTIN_RETINA), num_images=8, seed=0, image_size=64, progress=False)
+    plan = build_plan(resolve_target(BUILTIN_RETINA), num_images=8, seed=0, image_size=64, progress=False, view_draws=2)  # as FAST
     for name, (info, folder) in pushed.items():
         card, _ = hub.read_card(repo_id, name)
         entries = get_namespace(card.data, "robustness")[BUILTIN_RETINA]

@@ -21,7 +21,7 @@ from hf_transfer_seg.scoring.features import feature_levels, load_scoring_encode
 from hf_transfer_seg.scoring.live import LiveScorer
 from hf_transfer_seg.scoring.plan import build_plan
 from hf_transfer_seg.scoring.scorer import score_folder
-from hf_transfer_seg.scoring.views import BRIGHTNESS, CONTRAST, HUE, SATURATION, draw_jitter
+from hf_transfer_seg.scoring.views import BRIGHTNESS, CONTRAST, HUE, SATURATION, draw_jitter, expand
 
 SIZE = 64
 
@@ -143,16 +143,21 @@ def test_grid_matches_robustness_values_on_the_normalised_views(tmp_path, plan):
     model = load_scoring_encoder(folder)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    assert plan.view_draws > 1  # the score is the mean over every draw of views and negatives
+    draws = []
     with torch.inference_mode():
-        q = feature_levels(model, (plan.view1 - mean) / std)
-        k = feature_levels(model, (plan.view2 - mean) / std)
+        for draw in plan.all_draws():  # later draws are stored as uint8 views
+            q = feature_levels(model, (expand(draw.view1) - mean) / std)
+            k = feature_levels(model, (expand(draw.view2) - mean) / std)
+            draws.append((q, k, draw.negative))
     for name, (distance, margin, level, pooled) in {
         HEADLINE: ("cosine", 0.5, -1, False),
         "inv_pearson_m0.75_L-2_pooled": ("inv_pearson", 0.75, -2, True),
         "l2_m0.25_L-5_flat": ("l2", 0.25, -5, False),
     }.items():
-        expected = robustness_values(q[level], k[level], plan.negative, distance=distance, margin=margin, pooled=pooled)
-        assert result.scores[name].score == pytest.approx(float(expected.mean()), abs=1e-5)
+        expected = [robustness_values(q[level], k[level], neg, distance=distance, margin=margin, pooled=pooled).mean()
+                    for q, k, neg in draws]
+        assert result.scores[name].score == pytest.approx(float(torch.stack(expected).mean()), abs=1e-5)
 
 
 @pytest.mark.parametrize("arch, levels", [("test_vit", 3), ("test_mambaout", 4)])  # ViT tokens; NHWC stages

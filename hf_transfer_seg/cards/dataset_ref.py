@@ -30,3 +30,28 @@ def eval_dataset(key: str) -> dict[str, str | None] | None:
     if not match:
         return None
     return {"dataset_type": match.group(1), "dataset_name": str(key), "dataset_split": match.group(2)}
+
+
+# ------------------------------------------------------------------------------------------ local paths
+# A card, a results file or a log line that is pushed must not carry a local absolute path (a hospital's folder
+# names are themselves data): local data is named by its folder's name and a short hash of its full path, which
+# tells two folders of the same name apart without saying where they are.
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/~-])(?:~|[A-Za-z]:)?/(?:[^\s/'\"`|,;()\[\]<>]+/)+[^\s/'\"`|,;()\[\]<>]*")
+
+
+def local_name(path) -> str:
+    """``<name>#<6 hex>``: a local file or folder named without its absolute path (the hash is of the resolved path)."""
+    import hashlib
+    from pathlib import Path
+
+    resolved = Path(path).expanduser().resolve()
+    return f"{resolved.name or 'root'}#{hashlib.sha256(str(resolved).encode()).hexdigest()[:6]}"
+
+
+def hide_local_paths(text: str) -> str:
+    """``text`` with every absolute local path (``/a/b/c``, ``~/x``, ``C:/x``) replaced by :func:`local_name` of it,
+    for reasons and messages that are written into a card or a results file."""
+    if not text:
+        return text
+    return _ABSOLUTE_PATH.sub(lambda m: local_name(m.group(0).rstrip(".")) + ("." if m.group(0).endswith(".") else ""), str(text))

@@ -37,8 +37,18 @@ def replace_section(text: str, name: str, markdown: str) -> str:
     block = f"{start}\n{markdown.strip()}\n{end}"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.DOTALL)
     if pattern.search(text):
-        return pattern.sub(lambda _: block, text, count=1)
+        return _one_heading(pattern.sub(lambda _: block, text, count=1), start, markdown)
     return text.rstrip() + "\n\n" + block + "\n"
+
+
+def _one_heading(text: str, start: str, markdown: str) -> str:
+    """When the section brings its own heading (``## Robustness score``), the template's placeholder heading of the
+    same level right above the section (``## Robustness``) goes: a card never shows two headings in a row."""
+    own = re.match(r"\s*(#{1,6}) ", markdown)
+    if not own:
+        return text
+    placeholder = re.compile(r"(?m)^" + own.group(1) + r" [^\n]*\n\s*(?=" + re.escape(start) + ")")
+    return placeholder.sub("", text, count=1)
 
 
 def get_section_text(text: str, name: str) -> str | None:

@@ -63,6 +63,14 @@ SECTION_DOWNSTREAM = "downstream"
 # ------------------------------------------------------------------------ score configuration names
 # ``{distance}_m{margin}_L{level}_{flat|pooled}``; parsed by hf_transfer_seg.scoring.configs.
 HEADLINE = "cosine_m0.5_L-1_flat"
+# Independent draws of colour-jittered views and negatives per score (scoring/plan.py), so that a tie verdict survives
+# another seed: on the DRIVE training images (benchmarks/tie_stability.py, 64 px, 5 view seeds, 10 revision pairs) the
+# share of pairs with one verdict under every seed was 30 % with one draw, 40 % with 3, 80 % with 8 and 90 % with 16
+# (mean agreement of two seeds 66 / 74 / 92 / 96 %); on the MNI152 target (59 slices of one brain, resampled in 15
+# blocks) every pair kept one verdict under every setting. Each draw costs one more pair of forward passes and, after
+# the first, 1/4 of the first draw's memory (uint8 views: 75 MB for 256 images at 224 px).
+VIEW_DRAWS = 16
+MAX_VIEW_DRAWS = 32
 # Configurations the paper's tables favour, recorded in model-index next to the headline.
 HIGHLIGHTS = (HEADLINE, "inv_pearson_m0.5_L-1_flat", "cosine_m0.5_L-2_flat")
 # prefixes of the analysis-table columns holding robustness scores (``robustness:<config>``)

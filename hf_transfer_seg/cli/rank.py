@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from hf_transfer_seg.cards.schema import HEADLINE
+from hf_transfer_seg.cards.schema import HEADLINE, MAX_VIEW_DRAWS, VIEW_DRAWS
 from hf_transfer_seg.cli import argtypes as T
 
 
@@ -30,7 +30,10 @@ def add_parser(subparsers) -> None:
     p.add_argument("--write-cards", action="store_true", help="also record the scores in the cards of the models you can write")
     p.add_argument("--batch-size", type=T.bounded_int(1, 65536), default=32, help="images per forward pass (both views go together)")
     p.add_argument("--config", default=HEADLINE, help="headline configuration of the ranking")
-    p.add_argument("--image-size", type=T.bounded_int(16, T.MAX_IMAGE_SIDE), default=None, help="score EVERY model at this size (default: each model at the input size its own config records, e.g. 224 for ImageNet timm models, 32 for a model pretrained at 32 px; the output says which)")
+    p.add_argument("--image-size", type=T.bounded_int(16, T.MAX_IMAGE_SIDE), default=None, help="score every model at this size (default: chosen from the target, its median shorter side rounded down to "
+                   "a multiple of 32 within 64-224 px, never a model's pretraining size; the output says which)")
+    p.add_argument("--view-draws", type=T.bounded_int(1, MAX_VIEW_DRAWS), default=VIEW_DRAWS,
+                   help="independent draws of views and negatives per image: averaged, and resampled by the tie test")
     p.add_argument("--no-masks", action="store_true", help="leave out LogME and linear-probe Dice even when the target has masks")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None, help="forward precision (default: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--device", default=None, type=T.device_spec, help="torch device (default: cuda if available)")
@@ -42,6 +45,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from hf_transfer_seg.cli.score import _quiet_libraries
+    from hf_transfer_seg.scoring.card import ties_test
     from hf_transfer_seg.scoring.rank import run_rank
     from hf_transfer_seg.scoring.rank_results import outcome_rows, render, target_table, write_model_cards
 
@@ -54,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         args.models, args.target, num_images=args.num_images, seed=args.seed, batch_size=args.batch_size,
         headline=args.config, image_size=args.image_size, device=args.device, precision=args.precision,
         split=args.split, image_column=args.image_column, use_masks=not args.no_masks, progress=not args.no_progress,
+        view_draws=args.view_draws,
     )
     rows = outcome_rows(outcome)
     table = rows
@@ -75,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
                 f"{saved}: upload them with huggingface_hub or run the command again"
             ) from exc
     plan = outcome.plan
-    print(f"\nRanking on {outcome.target} ({plan.num_images} images, seed {plan.seed}, {args.config}; lower is better)\n")
+    print(f"\nRanking on {outcome.target} ({plan.num_images} images, {plan.image_size} px, seed {plan.seed}, {args.config}; "
+          "lower is better)")
+    print(f"Resolution {plan.image_size} px: {plan.size_source}.\nTies: {ties_test(plan)}.\n")
     print("\n".join(target_table(rows, outcome.target, args.config)[1]))
     if not outcome.label_aware and not args.no_masks:
         print("\nThe target has no masks: LogME and linear-probe Dice are left out.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from hf_transfer_seg.cards.schema import HEADLINE
+from hf_transfer_seg.cards.schema import HEADLINE, MAX_VIEW_DRAWS, VIEW_DRAWS
 from hf_transfer_seg.cli import argtypes as T
 
 
@@ -37,7 +37,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--seed", type=T.bounded_int(0, T.MAX_SEED), default=0, help="one seed for image subset, jitter of both views, negatives, bootstrap")
     p.add_argument("--batch-size", type=T.bounded_int(1, 65536), default=32, help="images per forward pass (both views go together)")
     p.add_argument("--config", default=HEADLINE, help="headline configuration {distance}_m{margin}_L{level}_{flat|pooled}")
-    p.add_argument("--image-size", type=T.bounded_int(16, T.MAX_IMAGE_SIDE), default=224, help="images are resized (shorter side) and centre-cropped to this")
+    p.add_argument("--image-size", type=T.bounded_int(16, T.MAX_IMAGE_SIDE), default=None,
+                   help="images are resized (shorter side) and centre-cropped to this (default: chosen from the target, "
+                   "its median shorter side rounded down to a multiple of 32 within 64-224 px; the output says which)")
+    p.add_argument("--view-draws", type=T.bounded_int(1, MAX_VIEW_DRAWS), default=VIEW_DRAWS,
+                   help="independent draws of colour-jittered views and negatives per image: the score averages them "
+                   "and the tie test resamples them, so a tie verdict does not hang on one --seed (cost: one pass each)")
     p.add_argument("--jitter", choices=("image", "batch"), default="image", help="'batch' reproduces the reference code's one draw per batch")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default=None, help="forward precision (default: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--device", default=None, type=T.device_spec, help="torch device (default: the accelerate process device, else cuda if available)")
@@ -112,4 +117,5 @@ def _score(args: argparse.Namespace, run_score):
         progress=not args.no_progress,
         prefer=args.prefer,
         target_options={"slice_axis": args.slice_axis, "window": args.window, "intensity_range": args.intensity_range},
+        view_draws=args.view_draws,
     )

@@ -30,6 +30,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from hf_transfer_seg.cards.dataset_ref import local_name
 from hf_transfer_seg.data.images import is_image_file, load_image, to_rgb_tensor
 from hf_transfer_seg.data.intensity import UNIT8
 from hf_transfer_seg.data.sources.base import (  # noqa: F401 - re-exported: SegSample, SegTarget... are imported from here
@@ -192,7 +193,7 @@ def load_folder_target(
         samples=samples,
         num_classes=k,
         class_names=class_names_for(k, class_names),
-        source=f"folder:{root.resolve()}",
+        source=f"folder:{local_name(root)}",  # never the absolute path: cards are public
         synthetic=False,
         description=f"{len(samples)} images from {root.name}/{image_dir.name} with masks from {masks_dir.name}"
         + (f" and field of view from {fov.name}" if fov_pairs else ""),

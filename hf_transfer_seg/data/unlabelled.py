@@ -121,7 +121,8 @@ def embedded_images(name: str) -> ImageTarget:
     seg = load_mni152_target(name)
     images = [sample.image for sample in seg.samples]
     return ImageTarget(
-        key=seg.key, description=seg.description, count=len(images), loader=lambda i: images[i], synthetic=seg.synthetic
+        key=seg.key, description=seg.description, count=len(images), loader=lambda i: images[i], synthetic=seg.synthetic,
+        slices=[(s.case or seg.key, i) for i, s in enumerate(seg.samples)],  # slices of one template volume, in order
     )
 
 
@@ -247,13 +248,14 @@ def hub_volumes(ds, dataset_id, split, column, synthetic, slice_axis, fixed) -> 
     from hf_transfer_seg.data.sources.volumes import nibabel_volume
 
     cases = [Case(f"row{i:05d}", lambda i=i: nibabel_volume(ds[i][column], f"{dataset_id} row {i}")) for i in range(len(ds))]
-    count, load, intensity = image_slices(cases, slice_axis=slice_axis, fixed=fixed)
+    count, load, intensity, slices = image_slices(cases, slice_axis=slice_axis, fixed=fixed)
     return ImageTarget(
         key=dataset_id if split == "train" else f"{dataset_id}:{split}",
         description=f"{count} 2-D slices of {len(ds)} NIfTI volumes from Hub dataset {dataset_id} (split {split}, column {column}), intensities: {intensity.source}",
         count=count,
         loader=load,
         synthetic=synthetic,
+        slices=slices,
     )
 
 

@@ -20,6 +20,7 @@ from huggingface_hub import HfApi, ModelCard
 
 from hf_transfer_seg.cards import schema
 from hf_transfer_seg.cards.data import eval_results_by, get_namespace, set_namespace, upsert_eval_result
+from hf_transfer_seg.cards.dataset_ref import hide_local_paths
 from hf_transfer_seg.cards.grid import GRID_FILE, card_configs, grid_bytes, target_info
 from hf_transfer_seg.cards.license import apply_license, choose_license
 from hf_transfer_seg.cards.render import replace_section
@@ -28,7 +29,7 @@ from hf_transfer_seg.errors import CardConflictError
 from hf_transfer_seg.hub import read_card, update_card
 from hf_transfer_seg.scoring.plan import ScoringPlan
 from hf_transfer_seg.scoring.scorer import RevisionScore
-from hf_transfer_seg.scoring.ties import pick, plan_key, ties_with_best
+from hf_transfer_seg.scoring.ties import pick, ties_with_best
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,14 @@ def per_image_path(key: str) -> str:
 
 def per_image_of(results: list[RevisionScore], plan: ScoringPlan) -> dict[str, dict]:
     """Per-image headline values of freshly scored revisions, keyed by revision, with the plan they share."""
-    key = plan_key(plan.target_key, plan.num_images, plan.seed, plan.image_size)
-    return {r.revision: {"sha": r.sha, "plan": key, "values": [float(f"{v:.6g}") for v in r.per_image]}
-            for r in results if r.ok and r.per_image}
+    out = {}
+    for r in results:
+        if r.ok and r.per_image:
+            out[r.revision] = {"sha": r.sha, "plan": plan.key(), "values": [float(f"{v:.6g}") for v in r.per_image],
+                               "units": plan.units}
+            if r.per_image_draws and len(r.per_image_draws) > 1:
+                out[r.revision]["draws"] = [[float(f"{v:.6g}") for v in draw] for draw in r.per_image_draws]
+    return out
 
 
 def _synthetic_words(flag: Any) -> str:
@@ -173,7 +179,7 @@ def summary_rows(results: list[RevisionScore], training: dict[str, dict]) -> lis
             "status": r.status,
         }
         if r.reason:
-            row["reason"] = r.reason
+            row["reason"] = hide_local_paths(r.reason)
         top1 = facts.get("top1", facts.get("imagenet_top1"))
         if top1 is not None:
             row["top1"] = top1
@@ -210,6 +216,14 @@ def mark_ties(rows: list[dict], per_image: dict[str, dict] | None, seed: int = 0
     return out
 
 
+def ties_test(plan: ScoringPlan) -> str:
+    """One line saying what the tie test resamples (recorded in main's summary and printed)."""
+    views = (f"the {plan.view_draws} draws of views and negatives of each image" if plan.view_draws > 1
+             else "one draw of views (--view-draws 1: the verdict may change with --seed)")
+    return (f"paired bootstrap of the per-image headline differences resampling {plan.units_text} and {views}; "
+            "tied when the 95% interval of the mean difference includes 0")
+
+
 def summary_entry(plan: ScoringPlan, config: str, rows: list[dict], per_image: dict[str, dict] | None = None,
                   prefer: str = "lowest") -> dict:
     rows = mark_ties(rows, per_image, seed=plan.seed)
@@ -223,11 +237,13 @@ def summary_entry(plan: ScoringPlan, config: str, rows: list[dict], per_image: d
         "best_score": best["score"] if best else None,
         "lowest_revision": lowest["revision"] if lowest else None,
         "tied_with_best": [r["revision"] for r in rows if r.get("tied_with_best")],
-        "ties_test": "paired bootstrap over images of the per-image headline values (95% interval of the mean difference includes 0)",
+        "ties_test": ties_test(plan),
         "rows": rows,
         "num_images": plan.num_images,
         "seed": plan.seed,
         "image_size": plan.image_size,
+        "image_size_source": plan.size_source,
+        "view_draws": plan.view_draws,
         "target_description": plan.target_description,
         "target_synthetic": plan.target_synthetic,
     }
@@ -260,11 +276,16 @@ def best_line(target_key: str, entry: dict) -> str:
     )
     others = [r for r in entry.get("tied_with_best") or [] if r != entry.get("lowest_revision")]
     if others:
-        line += (f" Statistically tied with the lowest (paired test on the same images and views): {', '.join(others)}; "
+        line += (f" Statistically tied with the lowest (paired test on the same images and views, {_resampled(entry)}): {', '.join(others)}; "
                  "the data do not single out one of them.")
     elif "tied_with_best" in entry:
-        line += " No other revision is tied with it (paired test on the same images and views)."
+        line += f" No other revision is tied with it (paired test on the same images and views, {_resampled(entry)})."
     return line
+
+
+def _resampled(entry: dict) -> str:
+    draws = entry.get("view_draws") or 1
+    return f"{draws} draws of views" if draws > 1 else "one draw of views"
 
 
 def main_section(summary: dict) -> str:
@@ -291,26 +312,32 @@ def main_section(summary: dict) -> str:
 
 
 def plot_png(target_key: str, entry: dict) -> bytes:
-    """Score vs epoch with 95% intervals, the best revision marked (PNG bytes, matplotlib Agg)."""
-    from hf_transfer_seg.plotting import new_figure, png_bytes
+    """Score vs epoch (top) and each revision's paired difference to the lowest score with its 95% interval
+    (bottom: what the tie verdict is read from), PNG bytes (matplotlib Agg)."""
+    from hf_transfer_seg.plotting import new_figure, paired_difference_axes, png_bytes
 
     rows = [r for r in entry.get("rows") or [] if r.get("status", "ok") == "ok" and r.get("score") is not None]
-    fig, ax = new_figure((6.4, 4.0))
+    fig, ax = new_figure((6.4, 5.6))
+    ax.remove()
+    ax, low = fig.subplots(2, 1, sharex=True)
+    lowest = entry.get("lowest_revision") or entry.get("best_revision")
     if rows:
         x = [float(r["epoch"]) for r in rows]
-        y = [r["score"] for r in rows]
-        low = [max(0.0, r["score"] - (r.get("ci_low") if r.get("ci_low") is not None else r["score"])) for r in rows]
-        high = [max(0.0, (r.get("ci_high") if r.get("ci_high") is not None else r["score"]) - r["score"]) for r in rows]
-        ax.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, label="score (95% interval)")
+        ax.plot(x, [r["score"] for r in rows], marker="o", label="score (mean over images and view draws)")
         best = next((r for r in rows if r["revision"] == entry.get("best_revision")), None)
         if best:
             ax.plot([float(best["epoch"])], [best["score"]], marker="*", markersize=16, color="tab:red", linestyle="none",
                     label=f"best: {best['revision']} ({(best.get('sha') or '')[:10]})")  # fmt: skip
         ax.legend(loc="best", fontsize=8)
+        paired = [{"difference": r.get("difference_vs_best"), "tied": r.get("tied_with_best"), "is_best": r["revision"] == lowest}
+                  for r in rows]
+        paired_difference_axes(low, x, paired, best=str(lowest))
+        low.set_xlabel("pretraining epoch")
+        low.set_ylabel(f"paired difference to {lowest}")
     else:
         ax.text(0.5, 0.5, "no revision could be scored", ha="center", va="center", transform=ax.transAxes)
-    ax.set_xlabel("pretraining epoch")
-    ax.set_ylabel(f"score ({entry.get('config')}), lower is better")
+        low.set_axis_off()
+    ax.set_ylabel(f"score ({entry.get('config')})\nlower is better")
     ax.set_title(f"Robustness score on {target_key}", fontsize=10)
     ax.grid(alpha=0.3)
     return png_bytes(fig)

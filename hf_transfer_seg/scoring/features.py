@@ -11,8 +11,9 @@ from tqdm.auto import tqdm
 
 from hf_transfer_seg.errors import ConfigError, WeightsError
 from hf_transfer_seg.models.checkpoint import load_encoder, normalization
-from hf_transfer_seg.scoring.grid import PairDistanceAccumulator, PairDistances
+from hf_transfer_seg.scoring.grid import DrawnDistances, PairDistanceAccumulator, PairDistances
 from hf_transfer_seg.scoring.plan import ScoringPlan
+from hf_transfer_seg.scoring.views import expand
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -90,7 +91,7 @@ def pair_distances(
             v1 = view1[start : start + batch_size]
             v2 = view2[start : start + batch_size]
             b = v1.shape[0]
-            x = torch.cat([v1, v2]).to(device)
+            x = expand(torch.cat([v1, v2]).to(device))  # later draws of views are stored as uint8
             with _autocast(device, precision):
                 levels = feature_levels(model, (x - mean_t) / std_t)
             for i, f in enumerate(levels):
@@ -103,3 +104,14 @@ def pair_distances(
             bar.update(b)
     bar.close()
     return acc.result()
+
+
+def plan_distances(model: torch.nn.Module, plan: ScoringPlan, **kwargs) -> DrawnDistances:
+    """:func:`pair_distances` of every draw of views and negatives of ``plan`` (one pass per draw)."""
+    draws = plan.all_draws()
+    parts = []
+    for k, draw in enumerate(draws):
+        if len(draws) > 1 and kwargs.get("desc"):
+            kwargs = {**kwargs, "desc": f"{kwargs['desc'].split(' [')[0]} [views {k + 1}/{len(draws)}]"}
+        parts.append(pair_distances(model, draw, **kwargs))
+    return DrawnDistances(parts, [d.common for d in draws])

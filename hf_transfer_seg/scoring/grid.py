@@ -129,6 +129,41 @@ class PairDistances:
         return configs, torch.stack([self.values(c) for c in configs])
 
 
+@dataclass
+class DrawnDistances:
+    """The :class:`PairDistances` of several draws of views and negatives of the same M images.
+
+    ``common[k]`` maps draw k's feeding position to the first draw's (None for the first draw). ``values`` is the
+    per-image mean over the draws (in the first draw's order): what the score and its intervals use;
+    ``draw_values`` keeps every draw, for the tie test."""
+
+    parts: list[PairDistances]
+    common: list[torch.Tensor | None]
+
+    @property
+    def num_levels(self) -> int:
+        return self.parts[0].num_levels
+
+    def _aligned(self, values: torch.Tensor, common: torch.Tensor | None) -> torch.Tensor:
+        if common is None:
+            return values
+        out = torch.empty_like(values)
+        out[..., common] = values
+        return out
+
+    def draw_values(self, config: ScoreConfig) -> torch.Tensor:
+        """``[draws, M]`` per-image values of one configuration, every draw in the first draw's image order."""
+        return torch.stack([self._aligned(p.values(config), c) for p, c in zip(self.parts, self.common)])
+
+    def values(self, config: ScoreConfig) -> torch.Tensor:
+        return self.draw_values(config).mean(dim=0)
+
+    def all_values(self) -> tuple[list[ScoreConfig], torch.Tensor]:
+        configs = grid_configs(self.num_levels)
+        parts = [self._aligned(p.all_values()[1], c) for p, c in zip(self.parts, self.common)]
+        return configs, torch.stack(parts).mean(dim=0)
+
+
 class PairDistanceAccumulator:
     """Consumes the features of consecutive batches and returns :class:`PairDistances` for all M images.
 
@@ -242,6 +277,7 @@ __all__ = [
     "ConfigScore",
     "PairDistanceAccumulator",
     "PairDistances",
+    "DrawnDistances",
     "bootstrap_weights",
     "grid_scores",
 ]

@@ -75,7 +75,10 @@ class LiveScorer:
         self.progress = progress
         start = time.perf_counter()
         image_target = resolve_target(target) if isinstance(target, str) else target
-        self.plan = build_plan(image_target, num_images=num_images, seed=seed, image_size=image_size, progress=progress)
+        # one draw of views: a live score watches the trend during pretraining at the least cost; `score` afterwards
+        # draws several for its tie test
+        self.plan = build_plan(image_target, num_images=num_images, seed=seed, image_size=image_size, progress=progress,
+                               view_draws=1)
         self.setup_seconds = time.perf_counter() - start
         self.history: list[LivePoint] = []
         self.last: RevisionScore | None = None

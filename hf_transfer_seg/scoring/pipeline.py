@@ -14,9 +14,9 @@ from hf_transfer_seg.data.registry import resolve_target
 from hf_transfer_seg.errors import HfTransferSegError, HubError
 from hf_transfer_seg.hub import check_write_access, select_revisions
 from hf_transfer_seg.redact import redact
-from hf_transfer_seg.scoring.card import best_line, per_image_of, summary_entry, summary_rows, summary_table, write_revision_card, write_summary
+from hf_transfer_seg.scoring.card import best_line, per_image_of, ties_test, summary_entry, summary_rows, summary_table, write_revision_card, write_summary
 from hf_transfer_seg.scoring.configs import parse_config
-from hf_transfer_seg.scoring.plan import ScoringPlan, build_plan
+from hf_transfer_seg.scoring.plan import VIEW_DRAWS, ScoringPlan, build_plan
 from hf_transfer_seg.scoring.runner import default_device, distributed_state, score_revisions
 from hf_transfer_seg.scoring.scorer import RevisionScore
 
@@ -51,7 +51,8 @@ class ScoreOutcome:
         """The results as the ``score`` command prints them (also when some could not be written)."""
         plan = self.plan
         lines = [f"\nRobustness score on {plan.target_key} ({plan.num_images} images, {plan.image_size} px, seed {plan.seed}, "
-                 f"{self.config}; lower is better)\n", self.table()]
+                 f"{self.config}; lower is better)", f"Resolution {plan.image_size} px: {plan.size_source}.",
+                 f"Ties: {ties_test(plan)}.\n", self.table()]
         if self.num_processes > 1:
             lines.append(f"\n{len(self.results)} revisions scored by {self.num_processes} processes.")
         failed = [r for r in self.results if not r.ok]
@@ -74,7 +75,7 @@ def run_score(
     seed: int = 0,
     batch_size: int = 32,
     config: str = HEADLINE,
-    image_size: int = 224,
+    image_size: int | None = None,
     jitter: str = "image",
     precision: str | None = None,
     device: str | None = None,
@@ -85,6 +86,7 @@ def run_score(
     progress: bool = True,
     prefer: str = "lowest",
     target_options: dict | None = None,
+    view_draws: int = VIEW_DRAWS,
 ) -> ScoreOutcome:
     """Score the chosen revisions of ``repo_id`` on ``target`` and record the results (see the ``score`` command)."""
     parse_config(config)  # an unknown name fails before any download
@@ -104,6 +106,7 @@ def run_score(
         jitter=jitter,
         jitter_batch_size=batch_size,
         progress=progress and is_main,
+        view_draws=view_draws,
     )
     run_device = torch.device(device) if device else (state.device if state is not None else default_device())
     precision = precision or ("bf16" if run_device.type == "cuda" else "fp32")

@@ -1,9 +1,12 @@
 """Rank any Hub encoders on the target's images: the score grid, label-free and label-aware predictors.
 
-One plan (image subset, jitter of both views, negatives, bootstrap) is drawn once from the seed and
-shared by every model (common random numbers), built at the largest input size any model asks for;
-each model gets the views resized (antialiased) to its own input size and normalised with its own
-mean/std (timm ``pretrained_cfg`` or the transformers image processor settings). While one model runs
+One plan (image subset, draws of jittered views and negatives, bootstrap) is drawn once from the seed and
+shared by every model (common random numbers), at one resolution for every model: ``--image-size``, else
+the size chosen from the target (:func:`~hf_transfer_seg.scoring.plan.default_image_size`), never a
+model's pretraining size; only a model that refuses it (a fixed-size ViT) gets the views resized
+(antialiased) to the one size it accepts, flagged in the output. Each model normalises with its own
+mean/std (timm ``pretrained_cfg`` or the transformers image processor settings). A model whose deepest
+feature map is below 2 x 2 at that size, or whose embeddings collapse, is flagged and never ranked. While one model runs
 its forward passes, the next one is downloaded and built in a background thread.
 
 From the same two forward passes per batch: the whole robustness grid with bootstrap intervals, the
@@ -33,15 +36,15 @@ from hf_transfer_seg.baselines.label_free import PREDICTORS as LABEL_FREE, label
 from hf_transfer_seg.errors import ConfigError, DataError, HfTransferSegError, NothingScored, WeightsError
 from hf_transfer_seg.hub import redact
 from hf_transfer_seg.models.hub_encoder import (
-    ModelSpec, describe, download_spec, family_of, input_side, load_any_encoder, parse_spec, processor_cfg, read_json,
+    ModelSpec, describe, download_spec, family_of, input_side, load_any_encoder, parse_spec,
     resolve_spec, unusable_reason,
 )
 from hf_transfer_seg.cards.schema import HEADLINE
 from hf_transfer_seg.scoring.configs import parse_config
-from hf_transfer_seg.scoring.features import pair_distances, to_nchw
+from hf_transfer_seg.scoring.features import plan_distances, to_nchw
 from hf_transfer_seg.scoring.grid import ConfigScore, grid_scores
-from hf_transfer_seg.scoring.plan import ScoringPlan, build_plan
-from hf_transfer_seg.scoring.ties import plan_key, ties_with_best
+from hf_transfer_seg.scoring.plan import VIEW_DRAWS, ScoringPlan, build_plan
+from hf_transfer_seg.scoring.ties import ties_with_best
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ def short_reason(exc: BaseException | str, limit: int = 300) -> str:
 @dataclass
 class ModelResult:
     spec: ModelSpec
-    status: str = "ok"  # ok / collapsed (scored, but the embeddings ignore the input) / failed / skipped
+    status: str = "ok"  # ok / collapsed (embeddings ignore the input) / degenerate (deepest map < 2x2) / failed / skipped
     reason: str | None = None
     size_source: str | None = None  # why the model was scored at ``input_size`` (see ``SIZE_SOURCES``)
     family: str | None = None
@@ -68,7 +71,9 @@ class ModelResult:
     num_levels: int = 0
     scores: dict[str, ConfigScore] = field(default_factory=dict)
     predictors: dict[str, float] = field(default_factory=dict)  # label-free and label-aware
-    headline_values: torch.Tensor | None = None
+    headline_values: torch.Tensor | None = None  # per image, mean over the view draws
+    headline_draws: torch.Tensor | None = None  # [draws, M], for the tie test
+    deepest: tuple[int, int] | None = None  # spatial size of the deepest feature map at ``input_size``
     tie: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -78,16 +83,17 @@ class ModelResult:
 
     @property
     def scored(self) -> bool:
-        """Scores were computed (ok or collapsed); failed and skipped models have none."""
-        return self.status in ("ok", "collapsed")
+        """Scores were computed (ok, collapsed or degenerate: kept, flagged, never ranked); failed and skipped have none."""
+        return self.status in ("ok", "collapsed", "degenerate")
 
 
 # Why a model was scored at its input size (recorded per model; printed and written to the results card).
 SIZE_SOURCES = {
     "flag": "--image-size",
-    "config": "each model at the input size its own config records, timm pretrained_cfg or image processor",
-    "default": "no input size in the model's config: the shared default",
+    "target": "the size chosen from the target (median shorter side, rounded down to a multiple of 32, within 64-224 px)",
+    "model": "this model accepts only the input size its config records (fixed-size position embeddings)",
 }
+MIN_DEEPEST = 2  # a deepest feature map smaller than 2 x 2 cannot localise anything: the model is flagged, not ranked
 COLLAPSE_RANKME = 1.05  # effective rank of the embeddings at or below this: one direction, whatever the image
 
 
@@ -118,15 +124,6 @@ class Loaded:
     error: BaseException | None = None
     skipped: str | None = None
     family: str | None = None
-
-
-def config_side(folder, default: int = 224) -> int:
-    """The input size a downloaded model's configs ask for, without building it."""
-    config = read_json(folder / "config.json")
-    if "architecture" in config:
-        size = (config.get("pretrained_cfg") or {}).get("input_size")
-        return int(size[-1]) if size else default
-    return int(processor_cfg(folder, config)["input_size"][-1])
 
 
 def _resolve(text: str) -> tuple[ModelSpec, str | None, BaseException | None, Any]:
@@ -165,33 +162,67 @@ def _load(spec: ModelSpec) -> Loaded:
         return Loaded(spec, error=exc)
 
 
-def resized_views(plan: ScoringPlan, side: int, cache: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> ScoringPlan:
-    """``plan`` with both views resized to ``side`` (antialiased bilinear; cached per size)."""
-    if side == plan.image_size:
-        return plan
+def resized_views(plan: ScoringPlan, side: int, cache: dict[int, ScoringPlan]) -> ScoringPlan:
+    """``plan`` (every draw of views) with both views resized to ``side`` (antialiased bilinear; cached per size)."""
     if side not in cache:
         resize = lambda v: F.interpolate(v, size=(side, side), mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)  # noqa: E731
-        cache[side] = (resize(plan.view1), resize(plan.view2))
-    view1, view2 = cache[side]
-    return dataclasses.replace(plan, view1=view1, view2=view2, image_size=side)
+        cache[side] = plan.resized(side, resize)
+    return cache[side]
+
+
+def accepted_side(model: torch.nn.Module, side: int) -> tuple[int, str]:
+    """``(side, "target")`` when the model takes images of ``side`` px, else its own config size and ``"model"``
+    (a fixed-size ViT refuses other sizes: it is scored at the one size it accepts, and the output says so)."""
+    from hf_transfer_seg.scoring.features import feature_levels
+
+    try:
+        with torch.inference_mode():
+            feature_levels(model, torch.zeros(1, 3, side, side))
+        return side, "target"
+    except Exception:  # noqa: BLE001 - any refusal of the size: fall back to the model's own size
+        native = input_side(model, 0)
+        if not native or native == side:
+            raise
+        return native, "model"
+
+
+def trivial_probe_dice(seg: tuple | None) -> float | None:
+    """The linear-probe Dice that a constant prediction (every pixel one class) reaches on the validation masks:
+    the best of all-background (0) and all-class-j, ``2 n_j / (n_j + N)`` averaged over the foreground classes.
+    A probe at or below it has learnt nothing from the encoder."""
+    if seg is None:
+        return None
+    val = seg[1]
+    counts = torch.zeros(val.num_classes, dtype=torch.float64)
+    for s in val.samples:
+        mask = s.mask if s.valid is None else s.mask[s.valid.bool()]
+        counts += torch.bincount(mask.flatten(), minlength=val.num_classes)[: val.num_classes].double()
+    total = float(counts.sum())
+    present = [j for j in range(1, val.num_classes) if counts[j] > 0]
+    if not total or not present:
+        return None
+    return max(2 * float(counts[j]) / (float(counts[j]) + total) for j in present) / len(present)
 
 
 class EmbeddingTap:
-    """Forward hook keeping the deepest level, globally average-pooled, of view 1 of every batch."""
+    """Forward hook keeping the deepest level, globally average-pooled, of view 1 of every batch (and its map size)."""
 
     def __init__(self, model: torch.nn.Module):
         self.rows: list[torch.Tensor] = []
         self.fmt = getattr(model, "output_fmt", "NCHW")
+        self.deepest: tuple[int, int] | None = None
         self.handle = model.register_forward_hook(self)
 
     def __call__(self, module, inputs, output) -> None:
-        deepest = output[-1] if isinstance(output, (list, tuple)) else output
-        pooled = to_nchw(deepest, self.fmt).float().mean(dim=(2, 3))
+        deepest = to_nchw(output[-1] if isinstance(output, (list, tuple)) else output, self.fmt)
+        self.deepest = (int(deepest.shape[-2]), int(deepest.shape[-1]))
+        pooled = deepest.float().mean(dim=(2, 3))
         self.rows.append(pooled[: pooled.shape[0] // 2].cpu())  # [view1; view2] batches: keep view 1
 
-    def matrix(self) -> torch.Tensor:
+    def matrix(self, m: int) -> torch.Tensor:
+        """The first ``m`` rows: view 1 of the first draw of views (the later draws see the same images again)."""
         self.handle.remove()
-        return torch.cat(self.rows).double()
+        return torch.cat(self.rows)[:m].double()
 
 
 def label_aware(model: torch.nn.Module, seg: tuple | None, side: int, seed: int, pixels_per_class: int) -> dict[str, float]:
@@ -235,11 +266,11 @@ def _segmentation_split(target: str, seed: int, num_images: int):
 
 
 def score_one(loaded: Loaded, plan: ScoringPlan, cache: dict, *, headline: str, seg, seed: int, pixels_per_class: int,
-              image_size: int | None = None, **kwargs) -> ModelResult:
+              size_source: str = "target", **kwargs) -> ModelResult:
     """Grid, label-free and label-aware predictors of one loaded model; failures recorded, not raised.
 
-    The model sees the plan's views at ``image_size`` when given (``--image-size``: the same for every model),
-    else at the input size its own config records (else the plan's size)."""
+    Every model sees the plan's views at the plan's size (``--image-size``, else chosen from the target); a model
+    that refuses that size (fixed-size position embeddings) at the one size it accepts, flagged ``model``."""
     result = ModelResult(loaded.spec, family=loaded.family)
     start = time.perf_counter()
     try:
@@ -247,17 +278,18 @@ def score_one(loaded: Loaded, plan: ScoringPlan, cache: dict, *, headline: str, 
             raise loaded.error
         model = loaded.model
         result.description = describe(model)
-        native = input_side(model, 0)
-        side = image_size or native or plan.image_size
-        result.size_source = "flag" if image_size else ("config" if native else "default")
+        side, how = accepted_side(model, plan.image_size)
+        result.size_source = size_source if how == "target" else how
         result.input_size = side
         tap = EmbeddingTap(model)
-        distances = pair_distances(model, resized_views(plan, side, cache), **kwargs)
-        embeddings = tap.matrix()
+        distances = plan_distances(model, resized_views(plan, side, cache), **kwargs)
+        embeddings = tap.matrix(plan.num_images)
+        result.deepest = tap.deepest
         parse_config(headline, distances.num_levels)
         result.num_levels = distances.num_levels
         result.scores = grid_scores(distances, plan.weights)
-        result.headline_values = distances.values(parse_config(headline))
+        result.headline_draws = distances.draw_values(parse_config(headline))
+        result.headline_values = result.headline_draws.mean(dim=0)
         result.predictors.update(label_free(embeddings))
         try:
             result.predictors.update(label_aware(model.cpu(), seg, side, seed, pixels_per_class))
@@ -266,9 +298,15 @@ def score_one(loaded: Loaded, plan: ScoringPlan, cache: dict, *, headline: str, 
         collapsed = collapse_reason(result)
         if collapsed:
             result.status, result.reason = "collapsed", collapsed
+        elif result.deepest and min(result.deepest) < MIN_DEEPEST:
+            h, w = result.deepest
+            result.status, result.reason = "degenerate", (
+                f"its deepest feature map is {h}x{w} at {side} px (below {MIN_DEEPEST}x{MIN_DEEPEST}): the flat score "
+                "compares one vector per image and the probe cannot localise, so it is not ranked; pass a larger "
+                "--image-size")
     except Exception as exc:  # noqa: BLE001 - any load/forward error of one model: recorded, the run goes on
         result.status, result.reason = "failed", short_reason(exc)
-    if result.status == "collapsed":
+    if result.status in ("collapsed", "degenerate"):
         log.warning("%s: %s", loaded.spec.spec, result.reason)
     elif not result.ok:
         log.warning("%s failed: %s", loaded.spec.spec, result.reason)
@@ -283,7 +321,8 @@ class RankOutcome:
     headline: str
     results: list[ModelResult]
     label_aware: bool
-    image_size: int | None = None  # --image-size (every model at this size), None: each model at its own
+    image_size: int | None = None  # --image-size (every model at this size), None: the size chosen from the target
+    probe_baseline: float | None = None  # linear-probe Dice of a constant prediction on the validation masks
     table: Any = None  # the rows written (pandas DataFrame)
     results_sha: str | None = None
     card_notes: list[str] = field(default_factory=list)
@@ -305,6 +344,7 @@ def run_rank(
     use_masks: bool = True,
     pixels_per_class: int = 500,
     progress: bool = True,
+    view_draws: int = VIEW_DRAWS,
 ) -> RankOutcome:
     """Rank ``models`` (SPECs) on ``target``; see the module docstring. Writes nothing."""
     from hf_transfer_seg.data.registry import resolve_target
@@ -319,7 +359,6 @@ def run_rank(
     resolved = [_resolve(text) for text in tqdm(specs, desc="resolve models", unit="model", disable=not progress)]
     results: dict[str, ModelResult] = {}
     usable: list[ModelSpec] = []
-    sides = []
     for spec, skip, error, folder in resolved:
         if skip:
             results[spec.spec] = ModelResult(spec, status="skipped", reason=skip)
@@ -329,16 +368,11 @@ def run_rank(
             log.warning("%s failed: %s", spec.spec, results[spec.spec].reason)
         else:
             usable.append(spec)
-            try:
-                sides.append(config_side(folder))
-            except Exception:  # noqa: BLE001 - a broken config fails at load time, where it is recorded
-                pass
     if not usable:  # nothing to score: say which models and why, before loading any image
         raise NothingScored(_nothing_scored(list(results.values())))
-    base = image_size or max(sides or [224])
-    plan = build_plan(
+    plan = build_plan(  # one resolution for every model, chosen from the target unless --image-size: never a model's
         resolve_target(target, split=split, image_column=image_column), num_images=num_images, seed=seed,
-        image_size=base, jitter="image", jitter_batch_size=batch_size, progress=progress,
+        image_size=image_size, jitter="image", jitter_batch_size=batch_size, progress=progress, view_draws=view_draws,
     )
     seg = _segmentation_split(target, seed, num_images) if use_masks else None
     run_device = torch.device(device) if device else default_device()
@@ -353,7 +387,7 @@ def run_rank(
             bar.set_postfix_str(spec.spec)
             results[spec.spec] = score_one(
                 loaded, plan, cache, headline=headline, seg=seg, seed=seed, pixels_per_class=pixels_per_class,
-                batch_size=batch_size, device=run_device, precision=precision, image_size=image_size,
+                batch_size=batch_size, device=run_device, precision=precision, size_source="flag" if image_size else "target",
             )
             del loaded
     ordered = [results[t] for t in specs if t in results]
@@ -363,7 +397,7 @@ def run_rank(
     for r in ordered:
         r.tie = ties.get(r.spec.spec, {})
     return RankOutcome(plan=plan, target=plan.target_key, headline=headline, results=ordered, label_aware=seg is not None,
-                       image_size=image_size)
+                       image_size=image_size, probe_baseline=trivial_probe_dice(seg))
 
 
 def _nothing_scored(results: list[ModelResult]) -> str:
@@ -378,9 +412,10 @@ def model_ties(results: list[ModelResult], plan: ScoringPlan, seed: int) -> dict
     scored = [r for r in results if r.ok and r.headline_values is not None]
     if not scored:
         return {}
-    key = plan_key(plan.target_key, plan.num_images, plan.seed, plan.image_size)  # one plan, resized per model
+    key = plan.key()  # one plan, resized per model
     rows = [{"revision": r.spec.spec, "score": float(r.headline_values.mean())} for r in scored]
-    per_image = {r.spec.spec: {"plan": key, "values": r.headline_values.tolist()} for r in scored}
+    per_image = {r.spec.spec: {"plan": key, "values": r.headline_values.tolist(), "draws": r.headline_draws.tolist(),
+                               "units": plan.units} for r in scored}
     best = min(rows, key=lambda row: row["score"])
     ties = ties_with_best(rows, best, per_image, seed=seed)
     order = sorted(rows, key=lambda row: row["score"])

@@ -19,9 +19,11 @@ import pandas as pd
 from huggingface_hub import DatasetCard, DatasetCardData, ModelCard
 from huggingface_hub.errors import HfHubHTTPError
 
+from hf_transfer_seg.cards.dataset_ref import hide_local_paths
 from hf_transfer_seg.cards.data import get_namespace, set_namespace
 from hf_transfer_seg.cards.license import apply_license, choose_license
 from hf_transfer_seg.cards import schema
+from hf_transfer_seg.cards.render import replace_section
 from hf_transfer_seg.hub import redact, update_card
 from hf_transfer_seg.scoring.rank import LABEL_AWARE, SIZE_SOURCES, RankOutcome, directions
 from hf_transfer_seg.version import code_version
@@ -31,9 +33,10 @@ log = logging.getLogger(__name__)
 CARD_KEY = schema.MODEL_RANKING  # hf_transfer_seg.model_ranking[target] in a ranked model's card
 EXPLAIN = (
     "Robustness score (Hidy, Bakos and Lukács, arXiv 2410.18677; **lower is better**) of each encoder on the "
-    "same images, colour-jittered views and negatives (common random numbers), each model at its own input "
-    "size and normalisation; 95% bootstrap interval. *tie*: paired bootstrap of the per-image difference to "
-    "the best model; `tied` when its interval reaches 0. RankMe (Garrido et al., ICML 2023; higher is better) "
+    "same images, colour-jittered views and negatives (common random numbers), at one resolution chosen from "
+    "the target (or --image-size), each model with its own normalisation; 95% bootstrap interval. *tie*: paired "
+    "bootstrap of the per-image difference to the best model, resampling images (volumes or blocks of slices for "
+    "volume targets) and the draws of views; `tied` when its interval reaches 0. RankMe (Garrido et al., ICML 2023; higher is better) "
     "and alpha-ReQ as |alpha - 1| (Agrawal et al., NeurIPS 2022; lower is better) are label-free, from the "
     "same forward passes; LogME and linear-probe Dice (higher is better) need masks."
 )
@@ -44,6 +47,18 @@ def plot_path(target: str) -> str:
 
 
 _num = schema.number
+_DIFFERENCE = {"mean": "", "ci_low": "_ci_low", "ci_high": "_ci_high"}  # headline rows: paired difference to the best
+TRIVIAL_PROBE = "linear_probe_dice_trivial"  # Dice of a constant prediction on the same validation masks
+PROBE_MARGIN = 0.02  # a probe within this of the constant prediction's Dice has learnt nothing from the encoder
+NOT_RANKED = {"collapsed": "collapsed (the embeddings do not depend on the image; the score is the margin, not a measurement)",
+              "degenerate": "degenerate (the deepest feature map is below 2x2 at this resolution)"}
+
+
+def size_words(outcome: RankOutcome, r) -> str | None:
+    """Why ``r`` was scored at its input size (the target-chosen size states the target's median side)."""
+    if r.size_source == "target":
+        return outcome.plan.size_source
+    return SIZE_SOURCES.get(r.size_source) if r.size_source else None
 
 
 def outcome_rows(outcome: RankOutcome) -> pd.DataFrame:
@@ -55,8 +70,8 @@ def outcome_rows(outcome: RankOutcome) -> pd.DataFrame:
     for r in outcome.results:
         common = {
             "model": r.spec.spec, "repo_id": r.spec.repo_id, "revision": r.spec.revision, "sha": r.spec.sha,
-            "family": r.family, "target": outcome.target, "status": r.status, "reason": r.reason,
-            "input_size": r.input_size, "input_size_source": SIZE_SOURCES.get(r.size_source) if r.size_source else None,
+            "family": r.family, "target": outcome.target, "status": r.status, "reason": hide_local_paths(r.reason),
+            "input_size": r.input_size, "input_size_source": size_words(outcome, r),
             "num_images": plan.num_images, "seed": plan.seed,
             "code_version": code_version(), "updated": now,
         }
@@ -67,9 +82,13 @@ def outcome_rows(outcome: RankOutcome) -> pd.DataFrame:
             row = {**common, "predictor": f"robustness:{name}", "value": s.score, "ci_low": s.ci_low, "ci_high": s.ci_high, "lower_is_better": True}
             if name == outcome.headline:
                 row["tie"] = r.tie.get("tie")
+                diff = r.tie.get("difference") or {}
+                row.update({f"difference{suffix}": diff.get(key) for key, suffix in _DIFFERENCE.items()})
             rows.append(row)
         for name, value in r.predictors.items():
             rows.append({**common, "predictor": name, "value": _num(value), "lower_is_better": lower.get(name)})
+        if "linear_probe_dice" in r.predictors and outcome.probe_baseline is not None:  # information: no direction
+            rows.append({**common, "predictor": TRIVIAL_PROBE, "value": _num(outcome.probe_baseline), "lower_is_better": None})
     return pd.DataFrame(rows)
 
 
@@ -88,11 +107,13 @@ def _text(x: Any) -> str:
 def target_table(df: pd.DataFrame, target: str, headline: str) -> tuple[pd.DataFrame, list[str]]:
     """One row per model of ``target`` (headline and predictors side by side), ranked; and its markdown."""
     sub = df[df["target"] == target].copy()
-    for col in ("value", "ci_low", "ci_high", "tie", "reason", "input_size", "sha", "family"):
+    for col in ("value", "ci_low", "ci_high", "tie", "reason", "input_size", "sha", "family", "difference",
+                "difference_ci_low", "difference_ci_high"):
         if col not in sub.columns:  # a table of failed models only has no value columns
             sub[col] = None
     head = sub[sub["predictor"] == f"robustness:{headline}"].set_index("model")
     wide = sub[~sub["predictor"].str.startswith("robustness:")].pivot_table(index="model", columns="predictor", values="value", aggfunc="first")
+    wide = wide.reindex(columns=sorted(set(wide.columns) | {TRIVIAL_PROBE}))
     table = head.join(wide, how="left")
     table["_ok"] = table["status"].eq("ok")
     table = table.sort_values(["_ok", "value"], ascending=[False, True], na_position="last")
@@ -115,36 +136,76 @@ def target_table(df: pd.DataFrame, target: str, headline: str) -> tuple[pd.DataF
             f"{_fmt(row.get('logme'), 3)} | {_fmt(row.get('linear_probe_dice'), 3)} | {status} |"
         )
     ranked = [f"`{m}`" for m, row in table.iterrows() if row["status"] == "ok"]
-    lines += ["", f"Ranking by the score (best first): {' > '.join(ranked) if ranked else 'no model scored'}."]
+    flagged = table["status"].isin(list(NOT_RANKED)).any()
+    nothing = "none: every scored model is flagged below" if flagged else "no model scored"
+    lines += ["", f"Ranking by the score (best first): {' > '.join(ranked) if ranked else nothing}."]
     lines += resolution_lines(table)
-    collapsed = [f"`{m}`" for m, row in table.iterrows() if row["status"] == "collapsed"]
-    if collapsed:
-        lines.append(f"Not ranked, collapsed (the embeddings do not depend on the image; the score is the margin, not a "
-                     f"measurement): {', '.join(collapsed)}.")
+    for status, why in NOT_RANKED.items():
+        flagged = [f"`{m}`" for m, row in table.iterrows() if row["status"] == status]
+        if flagged:
+            lines.append(f"Not ranked, never named best, {why}: {', '.join(flagged)}.")
+    trivial = trivial_probe_line(table)
+    if trivial:
+        lines.append(trivial)
     lines += disagreement_lines(table)
     if table["tie"].eq("tied").any():
         lines.append("Models marked `tied` cannot be told apart from the best on these images; more images (`--num-images`) may separate them.")
+    verdict = separation_line(table)
+    if verdict:
+        lines.append(verdict)
     return table, lines
 
 
+def _probe_at_trivial(table: pd.DataFrame) -> bool:
+    """True when every ranked model's linear-probe Dice is within PROBE_MARGIN of a constant prediction's."""
+    ok = table[table["status"] == "ok"]
+    if ok.empty or "linear_probe_dice" not in ok.columns:
+        return False
+    dice = pd.to_numeric(ok["linear_probe_dice"], errors="coerce")
+    floor = pd.to_numeric(ok[TRIVIAL_PROBE], errors="coerce")
+    return bool(dice.notna().any() and (dice.isna() | (dice <= floor.fillna(0.0) + PROBE_MARGIN)).all())
+
+
+def trivial_probe_line(table: pd.DataFrame) -> str | None:
+    if not _probe_at_trivial(table):
+        return None
+    floor = pd.to_numeric(table[TRIVIAL_PROBE], errors="coerce").dropna()
+    at = f" ({_fmt(float(floor.iloc[0]), 3)}, every pixel one class)" if len(floor) else ""
+    return ("Linear-probe Dice is at the trivial baseline" + at + " for every model: the probe learnt nothing from any "
+            "encoder (often a resolution too small for the structures), so it names no best model.")
+
+
+def separation_line(table: pd.DataFrame) -> str | None:
+    """The sentence saying that nothing tells the models apart, when that is so (else None)."""
+    ok = table[table["status"] == "ok"]
+    if len(ok) < 2:
+        return None
+    score_separates = ok["tie"].eq("worse").any()
+    others = [c for c in ("rankme", "alpha_req_gap", "logme", "linear_probe_dice") if c in ok.columns
+              and pd.to_numeric(ok[c], errors="coerce").nunique() > 1 and not (c == "linear_probe_dice" and _probe_at_trivial(table))]
+    if score_separates:
+        return None
+    if not others:
+        return ("No predictor separates the models: the score ties every model with the best and no other predictor "
+                "varies between them; no model can be called best on this target.")
+    return ("The score does not separate the models (every model is tied with the best); only "
+            + ", ".join(o.replace("_", "-") for o in others) + " orders them.")
+
+
 def resolution_lines(table: pd.DataFrame) -> list[str]:
-    """At what resolution the models were scored, and why (a small size is easy to miss and changes the score)."""
-    scored = table[table["status"].isin(["ok", "collapsed"])]
+    """At what resolution the models were scored, and why (one size for every model, chosen from the target)."""
+    scored = table[table["status"].isin(["ok", "collapsed", "degenerate"])]
     sizes = scored["input_size"].map(_num).dropna()
     if sizes.empty:
         return []
     why = scored["input_size_source"] if "input_size_source" in scored.columns else pd.Series(dtype=object)
     reasons = sorted({str(w) for w in why.dropna()})
     values = sorted({int(s) for s in sizes})
-    text = (f"Resolution: {', '.join(map(str, values))} px ({'; '.join(reasons) or 'each model at its own input size'}). "
-            "Every model saw the same images and views, resized (antialiased) to its size.")
-    if values[0] < 64 and not any("--image-size" in r for r in reasons):
-        text += (f" {values[0]} px is the size the model's config records (what it was trained at); pass --image-size "
-                 "to score every model at one larger size.")
-    lines = [text]
+    lines = [f"Resolution: {', '.join(map(str, values))} px ({'; '.join(reasons) or 'not recorded'}). "
+             "Every model saw the same images and views, resized (antialiased) to its size."]
     if len(values) > 1:
-        lines.append(f"Input sizes differ between models ({', '.join(map(str, values))} px): each model saw the same "
-                     "views resized to its own size.")
+        lines.append(f"Input sizes differ between models ({', '.join(map(str, values))} px): a model that accepts only "
+                     "its own size saw the same views resized to it.")
     return lines
 
 
@@ -166,6 +227,8 @@ def disagreement_lines(table: pd.DataFrame) -> list[str]:
                "alpha-ReQ gap": ("alpha_req_gap", lower.get("alpha_req_gap", True)),
                **{name.replace("_", "-"): (name, LABEL_AWARE[name]) for name in LABEL_AWARE}}
     bests, orders = {}, {}
+    if _probe_at_trivial(table):
+        columns.pop("linear-probe-dice", None)  # a probe at the trivial baseline for every model names no best
     for label, (column, low) in columns.items():
         best, values = _best(ok, column, low)
         if best is not None and len(values) == len(ok):
@@ -190,18 +253,20 @@ def disagreement_lines(table: pd.DataFrame) -> list[str]:
 
 
 def plot_png(table: pd.DataFrame, target: str, headline: str) -> bytes:
-    from hf_transfer_seg.plotting import new_figure, png_bytes
+    """Each ranked model's paired difference to the best model with its 95% interval (what `tie` is read from)."""
+    from hf_transfer_seg.plotting import new_figure, paired_difference_axes, png_bytes
 
     ok = table[table["status"] == "ok"].iloc[::-1]
-    fig, ax = new_figure((6.5, 0.45 * max(len(ok), 2) + 1.2), dpi=110)
-    y = range(len(ok))
-    low = (ok["value"] - ok["ci_low"]).clip(lower=0)
-    high = (ok["ci_high"] - ok["value"]).clip(lower=0)
-    ax.errorbar(ok["value"], list(y), xerr=[low, high], fmt="o", capsize=3)
-    ax.set_yticks(list(y), [str(m) for m in ok.index], fontsize=8)
-    ax.set_xlabel(f"robustness score {headline} (lower is better)")
+    fig, ax = new_figure((6.5, 0.45 * max(len(ok), 2) + 1.4), dpi=110)
+    best = next((str(m) for m, row in ok.iterrows() if row.get("tie") == "best"), None)
+    rows = []
+    for _, row in ok.iterrows():
+        mean, low, high = (_num(row.get(c)) for c in ("difference", "difference_ci_low", "difference_ci_high"))
+        diff = {"mean": mean, "ci_low": low, "ci_high": high} if None not in (mean, low, high) else None
+        rows.append({"difference": diff, "tied": row.get("tie") == "tied", "is_best": row.get("tie") == "best"})
+    paired_difference_axes(ax, [str(m) for m in ok.index], rows, best=str(best), horizontal=True)
+    ax.set_xlabel(f"paired difference of {headline} to the best model (lower is better)")
     ax.set_title(f"Encoders on {target}", fontsize=10)
-    ax.grid(alpha=0.3)
     return png_bytes(fig)
 
 
@@ -237,13 +302,46 @@ def _can_commit_to(revision: str) -> bool:
     return not (len(revision) == 40 and all(c in "0123456789abcdef" for c in revision.lower()))
 
 
+CARD_SECTION = "model-ranking"
+_PREDICTOR_COLUMNS = (("rankme", "RankMe", 1), ("alpha_req_gap", "alpha-ReQ gap", 3), ("logme", "LogME", 3),
+                      ("linear_probe_dice", "linear-probe Dice", 3))
+
+
+def _rounded(value: Any) -> Any:
+    """A card value with floats at 6 significant digits (a card is read by people: no 17-digit floats)."""
+    if isinstance(value, float):
+        return float(f"{value:.6g}") if math.isfinite(value) else None
+    return value
+
+
+def ranking_section(ranking: dict[str, dict]) -> str:
+    """Markdown of a ranked model's ``model-ranking`` section: one row per target it was ranked on."""
+    lines = ["## Encoder ranking (hf-transfer-seg rank)", "",
+             "Robustness score of this model on each target (**lower is better**; 95% bootstrap interval), its place "
+             "among the models ranked with it and the label-free / label-aware predictors from the same run.", "",
+             "| target | headline | score | 95% interval | rank | tie | input | " + " | ".join(c[1] for c in _PREDICTOR_COLUMNS) + " |",
+             "|---" * (7 + len(_PREDICTOR_COLUMNS)) + "|"]
+    for target, e in sorted(ranking.items()):
+        e = e or {}
+        place = f"{e.get('rank')} of {e.get('models_ranked')}" if e.get("rank") else "–"
+        size = f"{e.get('input_size')} px" if e.get("input_size") else "–"
+        lines.append(
+            f"| {target} | `{e.get('headline', '–')}` | {_fmt(e.get('score'))} | [{_fmt(e.get('ci_low'))}, {_fmt(e.get('ci_high'))}] | "
+            f"{place} | {_text(e.get('tie')) or '–'} | {size} | " + " | ".join(_fmt(e.get(k), d) for k, _, d in _PREDICTOR_COLUMNS) + " |"
+        )
+    sources = sorted({str(e.get("results_repo")) for e in ranking.values() if (e or {}).get("results_repo")})
+    if sources:
+        lines += ["", "All models of each run, with the whole score grid: dataset " + ", ".join(f"`{x}`" for x in sources) + "."]
+    return "\n".join(lines)
+
+
 def write_model_cards(outcome: RankOutcome, results_repo: str | None) -> list[str]:
     """Record each ranked model's scores in its own card (``hf_transfer_seg.model_ranking[target]``) where the
     user can write; a line per model saying what happened."""
     notes = []
     for r in outcome.results:
-        if r.status == "collapsed":
-            notes.append(f"{r.spec.spec}: not written (collapsed: {r.reason})")
+        if r.status in NOT_RANKED:
+            notes.append(f"{r.spec.spec}: not written ({r.status}: {r.reason})")
             continue
         if not r.ok:
             continue
@@ -255,14 +353,17 @@ def write_model_cards(outcome: RankOutcome, results_repo: str | None) -> list[st
             "headline": outcome.headline, "score": s.score if s else None, "ci_low": s.ci_low if s else None,
             "ci_high": s.ci_high if s else None, "tie": r.tie.get("tie"), "rank": r.tie.get("rank"),
             "models_ranked": sum(x.ok for x in outcome.results), "scored_sha": r.spec.sha,
-            "input_size": r.input_size, "input_size_source": SIZE_SOURCES.get(r.size_source), **{k: _num(v) for k, v in r.predictors.items()},
+            "input_size": r.input_size, "input_size_source": size_words(outcome, r), **{k: _num(v) for k, v in r.predictors.items()},
             **outcome.plan.facts(), "results_repo": results_repo, "code_version": code_version(),
         }
+
+        entry = {k: _rounded(v) for k, v in entry.items()}
 
         def edit(card: ModelCard, e=entry) -> ModelCard:
             ranking = get_namespace(card.data, CARD_KEY, {}) or {}
             ranking[outcome.target] = e
             set_namespace(card.data, CARD_KEY, ranking)
+            card.text = replace_section(card.text or f"# {r.spec.repo_id}\n", CARD_SECTION, ranking_section(ranking))
             return card
 
         try:

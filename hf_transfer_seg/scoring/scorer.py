@@ -10,11 +10,12 @@ from pathlib import Path
 
 import torch
 
+from hf_transfer_seg.cards.dataset_ref import hide_local_paths
 from hf_transfer_seg.cards.schema import HEADLINE
 from hf_transfer_seg.errors import HfTransferSegError, WeightsError
 from hf_transfer_seg.redact import redact
 from hf_transfer_seg.scoring.configs import parse_config
-from hf_transfer_seg.scoring.features import load_scoring_encoder, pair_distances
+from hf_transfer_seg.scoring.features import load_scoring_encoder, plan_distances
 from hf_transfer_seg.scoring.grid import ConfigScore, grid_scores
 from hf_transfer_seg.scoring.plan import ScoringPlan
 from hf_transfer_seg.version import code_version
@@ -39,7 +40,8 @@ class RevisionScore:
     scores: dict[str, ConfigScore] = field(default_factory=dict)
     num_levels: int = 0
     seconds: float = 0.0
-    per_image: list[float] | None = None  # the headline's per-image values, in the plan's image order (for paired ties)
+    per_image: list[float] | None = None  # the headline's per-image values (mean over the view draws), in the plan's image order
+    per_image_draws: list[list[float]] | None = None  # the same for every draw of views ``[draws][M]`` (for paired ties)
 
     @property
     def ok(self) -> bool:
@@ -53,7 +55,7 @@ class RevisionScore:
         """``robustness[target][config]`` entries for a card: the whole grid, or the headline marked failed."""
         common = {**plan.facts(), "code_version": code_version()}
         if not self.ok:
-            return {self.headline: {"score": None, "ci_low": None, "ci_high": None, **common, "status": "failed", "reason": self.reason}}
+            return {self.headline: {"score": None, "ci_low": None, "ci_high": None, **common, "status": "failed", "reason": hide_local_paths(self.reason)}}
         out = {
             name: {"score": _sig(s.score), "ci_low": _sig(s.ci_low), "ci_high": _sig(s.ci_high), **common, "status": "ok"}
             for name, s in self.scores.items()
@@ -76,13 +78,13 @@ def score_model(
     per_image: list | None = None,
 ) -> tuple[dict[str, ConfigScore], int]:
     """Scores of every configuration (and the number of feature levels) of a loaded encoder; the
-    headline's per-image values are appended to ``per_image`` when a list is given."""
-    distances = pair_distances(
+    headline's per-image values of each draw of views are appended to ``per_image`` when a list is given."""
+    distances = plan_distances(
         model, plan, batch_size=batch_size, device=device, precision=precision, progress=progress, desc=desc
     )
     config = parse_config(headline, distances.num_levels)  # the headline must exist for this encoder
     if per_image is not None:
-        per_image.extend(float(v) for v in distances.values(config).tolist())
+        per_image.extend(distances.draw_values(config).tolist())
     return grid_scores(distances, plan.weights), distances.num_levels
 
 
@@ -102,9 +104,11 @@ def score_loaded(
     try:
         if isinstance(loaded, BaseException):
             raise loaded
-        values: list[float] = []
+        values: list[list[float]] = []
         result.scores, result.num_levels = score_model(loaded, plan, headline=headline, per_image=values, **kwargs)
-        result.per_image = values or None
+        if values:
+            result.per_image_draws = values
+            result.per_image = [sum(column) / len(column) for column in zip(*values)]
     except (WeightsError, OSError) as exc:
         result.status, result.reason = "failed", redact(exc)
         log.warning("%s failed: %s", revision or "checkpoint", result.reason)

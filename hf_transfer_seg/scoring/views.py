@@ -76,3 +76,14 @@ def make_view(images: torch.Tensor, params: JitterParams, *, mode: str = "image"
         for j, start in enumerate(range(0, images.shape[0], batch_size)):
             out[start : start + batch_size] = apply_jitter(images[start : start + batch_size], params.factors[j], params.order[j])
     return out
+
+
+def compact(view: torch.Tensor) -> torch.Tensor:
+    """A view in [0, 1] stored as uint8 (a quarter of the memory; the rounding, 1/510 at most, is what saving the
+    jittered image as an 8-bit PNG would do): the later draws of views of a plan are kept this way."""
+    return view.mul(255).round_().to(torch.uint8)
+
+
+def expand(view: torch.Tensor) -> torch.Tensor:
+    """A stored view as float in [0, 1] (uint8 views are divided by 255; float views are returned as they are)."""
+    return view.float().div_(255) if view.dtype == torch.uint8 else view

@@ -323,6 +323,9 @@ class ImageTarget:
     count: int
     loader: Callable[[int], torch.Tensor] = field(repr=False)
     synthetic: bool = False  # True only when the images were generated rather than acquired
+    # (volume, slice index) of each image when the images are slices of volumes: slices of one volume are not
+    # independent, so the score's tie test resamples volumes (or blocks of neighbouring slices), not slices
+    slices: list[tuple[str, int]] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return self.count

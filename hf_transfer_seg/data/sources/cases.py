@@ -69,7 +69,8 @@ def labelled_slices(cases: list[Case], *, slice_axis=None, limit: int | None = N
 
 
 def image_slices(cases: list[Case], *, slice_axis=None, limit: int | None = None, fixed: Intensity | None = None):
-    """(slice count, loader index -> ``float32 [3, H, W]`` in [0, 1], the intensity used) over every case.
+    """(slice count, loader index -> ``float32 [3, H, W]`` in [0, 1], the intensity used, (case, slice) of each
+    index) over every case.
 
     Slices with a constant image are left out. The percentile range (unless ``fixed``) is fitted on up to
     :data:`FIT_CASES` cases spread over the target; labels are never read.
@@ -105,4 +106,4 @@ def image_slices(cases: list[Case], *, slice_axis=None, limit: int | None = None
         limits.check_fit(f"slice {i} of {cases[c].name}", image.shape[-2:])
         return to_three_channels(intensity.apply(image))
 
-    return len(index), load, intensity
+    return len(index), load, intensity, [(cases[c].name, i) for c, _, i in index]

@@ -96,11 +96,12 @@ def image_target(kind: str, path: Path, *, slice_axis=None, limit=None, fixed: I
     from hf_transfer_seg.data.sources.base import ImageTarget
 
     cases, key, description, _ = medical_cases(kind, path, labelled=False)
-    count, load, intensity = image_slices(cases, slice_axis=slice_axis, limit=limit, fixed=fixed)
+    count, load, intensity, slices = image_slices(cases, slice_axis=slice_axis, limit=limit, fixed=fixed)
     return ImageTarget(
         key=key,
         description=f"{count} 2-D slices of {description} ({slice_axis or 'axial'}), intensities: {intensity.source}",
         count=count,
         loader=load,
         synthetic=synthetic,
+        slices=slices,
     )
