@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -151,12 +150,6 @@ def test_unknown_config_and_too_few_images_are_clear_errors(hub_endpoint, repo_i
     assert "robustness" not in namespace(repo_id, "epoch-0001")
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _retina_folder(folder: Path, n: int = 8) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     target = resolve_target(BUILTIN_RETINA)
@@ -208,8 +201,8 @@ def test_accelerate_launch_spreads_revisions_with_identical_results(hub_endpoint
     reference = capsys.readouterr().out
     assert "robustness" not in namespace(repo_id, "epoch-0001")
     launched = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()), "-m", "hf_transfer_seg", "score", "--repo-id", repo_id, *FAST],
+        [sys.executable, "-m", "hf_transfer_seg", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--", "score", "--repo-id", repo_id, *FAST],
         cwd=ROOT, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True, timeout=400,
     )  # fmt: skip
     assert launched.returncode == 0, launched.stdout + launched.stderr
