@@ -131,9 +131,27 @@ def checked_text(card: ModelCard, where: str) -> str:
     card cannot hold (an object, a numpy scalar from a callback) fails here, not at the push."""
     from hf_transfer_seg.safe_yaml import load_card
 
+    where_bad = _not_plain(card.data.to_dict())
+    if where_bad is not None:
+        path, value = where_bad
+        raise ValueError(f"{where}: the metadata value {path} is a {type(value).__module__}.{type(value).__qualname__}, "
+                         "not plain data (text, number, true/false, list or mapping)")
     text = str(card)
     load_card(text, where=where)
     return text
+
+
+def _not_plain(value: Any, path: str = "") -> tuple[str, Any] | None:
+    """The dotted path and value of the first value in card metadata that YAML cannot write as plain data."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _not_plain(key, path) or _not_plain(item, f"{path}.{key}".lstrip("."))
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        return next((f for i, item in enumerate(value) if (f := _not_plain(item, f"{path}[{i}]")) is not None), None)
+    return None if value is None or type(value) in (str, int, float, bool) else (path or "(a key)", value)
 
 
 def _plain(value: Any) -> Any:
