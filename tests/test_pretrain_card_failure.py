@@ -30,25 +30,14 @@ from hf_transfer_seg.cards import get_namespace
 from hf_transfer_seg.cli import main as cli_main
 from hf_transfer_seg.pretrain.loop import STEP_DELAY_ENV
 
-ROOT = Path(__file__).resolve().parents[1]
+from test_pretrain_inputs import ROOT, _env, cli  # the same tiny runs' environment (no licence variable) and CLI
+
 TINY = [
     "--encoder", "test_resnet", "--image-size", "32", "--train-size", "64", "--val-size", "32", "--batch-size", "8",
     "--lr", "2e-3", "--num-workers", "0", "--log-every", "0", "--epochs", "1", "--checkpoint-epochs", "0.5,1",
     "--push-attempts", "1", "--push-retry-delay", "0",
 ]
 pytestmark = pytest.mark.slow
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "HF_TRANSFER_SEG_LICENSE"}
-    env.update({"PYTHONPATH": str(ROOT), "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TQDM_DISABLE": "1"})
-    env.update(extra)
-    return env
-
-
-def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hf_transfer_seg", *args], env=env or _env(), capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
 
 
 def _assert_fallback(readme: Path, revision: str, said: str, tmp_path: Path) -> ModelCard:
@@ -63,7 +52,7 @@ def _assert_fallback(readme: Path, revision: str, said: str, tmp_path: Path) -> 
 
 def _delivered(out: Path, repo_id: str, tmp_path: Path) -> None:
     """``push-pending`` in a real process delivers every staged checkpoint, weights byte-identical."""
-    run = cli("push-pending", "--output-dir", str(out), "--repo-id", repo_id, "--attempts", "1")
+    run = cli("push-pending", "--output-dir", str(out), "--repo-id", repo_id, "--attempts", "1", env=_env())
     assert run.returncode == 0, run.stderr[-3000:] + run.stdout
     assert [r.name for r in hub.list_revisions(repo_id)] == ["epoch-0000.5", "epoch-0001"]
     for name in ("epoch-0000.5", "epoch-0001"):
@@ -177,7 +166,7 @@ def test_a_full_disk_at_the_weights_keeps_the_state_and_the_staged_checkpoints(t
         stat = os.statvfs(disk)  # fill the disk, leaving room for small files but not for one checkpoint's weights
         (disk / "ballast").write_bytes(b"\0" * (stat.f_bavail * stat.f_frsize - len(first) // 2))
 
-        full = cli(*args, "--resume")
+        full = cli(*args, "--resume", env=_env())
         assert full.returncode == 2, full.stderr[-3000:]
         assert full.stderr.count("error: ") == 1 and "Traceback" not in full.stderr, full.stderr[-3000:]
         said = full.stderr[full.stderr.index("error: "):].split("\n")[0]  # after the progress bar's last \r
@@ -188,7 +177,7 @@ def test_a_full_disk_at_the_weights_keeps_the_state_and_the_staged_checkpoints(t
         assert (out / "pending" / "epoch-0000.5" / "model.safetensors").read_bytes() == first
 
         (disk / "ballast").unlink()
-        done = cli(*args, "--resume")
+        done = cli(*args, "--resume", env=_env())
         assert done.returncode == 0, done.stderr[-3000:]
         assert sorted(p.name for p in (out / "pending").iterdir()) == ["epoch-0000.5", "epoch-0001"]
         assert (out / "pending" / "epoch-0000.5" / "model.safetensors").read_bytes() == first
