@@ -1,4 +1,4 @@
-"""Keep tokens out of logs, exception messages and cards."""
+"""Keep tokens out of logs, exception messages and cards (and local paths out of anything pushed)."""
 
 from __future__ import annotations
 
@@ -29,6 +29,18 @@ def redact(text: object, extra: list[str] | None = None) -> str:
     for pattern in _TOKEN_PATTERNS:
         out = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + "***", out)
     return out
+
+
+# An absolute local path (POSIX or Windows drive), or one under the home folder, inside a message.
+_LOCAL_PATH = re.compile(r"(?<![\w.:/])(?:~|[A-Za-z]:)?[/\\][^\s'\"`,;)\]]+")
+
+
+def public_text(text: object, limit: int = 400) -> str:
+    """``text`` fit for a pushed card: tokens redacted, local paths reduced to their last part, one line, at most
+    ``limit`` characters (an exception message may name files of the machine that trained the model)."""
+    out = _LOCAL_PATH.sub(lambda m: "<local path>/" + os.path.basename(m.group(0).replace("\\", "/").rstrip("/")), redact(text))
+    out = " ".join(out.split())
+    return out if len(out) <= limit else out[: limit - 3] + "..."
 
 
 class RedactingFilter(logging.Filter):

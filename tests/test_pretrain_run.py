@@ -304,10 +304,11 @@ def test_streaming_hub_dataset_detects_columns_splits_and_size(hub_endpoint, rep
 
 def test_an_exception_in_training_still_delivers_every_checkpoint_written(hub_endpoint, repo_id, tmp_path):
     """The publisher is a context manager: however training fails, the checkpoints already written are on the Hub
-    by the time the exception leaves ``run_pretraining`` (or staged in pending/), and no half-written folder is left.
+    by the time the exception leaves ``run_pretraining``, or staged in pending/; none is lost, none half-written.
 
-    A first run without a repo fails at its second checkpoint (epoch-0000.5 waits in pending/); resumed with a repo,
-    it queues epoch-0000.5 at start and fails again a few steps later, while that push is under way."""
+    The run is interrupted in its second checkpoint's card step (a callback exits): epoch-0000.5 was pushed by the
+    publisher before the exception left; epoch-0001's weights were complete, so they are staged with a minimal
+    card saying why (held back from the publisher), and ``push-pending`` delivers them."""
     from hf_transfer_seg.pretrain.config import build_config
     from hf_transfer_seg.pretrain.loop import run_pretraining
     from hf_transfer_seg.pretrain.publisher import list_pending, read_ledger
@@ -316,23 +317,31 @@ def test_an_exception_in_training_still_delivers_every_checkpoint_written(hub_en
     options = {
         "encoder": "test_resnet", "image_size": 32, "train_size": 64, "val_size": 32, "batch_size": 8, "lr": 2e-3,
         "num_workers": 0, "log_every": 0, "epochs": 1, "checkpoint_epochs": "0.5,1", "output_dir": str(out),
-        "push_retry_delay": 0,
+        "push_retry_delay": 0, "repo_id": repo_id,
     }
 
-    def fail_at_the_second_checkpoint(folder: Path, epoch: float, revision: str) -> None:
+    def exit_at_the_second_checkpoint(folder: Path, epoch: float, revision: str) -> None:
         if epoch == 1:
-            raise RuntimeError(f"on_checkpoint failed for {revision}")
+            raise SystemExit(f"on_checkpoint exited at {revision}")
 
-    with pytest.raises(RuntimeError, match="on_checkpoint failed for epoch-0001"):
-        run_pretraining(build_config(options), [fail_at_the_second_checkpoint])
-    assert list_pending(out) == ["epoch-0000.5"]
-    assert sorted(p.name for p in (out / "pending").iterdir()) == ["epoch-0000.5"]  # nothing half-written
-
-    with pytest.raises(RuntimeError, match="on_checkpoint failed for epoch-0001"):
-        run_pretraining(build_config({**options, "repo_id": repo_id, "resume": True}), [fail_at_the_second_checkpoint])
+    with pytest.raises(SystemExit, match="on_checkpoint exited at epoch-0001"):
+        run_pretraining(build_config(options), [exit_at_the_second_checkpoint])
     # the publisher's exit ran: its thread has stopped, with every queued push confirmed
     assert not [t for t in threading.enumerate() if t.name == "hf-transfer-seg-publisher"]
     assert set(read_ledger(out, repo_id)) == {"epoch-0000.5"}
     assert [r.name for r in hub.list_revisions(repo_id)] == ["epoch-0000.5"]
     assert (out / "checkpoints" / "epoch-0000.5" / "model.safetensors").is_file()
-    assert not list((out / "pending").iterdir())  # delivered, and nothing half-written from epoch-0001
+    assert list_pending(out) == ["epoch-0001"]
+    assert sorted(p.name for p in (out / "pending").iterdir()) == ["epoch-0001"]  # nothing half-written
+    staged = out / "pending" / "epoch-0001"
+    assert {"model.safetensors", "config.json", "README.md"} <= {p.name for p in staged.iterdir()}
+    card = ModelCard.load(staged / "README.md")
+    assert "card-failed" in card.data.tags and "SystemExit: on_checkpoint exited at epoch-0001" in card.text
+
+    delivered = cli("push-pending", "--output-dir", str(out), "--repo-id", repo_id, "--attempts", "1")
+    assert delivered.returncode == 0, delivered.stderr[-3000:] + delivered.stdout
+    assert [r.name for r in hub.list_revisions(repo_id)] == ["epoch-0000.5", "epoch-0001"]
+    weights = hf_hub_download(repo_id, "model.safetensors", revision="epoch-0001", cache_dir=tmp_path / "cache")
+    local = load_file(out / "checkpoints" / "epoch-0001" / "model.safetensors")
+    assert all(torch.equal(local[k], v) for k, v in load_file(weights).items()) and local.keys() == load_file(weights).keys()
+    assert not list((out / "pending").iterdir())

@@ -151,11 +151,13 @@ def run_pretrain(args: argparse.Namespace) -> int:
         ) from None
     if result.exit_code:
         return result.exit_code
-    if config.repo_id and result.pending:
+    if result.causes or (config.repo_id and result.pending):  # a push or a card failed: the cause, and the command
         why = "; ".join(f"{r}: {c}" for r, c in result.causes.items()) or "their pushes did not finish"
+        what = (f"{len(result.pending)} checkpoint(s) could not be pushed and are still pending: {', '.join(result.pending)}"
+                if config.repo_id else f"{len(result.causes)} checkpoint(s) are staged without their full card: "
+                f"{', '.join(result.causes)}")
         raise HubError(
-            f"{len(result.pending)} checkpoint(s) could not be pushed and are still pending: {', '.join(result.pending)} "
-            f"({why}). They are safe in {config.output_dir}/pending; "
+            f"{what} ({why}). They are safe in {config.output_dir}/pending; "
             f"{delivery_hint(config.output_dir, config.repo_id, result.causes)}."
         )
     where = f"{config.repo_id} (branches {', '.join(result.revisions)})" if config.repo_id else f"{config.output_dir}/pending"

@@ -121,6 +121,81 @@ def revision_card(repo_id: str | None, revision: str, facts: dict[str, Any]) -> 
     return apply_license(card, card_license(facts))
 
 
+CARD_FAILED_TAG = "card-failed"
+# What push-pending and main's summary row read from a revision card's facts; a fallback card always has them.
+_FALLBACK_KEYS = ("epoch", "global_step", "images_seen", "recipe", "dataset", "dataset_kind", "encoder", "synthetic")
+
+
+def checked_text(card: ModelCard, where: str) -> str:
+    """The card as it will be written, proved readable the way ``push-pending`` reads it (safe YAML): a value the
+    card cannot hold (an object, a numpy scalar from a callback) fails here, not at the push."""
+    from hf_transfer_seg.safe_yaml import load_card
+
+    where_bad = _not_plain(card.data.to_dict())
+    if where_bad is not None:
+        path, value = where_bad
+        raise ValueError(f"{where}: the metadata value {path} is a {type(value).__module__}.{type(value).__qualname__}, "
+                         "not plain data (text, number, true/false, list or mapping)")
+    text = str(card)
+    load_card(text, where=where)
+    return text
+
+
+def _not_plain(value: Any, path: str = "") -> tuple[str, Any] | None:
+    """The dotted path and value of the first value in card metadata that YAML cannot write as plain data."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _not_plain(key, path) or _not_plain(item, f"{path}.{key}".lstrip("."))
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        return next((f for i, item in enumerate(value) if (f := _not_plain(item, f"{path}[{i}]")) is not None), None)
+    return None if value is None or type(value) in (str, int, float, bool) else (path or "(a key)", value)
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with only JSON types (anything else as its text): what a fallback card can always hold."""
+    import json
+
+    return json.loads(json.dumps(value, default=str))
+
+
+def fallback_card(repo_id: str | None, revision: str, facts: dict[str, Any], failure: str) -> str:
+    """A minimal, valid card for a checkpoint whose card failed to build (text, checked like any card).
+
+    It states the failure (``failure``: one line, tokens and local paths already removed) and keeps the training
+    facts that are plain data (the summary row and ``push-pending`` read them); never the callbacks' extras."""
+    safe = {k: facts.get(k) for k in _FALLBACK_KEYS}
+    safe["epoch"] = float(facts.get("epoch") or 0)
+    for key in ("recipe", "dataset", "encoder"):
+        safe[key] = str(safe[key] or "unknown")
+    name = (repo_id or REPO_PLACEHOLDER).split("/")[-1]
+    said = failure.replace("`", "'")  # shown as code: no Markdown or HTML of the message is rendered
+    text = (
+        f"# {name} @ `{revision}`\n\n**The full card of this checkpoint could not be built:** `{said}`\n\n"
+        "Its weights (`model.safetensors`) and `config.json` are complete, in timm's format. This minimal card keeps its "
+        "training facts under `hf_transfer_seg.training`; the table, accuracy results and callback metadata of the "
+        "full card are missing.\n"
+    )
+    try:  # every fact when they are plain data, else only the few the push needs
+        return _minimal_card(name, revision, _plain({**facts, **safe}), text, facts)
+    except Exception:  # noqa: BLE001
+        return _minimal_card(name, revision, _plain(safe), text, facts)
+
+
+def _minimal_card(name: str, revision: str, training: dict[str, Any], text: str, facts: dict[str, Any]) -> str:
+    data = ModelCardData(library_name="timm", pipeline_tag=schema.CLASSIFICATION_TASK, model_name=name,
+                         tags=["timm", "hf-transfer-seg", "pretraining-checkpoint", CARD_FAILED_TAG])
+    set_namespace(data, schema.TRAINING, training)
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n{text}")
+    try:
+        card = apply_license(card, card_license(facts))
+    except Exception:  # noqa: BLE001 - the license was checked at start; a card without one is still valid
+        pass
+    return checked_text(card, f"the fallback card of {revision}")
+
+
 BUILT_IN_KINDS = ("synthetic", "bundled")  # data.classification: generated, or shipped inside a package (digits)
 
 

@@ -21,7 +21,8 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
-from hf_transfer_seg.errors import ConfigError
+from hf_transfer_seg.disk import is_disk_full
+from hf_transfer_seg.errors import ConfigError, DiskFullError
 from hf_transfer_seg.hub import check_write_access, ensure_repo, revision_name
 from hf_transfer_seg.logs import quiet_libraries
 from hf_transfer_seg.models.checkpoint import save_checkpoint
@@ -31,8 +32,10 @@ from hf_transfer_seg.pretrain import state as states
 from hf_transfer_seg.pretrain.config import PretrainConfig, check_resume_compatible, micro_batch, save_run_config
 from hf_transfer_seg.pretrain.data_path import batch_prep, build_data, build_loaders, prepared_val
 from hf_transfer_seg.pretrain.hooks import run_callbacks
-from hf_transfer_seg.pretrain.publisher import Publisher, delivery_hint, discard_partial, list_pending, pending_dir, read_ledger, stage_checkpoint
-from hf_transfer_seg.redact import redact
+from hf_transfer_seg.pretrain.publisher import (
+    Publisher, card_failure, delivery_hint, discard_partial, list_pending, pending_dir, read_ledger, stage_checkpoint,
+)
+from hf_transfer_seg.redact import public_text, redact
 from hf_transfer_seg.version import code_version
 
 log = logging.getLogger(__name__)
@@ -45,7 +48,7 @@ STOP_SYNC_EVERY = 10  # optimizer steps between agreeing on a stop signal across
 class PretrainResult:
     revisions: list[str] = field(default_factory=list)  # checkpoints written by this run
     pending: list[str] = field(default_factory=list)  # not (yet) on the Hub when the run ended
-    causes: dict[str, str] = field(default_factory=dict)  # pending revision -> why its push failed
+    causes: dict[str, str] = field(default_factory=dict)  # pending revision -> why: its push failed, or its card
     global_step: int = 0
     finished: bool = False
     stopped_early: str | None = None
@@ -175,6 +178,7 @@ class CheckpointStep:
         self.data_config = recipes.data_config(config)
         self.debug_dir = os.environ.get(DEBUG_DIR_ENV)
         self.revisions: list[str] = []  # written by this run
+        self.causes: dict[str, str] = {}  # revision -> why its card failed (staged with a fallback card, held back)
         self._reset_tallies()
 
     def _reset_tallies(self) -> None:
@@ -210,7 +214,7 @@ class CheckpointStep:
         state.finished = stop or state.global_step >= self.schedule.total_steps
         state.wall_clock_seconds = self.wall()
         states.save(self.accelerator, self.output_dir, state, self.batches_per_epoch, shards=self.shards)
-        if self.publisher is not None and (pending_dir(self.output_dir) / revision).is_dir():
+        if self.publisher is not None and revision not in self.causes and (pending_dir(self.output_dir) / revision).is_dir():
             self.publisher.submit(revision)
         return stop, reason
 
@@ -254,7 +258,13 @@ class CheckpointStep:
         }
 
     def _stage(self, revision: str, epoch: float, facts: dict, exported) -> tuple[bool, str | None]:
-        """Main process: the checkpoint folder with its card, atomically into ``pending/`` (unless already pushed)."""
+        """Main process: the checkpoint folder with its card, atomically into ``pending/`` (unless already pushed).
+
+        Never loses the weights over the card: when the callbacks or the card fail (a plot that cannot be drawn, a
+        value a card cannot hold), the folder is staged with a minimal card stating why (``card.fallback_card``),
+        the cause is kept in :attr:`causes` and the revision is held back from the publisher: it stays in
+        ``pending/`` for ``push-pending``. A full disk is not a card failure: :class:`DiskFullError`, with the
+        training state and the checkpoints staged before left as they were."""
         config, data = self.config, self.data
         if config.repo_id and revision in read_ledger(self.output_dir, config.repo_id):
             log.info("%s is already on %s (ledger); not writing it again", revision, config.repo_id)
@@ -270,21 +280,45 @@ class CheckpointStep:
                 extra_config={"label_names": label_names} if label_names else None,
                 tag=revision,
             )
-            extra, decision[0], decision[1] = run_callbacks(self.callbacks, folder, epoch, revision, facts)
-            card = cards.revision_card(config.repo_id, revision, facts)
-            card = cards.apply_extra(card, extra)
-            card.save(folder / "README.md")
+            try:
+                extra, decision[0], decision[1] = run_callbacks(self.callbacks, folder, epoch, revision, facts)
+                card = cards.apply_extra(cards.revision_card(config.repo_id, revision, facts), extra)
+                text = cards.checked_text(card, f"the card of {revision}")
+            except BaseException as exc:  # noqa: BLE001 - the weights are complete: keep them, say why the card is not
+                if is_disk_full(exc):
+                    raise
+                if not isinstance(exc, Exception):  # interrupted (SystemExit, KeyboardInterrupt): staged, then raised
+                    interrupted.append(exc)
+                said = public_text(f"{type(exc).__name__}: {exc}", 300)
+                self.causes[revision] = card_failure(said)
+                log.debug("the card of %s failed", revision, exc_info=True)
+                log.error("checkpoint %s: %s", revision, self.causes[revision])
+                text = cards.fallback_card(config.repo_id, revision, facts, said)
+            (folder / "README.md").write_text(text, encoding="utf-8")
 
+        interrupted: list[BaseException] = []
         try:
             stage_checkpoint(self.output_dir, revision, build)
+        except DiskFullError as exc:
+            raise DiskFullError(f"{exc} {self._kept()}") from None
         except BaseException:
             discard_partial(self.output_dir, revision)  # a half-written folder is never left for push-pending
             raise
+        if interrupted:
+            raise interrupted[0]
         log.info(
             "checkpoint %s: step %d, top-1 %s, top-5 %s, loss %s", revision, self.state.global_step,
             facts["top1"], facts["top5"], facts["train_loss"],
         )
         return decision[0], decision[1]
+
+    def _kept(self) -> str:
+        """What a checkpoint that could not be written leaves as it was: the saved state and the staged checkpoints."""
+        saved = states.latest_state(self.output_dir)
+        staged = list_pending(self.output_dir)
+        return (f"Kept as they were: {'the training state ' + saved.name if saved else 'no training state yet'} in "
+                f"{states.state_root(self.output_dir)}, and {len(staged)} checkpoint(s) staged in "
+                f"{pending_dir(self.output_dir)}{' (' + ', '.join(staged) + ')' if staged else ''}.")
 
 
 def _check_run(config: PretrainConfig, accelerator) -> Path | None:
@@ -524,15 +558,18 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
         accelerator.end_training()  # the other processes may exit now; only the main one waits for the network
         if publisher is not None:
             log.info("waiting for checkpoint pushes to finish")
-    return _finish(accelerator, publisher, result, config)
+    return _finish(accelerator, publisher, result, config, checkpoint.causes)
 
 
-def _finish(accelerator, publisher: Publisher | None, result: PretrainResult, config: PretrainConfig) -> PretrainResult:
-    """The result, with the checkpoints not on the Hub (the publisher has closed: its exit delivered what it could)."""
+def _finish(accelerator, publisher: Publisher | None, result: PretrainResult, config: PretrainConfig,
+            card_causes: dict[str, str]) -> PretrainResult:
+    """The result, with the checkpoints not on the Hub (the publisher has closed: its exit delivered what it could)
+    and why: a failed push, or a card that failed (``card_causes``; those were held back from the publisher)."""
     output_dir = Path(config.output_dir)
     if publisher is not None:
         result.pending = publisher.pending
-        result.causes = {r: c for r, c in publisher.causes.items() if r in result.pending}
+        causes = {**publisher.causes, **card_causes}
+        result.causes = {r: c for r, c in causes.items() if r in result.pending}
         if result.pending:
             log.error(
                 "%d checkpoint(s) are not on the Hub yet: %s. They are safe in %s; %s",
@@ -541,4 +578,5 @@ def _finish(accelerator, publisher: Publisher | None, result: PretrainResult, co
             )
     elif accelerator.is_main_process:
         result.pending = list_pending(output_dir)
+        result.causes = {r: c for r, c in card_causes.items() if r in result.pending}
     return result

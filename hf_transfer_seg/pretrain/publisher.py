@@ -273,10 +273,18 @@ def relicense_pending(output_dir: str | Path, setting: str) -> list[str]:
     return changed
 
 
-def delivery_hint(output_dir: str | Path, repo_id: str, causes: dict[str, str]) -> str:
+CARD_FAILED = "its card could not be built"  # the cause of a checkpoint staged with a fallback card (pretrain.loop)
+
+
+def card_failure(said: str) -> str:
+    """The cause recorded for a checkpoint whose card failed (``said``: the error, through ``public_text``)."""
+    return f"{CARD_FAILED} ({said}); it is staged with a minimal card that says so"
+
+
+def delivery_hint(output_dir: str | Path, repo_id: str | None, causes: dict[str, str]) -> str:
     """The exact command that delivers what is pending, and what to fix first when the Hub refused something."""
-    command = f"hf-transfer-seg push-pending --output-dir {output_dir} --repo-id {repo_id}"
-    refused = " ".join(causes.values())
+    command = f"hf-transfer-seg push-pending --output-dir {output_dir} --repo-id {repo_id or '<namespace/name>'}"
+    refused = " ".join(c for c in causes.values() if not c.startswith(CARD_FAILED))  # the Hub's answers only
     if "license" in refused.lower():
         return (f"choose a license the Hub accepts and deliver them with `{command} --license ID` (it rewrites "
                 "the license of their cards)")
