@@ -66,6 +66,14 @@ NUMERIC = [
     *[(PRETRAIN, "--num-workers", v) for v in ("-1", "1e9", "100000", "nan")],
     *[(PRETRAIN, "--num-classes", v) for v in ("0", "1", "-5", "1000000000")],
     *[(PRETRAIN, "--epochs", v) for v in ("inf", "nan")],
+    # pretrain's live scoring: the same bounds as `score`'s flags
+    *[(PRETRAIN, "--score-num-images", v) for v in ("0", "-3", "nan", "99999999999999999999")],
+    *[(PRETRAIN, "--score-image-size", v) for v in ("0", "1000000")],
+    *[(PRETRAIN, "--score-batch-size", v) for v in ("0", "nan")],
+    *[(PRETRAIN, "--score-seed", v) for v in ("-1", "nan")],
+    *[(PRETRAIN, "--score-device", v) for v in ("meta", "nonsense")],
+    *[(PRETRAIN, "--early-stop-patience", v) for v in ("0", "-1", "nan")],
+    *[(PRETRAIN, "--early-stop-min-delta", v) for v in ("nan", "-1", "inf")],
     # finetune / sweep
     *[(FINETUNE, "--num-classes", v) for v in ("1", "-3", "inf")],
     *[(FINETUNE, "--resize-longest", v) for v in ("0", "-1", "nan", "1000000000")],

@@ -19,21 +19,23 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from hf_transfer_seg.cli import argtypes as T  # the same bounds as `score`'s flags, checked while parsing
+
     g = parser.add_argument_group("live robustness scoring (each checkpoint is scored before it is pushed)")
     g.add_argument("--score-target", default=None, help="target images: 'skimage-retina', 'mni152-tissue', a folder or a Hub dataset id")
-    g.add_argument("--score-num-images", type=int, default=64, help="images scored per checkpoint (default 64)")
-    g.add_argument("--score-seed", type=int, default=0, help="seed of the scoring plan (default 0)")
+    g.add_argument("--score-num-images", type=T.bounded_int(4, T.MAX_COUNT), default=64, help="images scored per checkpoint (default 64)")
+    g.add_argument("--score-seed", type=T.bounded_int(0, T.MAX_SEED), default=0, help="seed of the scoring plan (default 0)")
     g.add_argument("--score-config", default=HEADLINE, help=f"headline configuration (default {HEADLINE})")
-    g.add_argument("--score-image-size", type=int, default=224, help="scoring image size (default 224)")
-    g.add_argument("--score-batch-size", type=int, default=32, help="scoring batch size (default 32)")
-    g.add_argument("--score-device", default=None, help="scoring device (default: cuda when available, else cpu)")
+    g.add_argument("--score-image-size", type=T.bounded_int(16, T.MAX_IMAGE_SIDE), default=224, help="scoring image size (default 224)")
+    g.add_argument("--score-batch-size", type=T.bounded_int(1, 65536), default=32, help="scoring batch size (default 32)")
+    g.add_argument("--score-device", type=T.device_spec, default=None, help="scoring device (default: cuda when available, else cpu)")
     g.add_argument(
         "--early-stop-patience",
-        type=int,
+        type=T.bounded_int(1, 10_000),
         default=None,
         help="stop pretraining after this many checkpoints without a better (lower) headline score",
     )
-    g.add_argument("--early-stop-min-delta", type=float, default=0.0, help="improvement smaller than this does not count")
+    g.add_argument("--early-stop-min-delta", type=T.finite_float(0.0), default=0.0, help="improvement smaller than this does not count")
 
 
 class LiveScoringCallback:
