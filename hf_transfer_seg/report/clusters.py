@@ -76,11 +76,11 @@ def infer_runs(df: pd.DataFrame, columns: list[str]) -> dict[str, str] | None:
     values: dict[str, dict] = {}
     for name, g in df.sort_values("epoch").groupby("series", sort=True):
         known = {}
-        for col in columns:
-            v = pd.to_numeric(g[col], errors="coerce").round(DECIMALS)
-            for e, x in zip(g["epoch"].round(DECIMALS), v):
-                if pd.notna(x):
-                    known[(col, e)] = x
+        epochs = g["epoch"].round(DECIMALS).to_numpy(dtype=float)
+        for col in columns:  # arrays, not a pd.notna per row (a second per 1,000,000 rows)
+            v = pd.to_numeric(g[col], errors="coerce").round(DECIMALS).to_numpy(dtype=float, na_value=np.nan)
+            m = ~np.isnan(v)
+            known.update(zip(((col, e) for e in epochs[m].tolist()), v[m].tolist()))
         values[str(name)] = known
     if not any(values.values()):
         return None
