@@ -87,7 +87,7 @@ def per_series(
     q = len(predictors)
     with_partial = np.asarray([p != "epoch" for p in predictors])
     d = df[df["dice"].notna()]
-    series = d["series"].astype(str).to_numpy()
+    series, labels = pd.factorize(d["series"].astype(str), sort=True)  # codes in the order of ``names``
     epochs = d["epoch"].to_numpy(dtype=float)
     order = np.lexsort((epochs, series))  # by series, then epoch
     series, epochs = series[order], epochs[order]
@@ -99,7 +99,8 @@ def per_series(
     values[:, ~with_partial] = epochs[:, None]
     starts = np.flatnonzero(np.r_[True, series[1:] != series[:-1]]) if len(series) else np.zeros(0, dtype=int)
     bounds = np.r_[starts, len(series)]
-    row = {name: i for i, name in enumerate(names)}
+    position = {name: i for i, name in enumerate(names)}
+    row = {s: position[label] for s, label in enumerate(labels)}
     batches: dict[bytes, list[tuple[int, slice]]] = {}  # series with every predictor known, by their epochs
     for a, b in zip(bounds[:-1], bounds[1:]):
         i, rows = row[series[a]], slice(a, b)
