@@ -109,6 +109,8 @@ def test_holm_is_statsmodels_multipletests():
 
 def test_ranks_are_scipys_rankdata():
     rng = np.random.default_rng(6)
-    a = rng.integers(0, 5, size=(40, 7)).astype(float)  # many ties
-    np.testing.assert_array_equal(rankdata_columns(a), stats.rankdata(a, axis=0))
-    np.testing.assert_array_equal(rankdata_columns(a[:, 0]), stats.rankdata(a[:, 0]))
+    for shape in [(40, 7), (1, 3), (0, 2), (9,), (0,)]:
+        a = rng.integers(0, 5, size=shape).astype(float)  # many ties
+        np.testing.assert_array_equal(rankdata_columns(a), stats.rankdata(a, axis=0))
+    big = rng.integers(0, 50, size=(500, 500)).astype(float)  # above PANDAS_RANK_SIZE: pandas' rank, the same numbers
+    np.testing.assert_array_equal(rankdata_columns(big), stats.rankdata(big, axis=0))

@@ -162,13 +162,14 @@ def resolve(df: pd.DataFrame, cluster_by: list[str] | None, pretraining_columns:
 def check_varies_within_runs(df: pd.DataFrame, mapping: dict[str, str], predictors: list[str], flag: str) -> None:
     """A declared predictor constant within every run (cluster) cannot rank checkpoints: ConfigError."""
     runs = df["series"].astype(str).map(mapping)
-    for p in predictors:
-        if p not in df.columns or p == "epoch":
-            continue
-        v = pd.to_numeric(df[p], errors="coerce")
-        if v.notna().sum() < 2:
-            continue
-        spread = v.groupby(runs).agg(lambda s: np.ptp(s.dropna()) if s.notna().any() else 0.0)
-        if (spread <= 0).all():
+    names = [p for p in dict.fromkeys(predictors) if p in df.columns and p != "epoch"]
+    if not names:
+        return
+    v = df[names].apply(pd.to_numeric, errors="coerce")  # every predictor at once: one groupby, not one per column
+    grouped = v.groupby(runs)
+    spread = (grouped.max() - grouped.min()).fillna(0.0)  # a run without a value: no spread
+    constant = (spread <= 0).all(axis=0) & (v.notna().sum(axis=0) >= 2)
+    for p in names:
+        if constant[p]:
             raise ConfigError(f"predictor {p!r} ({flag}) is constant within every pretraining run: it cannot rank the checkpoints "
                               "of a run; drop it from the flag, or pass the per-checkpoint values")

@@ -37,7 +37,6 @@ import warnings
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 
 from hf_transfer_seg.report.bootstrap import bootstrap_interval
 
@@ -227,14 +226,35 @@ def signed_rank_interval(values: Sequence[float], *, level: float) -> list[float
     return [float(walsh[t]), float(walsh[m - 1 - t])]
 
 
+PANDAS_RANK_SIZE = 200_000  # elements above which rankdata_columns uses pandas' rank
+
+
 def rankdata_columns(a: np.ndarray) -> np.ndarray:
     """Average ranks of each column (of a 1-D array: of the array), NaN-free input: ``scipy.stats.rankdata(a,
-    axis=0)``, by pandas' ``rank`` (the same numbers; pandas is loaded anyway, scipy.stats is not: see
-    :mod:`hf_transfer_seg.report.bootstrap`)."""
+    axis=0)`` (the same numbers: a tie run at sorted positions i..j gets (i + j) / 2 + 1). In numpy because the
+    report ranks thousands of small arrays (per predictor, per series), where pandas' ``rank`` costs more per
+    call than the ranking (big arrays go to pandas), and without scipy.stats (see :mod:`hf_transfer_seg.report.bootstrap`)."""
     a = np.asarray(a, dtype=float)
     if a.ndim == 1:
-        return pd.Series(a).rank(method="average").to_numpy(dtype=float)
-    return pd.DataFrame(a).rank(axis=0, method="average").to_numpy(dtype=float)
+        return rankdata_columns(a[:, None])[:, 0]
+    if a.size > PANDAS_RANK_SIZE:  # a big array: pandas' rank (the same numbers) sorts faster
+        import pandas as pd
+
+        return pd.DataFrame(a).rank(axis=0, method="average").to_numpy(dtype=float)
+    n = a.shape[0]
+    rows = np.ascontiguousarray(a.T)  # one row per column: sorting along contiguous memory
+    order = np.argsort(rows, axis=1, kind="stable")
+    s = np.take_along_axis(rows, order, axis=1)
+    starts = np.ones(s.shape, dtype=bool)  # first sorted position of a run of ties
+    starts[:, 1:] = s[:, 1:] != s[:, :-1]
+    ends = np.ones(s.shape, dtype=bool)  # last one
+    ends[:, :-1] = starts[:, 1:]
+    pos = np.arange(n)[None, :]
+    first = np.maximum.accumulate(np.where(starts, pos, 0), axis=1)
+    last = np.minimum.accumulate(np.where(ends, pos, n - 1)[:, ::-1], axis=1)[:, ::-1]
+    ranks = np.empty_like(s)
+    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=1)
+    return ranks.T
 
 
 def paired_columns(y, q: int) -> np.ndarray:
