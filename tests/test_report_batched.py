@@ -8,9 +8,12 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import pytest
 from scipy import stats
 
+from hf_transfer_seg.errors import ConfigError
 from hf_transfer_seg.report.bootstrap import bootstrap_interval
+from hf_transfer_seg.report.clusters import check_varies_within_runs
 from hf_transfer_seg.report.correlate import kendall_columns, per_series
 from hf_transfer_seg.report.stats import _cluster_sums, epoch_partial_columns, holm, rankdata_columns, spearman_columns
 
@@ -114,3 +117,22 @@ def test_ranks_are_scipys_rankdata():
         np.testing.assert_array_equal(rankdata_columns(a), stats.rankdata(a, axis=0))
     big = rng.integers(0, 50, size=(500, 500)).astype(float)  # above PANDAS_RANK_SIZE: pandas' rank, the same numbers
     np.testing.assert_array_equal(rankdata_columns(big), stats.rankdata(big, axis=0))
+
+
+def test_constant_within_runs_is_found_among_many_predictors_of_any_type():
+    """One groupby over every predictor names the same predictor the per-column definition does."""
+    rng = np.random.default_rng(8)
+    runs = {f"s{i}": f"r{i // 2}" for i in range(8)}
+    df = pd.DataFrame({"series": np.repeat(list(runs), 5), "epoch": np.tile(range(5), 8),
+                       **{f"p{j}": rng.normal(size=40) for j in range(300)}})
+    df["flag"] = np.tile([True, False], 20)
+    df["text"] = rng.normal(size=len(df)).astype(str)
+    df.loc[::3, "text"] = "n/a"
+    check_varies_within_runs(df, runs, [*(f"p{j}" for j in range(300)), "flag", "text", "epoch"], "--f")
+    per_run = df["series"].map(runs)
+    df["const"] = per_run.str[1:].astype(float)  # one value per run
+    df["const_text"] = per_run.str[1:]
+    df.loc[::4, "const_text"] = "missing"
+    for name in ("const", "const_text"):
+        with pytest.raises(ConfigError, match=f"'{name}'"):
+            check_varies_within_runs(df, runs, ["p0", name, "p1"], "--f")

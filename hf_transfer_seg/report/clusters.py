@@ -165,7 +165,11 @@ def check_varies_within_runs(df: pd.DataFrame, mapping: dict[str, str], predicto
     names = [p for p in dict.fromkeys(predictors) if p in df.columns and p != "epoch"]
     if not names:
         return
-    v = df[names].apply(pd.to_numeric, errors="coerce")  # every predictor at once: one groupby, not one per column
+    v = df[names]  # every predictor at once: one groupby, not one per column
+    text = [c for c, numeric in zip(names, v.dtypes.map(pd.api.types.is_numeric_dtype)) if not numeric]
+    if text:
+        v = v.assign(**{c: pd.to_numeric(v[c], errors="coerce") for c in text})
+    v = v.astype(float)
     grouped = v.groupby(runs)
     spread = (grouped.max() - grouped.min()).fillna(0.0)  # a run without a value: no spread
     constant = (spread <= 0).all(axis=0) & (v.notna().sum(axis=0) >= 2)
