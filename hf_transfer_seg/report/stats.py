@@ -102,11 +102,15 @@ def _bca(s: np.ndarray, c: np.ndarray, *, n_boot: int, seed: int, level: float) 
     def statistic(idx):
         return s[:, idx].sum(axis=-1) / c[:, idx].sum(axis=-1)
 
+    def leave_one_out():  # the pooled mean without each cluster, in closed form
+        return (s.sum(axis=1, keepdims=True) - s) / (c.sum(axis=1, keepdims=True) - c)
+
     point = s.sum(axis=1) / c.sum(axis=1)
     means = s / c
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lo, hi = bootstrap_interval(statistic, k, n_resamples=n_boot, level=level, rng=np.random.default_rng(seed))
+        lo, hi = bootstrap_interval(statistic, k, n_resamples=n_boot, level=level, rng=np.random.default_rng(seed),
+                                    jackknife=leave_one_out)
         if k > 1 and not (np.isfinite(lo) & np.isfinite(hi)).all():
             # BCa is undefined where the statistic does not vary; percentile interval there
             plo, phi = bootstrap_interval(statistic, k, n_resamples=n_boot, level=level, rng=np.random.default_rng(seed),
