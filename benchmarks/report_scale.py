@@ -15,9 +15,11 @@ Each is reported by this tree and by the baseline commit's ``hf_transfer_seg`` (
 ``--timeout`` seconds; the script prints wall time, CPU seconds, peak memory and the ratio baseline / this
 tree (a baseline that hit the timeout prints ">= timeout" and the ratio as a lower bound).
 
-Cost of the big cases (this tree): loading and correlations are linear in rows x predictors; selection rules
-run for at most 50 predictors (``--max-rule-predictors``), each a pass over every checkpoint; intervals are one
-vectorised bootstrap per quantity; ``table.csv`` (a copy of the input) is not written above 200,000 rows.
+Cost of the big cases (this tree): loading and correlations are linear in rows x predictors (series of the same
+epochs are correlated as one array; Kendall of a series longer than 60 checkpoints is scipy's O(n log n) per
+column; cluster sums are one bincount; the run inference and the "constant within every run" check read each
+column once); selection rules run for at most 50 predictors (``--max-rule-predictors``), each a pass over every
+checkpoint; intervals are one vectorised bootstrap per quantity; ``table.csv`` (a copy of the input) is not written above 200,000 rows.
 Progress bars (tqdm) show on a terminal.
 
     python benchmarks/report_scale.py                       # full sizes, baseline main

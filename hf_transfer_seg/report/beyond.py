@@ -45,11 +45,15 @@ that rate is at most ``PLACEBO_MAX`` (the test is calibrated on the data in fron
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import sparse, stats
+
+from hf_transfer_seg.report.stats import rankdata_columns
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 MIN_CLUSTERS = 5  # no test, no interval from fewer clusters
 DRAWS = 999  # wild bootstrap draws
@@ -101,11 +105,28 @@ def within_ranks(values: np.ndarray, series: np.ndarray) -> np.ndarray:
     order = np.argsort(series, kind="stable")
     cuts = np.nonzero(np.diff(series[order]))[0] + 1
     for m in np.split(order, cuts):
-        r = stats.rankdata(values[m], axis=0) if RANKS else np.asarray(values[m], dtype=float)
+        r = rankdata_columns(values[m]) if RANKS else np.asarray(values[m], dtype=float)
         r = r - r.mean(axis=0)
         sd = np.sqrt((r ** 2).mean(axis=0))
         out[m] = np.divide(r, sd, out=np.zeros_like(r), where=sd > 0)
     return out
+
+
+def sorted_codes(labels: np.ndarray) -> np.ndarray:
+    """``np.unique(labels, return_inverse=True)[1]`` by hashing (``pandas.factorize``, sorted): the same codes in
+    linear time (sorting a million strings was a second of a 1,000,000-row report)."""
+    return pd.factorize(np.asarray(labels), sort=True)[0]
+
+
+def cell_epoch_codes(cells: np.ndarray, epochs: np.ndarray) -> np.ndarray:
+    """Codes of the labels ``f"{cell}|{epoch}"`` in their sorted order, the codes ``np.unique`` gives the joined
+    strings, with only the distinct (cell, epoch) pairs joined."""
+    c_codes, c_uniq = pd.factorize(np.asarray(cells, dtype=str))
+    e_codes, e_uniq = pd.factorize(np.asarray(epochs))
+    pair_codes, pairs = pd.factorize(c_codes.astype(np.int64) * max(1, len(e_uniq)) + e_codes)
+    c_of, e_of = np.divmod(pairs, max(1, len(e_uniq)))
+    labels = np.char.add(np.asarray(c_uniq, dtype=str)[c_of], np.char.add("|", np.asarray(np.asarray(e_uniq)[e_of], dtype=str)))
+    return np.unique(labels, return_inverse=True)[1][pair_codes]
 
 
 def design(series: np.ndarray, cells: np.ndarray, epochs: np.ndarray, clusters: np.ndarray, *, trend: int | None = None) -> Design:
@@ -115,8 +136,8 @@ def design(series: np.ndarray, cells: np.ndarray, epochs: np.ndarray, clusters: 
     cells eigenproblem): no decomposition of the whole design. A design whose cell basis would exceed
     ``MAX_DENSE`` numbers gets none (:func:`fit` then reports no effect and says why)."""
     trend = SERIES_TREND if trend is None else trend
-    s_idx = np.unique(series, return_inverse=True)[1]
-    c_idx = np.unique(np.char.add(np.asarray(cells, dtype=str), np.char.add("|", np.asarray(epochs, dtype=str))), return_inverse=True)[1]
+    s_idx = sorted_codes(series)
+    c_idx = cell_epoch_codes(cells, epochs)
     n = len(series)
     t = np.log1p(np.maximum(np.asarray(epochs, dtype=float), 0.0))
     order = np.argsort(s_idx, kind="stable")
@@ -127,8 +148,10 @@ def design(series: np.ndarray, cells: np.ndarray, epochs: np.ndarray, clusters: 
         deg = max(0, min(trend, len(np.unique(t[rows])) - 1 - TREND_RESID_DOF))
         ts = (t[rows] - t[rows].mean()) / (t[rows].std() or 1.0)
         blocks.append((rows, np.linalg.qr(np.vander(ts, deg + 1, increasing=True))[0]))
-    g_idx = np.unique(clusters, return_inverse=True)[1]
+    g_idx = sorted_codes(clusters)
     g = int(g_idx.max()) + 1
+    from scipy import sparse  # here, not at import: scipy's start-up is a share of a small report's seconds
+
     groups = sparse.csr_matrix((np.ones(n), (g_idx, np.arange(n))), shape=(g, n))
     des = Design(s_idx, g_idx, blocks, None, g, groups)
     n_cells = int(c_idx.max()) + 1
@@ -173,6 +196,8 @@ def fit(des: Design, y: np.ndarray, x: np.ndarray, sign: np.ndarray, *, draws: i
     defined = (xx > 1e-9 * n) & (yy > 1e-9 * n)
     ok = defined & (g >= MIN_CLUSTERS) & np.isfinite(t_all)
     if g > WCB_MAX_CLUSTERS or n * g > MAX_DENSE:  # many clusters: the asymptotic CR1 t is fine (and the bootstrap costly)
+        from scipy import stats
+
         p[ok] = stats.t.sf(sign[ok] * t_all[ok], df=g - 1)
     elif ok.any():
         z = des.resid(des.groups.T.toarray() * yt[:, None])  # M (u o 1_h), one column per cluster h
@@ -210,7 +235,7 @@ def _placebos(x: np.ndarray, series: np.ndarray, clusters: np.ndarray, epochs: n
         shape[m] = np.polyval(np.polyfit(t[m], run_mean[m], deg), t[m]) if deg >= 1 else run_mean[m].mean()
     sd_run = float(np.std(run_mean - shape)) or 0.0
     sd_series = float(np.std(x - run_mean)) or 0.0
-    cell = np.unique(np.char.add(np.asarray(clusters, dtype=str), np.char.add("|", np.asarray(epochs, dtype=str))), return_inverse=True)[1]
+    cell = cell_epoch_codes(clusters, epochs)
     scale = float(np.std(shape)) or float(np.std(x)) or 1.0
     trend = sign * (t - t.mean()) / (np.std(t) or 1.0) * scale
     half = k // 2

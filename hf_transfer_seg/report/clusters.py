@@ -74,13 +74,18 @@ def infer_runs(df: pd.DataFrame, columns: list[str]) -> dict[str, str] | None:
     """series -> run label: series whose ``columns`` agree at every epoch they share (at least 2) are one run
     (a series missing a checkpoint stays in its run). None when no series has a value of any of the columns."""
     values: dict[str, dict] = {}
-    for name, g in df.sort_values("epoch").groupby("series", sort=True):
+    d = df.sort_values("epoch")  # at an epoch given twice, the later row's value counts
+    epochs = d["epoch"].round(DECIMALS).to_numpy(dtype=float)
+    numbers = {col: pd.to_numeric(d[col], errors="coerce").round(DECIMALS).to_numpy(dtype=float, na_value=np.nan) for col in columns}
+    codes, names = pd.factorize(d["series"], sort=True)  # whole columns at once, then each series' rows
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+    for s, name in enumerate(names):
+        rows = order[bounds[s]:bounds[s + 1]]
         known = {}
-        for col in columns:
-            v = pd.to_numeric(g[col], errors="coerce").round(DECIMALS)
-            for e, x in zip(g["epoch"].round(DECIMALS), v):
-                if pd.notna(x):
-                    known[(col, e)] = x
+        for col, v in numbers.items():
+            m = ~np.isnan(v[rows])
+            known.update(zip(((col, e) for e in epochs[rows][m].tolist()), v[rows][m].tolist()))
         values[str(name)] = known
     if not any(values.values()):
         return None
@@ -157,13 +162,18 @@ def resolve(df: pd.DataFrame, cluster_by: list[str] | None, pretraining_columns:
 def check_varies_within_runs(df: pd.DataFrame, mapping: dict[str, str], predictors: list[str], flag: str) -> None:
     """A declared predictor constant within every run (cluster) cannot rank checkpoints: ConfigError."""
     runs = df["series"].astype(str).map(mapping)
-    for p in predictors:
-        if p not in df.columns or p == "epoch":
-            continue
-        v = pd.to_numeric(df[p], errors="coerce")
-        if v.notna().sum() < 2:
-            continue
-        spread = v.groupby(runs).agg(lambda s: np.ptp(s.dropna()) if s.notna().any() else 0.0)
-        if (spread <= 0).all():
+    names = [p for p in dict.fromkeys(predictors) if p in df.columns and p != "epoch"]
+    if not names:
+        return
+    v = df[names]  # every predictor at once: one groupby, not one per column
+    text = [c for c, numeric in zip(names, v.dtypes.map(pd.api.types.is_numeric_dtype)) if not numeric]
+    if text:
+        v = v.assign(**{c: pd.to_numeric(v[c], errors="coerce") for c in text})
+    v = v.astype(float)
+    grouped = v.groupby(runs)
+    spread = (grouped.max() - grouped.min()).fillna(0.0)  # a run without a value: no spread
+    constant = (spread <= 0).all(axis=0) & (v.notna().sum(axis=0) >= 2)
+    for p in names:
+        if constant[p]:
             raise ConfigError(f"predictor {p!r} ({flag}) is constant within every pretraining run: it cannot rank the checkpoints "
                               "of a run; drop it from the flag, or pass the per-checkpoint values")

@@ -4,11 +4,11 @@ Series of one pretraining run share its curves (top-1 is identical across them; 
 identical across frozen/unfrozen pairs), so they are not independent. Every interval here resamples
 clusters and every test runs over per-cluster means:
 
-- :func:`cluster_mean_ci`: the mean over series, with a BCa interval from ``scipy.stats.bootstrap``
-  that resamples *clusters* (the statistic is the pooled mean of the series in the resampled clusters).
+- :func:`cluster_mean_ci`: the mean over series, with a BCa interval (``scipy.stats.bootstrap``'s, computed
+  by :mod:`hf_transfer_seg.report.bootstrap` without importing scipy.stats) that resamples *clusters* (the statistic is the pooled mean of the series in the resampled clusters).
   Vectorised over many quantities at once (one call for every predictor of a wide table).
 - :func:`cluster_wilcoxon`: ``scipy.stats.wilcoxon`` over the per-cluster means.
-- :func:`holm`: ``statsmodels.stats.multitest.multipletests(method="holm")``.
+- :func:`holm`: ``statsmodels.stats.multitest.multipletests(method="holm")``'s adjustment.
 - :func:`signed_rank_interval`: the Wilcoxon signed-rank (Hodges-Lehmann) interval of the per-cluster
   means at any level, used for the multiplicity-corrected (Bonferroni) intervals of the selection
   table. Hand-written (the exact null distribution is a 10-line recursion) because neither scipy nor
@@ -37,7 +37,8 @@ import warnings
 from typing import Sequence
 
 import numpy as np
-from scipy import stats
+
+from hf_transfer_seg.report.bootstrap import bootstrap_interval
 
 CHUNK = 400  # quantities per vectorised bootstrap call (memory: CHUNK x n_boot x clusters floats)
 
@@ -59,9 +60,12 @@ def cluster_ids(series: Sequence[str], clusters: dict[str, str] | None) -> np.nd
 def _cluster_sums(values: np.ndarray, ids: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """values (Q, n_series) with NaN for missing -> per-cluster sums and counts (Q, k)."""
     ok = np.isfinite(values)
-    onehot = np.zeros((values.shape[1], k))
-    onehot[np.arange(values.shape[1]), ids] = 1.0
-    return np.where(ok, values, 0.0) @ onehot, ok.astype(float) @ onehot
+    q = values.shape[0]
+    # one bincount over (row, cluster) bins: linear in the table, no dense series x clusters one-hot
+    bins = (np.arange(q)[:, None] * k + np.asarray(ids, dtype=np.intp)[None, :]).ravel()
+    sums = np.bincount(bins, weights=np.where(ok, values, 0.0).ravel(), minlength=q * k).reshape(q, k)
+    counts = np.bincount(bins, weights=ok.ravel().astype(float), minlength=q * k).reshape(q, k)
+    return sums, counts
 
 
 def cluster_mean_ci(
@@ -95,22 +99,22 @@ def cluster_mean_ci(
 def _bca(s: np.ndarray, c: np.ndarray, *, n_boot: int, seed: int, level: float) -> list[list[float]]:
     k = s.shape[1]
 
-    def statistic(idx, axis=-1):
-        idx = np.asarray(idx, dtype=int)
+    def statistic(idx):
         return s[:, idx].sum(axis=-1) / c[:, idx].sum(axis=-1)
+
+    def leave_one_out():  # the pooled mean without each cluster, in closed form
+        return (s.sum(axis=1, keepdims=True) - s) / (c.sum(axis=1, keepdims=True) - c)
 
     point = s.sum(axis=1) / c.sum(axis=1)
     means = s / c
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        res = stats.bootstrap((np.arange(k),), statistic, n_resamples=n_boot, method="BCa", vectorized=True,
-                              confidence_level=level, random_state=np.random.default_rng(seed))
-        lo, hi = np.atleast_1d(res.confidence_interval.low), np.atleast_1d(res.confidence_interval.high)
+        lo, hi = bootstrap_interval(statistic, k, n_resamples=n_boot, level=level, rng=np.random.default_rng(seed),
+                                    jackknife=leave_one_out)
         if k > 1 and not (np.isfinite(lo) & np.isfinite(hi)).all():
             # BCa is undefined where the statistic does not vary; percentile interval there
-            pct = stats.bootstrap((np.arange(k),), statistic, n_resamples=n_boot, method="percentile", vectorized=True,
-                                  confidence_level=level, random_state=np.random.default_rng(seed))
-            plo, phi = np.atleast_1d(pct.confidence_interval.low), np.atleast_1d(pct.confidence_interval.high)
+            plo, phi = bootstrap_interval(statistic, k, n_resamples=n_boot, level=level, rng=np.random.default_rng(seed),
+                                          method="percentile")
             bad = ~(np.isfinite(lo) & np.isfinite(hi))
             lo, hi = np.where(bad, plo, lo), np.where(bad, phi, hi)
     out = []
@@ -154,11 +158,13 @@ def signed_rank_p(x: np.ndarray, *, alternative: str = "greater") -> np.ndarray:
     if k == 0:
         return np.full(q, np.nan)
     if k > EXACT_CLUSTERS:
+        from scipy import stats
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return np.asarray([stats.wilcoxon(row, alternative=alternative, zero_method="zsplit", method="approx").pvalue
                                if np.any(row != 0) else 1.0 for row in x])
-    ranks = stats.rankdata(np.abs(x), axis=1)
+    ranks = rankdata_columns(np.abs(x).T).T
     nonzero = x != 0
     t_obs = (ranks * (x > 0)).sum(axis=1) + 0.5 * (ranks * ~nonzero).sum(axis=1)
     flips = ((np.arange(2 ** k)[:, None] >> np.arange(k)[None, :]) & 1).astype(float)  # (2^k, k)
@@ -176,14 +182,17 @@ def signed_rank_p(x: np.ndarray, *, alternative: str = "greater") -> np.ndarray:
 
 
 def holm(pvalues: dict[str, float]) -> dict[str, float]:
-    """Holm step-down adjusted p-values (statsmodels ``multipletests``)."""
+    """Holm step-down adjusted p-values: statsmodels ``multipletests(method="holm")``'s three lines (the i-th
+    smallest times m - i, a running maximum, capped at 1), written here because importing statsmodels imports
+    scipy.stats (0.45 CPU-s of the report; see :mod:`hf_transfer_seg.report.bootstrap`); tests compare the two."""
     if not pvalues:
         return {}
-    from statsmodels.stats.multitest import multipletests
-
     names = list(pvalues)
-    adjusted = multipletests([pvalues[n] for n in names], method="holm")[1]
-    return {n: float(p) for n, p in zip(names, adjusted)}
+    p = np.asarray([pvalues[n] for n in names], dtype=float)
+    order = np.argsort(p)
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(1.0, np.maximum.accumulate(p[order] * np.arange(len(p), 0, -1)))
+    return {n: float(v) for n, v in zip(names, adjusted)}
 
 
 def _signed_rank_null(n: int) -> np.ndarray:
@@ -212,28 +221,66 @@ def signed_rank_interval(values: Sequence[float], *, level: float) -> list[float
             return [-math.inf, math.inf]
         t = int(ok[-1])  # P(T+ <= t) <= alpha/2: cut t Walsh averages from each end, keep the next
     else:  # normal approximation
-        z = stats.norm.ppf(1 - alpha / 2)
+        from scipy.special import ndtri
+
+        z = ndtri(1 - alpha / 2)
         t = int(math.floor(m / 2 - z * math.sqrt(n * (n + 1) * (2 * n + 1) / 24)))
         if t < 0:
             return [-math.inf, math.inf]
     return [float(walsh[t]), float(walsh[m - 1 - t])]
 
 
+PANDAS_RANK_SIZE = 200_000  # elements above which rankdata_columns uses pandas' rank
+
+
 def rankdata_columns(a: np.ndarray) -> np.ndarray:
-    """Average ranks of each column (NaN-free input)."""
-    return stats.rankdata(a, axis=0)
+    """Average ranks of each column (of a 1-D array: of the array), NaN-free input: ``scipy.stats.rankdata(a,
+    axis=0)`` (the same numbers: a tie run at sorted positions i..j gets (i + j) / 2 + 1). In numpy because the
+    report ranks thousands of small arrays (per predictor, per series), where pandas' ``rank`` costs more per
+    call than the ranking (big arrays go to pandas), and without scipy.stats (see :mod:`hf_transfer_seg.report.bootstrap`)."""
+    a = np.asarray(a, dtype=float)
+    if a.ndim == 1:
+        return rankdata_columns(a[:, None])[:, 0]
+    if a.size > PANDAS_RANK_SIZE:  # a big array: pandas' rank (the same numbers) sorts faster
+        import pandas as pd
+
+        return pd.DataFrame(a).rank(axis=0, method="average").to_numpy(dtype=float)
+    n = a.shape[0]
+    rows = np.ascontiguousarray(a.T)  # one row per column: sorting along contiguous memory
+    order = np.argsort(rows, axis=1, kind="stable")
+    s = np.take_along_axis(rows, order, axis=1)
+    starts = np.ones(s.shape, dtype=bool)  # first sorted position of a run of ties
+    starts[:, 1:] = s[:, 1:] != s[:, :-1]
+    ends = np.ones(s.shape, dtype=bool)  # last one
+    ends[:, :-1] = starts[:, 1:]
+    pos = np.arange(n)[None, :]
+    first = np.maximum.accumulate(np.where(starts, pos, 0), axis=1)
+    last = np.minimum.accumulate(np.where(ends, pos, n - 1)[:, ::-1], axis=1)[:, ::-1]
+    ranks = np.empty_like(s)
+    np.put_along_axis(ranks, order, (first + last) / 2.0 + 1.0, axis=1)
+    return ranks.T
+
+
+def paired_columns(y, q: int) -> np.ndarray:
+    """``y`` as (n, 1) (one Dice for every column) or (n, Q) (a Dice column per predictor column: several
+    series of one length batched side by side)."""
+    y = np.asarray(y, dtype=float)
+    y = y[:, None] if y.ndim == 1 else y
+    if y.shape[1] not in (1, q):
+        raise ValueError(f"y has {y.shape[1]} columns for {q} predictor columns")
+    return y
 
 
 def spearman_columns(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman of each column of ``x`` (n, Q) with ``y`` (n,); NaN where a column or ``y`` is constant
-    (the same value scipy's ``spearmanr`` gives: Pearson of the average ranks)."""
+    """Spearman of each column of ``x`` (n, Q) with ``y`` (n,) or with the same column of ``y`` (n, Q); NaN
+    where a column or ``y`` is constant (the same value scipy's ``spearmanr`` gives: Pearson of the average ranks)."""
     rx = rankdata_columns(x)
-    ry = stats.rankdata(y)
+    ry = rankdata_columns(paired_columns(y, rx.shape[1]))
     rx = rx - rx.mean(axis=0)
-    ry = ry - ry.mean()
-    den = np.sqrt((rx ** 2).sum(axis=0) * (ry ** 2).sum())
+    ry = ry - ry.mean(axis=0)
+    den = np.sqrt((rx ** 2).sum(axis=0) * (ry ** 2).sum(axis=0))
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = (rx * ry[:, None]).sum(axis=0) / den
+        r = (rx * ry).sum(axis=0) / den
     r[~np.isfinite(r) | (den <= 1e-12)] = np.nan
     return np.clip(r, -1.0, 1.0)
 
@@ -250,7 +297,7 @@ def epoch_basis(e: np.ndarray, *, degree: int = EPOCH_DEGREE, basis: str = EPOCH
     freedom. None when even ``EPOCH_MIN_DEGREE`` does not fit (too few checkpoints or distinct epochs)."""
     e = np.asarray(e, dtype=float)
     n = len(e)
-    t = stats.rankdata(e) if basis == "rank" else np.log1p(np.maximum(e, 0.0))
+    t = rankdata_columns(e) if basis == "rank" else np.log1p(np.maximum(e, 0.0))
     d = min(degree, n - 1 - EPOCH_RESID_DOF, len(np.unique(e)) - 1)
     if d < min(EPOCH_MIN_DEGREE, degree):
         return None
@@ -263,29 +310,30 @@ def epoch_basis(e: np.ndarray, *, degree: int = EPOCH_DEGREE, basis: str = EPOCH
 
 def epoch_partial_columns(x: np.ndarray, y: np.ndarray, e: np.ndarray, *, degree: int = EPOCH_DEGREE,
                           basis: str = EPOCH_BASIS) -> np.ndarray:
-    """Epoch-controlled Spearman of each column of ``x`` (n, Q) with ``y`` (n,): Pearson of the residuals
-    of their ranks after a least-squares fit on :func:`epoch_basis`. NaN where undefined (too few
-    checkpoints, or the predictor or Dice is a monotone or fitted function of epoch: nothing is left)."""
+    """Epoch-controlled Spearman of each column of ``x`` (n, Q) with ``y`` (n,) or with the same column of
+    ``y`` (n, Q): Pearson of the residuals of their ranks after a least-squares fit on :func:`epoch_basis`.
+    NaN where undefined (too few checkpoints, or the predictor or Dice is a monotone or fitted function of
+    epoch: nothing is left)."""
     x = np.asarray(x, dtype=float)
     q = x.shape[1]
     b = epoch_basis(e, degree=degree, basis=basis)
     if b is None:
         return np.full(q, np.nan)
     rx = rankdata_columns(x)
-    ry = stats.rankdata(np.asarray(y, dtype=float))
+    ry = rankdata_columns(paired_columns(y, q))
     cx = rx - rx.mean(axis=0)
-    cy = ry - ry.mean()
+    cy = ry - ry.mean(axis=0)
     ex = rx - b @ (b.T @ rx)
     ey = ry - b @ (b.T @ ry)
-    sx, sy = (ex ** 2).sum(axis=0), float((ey ** 2).sum())
+    sx, sy = (ex ** 2).sum(axis=0), (ey ** 2).sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        r = (ex * ey[:, None]).sum(axis=0) / np.sqrt(sx * sy)
-    re = stats.rankdata(np.asarray(e, dtype=float))
+        r = (ex * ey).sum(axis=0) / np.sqrt(sx * sy)
+    re = rankdata_columns(np.asarray(e, dtype=float))
     re = re - re.mean()
-    monotone = np.abs(cx.T @ re) >= (1 - 1e-12) * np.sqrt((cx ** 2).sum(axis=0) * (re ** 2).sum())  # x a monotone function of epoch
-    if abs(cy @ re) >= (1 - 1e-12) * np.sqrt((cy ** 2).sum() * (re ** 2).sum()):
-        monotone[:] = True  # Dice a monotone function of epoch: nothing beyond it to predict
-    flat = monotone | (sx <= 1e-10 * np.maximum((cx ** 2).sum(axis=0), 1e-300)) | (sy <= 1e-10 * max(float((cy ** 2).sum()), 1e-300))
+    ss_re = (re ** 2).sum()
+    monotone = np.abs(cx.T @ re) >= (1 - 1e-12) * np.sqrt((cx ** 2).sum(axis=0) * ss_re)  # x a monotone function of epoch
+    monotone |= np.abs(cy.T @ re) >= (1 - 1e-12) * np.sqrt((cy ** 2).sum(axis=0) * ss_re)  # Dice too: nothing beyond it to predict
+    flat = monotone | (sx <= 1e-10 * np.maximum((cx ** 2).sum(axis=0), 1e-300)) | (sy <= 1e-10 * np.maximum((cy ** 2).sum(axis=0), 1e-300))
     r[flat | ~np.isfinite(r)] = np.nan
     return np.clip(r, -1.0, 1.0)
 
