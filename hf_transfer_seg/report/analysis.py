@@ -26,7 +26,7 @@ Verdicts (``VERDICTS``), each stated only when the numbers show it:
   ``MIN_CLUSTERS`` clusters; ``direction_unknown``: no declared direction.
 
 The headline predictor (declared in advance) is tested alone at ``ALPHA``; every other one is exploratory,
-Holm-corrected (statsmodels) over the exploratory predictors, for each of the three tests.
+Holm-corrected (as statsmodels computes it) over the exploratory predictors, for each of the three tests.
 """
 
 from __future__ import annotations

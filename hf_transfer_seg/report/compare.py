@@ -6,7 +6,7 @@
   per-series difference (rule's loss - fixed stop's loss) says whether the rule beats it.
 - :func:`correct`: every interval of the selection table is exploratory (many rules, many predictors).
   Two families -- the rows (Dice lost vs last) and the equal-savings differences -- are each corrected:
-  Holm-adjusted p-values (statsmodels) and Bonferroni-level signed-rank intervals over cluster means (see
+  Holm-adjusted p-values (as statsmodels computes them) and Bonferroni-level signed-rank intervals over cluster means (see
   :mod:`hf_transfer_seg.report.stats` for why not a bootstrap at that level). A claim ("loses", "gains",
   "beats the fixed stop") is made only where the corrected interval excludes 0. With K clusters a
   two-sided signed-rank test cannot go below p = 2/2^K; where that is above the corrected level there is
