@@ -50,10 +50,12 @@ def _add_pretrain_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--val-size", type=_num("val_size"), default=S, help="use at most this many validation images")
     g.add_argument("--image-size", type=_num("image_size"), default=S, help="training crop size (default 224)")
     g.add_argument("--num-workers", type=_num("num_workers"), default=S, help="loader workers per process (default: the cores available per process)")
-    g.add_argument("--data-path", choices=("fast", "legacy"), default=S,
-                   help="fast (default): libjpeg-turbo uint8 decode, normalise/erase on the device; legacy: PIL + float tensors")
+    g.add_argument("--data-path", choices=("fast", "legacy", "dali"), default=S,
+                   help="fast (default): libjpeg-turbo uint8 decode, normalise/erase on the device; legacy: PIL + float "
+                   "tensors; dali: NVIDIA DALI decodes and crops (simple recipe, image folders; pip install -e '.[dali]')")
     g.add_argument("--decode", choices=("cpu", "gpu"), default=S,
-                   help="where JPEGs are decoded (default cpu); gpu: nvJPEG batch decode on CUDA, simple recipe")
+                   help="where JPEGs are decoded (default cpu); gpu: nvJPEG batch decode on CUDA (with dali: its "
+                   "'mixed' decoder), simple recipe")
     g = p.add_argument_group("schedule")
     g.add_argument("--epochs", type=_num("epochs"), default=S, help="training length in epochs (default 300)")
     g.add_argument("--checkpoint-epochs", default=S,

@@ -45,7 +45,8 @@ class PretrainConfig:
     val_size: int | None = None
     image_size: int = 224
     num_workers: int | None = None  # None: the cores available per local process (fast path)
-    data_path: str = "fast"  # "fast": uint8 decode/crop in workers, normalise/erase on the device; "legacy": PIL + float
+    data_path: str = "fast"  # "fast": uint8 decode/crop in workers, normalise/erase on the device; "legacy": PIL + float;
+    # "dali": the simple recipe decoded and cropped by NVIDIA DALI (an extra), normalised on the device
     decode: str = "cpu"  # "gpu": nvJPEG batch decode on CUDA (fast path, simple recipe)
     # schedule
     epochs: float = 300.0
@@ -286,19 +287,39 @@ def _check_bounds(config: PretrainConfig) -> None:
                               f"(on the command line or as {name}: in the recipe file)")
 
 
+def _check_dali(config: PretrainConfig) -> None:
+    """``--data-path dali``: the simple recipe only, and DALI installed (checked here, before any work)."""
+    from hf_transfer_seg.data import dali
+
+    if config.recipe != "simple":
+        raise ConfigError(
+            "--data-path dali builds the simple recipe only (the advanced recipe's RandAugment is PIL-based and has "
+            "no DALI equivalent here); use --data-path fast for the advanced recipe"
+        )
+    if config.dataset == "synthetic" or config.streaming:
+        raise ConfigError(f"--data-path dali reads image files and needs a local ImageNet-style folder (--dataset "
+                          f"PATH with train/<class>/*), not {'streaming' if config.streaming else 'the synthetic set'}; "
+                          "use --data-path fast")
+    if not dali.available():
+        raise ConfigError("--data-path dali needs NVIDIA DALI, which is not installed: pip install -e '.[dali]' "
+                          "(or train with --data-path fast)")
+
+
 def validate(config: PretrainConfig) -> None:
     _check_bounds(config)
     if config.recipe not in RECIPES:
         raise ConfigError(f"--recipe must be one of {', '.join(RECIPES)}, got {config.recipe!r}")
-    if config.data_path not in ("fast", "legacy"):
-        raise ConfigError(f"--data-path must be fast or legacy, got {config.data_path!r}")
+    if config.data_path not in ("fast", "legacy", "dali"):
+        raise ConfigError(f"--data-path must be fast, legacy or dali, got {config.data_path!r}")
     if config.decode not in ("cpu", "gpu"):
         raise ConfigError(f"--decode must be cpu or gpu, got {config.decode!r}")
-    if config.decode == "gpu" and (config.data_path != "fast" or config.recipe != "simple"):
+    if config.decode == "gpu" and (config.data_path not in ("fast", "dali") or config.recipe != "simple"):
         raise ConfigError(
-            "--decode gpu needs --data-path fast and the simple recipe (the advanced recipe's RandAugment is "
+            "--decode gpu needs --data-path fast or dali and the simple recipe (the advanced recipe's RandAugment is "
             "PIL-based and runs in the loader workers after decoding); use --decode cpu"
         )
+    if config.data_path == "dali":
+        _check_dali(config)
     if config.normalize not in NORMALIZATIONS:
         raise ConfigError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, got {config.normalize!r}")
     if not (config.epochs > 0 and math.isfinite(config.epochs)):

@@ -1,4 +1,4 @@
-"""The pretraining data path: datasets, loaders and the per-batch device step, for ``--data-path fast|legacy``.
+"""The pretraining data path: datasets, loaders and the per-batch device step, for ``--data-path fast|legacy|dali``.
 
 ``fast`` (default): loader workers decode JPEGs with libjpeg-turbo (reduced-size when the crop allows),
 crop/flip (and run timm's RandAugment for the advanced recipe) on uint8, and send pinned uint8 batches;
@@ -6,6 +6,10 @@ normalisation and timm's RandomErasing run batched on the accelerator (``data.gp
 Mixup/CutMix stays in the loop as before. The recipe's parameters are read from timm's own transform
 (``recipes.train_transform``), so both paths apply the same recipe. ``--decode gpu`` decodes with nvJPEG.
 ``legacy``: timm's PIL transforms + float tensors from the workers, as before this module existed.
+``dali`` (an extra): the simple recipe's training batches from ``data.dali.EpochLoader`` (region-of-interest
+decode on CPU; with ``--decode gpu`` DALI's ``mixed`` nvJPEG decoder), same files, labels, epoch order and
+per-process split as the fast path, normalised on the device by the same step; validation keeps the fast path.
+It reads image files, so it needs a local ImageNet-style folder.
 """
 
 from __future__ import annotations
@@ -101,6 +105,8 @@ def default_workers(config: PretrainConfig, num_processes: int) -> int:
 def build_loaders(config: PretrainConfig, data, micro: int, accelerator):
     """(train loader, val loader, batches per epoch when streaming else None)."""
     workers = config.num_workers if config.num_workers is not None else default_workers(config, accelerator.num_processes)
+    if config.data_path == "dali":
+        return _dali_train(config, data, micro, workers, accelerator), _val_loader(data, micro, workers), None
     train_collate = collate
     if config.decode == "gpu":
         from hf_transfer_seg.data.gpu_augment import collate_encoded
@@ -109,23 +115,45 @@ def build_loaders(config: PretrainConfig, data, micro: int, accelerator):
     common = dict(num_workers=workers, pin_memory=torch.cuda.is_available(), persistent_workers=workers > 0)
     if workers > 0:
         common["prefetch_factor"] = 4
-    val_kwargs = {**common, "collate_fn": collate, "persistent_workers": False}
     if data.streaming:
         if not data.train_size:
             raise ConfigError("--streaming needs the size of the train split: the dataset does not say; pass --train-size")
         train = torch.utils.data.DataLoader(data.train, batch_size=micro, drop_last=True, collate_fn=train_collate, **common)
         per_process = data.train_size // (micro * accelerator.num_processes)
         batches = per_process - per_process % config.grad_accum
-        val = torch.utils.data.DataLoader(data.val, batch_size=micro, **val_kwargs) if data.val is not None else None
-        return train, val, batches
+        return train, _val_loader(data, micro, workers), batches
     sampler = EpochSampler(len(data.train), seed=config.seed)
     train = torch.utils.data.DataLoader(
         data.train, batch_size=micro, sampler=sampler, drop_last=True, collate_fn=train_collate, **common
     )
-    val = None
-    if data.val is not None:
-        val = torch.utils.data.DataLoader(data.val, batch_size=micro, shuffle=False, **val_kwargs)
-    return train, val, None
+    return train, _val_loader(data, micro, workers), None
+
+
+def _val_loader(data, micro: int, workers: int):
+    """The validation loader (every data path): uint8 (fast, dali) or float (legacy) batches in a fixed order."""
+    if data.val is None:
+        return None
+    extra = {"prefetch_factor": 4} if workers > 0 else {}
+    return torch.utils.data.DataLoader(data.val, batch_size=micro, shuffle=False, num_workers=workers, collate_fn=collate,
+                                       pin_memory=torch.cuda.is_available(), **extra)
+
+
+def _dali_train(config: PretrainConfig, data, micro: int, workers: int, accelerator):
+    """``--data-path dali``: this process's DALI training loader (see ``data.dali``)."""
+    from hf_transfer_seg.data.dali import EpochLoader
+
+    files = getattr(data.train, "files", None)
+    if data.streaming or data.kind != "folder" or files is None:
+        raise ConfigError(f"--data-path dali reads image files and needs a local ImageNet-style folder "
+                          f"(train/<class>/*), not a {data.kind} dataset ({data.dataset_id}); use --data-path fast")
+    parts = _timm_parts(recipes.train_transform(config))
+    gpu = config.decode == "gpu"
+    return EpochLoader(
+        files, batch_size=micro, seed=config.seed, process_index=accelerator.process_index,
+        num_processes=accelerator.num_processes, label_device=accelerator.device, image_size=config.image_size,
+        device="mixed" if gpu else "cpu", device_id=accelerator.device.index if gpu else None, workers=workers,
+        scale=parts["scale"], hflip=parts["hflip"],
+    )
 
 
 def batch_prep(config: PretrainConfig, device):

@@ -411,10 +411,13 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
     else:
         optimizer = recipes.optimizer(config, model)
     train_dl, val_dl, streaming_batches = build_loaders(config, data, micro, accelerator)
-    if data.streaming:
+    dali = config.data_path == "dali"  # its loader shards, shuffles and resumes itself (data.dali.EpochLoader)
+    if data.streaming or dali:
         if not cpu_fsdp:
             model, optimizer = accelerator.prepare(model, optimizer)
-        batches_per_epoch = streaming_batches
+        batches_per_epoch = streaming_batches if data.streaming else len(train_dl)
+        if dali and val_dl is not None:
+            val_dl = accelerator.prepare(val_dl)
     else:
         if cpu_fsdp:
             train_dl = accelerator.prepare(train_dl)
@@ -445,9 +448,9 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
             log.info("the run in %s already finished at step %d; nothing to train", output_dir, state.global_step)
         elif main:
             log.info(
-                "%s, %s recipe, %s data (%s), %d classes; %d process(es) x %d images x %d accumulation = batch %d; "
+                "%s, %s recipe, %s data (%s, data path %s), %d classes; %d process(es) x %d images x %d accumulation = batch %d; "
                 "%d steps/epoch, %d steps, checkpoints at epochs %s",
-                config.encoder, config.recipe, "synthetic" if data.synthetic else "real", data.dataset_id, data.num_classes,
+                config.encoder, config.recipe, "synthetic" if data.synthetic else "real", data.dataset_id, config.data_path, data.num_classes,
                 world, micro, config.grad_accum, config.batch_size, schedule.updates_per_epoch, schedule.total_steps,
                 ", ".join(f"{e:g}" for e in schedule.checkpoint_steps.values()),
             )
@@ -477,7 +480,12 @@ def run_pretraining(config: PretrainConfig, callbacks: list[Callable] = ()) -> P
                     data.train.set_epoch(state.epoch)
                 else:
                     train_dl.set_epoch(state.epoch)
-                loader = accelerator.skip_first_batches(train_dl, state.batch_in_epoch) if state.batch_in_epoch and not data.streaming else train_dl
+                if dali:  # a mid-epoch resume starts its file list at the first batch not trained on
+                    loader = train_dl.from_batch(state.batch_in_epoch)
+                elif state.batch_in_epoch and not data.streaming:
+                    loader = accelerator.skip_first_batches(train_dl, state.batch_in_epoch)
+                else:
+                    loader = train_dl
                 to_skip = state.batch_in_epoch if data.streaming else 0
                 for images, labels, skipped in loader:
                     if to_skip:
