@@ -162,6 +162,8 @@ def _probe_at_trivial(table: pd.DataFrame) -> bool:
     if ok.empty or "linear_probe_dice" not in ok.columns:
         return False
     dice = pd.to_numeric(ok["linear_probe_dice"], errors="coerce")
+    if TRIVIAL_PROBE not in ok.columns:  # results from before the trivial row was recorded: no floor to compare with
+        return False
     floor = pd.to_numeric(ok[TRIVIAL_PROBE], errors="coerce")
     return bool(dice.notna().any() and (dice.isna() | (dice <= floor.fillna(0.0) + PROBE_MARGIN)).all())
 
