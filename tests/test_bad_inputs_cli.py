@@ -109,6 +109,8 @@ NUMERIC = [
     (["push-pending", "--output-dir", "x", "--repo-id", "local/x"], "--retry-delay", "nan"),
     (["space", "run", "--model-repo", "local/x"], "--max-megapixels", "nan"),
     (["space", "run", "--model-repo", "local/x"], "--max-side", "-1"),
+    *[(["demo"], "--num-processes", v) for v in ("0", "-2", "nan")],
+    *[(["demo"], "--port", v) for v in ("99999", "-1", "nan")],
 ]
 
 

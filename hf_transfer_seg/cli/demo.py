@@ -25,9 +25,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-launch", action="store_true", help="do not launch the Space at the end")
     p.add_argument("--small", action="store_true", help="tiny settings (about two minutes; used by the tests)")
     p.add_argument("--namespace", default="demo", help="owner of the repos the demo creates")
-    p.add_argument("--num-processes", type=int, default=2, help="pretraining processes (accelerate launch)")
+    p.add_argument("--num-processes", type=T.bounded_int(1, 1024), default=2, help="pretraining processes (accelerate launch)")
     p.add_argument("--score-target", default=None, help="target of the robustness score (default mni152-tissue, the images the U-Net is fine-tuned on)")
-    p.add_argument("--port", type=int, default=7860, help="port of the launched Space")
+    p.add_argument("--port", type=T.port, default=7860, help="port of the launched Space")
     p.add_argument("--finetune-steps", type=T.bounded_int(1, 1_000_000), default=None,
                    help="optimizer steps per U-Net, rounded to whole epochs (default: 8 epochs, 112 steps; the four "
                         "U-Nets are most of the demo's time)")
